@@ -1,0 +1,1 @@
+"""codesign: joint accuracy/hardware-cost optimisation of LLMs (what joins nets and hwcost)."""

@@ -1,0 +1,1 @@
+"""hwcost: workloads derived from model configs and differentiable hardware cost models (Equinox)."""
