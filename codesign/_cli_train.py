@@ -1,0 +1,66 @@
+"""`codesign train` and `codesign run`: plain training of a config on the embedded byte corpus."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from codesign._train import TrainConfig, train as train_model
+
+
+def _fresh_run_dir(prefix: str) -> Path:
+    return Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(
+    model: str = typer.Option("codesign-default", help="Zoo name or path to a ModelConfig JSON file."),
+    steps: int = typer.Option(300, help="Optimiser steps."),
+    batch: int = typer.Option(16, help="Global batch (sequences per step; a multiple of the device count)."),
+    seq_len: int = typer.Option(128, help="Tokens (bytes) per sequence."),
+    lr: float = typer.Option(3e-3, help="Peak learning rate (AdamW, warm-up then cosine decay)."),
+    seed: int = typer.Option(0, help="Root PRNG seed."),
+    dtype: str = typer.Option("float32", help="Compute dtype: float32 or bfloat16 (parameters stay float32)."),
+    eval_every: int = typer.Option(100, help="Steps between validation evaluations."),
+    ckpt_every: int = typer.Option(100, help="Steps between checkpoints."),
+    out: Path = typer.Option(None, help="Output folder (default: a fresh runs/train-* folder). An existing "
+                                        "checkpoint there is resumed exactly."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Ignore checkpoints in --out."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Train a model config on the embedded byte corpus (no cost term)."""
+    tc = TrainConfig(model=model, steps=steps, batch=batch, seq_len=seq_len, lr=lr, seed=seed, dtype=dtype,
+                     eval_every=eval_every, ckpt_every=ckpt_every)
+    _run(tc, out or _fresh_run_dir("train"), resume=not no_resume, quiet=quiet, as_json=as_json)
+
+
+def run(
+    out: Path = typer.Option(None, help="Output folder (default: a fresh runs/run-* folder)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """The main job on the embedded default: train the small MFA + MoE model on the byte corpus."""
+    _run(TrainConfig(), out or _fresh_run_dir("run"), resume=True, quiet=quiet, as_json=as_json)
+
+
+def _run(tc: TrainConfig, out: Path, *, resume: bool, quiet: bool, as_json: bool) -> None:
+    if not as_json:
+        print(f"codesign: training {tc.model} for {tc.steps} steps -> {out}")
+    result = train_model(tc, out, resume=resume, progress=not quiet)
+    summary = json.loads((result.out_dir / "summary.json").read_text())
+    if as_json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+        return
+    print(f"{'model':<22}{summary['model']}")
+    print(f"{'validation loss':<22}{summary['first_val_loss']:.4f} -> {summary['final_val_loss']:.4f} nats/byte")
+    print(f"{'throughput':<22}{summary['tokens_per_s_median']:.0f} tokens/s on {summary['devices']} "
+          f"{summary['backend']} device(s)")
+    print(f"{'outputs':<22}{out}/ (metrics.jsonl, checkpoints/, summary.json, config.json)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("run")(run)

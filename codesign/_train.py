@@ -1,0 +1,270 @@
+"""Plain training of a `nets.ModelConfig` on the embedded byte corpus (no cost term).
+
+One jitted step (loss, gradient and optax update together) runs data-parallel over
+every local device through `jax.sharding`: a one-axis mesh named "data", the batch
+sharded along it and parameters replicated, so XLA inserts the gradient all-reduce.
+The same code runs on one CPU, on CPU with forced host devices and on a multi-GPU host.
+
+Exact resume: the batch of step s is drawn from `fold_in(data_key, s)`, and the
+checkpoint holds parameters, optimiser state and step, so N steps in one go equal
+N/2 steps + kill + resume N/2 bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import nets
+from codesign._checkpoint import Checkpointer
+from codesign._metrics import MetricsWriter
+from codesign.data import eval_batches, load_byte_corpus, sample_batch
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _check(ok: bool, field: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"{field}={value!r}: {allowed}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train and how. `model` is a zoo name or a path to a ModelConfig JSON file."""
+
+    model: str = "codesign-default"
+    steps: int = 300
+    batch: int = 16
+    seq_len: int = 128
+    lr: float = 3e-3
+    warmup_steps: int = 20
+    weight_decay: float = 0.05
+    clip_norm: float = 1.0
+    aux_weight: float = 0.01
+    log_every: int = 10
+    eval_every: int = 100
+    eval_batches: int = 4
+    ckpt_every: int = 100
+    seed: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "seq_len", "log_every", "eval_every", "eval_batches", "ckpt_every"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value > 0, name, value, "must be a positive integer")
+        _check(isinstance(self.warmup_steps, int) and 0 <= self.warmup_steps < self.steps, "warmup_steps",
+               self.warmup_steps, f"must be an integer in [0, steps={self.steps})")
+        for name in ("lr", "clip_norm"):
+            value = getattr(self, name)
+            _check(isinstance(value, (int, float)) and 0 < value < float("inf"), name, value, "must be a positive number")
+        for name in ("weight_decay", "aux_weight"):
+            value = getattr(self, name)
+            _check(isinstance(value, (int, float)) and 0 <= value < float("inf"), name, value, "must be >= 0")
+        _check(self.dtype in DTYPES, "dtype", self.dtype, f"must be one of {', '.join(DTYPES)}")
+
+    def model_config(self) -> nets.ModelConfig:
+        return resolve_model(self.model)
+
+
+def resolve_model(spec: str) -> nets.ModelConfig:
+    """A zoo name, or a path to a ModelConfig JSON file."""
+    if spec.endswith(".json") or os.path.sep in spec:
+        path = Path(spec)
+        if not path.is_file():
+            raise ValueError(f"model={spec!r}: no such JSON file (give a zoo name or a config path)")
+        return nets.ModelConfig.from_json(path.read_text())
+    return nets.zoo.get(spec)
+
+
+def training_flops_per_token(cfg: nets.ModelConfig, seq_len: int) -> float:
+    """Model FLOPs per trained token: 6*N_active + 12*n_layers*n_heads*qk_head_dim*seq_len.
+
+    The PaLM convention (Chowdhery et al. 2022, appendix B): forward plus backward of
+    the matmuls (6 per parameter) and of the attention score/value products.
+    """
+    a = cfg.attention
+    return 6.0 * nets.count_params(cfg).active + 12.0 * cfg.n_layers * a.n_heads * a.qk_head_dim * seq_len
+
+
+def data_mesh() -> jax.sharding.Mesh:
+    """A one-axis mesh over every local device, axis name "data"."""
+    return jax.make_mesh((jax.device_count(),), ("data",))
+
+
+def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=tc.lr, warmup_steps=tc.warmup_steps, decay_steps=tc.steps, end_value=tc.lr * 0.1)
+    return optax.chain(optax.clip_by_global_norm(tc.clip_norm),
+                       optax.adamw(schedule, b1=0.9, b2=0.95, weight_decay=tc.weight_decay))
+
+
+def lm_loss(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
+    """Mean next-token cross-entropy in nats, computed in float32."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV.astype(jnp.float32), targets_BxL).mean()
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    first_val_loss: float
+    final_val_loss: float
+    tokens_per_s: float
+    params: Any = dataclasses.field(repr=False)
+    model: Any = dataclasses.field(repr=False)
+
+
+class Trainer:
+    """Builds the model, optimiser, sharded state and the jitted step for one TrainConfig."""
+
+    def __init__(self, tc: TrainConfig):
+        self.tc = tc
+        self.cfg = tc.model_config()
+        self.mesh = data_mesh()
+        n_dev = self.mesh.devices.size
+        _check(tc.batch % n_dev == 0, "batch", tc.batch, f"must be a multiple of the device count {n_dev}")
+        _check(tc.seq_len <= self.cfg.max_seq_len, "seq_len", tc.seq_len,
+               f"must be at most the model's max_seq_len={self.cfg.max_seq_len}")
+        self.replicated = NamedSharding(self.mesh, P())
+        self.batch_sharded = NamedSharding(self.mesh, P("data"))
+        root = jax.random.key(tc.seed)
+        self.data_key = jax.random.fold_in(root, 1)
+        model = nets.TransformerLM(self.cfg, rngs=nnx.Rngs(params=jax.random.fold_in(root, 0)),
+                                   dtype=DTYPES[tc.dtype])
+        self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
+        self.optimizer = make_optimizer(tc)
+        self.params = jax.device_put(params, self.replicated)
+        self.opt_state = jax.device_put(self.optimizer.init(params), self.replicated)
+        corpus = load_byte_corpus()
+        self.corpus = corpus
+        self.train_data = jax.device_put(jnp.asarray(corpus.train), self.replicated)
+        valid_x, valid_y = eval_batches(corpus.valid, tc.batch, tc.seq_len, tc.eval_batches)
+        self.valid = jax.device_put((jnp.asarray(valid_x), jnp.asarray(valid_y)), self.batch_sharded_eval())
+        self.trace_count = 0
+        self.step_fn = jax.jit(self._step, donate_argnums=(0, 1))
+        self.eval_fn = jax.jit(self._eval)
+
+    def batch_sharded_eval(self) -> NamedSharding:
+        return NamedSharding(self.mesh, P(None, "data"))
+
+    def model_from(self, params: Any) -> nnx.Module:
+        return nnx.merge(self.graphdef, params, self.rest)
+
+    def _loss(self, params: Any, inputs: jax.Array, targets: jax.Array) -> tuple[jax.Array, dict]:
+        logits, aux = self.model_from(params)(inputs)
+        task = lm_loss(logits, targets)
+        balance = aux["load_balance_loss"]
+        return task + self.tc.aux_weight * balance, {"loss": task, "load_balance_loss": balance}
+
+    def _step(self, params: Any, opt_state: Any, train_data: jax.Array, step: jax.Array):
+        self.trace_count += 1  # runs only when jax traces: counts compilations
+        inputs, targets = sample_batch(train_data, jax.random.fold_in(self.data_key, step), self.tc.batch,
+                                       self.tc.seq_len)
+        inputs = jax.lax.with_sharding_constraint(inputs, self.batch_sharded)
+        targets = jax.lax.with_sharding_constraint(targets, self.batch_sharded)
+        grads, metrics = jax.grad(self._loss, has_aux=True)(params, inputs, targets)
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        return params, opt_state, metrics
+
+    def _eval(self, params: Any, valid: tuple[jax.Array, jax.Array]) -> jax.Array:
+        xs, ys = valid
+        losses = jax.lax.map(lambda xy: lm_loss(self.model_from(params)(xy[0])[0], xy[1]), (xs, ys))
+        return losses.mean()
+
+    def evaluate(self, params: Any | None = None) -> float:
+        return float(self.eval_fn(self.params if params is None else params, self.valid))
+
+    def state(self) -> dict[str, Any]:
+        return {"params": self.params, "opt_state": self.opt_state}
+
+
+def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress: bool = True,
+          kill_at_step: int | None = None) -> TrainResult:
+    """Train `tc` into `out_dir` (checkpoints/, metrics.jsonl, summary.json, config.json).
+
+    With `resume`, an existing checkpoint in `out_dir` is continued exactly.
+    `kill_at_step` SIGKILLs this process right after the checkpoint of that step is
+    written: the test of exact resume uses it to interrupt a real run.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(tc)
+    ckpt = Checkpointer(out / "checkpoints")
+    start = 0
+    latest = ckpt.latest_step() if resume else None
+    if latest is not None:
+        restored = ckpt.restore(latest, trainer.state())
+        trainer.params, trainer.opt_state = restored["params"], restored["opt_state"]
+        start = latest
+    (out / "config.json").write_text(json.dumps({"train": dataclasses.asdict(tc), "model": trainer.cfg.to_dict()},
+                                                indent=2, sort_keys=True))
+    metrics = MetricsWriter(out / "metrics.jsonl", resume_step=start if latest is not None else None)
+    tokens_per_step = tc.batch * tc.seq_len
+    first_val = trainer.evaluate()
+    if start == 0:
+        metrics.write({"step": 0, "val_loss": first_val})
+    bar = tqdm(total=tc.steps, initial=start, disable=not progress, desc="train", unit="step", dynamic_ncols=True)
+    t_last, step_last, val = time.perf_counter(), start, first_val
+    for step in range(start, tc.steps):
+        trainer.params, trainer.opt_state, m = trainer.step_fn(trainer.params, trainer.opt_state, trainer.train_data,
+                                                               jnp.asarray(step, jnp.int32))
+        done = step + 1
+        bar.update(1)
+        if done % tc.log_every == 0 or done == tc.steps:
+            m = jax.device_get(m)
+            now = time.perf_counter()
+            tps = (done - step_last) * tokens_per_step / (now - t_last)
+            t_last, step_last = now, done
+            record = {"step": done, "loss": float(m["loss"]), "load_balance_loss": float(m["load_balance_loss"]),
+                      "grad_norm": float(m["grad_norm"]), "tokens_per_s": tps}
+            if done % tc.eval_every == 0 or done == tc.steps:
+                val = trainer.evaluate()
+                record["val_loss"] = val
+            metrics.write(record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", val=f"{val:.3f}")
+        if done % tc.ckpt_every == 0 or done == tc.steps:
+            ckpt.save(done, trainer.state())
+            if kill_at_step is not None and done == kill_at_step:
+                os.kill(os.getpid(), signal.SIGKILL)
+    bar.close()
+    metrics.close()
+    ckpt.close()
+    final_val = trainer.evaluate()
+    history = [r for r in _read(out / "metrics.jsonl") if "tokens_per_s" in r]
+    tps = float(np.median([r["tokens_per_s"] for r in history[1:]] or [r["tokens_per_s"] for r in history] or [0.0]))
+    summary = {"model": trainer.cfg.name, "steps": tc.steps, "first_val_loss": _first_val(out, first_val),
+               "final_val_loss": final_val, "tokens_per_s_median": tps, "devices": jax.device_count(),
+               "backend": jax.default_backend(), "params_total": nets.count_params(trainer.cfg).total,
+               "corpus_train_sha256": trainer.corpus.train_sha256}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    return TrainResult(out_dir=out, steps=tc.steps, first_val_loss=summary["first_val_loss"], final_val_loss=final_val,
+                       tokens_per_s=tps, params=trainer.params, model=trainer.model_from(trainer.params))
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _first_val(out: Path, fallback: float) -> float:
+    for record in _read(out / "metrics.jsonl"):
+        if record.get("step") == 0 and "val_loss" in record:
+            return float(record["val_loss"])
+    return fallback

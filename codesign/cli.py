@@ -1,0 +1,39 @@
+"""The `codesign` command line: thin wrappers that parse arguments and call one library function.
+
+Subcommands live in `codesign/_cli_*.py` modules, each with a `register(app)` that adds its
+commands; this file only assembles them, so each concern stays in its own file.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="codesign",
+    help="Differentiable hardware/software co-design of LLMs: train networks, cost them on hardware models, "
+         "and optimise both together.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_all() -> None:
+    from codesign import _cli_models, _cli_train
+
+    for module in (_cli_models, _cli_train):
+        module.register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Console entry point: a ValueError from bad input becomes one line on stderr and exit 2."""
+    try:
+        app()
+    except ValueError as err:
+        print(f"codesign: error: {err}", file=sys.stderr)
+        sys.exit(2)

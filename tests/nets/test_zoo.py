@@ -1,0 +1,47 @@
+"""The zoo's analytic parameter counts against the published totals (inputs to the test, not the code)."""
+
+import pytest
+
+from nets import count_params, zoo
+
+# (total, active) in billions as published; active None where only a total is published.
+PUBLISHED = {
+    "step-3": (316e9, 38e9),          # Step-3 report, arXiv 2507.19427
+    "deepseek-v3": (671e9, 37e9),     # DeepSeek-V3 report, arXiv 2412.19437
+    "qwen3-235b-a22b": (235e9, 22e9),  # Qwen3 report
+    "mixtral-8x7b": (46.7e9, 12.9e9),  # Mixtral paper, arXiv 2401.04088
+    "llama-3-70b": (70.6e9, None),     # Llama 3 model card
+    "grok-1": (314e9, None),
+    "glam-64e": (143e9, None),         # Duplex Table I
+    "llama-2-7b": (6.74e9, None),
+    "opt-6.7b": (6.7e9, None),
+    "opt-66b": (66e9, None),
+    "gpt2-small": (124e6, None),
+    "bert-base": (110e6, None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_counts_within_two_percent_of_published(name):
+    total, active = PUBLISHED[name]
+    counts = count_params(zoo.get(name))
+    assert abs(counts.total / total - 1) < 0.02, (counts.total, total)
+    if active is not None:
+        assert abs(counts.active / active - 1) < 0.02, (counts.active, active)
+
+
+def test_dense_model_active_excludes_only_lookup_tables():
+    cfg = zoo.get("llama-2-7b")
+    counts = count_params(cfg)
+    assert counts.total - counts.active == cfg.vocab_size * cfg.d_model
+
+
+def test_default_model_is_small_mfa_moe():
+    cfg = zoo.default_config()
+    assert cfg.attention.kind == "mfa" and cfg.ffn.kind == "moe"
+    assert 1e6 <= count_params(cfg).total <= 5e6
+
+
+def test_unknown_name_lists_the_zoo():
+    with pytest.raises(ValueError, match="model='gpt-5': not in the zoo"):
+        zoo.get("gpt-5")
