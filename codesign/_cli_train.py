@@ -8,7 +8,6 @@ from pathlib import Path
 
 import typer
 
-from codesign._train import TrainConfig, train as train_model
 
 
 def _fresh_run_dir(prefix: str) -> Path:
@@ -32,6 +31,8 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Train a model config on the embedded byte corpus (no cost term)."""
+    from codesign._train import TrainConfig
+
     tc = TrainConfig(model=model, steps=steps, batch=batch, seq_len=seq_len, lr=lr, seed=seed, dtype=dtype,
                      eval_every=eval_every, ckpt_every=ckpt_every)
     _run(tc, out or _fresh_run_dir("train"), resume=not no_resume, quiet=quiet, as_json=as_json)
@@ -43,12 +44,16 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """The main job on the embedded default: train the small MFA + MoE model on the byte corpus."""
+    from codesign._train import TrainConfig
+
     _run(TrainConfig(), out or _fresh_run_dir("run"), resume=True, quiet=quiet, as_json=as_json)
 
 
-def _run(tc: TrainConfig, out: Path, *, resume: bool, quiet: bool, as_json: bool) -> None:
+def _run(tc, out: Path, *, resume: bool, quiet: bool, as_json: bool) -> None:
     if not as_json:
         print(f"codesign: training {tc.model} for {tc.steps} steps -> {out}")
+    from codesign._train import train as train_model
+
     result = train_model(tc, out, resume=resume, progress=not quiet)
     summary = json.loads((result.out_dir / "summary.json").read_text())
     if as_json:

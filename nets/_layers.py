@@ -79,8 +79,8 @@ class MLP(nnx.Module):
                  dtype=jnp.float32, param_dtype=jnp.float32):
         if width <= 0:
             raise ValueError(f"mlp width={width!r}: must be a positive integer")
+        activation_fn(cfg.ffn.activation)  # validates the name early
         self.activation = cfg.ffn.activation
-        self._act = activation_fn(cfg.ffn.activation)
         linear = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         if self.activation == "swiglu":
             self.gate = nnx.Linear(cfg.d_model, width, **linear)
@@ -88,8 +88,9 @@ class MLP(nnx.Module):
         self.down = nnx.Linear(width, cfg.d_model, **linear)
 
     def __call__(self, x_BxLxD: Array) -> Array:
+        act = activation_fn(self.activation)
         if self.activation == "swiglu":
-            h_BxLxF = self._act(self.gate(x_BxLxD)) * self.up(x_BxLxD)
+            h_BxLxF = act(self.gate(x_BxLxD)) * self.up(x_BxLxD)
         else:
-            h_BxLxF = self._act(self.up(x_BxLxD))
+            h_BxLxF = act(self.up(x_BxLxD))
         return self.down(h_BxLxF)

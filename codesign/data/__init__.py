@@ -1,0 +1,24 @@
+"""Embedded data sets: nothing is downloaded.
+
+- A byte-level text corpus from the Python standard library's sources, split into
+  train / validation by file (`load_byte_corpus`, `sample_batch`, `eval_batches`).
+- A synthetic, verifiable multi-digit arithmetic task with one scratchpad line per
+  digit, for the ATTS reproduction (`arith_dataset`, `check_step`, `is_correct`).
+"""
+
+from codesign.data._arith import (END, OPS, PAD, SPLITS, ArithDataset, ArithProblem, arith_dataset, check_step,
+                                  decode, encode, format_example, format_problem, format_solution, is_correct,
+                                  make_problem, max_text_len, parse_answer, problem_split, solution_steps,
+                                  split_steps)
+from codesign.data._text import (FILE_SEPARATOR, STDLIB_EXCLUDED_DIRS, VALID_PERCENT, ByteCorpus, eval_batches,
+                                 load_byte_corpus, sample_batch, split_of)
+
+__all__ = [
+    # text corpus
+    "ByteCorpus", "load_byte_corpus", "sample_batch", "eval_batches", "split_of", "STDLIB_EXCLUDED_DIRS",
+    "VALID_PERCENT", "FILE_SEPARATOR",
+    # arithmetic task
+    "ArithProblem", "ArithDataset", "make_problem", "format_problem", "solution_steps", "format_solution",
+    "format_example", "split_steps", "check_step", "parse_answer", "is_correct", "encode", "decode",
+    "max_text_len", "arith_dataset", "problem_split", "OPS", "SPLITS", "PAD", "END",
+]

@@ -1,0 +1,78 @@
+"""Low-precision floating-point quantisers: casts through jnp dtypes, and MX block scaling.
+
+Element formats are the OCP 8-bit Floating Point Specification (OFP8, 2023) and the OCP
+Microscaling Formats (MX) Specification v1.0 (2023): FP8 E4M3 (`float8_e4m3fn`, max 448,
+no inf), FP8 E5M2 (`float8_e5m2`, max 57344, IEEE-like inf), FP4 E2M1 (`float4_e2m1fn`,
++-{0, 0.5, 1, 1.5, 2, 3, 4, 6}, no inf / NaN). Rounding is the dtype cast's
+round-to-nearest-even (ml_dtypes / XLA); no FP rounding is written by hand here.
+
+Overflow: every cast saturates to +-max (the OCP "saturating" conversion mode) instead of
+producing NaN (what a plain e4m3fn cast does) or inf (e5m2, fp16): a quantiser in a training
+loop must not inject NaN / inf for a large activation. The input is clipped to +-max before
+the cast, so a value in range is rounded exactly as the cast would; NaN stays NaN (FP4 has no
+NaN: its cast maps NaN to a finite code, so NaN is restored explicitly).
+
+MX (OCP MX v1.0, section 6.3): blocks of 32 consecutive values along the last axis share one
+E8M0 scale X = 2^(floor(log2 max|v|) - emax_elem), emax_elem the element format's largest
+normal exponent (2 for E2M1, 8 for E4M3), clamped to E8M0's [-127, 127]; the elements are
+v / X cast (saturating) to the element format. A last axis that is not a multiple of 32 is
+padded with zeros to whole blocks (zeros never change a block's max, so a short row is one
+block of its own). A block holding NaN or inf dequantises to NaN throughout (its scale is
+NaN). Results below float32's normal range may be flushed to zero by XLA.
+
+Every cast goes through `lax.optimization_barrier` (see `cast_quantize`): XLA's GPU compiler
+otherwise removes a float32 -> narrow -> float32 round trip under jit.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = ["MX_BLOCK", "cast_quantize", "max_normal_exponent", "mx_quantize"]
+
+MX_BLOCK = 32
+_E8M0_MIN, _E8M0_MAX = -127, 127
+
+
+def max_normal_exponent(dtype) -> int:
+    """emax of a float dtype: floor(log2 of its largest finite value) (2 for E2M1, 8 for E4M3)."""
+    return int(jnp.finfo(dtype).maxexp) - 1
+
+
+def cast_quantize(x, dtype) -> jax.Array:
+    """Round float32 x to the nearest `dtype` value (RNE), saturating at +-max; float32 out."""
+    x = jnp.asarray(x, jnp.float32)
+    max_value = float(jnp.finfo(dtype).max)
+    narrow = jnp.clip(x, -max_value, max_value).astype(dtype)
+    # Under jit, XLA's GPU compiler drops a float32 -> narrow -> float32 convert pair as
+    # "excess precision" (xla_allow_excess_precision, on by default), which would make this a
+    # no-op on GPU (seen with jax 0.11.2 on an H200); the barrier keeps the rounding.
+    y = lax.optimization_barrier(narrow).astype(jnp.float32)
+    return jnp.where(jnp.isnan(x), x, y)
+
+
+def mx_quantize(x, elem_dtype, *, block: int = MX_BLOCK) -> jax.Array:
+    """Quantise-dequantise x with OCP MX block scaling along the last axis; float32 out.
+
+    Each block of `block` values shares the scale 2^(floor(log2 max|v|) - emax_elem)
+    (OCP MX v1.0, section 6.3); elements are cast to `elem_dtype` with saturation.
+    """
+    if block < 1:
+        raise ValueError(f"block must be a positive int, got {block}")
+    x = jnp.asarray(x, jnp.float32)
+    if x.ndim == 0:
+        return mx_quantize(x[None], elem_dtype, block=block)[0]
+    length = x.shape[-1]
+    pad = (-length) % block
+    padded = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, pad)])
+    blocks = padded.reshape(*x.shape[:-1], -1, block)
+    amax = jnp.max(jnp.abs(blocks), axis=-1, keepdims=True)
+    _, exp = jnp.frexp(amax)  # floor(log2 amax) = exp - 1 for amax > 0
+    shared_exp = jnp.clip(exp - 1 - max_normal_exponent(elem_dtype), _E8M0_MIN, _E8M0_MAX)
+    shared_exp = jnp.where(amax > 0, shared_exp, 0)
+    elements = cast_quantize(jnp.ldexp(blocks, -shared_exp), elem_dtype)
+    dequant = jnp.ldexp(elements, shared_exp)
+    dequant = jnp.where(jnp.isfinite(amax), dequant, jnp.nan)
+    return dequant.reshape(padded.shape)[..., :length]
