@@ -34,6 +34,7 @@ def train(
     from codesign._train import TrainConfig
 
     tc = TrainConfig(model=model, steps=steps, batch=batch, seq_len=seq_len, lr=lr, seed=seed, dtype=dtype,
+                     warmup_steps=min(20, steps // 10),
                      eval_every=eval_every, ckpt_every=ckpt_every)
     _run(tc, out or _fresh_run_dir("train"), resume=not no_resume, quiet=quiet, as_json=as_json)
 

@@ -63,6 +63,7 @@ class TrainConfig:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        resolve_model(self.model)  # an unknown model is the first error a user should see
         for name in ("steps", "batch", "seq_len", "log_every", "eval_every", "eval_batches", "ckpt_every"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value > 0, name, value, "must be a positive integer")
@@ -102,7 +103,7 @@ def training_flops_per_token(cfg: nets.ModelConfig, seq_len: int) -> float:
 
 def data_mesh() -> jax.sharding.Mesh:
     """A one-axis mesh over every local device, axis name "data"."""
-    return jax.make_mesh((jax.device_count(),), ("data",))
+    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
@@ -179,13 +180,14 @@ class Trainer:
         grads, metrics = jax.grad(self._loss, has_aux=True)(params, inputs, targets)
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         return params, opt_state, metrics
 
     def _eval(self, params: Any, valid: tuple[jax.Array, jax.Array]) -> jax.Array:
         xs, ys = valid
-        losses = jax.lax.map(lambda xy: lm_loss(self.model_from(params)(xy[0])[0], xy[1]), (xs, ys))
-        return losses.mean()
+        model = self.model_from(params)
+        # a few fixed batches, unrolled: NNX modules cannot cross into a lax.map body
+        return jnp.mean(jnp.stack([lm_loss(model(xs[i])[0], ys[i]) for i in range(xs.shape[0])]))
 
     def evaluate(self, params: Any | None = None) -> float:
         return float(self.eval_fn(self.params if params is None else params, self.valid))
