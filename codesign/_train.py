@@ -147,9 +147,10 @@ class Trainer:
         model = nets.TransformerLM(self.cfg, rngs=nnx.Rngs(params=jax.random.fold_in(root, 0)),
                                    dtype=DTYPES[tc.dtype])
         self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
-        self.optimizer = make_optimizer(tc)
-        self.params = jax.device_put(params, self.replicated)
-        self.opt_state = jax.device_put(self.optimizer.init(params), self.replicated)
+        trainable = self.init_trainable(params)
+        self.optimizer = self.build_optimizer()
+        self.params = jax.device_put(trainable, self.replicated)
+        self.opt_state = jax.device_put(self.optimizer.init(trainable), self.replicated)
         corpus = load_byte_corpus()
         self.corpus = corpus
         self.train_data = jax.device_put(jnp.asarray(corpus.train), self.replicated)
@@ -159,17 +160,26 @@ class Trainer:
         self.step_fn = jax.jit(self._step, donate_argnums=(0, 1))
         self.eval_fn = jax.jit(self._eval)
 
+    # ---- hooks a subclass (the joint co-design trainer) overrides ----------------------
+    def init_trainable(self, net_params: Any) -> Any:
+        """The pytree the optimiser moves; plain training moves the network parameters only."""
+        return net_params
+
+    def build_optimizer(self) -> optax.GradientTransformation:
+        return make_optimizer(self.tc)
+
+    def objective(self, params: Any, inputs: jax.Array, targets: jax.Array, step: jax.Array):
+        """(scalar to minimise, metrics): task loss plus the MoE load-balance term."""
+        logits, aux = self.model_from(params)(inputs)
+        task = lm_loss(logits, targets)
+        balance = aux["load_balance_loss"]
+        return task + self.tc.aux_weight * balance, {"loss": task, "load_balance_loss": balance}
+
     def batch_sharded_eval(self) -> NamedSharding:
         return NamedSharding(self.mesh, P(None, "data"))
 
     def model_from(self, params: Any) -> nnx.Module:
         return nnx.merge(self.graphdef, params, self.rest)
-
-    def _loss(self, params: Any, inputs: jax.Array, targets: jax.Array) -> tuple[jax.Array, dict]:
-        logits, aux = self.model_from(params)(inputs)
-        task = lm_loss(logits, targets)
-        balance = aux["load_balance_loss"]
-        return task + self.tc.aux_weight * balance, {"loss": task, "load_balance_loss": balance}
 
     def _step(self, params: Any, opt_state: Any, train_data: jax.Array, step: jax.Array):
         self.trace_count += 1  # runs only when jax traces: counts compilations
@@ -177,7 +187,7 @@ class Trainer:
                                        self.tc.seq_len)
         inputs = jax.lax.with_sharding_constraint(inputs, self.batch_sharded)
         targets = jax.lax.with_sharding_constraint(targets, self.batch_sharded)
-        grads, metrics = jax.grad(self._loss, has_aux=True)(params, inputs, targets)
+        grads, metrics = jax.grad(self.objective, has_aux=True)(params, inputs, targets, step)
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics["grad_norm"] = optax.tree.norm(grads)
@@ -197,7 +207,7 @@ class Trainer:
 
 
 def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress: bool = True,
-          kill_at_step: int | None = None) -> TrainResult:
+          kill_at_step: int | None = None, trainer: Trainer | None = None) -> TrainResult:
     """Train `tc` into `out_dir` (checkpoints/, metrics.jsonl, summary.json, config.json).
 
     With `resume`, an existing checkpoint in `out_dir` is continued exactly.
@@ -208,7 +218,7 @@ def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(tc)
+    trainer = trainer or Trainer(tc)
     ckpt = Checkpointer(out / "checkpoints")
     start = 0
     latest = ckpt.latest_step() if resume else None
@@ -235,8 +245,7 @@ def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress
             now = time.perf_counter()
             tps = (done - step_last) * tokens_per_step / (now - t_last)
             t_last, step_last = now, done
-            record = {"step": done, "loss": float(m["loss"]), "load_balance_loss": float(m["load_balance_loss"]),
-                      "grad_norm": float(m["grad_norm"]), "tokens_per_s": tps}
+            record = {"step": done, **{k: float(v) for k, v in m.items()}, "tokens_per_s": tps}
             if done % tc.eval_every == 0 or done == tc.steps:
                 val = trainer.evaluate()
                 record["val_loss"] = val

@@ -1,0 +1,58 @@
+"""The joint loop: one jitted step over weights and knobs; cost falls as lambda rises."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from codesign._joint import JointConfig, JointTrainer
+from codesign._metrics import read_metrics
+from codesign._train import TrainConfig, train
+import nets
+
+TINY = nets.zoo.default_config().replace(
+    name="tiny-mfa-moe", d_model=64, n_layers=2, max_seq_len=64,
+    attention={"n_heads": 2, "head_dim": 32, "q_rank": 32},
+    ffn={"d_ff": 128, "n_experts": 4, "top_k": 2, "d_expert": 32})
+
+
+@pytest.fixture(scope="module")
+def tiny_json(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "tiny.json"
+    path.write_text(TINY.to_json())
+    return str(path)
+
+
+def _tc(tiny_json, steps=12):
+    return TrainConfig(model=tiny_json, steps=steps, batch=8, seq_len=32, warmup_steps=2, log_every=steps,
+                       eval_every=steps, eval_batches=2, ckpt_every=steps)
+
+
+def test_joint_step_compiles_once_and_moves_knobs(tiny_json):
+    trainer = JointTrainer(_tc(tiny_json), JointConfig(lam=1.0))
+    before = {k: np.asarray(v) for k, v in trainer.params["knobs"].items()}
+    for step in range(3):
+        trainer.params, trainer.opt_state, m = trainer.step_fn(trainer.params, trainer.opt_state,
+                                                               trainer.train_data, jnp.asarray(step, jnp.int32))
+    assert trainer.trace_count == 1
+    assert all(np.isfinite(float(v)) for v in m.values())
+    after = trainer.params["knobs"]
+    assert not np.allclose(before["w_logits"], np.asarray(after["w_logits"]))
+    assert not np.allclose(before["ffn_keep_logit"], np.asarray(after["ffn_keep_logit"]))
+
+
+def test_predicted_cost_falls_as_lambda_rises(tiny_json, tmp_path):
+    costs = []
+    for lam in (0.0, 0.3, 1.0, 3.0):
+        tc = _tc(tiny_json, steps=12)
+        trainer = JointTrainer(tc, JointConfig(lam=lam, knob_lr=0.2))
+        train(tc, tmp_path / f"lam{lam}", progress=False, trainer=trainer)
+        costs.append(float(trainer.cost(trainer.params["knobs"]).latency_s))
+        assert read_metrics(tmp_path / f"lam{lam}" / "metrics.jsonl")[-1]["cost"] > 0
+    assert all(a > b for a, b in zip(costs, costs[1:])), costs
+
+
+@pytest.mark.parametrize("kw, field", [({"lam": -1.0}, "lam"), ({"metric": "speed"}, "metric"),
+                                       ({"target": "tpu-v9"}, "target")])
+def test_bad_joint_config_names_the_field(kw, field):
+    with pytest.raises(ValueError, match=f"^{field}="):
+        JointConfig(**kw)
