@@ -17,6 +17,7 @@ from hwcost._gpu import GPU, Cost
 from hwcost._presets import PRESETS, gpu
 from hwcost._afd import (AMORTISED_BATCH, AFDCost, AFDTarget, afd, cheapest_per_side, decode_cost_per_token,
                          min_moe_sparsity, paper_accounting, stage_budget_s, throughput_tgs, transfer_bytes)
+from hwcost._xrnpe import XRNPE, xrnpe
 from hwcost._reproduce import PAPERS, Row, register, reproduce
 from hwcost._report import cost_report, load_model
 from hwcost import _reproduce_step3  # noqa: F401  (registers "step3")
@@ -29,4 +30,5 @@ __all__ = [
     "AMORTISED_BATCH", "AFDCost", "AFDTarget", "afd", "cheapest_per_side", "decode_cost_per_token",
     "min_moe_sparsity", "paper_accounting", "stage_budget_s", "throughput_tgs", "transfer_bytes",
     "PAPERS", "Row", "register", "reproduce", "cost_report", "load_model",
+    "XRNPE", "xrnpe",
 ]
