@@ -11,22 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import nets
 from codesign._checkpoint import Checkpointer
 from codesign._metrics import read_metrics
 from codesign._train import TrainConfig, Trainer, train
-
-TINY = nets.zoo.default_config().replace(
-    name="tiny-mfa-moe", d_model=64, n_layers=2, max_seq_len=64,
-    attention={"n_heads": 2, "head_dim": 32, "q_rank": 32},
-    ffn={"d_ff": 128, "n_experts": 4, "top_k": 2, "d_expert": 32})
-
-
-@pytest.fixture(scope="module")
-def tiny_json(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cfg") / "tiny.json"
-    path.write_text(TINY.to_json())
-    return str(path)
 
 
 def _tc(tiny_json, **kw):
