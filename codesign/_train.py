@@ -31,7 +31,7 @@ from jax.sharding import PartitionSpec as P
 
 import nets
 from codesign._checkpoint import Checkpointer
-from codesign._metrics import MetricsWriter
+from codesign._metrics import MetricsWriter, read_metrics
 from codesign.data import eval_batches, load_byte_corpus, sample_batch
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -259,7 +259,7 @@ def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress
     metrics.close()
     ckpt.close()
     final_val = trainer.evaluate()
-    history = [r for r in _read(out / "metrics.jsonl") if "tokens_per_s" in r]
+    history = [r for r in read_metrics(out / "metrics.jsonl") if "tokens_per_s" in r]
     tps = float(np.median([r["tokens_per_s"] for r in history[1:]] or [r["tokens_per_s"] for r in history] or [0.0]))
     summary = {"model": trainer.cfg.name, "steps": tc.steps, "first_val_loss": _first_val(out, first_val),
                "final_val_loss": final_val, "tokens_per_s_median": tps, "devices": jax.device_count(),
@@ -270,12 +270,8 @@ def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress
                        tokens_per_s=tps, params=trainer.params, model=trainer.model_from(trainer.params))
 
 
-def _read(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def _first_val(out: Path, fallback: float) -> float:
-    for record in _read(out / "metrics.jsonl"):
+    for record in read_metrics(out / "metrics.jsonl"):
         if record.get("step") == 0 and "val_loss" in record:
             return float(record["val_loss"])
     return fallback
