@@ -1,14 +1,23 @@
-"""The joint accuracy-cost objective and its trainer: one jitted step moves weights and knobs together.
+"""The joint accuracy-cost objective and its trainer: one jitted step moves weights, knobs and hardware.
 
-loss = task + aux_weight * load_balance + lam * log(metric(cost(workload(cfg, scenario, knobs))))
+Penalty form (budget None):
+    loss = task + aux_weight * load_balance + lam * log(metric(cost))
+Constrained form (cost <= budget), by a Lagrange multiplier mu >= 0 with dual ascent:
+    loss = task + aux_weight * load_balance + mu * (log(metric(cost)) - log(budget))
+    mu  <- max(0, mu + dual_lr * (log(metric) - log(budget)))       (every step)
+(`lam` is the multiplier's initial value in that form.) The metric is latency [s], energy [J],
+dollars [USD], the energy-delay product edp [J*s] or the energy-delay-area product edap
+[J*s*mm^2] of one scenario step.
 
 The network and the workload read the same knobs (`codesign._space.DesignSpace`); the
-gradient of one `jax.grad` over {"net": parameters, "knobs": knobs} reaches both, and
-`optax.partition` gives each group its own optimiser (AdamW with the training schedule
-for the network, Adam at `knob_lr` for the knobs). The log makes lambda a trade-off
-between relative changes: a 1% cheaper design is worth lam/100 nats wherever the cost sits.
-The gate temperature anneals geometrically from `temperature_start` to `temperature_end`.
-Everything else (sharded step, checkpoints, exact resume, metrics) is `codesign._train`'s.
+target's learnable hardware parameters (`codesign._targets`) sit beside them. One
+`jax.grad` over {"net", "knobs", "hw", "dual"} reaches all of them, and `optax.partition`
+gives each group its own optimiser: AdamW with the training schedule for the network, Adam
+at `knob_lr` for the knobs, Adam at `hw_lr` for log hardware parameters, projected gradient
+ascent for the multiplier. The log makes lambda a trade-off between relative changes: a 1%
+cheaper design is worth lam/100 nats wherever the cost sits. The gate temperature anneals
+geometrically from `temperature_start` to `temperature_end`. Everything else (sharded step,
+checkpoints, exact resume, metrics) is `codesign._train`'s.
 """
 
 from __future__ import annotations
@@ -16,16 +25,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import math
+
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
 import hwcost
+from codesign import _targets
 from codesign._space import DesignSpace
 from codesign._train import TrainConfig, Trainer, lm_loss, make_optimizer
 
-METRICS = ("latency", "energy", "dollars", "edp")
+METRICS = ("latency", "energy", "dollars", "edp", "edap")
 
 
 def cost_metric(cost: hwcost.Cost, metric: str) -> jax.Array:
@@ -38,6 +50,8 @@ def cost_metric(cost: hwcost.Cost, metric: str) -> jax.Array:
         return cost.dollars
     if metric == "edp":
         return cost.energy_j * cost.latency_s
+    if metric == "edap":
+        return cost.energy_j * cost.latency_s * cost.area_mm2
     raise ValueError(f"metric={metric!r}: must be one of {', '.join(METRICS)}")
 
 
@@ -51,14 +65,29 @@ class JointConfig:
     temperature_end: float = 0.02
     scenario_batch: int = 64
     scenario_context: int = 2048
+    hardware: tuple[str, ...] = ()   # learnable hardware parameters of the target
+    hw_lr: float = 0.05
+    hw_range: float = 8.0
+    budget: float | None = None      # constrained form: metric <= budget (metric's unit)
+    dual_lr: float = 0.5
 
     def __post_init__(self) -> None:
-        if not isinstance(self.lam, (int, float)) or not 0 <= self.lam < float("inf"):
+        if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) or not 0 <= self.lam < float("inf"):
             raise ValueError(f"lam={self.lam!r}: must be a finite number >= 0")
         if self.metric not in METRICS:
             raise ValueError(f"metric={self.metric!r}: must be one of {', '.join(METRICS)}")
-        if self.target not in hwcost.PRESETS:
-            raise ValueError(f"target={self.target!r}: must be one of {', '.join(hwcost.PRESETS)}")
+        if self.target not in _targets.TARGETS:
+            raise ValueError(f"target={self.target!r}: must be one of {', '.join(_targets.TARGETS)}")
+        if isinstance(self.hardware, str):
+            raise ValueError(f"hardware={self.hardware!r}: must be a tuple of parameter names")
+        _targets.check_learnable(self.target, tuple(self.hardware))
+        if self.budget is not None and not (isinstance(self.budget, (int, float)) and 0 < self.budget < math.inf):
+            raise ValueError(f"budget={self.budget!r}: must be a positive finite number (in the metric's unit)")
+        for name in ("hw_lr", "dual_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be positive")
+        if not self.hw_range > 1:
+            raise ValueError(f"hw_range={self.hw_range!r}: must be > 1 (a factor around the preset)")
         if not 0 < self.temperature_end <= self.temperature_start:
             raise ValueError(f"temperature_end={self.temperature_end!r}: must be in (0, temperature_start]")
         if not self.knob_lr > 0:
@@ -68,23 +97,40 @@ class JointConfig:
         return hwcost.Scenario(phase="decode", batch=self.scenario_batch, context_len=self.scenario_context)
 
 
+def _dual_ascent(lr: float) -> optax.GradientTransformation:
+    """Projected gradient ASCENT on a non-negative multiplier: mu <- max(0, mu + lr * dL/dmu)."""
+    def update(grads, state, params):
+        return jax.tree.map(lambda m, g: jnp.maximum(m + lr * g, 0.0) - m, params, grads), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 class JointTrainer(Trainer):
-    """A Trainer whose trainable state is {"net": parameters, "knobs": design knobs}."""
+    """A Trainer whose trainable state is {"net", "knobs"[, "hw"][, "dual"]} (see module docstring)."""
 
     def __init__(self, tc: TrainConfig, jc: JointConfig, space: DesignSpace | None = None):
         self.jc = jc
         self.space = space or DesignSpace()
-        self.target = hwcost.gpu(jc.target)
+        self.base_target = _targets.make_target(jc.target)
         self.scenario = jc.scenario()
         super().__init__(tc)
+        if jc.budget is not None and not jc.hardware:
+            cheapest = float(cost_metric(self.cost(self.space.cheapest(self.cfg)), jc.metric))
+            if jc.budget < cheapest:
+                raise ValueError(f"budget={jc.budget!r}: unreachable; the cheapest design of this space costs "
+                                 f"{cheapest:.4g} ({jc.metric}) on {jc.target}")
 
     def init_trainable(self, net_params: Any) -> Any:
-        return {"net": net_params, "knobs": self.space.init(self.cfg)}
+        tree = {"net": net_params, "knobs": self.space.init(self.cfg)}
+        if self.jc.hardware:
+            tree["hw"] = _targets.init_log_params(self.base_target, tuple(self.jc.hardware))
+        if self.jc.budget is not None:
+            tree["dual"] = {"mu": jnp.asarray(self.jc.lam, jnp.float32)}
+        return tree
 
     def build_optimizer(self) -> optax.GradientTransformation:
-        return optax.partition({"net": make_optimizer(self.tc), "knobs": optax.adam(self.jc.knob_lr)},
-                               lambda tree: {"net": jax.tree.map(lambda _: "net", tree["net"]),
-                                             "knobs": jax.tree.map(lambda _: "knobs", tree["knobs"])})
+        groups = {"net": make_optimizer(self.tc), "knobs": optax.adam(self.jc.knob_lr),
+                  "hw": optax.adam(self.jc.hw_lr), "dual": _dual_ascent(self.jc.dual_lr)}
+        return optax.partition(groups, lambda tree: {k: jax.tree.map(lambda _: k, v) for k, v in tree.items()})
 
     def temperature(self, step: jax.Array) -> jax.Array:
         frac = jnp.clip(jnp.asarray(step, jnp.float32) / max(self.tc.steps - 1, 1), 0.0, 1.0)
@@ -95,17 +141,37 @@ class JointTrainer(Trainer):
         net = self.space.apply(self.cfg, params["net"], params["knobs"], t)
         return nnx.merge(self.graphdef, net, self.rest)
 
-    def cost(self, knobs: dict) -> hwcost.Cost:
+    def forward(self, params: Any, inputs: jax.Array, step: jax.Array | None):
+        temperature = None if step is None else self.temperature(step)
+        quant = self.space.network_quant(params["knobs"])
+        return self.model_from(params, temperature)(inputs, quant=quant)
+
+    def target(self, params: Any | None = None):
+        """The hardware the cost is evaluated on: the preset with the learned parameters put in."""
+        params = self.params if params is None else params
+        return _targets.with_log_params(self.base_target, params.get("hw", {}), self.jc.hw_range)
+
+    def cost(self, knobs: dict, target=None) -> hwcost.Cost:
         hk = self.space.workload_knobs(self.cfg, knobs, self.scenario)
-        return self.target.cost(hwcost.workload(self.cfg, self.scenario, hk))
+        return (target or self.base_target).cost(hwcost.workload(self.cfg, self.scenario, hk))
 
     def objective(self, params: Any, inputs: jax.Array, targets: jax.Array, step: jax.Array):
-        logits, aux = self.model_from(params, self.temperature(step))(inputs)
+        logits, aux = self.forward(params, inputs, step)
         task = lm_loss(logits, targets)
         balance = aux["load_balance_loss"]
-        value = cost_metric(self.cost(params["knobs"]), self.jc.metric)
-        total = task + self.tc.aux_weight * balance + self.jc.lam * jnp.log(value)
         knobs = params["knobs"]
-        return total, {"loss": task, "load_balance_loss": balance, "cost": value,
-                       "weight_bits": jnp.mean(self.space.format_probs(knobs) @ self.space.format_bits),
-                       "ffn_keep": jnp.mean(self.space.ffn_keep(knobs))}
+        value = cost_metric(self.cost(knobs, self.target(params)), self.jc.metric)
+        if self.jc.budget is None:
+            penalty = self.jc.lam * jnp.log(value)
+        else:
+            penalty = params["dual"]["mu"] * (jnp.log(value) - jnp.log(self.jc.budget))
+        metrics = {"loss": task, "load_balance_loss": balance, "cost": value,
+                   "weight_bits": jnp.mean(self.space.format_probs(knobs) @ self.space.format_bits),
+                   "ffn_keep": jnp.mean(self.space.ffn_keep(knobs))}
+        if self.space.kv_formats:
+            metrics["kv_bits"] = jnp.mean(self.space.workload_knobs(self.cfg, knobs, self.scenario).kv_bits)
+        if "dual" in params:
+            metrics["mu"] = params["dual"]["mu"]
+        for name, log_value in params.get("hw", {}).items():
+            metrics[f"hw_{name}"] = getattr(self.target(params), name)
+        return task + self.tc.aux_weight * balance + penalty, metrics

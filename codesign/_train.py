@@ -170,7 +170,7 @@ class Trainer:
 
     def objective(self, params: Any, inputs: jax.Array, targets: jax.Array, step: jax.Array):
         """(scalar to minimise, metrics): task loss plus the MoE load-balance term."""
-        logits, aux = self.model_from(params)(inputs)
+        logits, aux = self.forward(params, inputs, step)
         task = lm_loss(logits, targets)
         balance = aux["load_balance_loss"]
         return task + self.tc.aux_weight * balance, {"loss": task, "load_balance_loss": balance}
@@ -180,6 +180,10 @@ class Trainer:
 
     def model_from(self, params: Any) -> nnx.Module:
         return nnx.merge(self.graphdef, params, self.rest)
+
+    def forward(self, params: Any, inputs: jax.Array, step: jax.Array | None) -> tuple[jax.Array, dict]:
+        """(logits, aux) of the network the trainable state describes (step None: evaluation)."""
+        return self.model_from(params)(inputs)
 
     def _step(self, params: Any, opt_state: Any, train_data: jax.Array, step: jax.Array):
         self.trace_count += 1  # runs only when jax traces: counts compilations
@@ -195,9 +199,8 @@ class Trainer:
 
     def _eval(self, params: Any, valid: tuple[jax.Array, jax.Array]) -> jax.Array:
         xs, ys = valid
-        model = self.model_from(params)
         # a few fixed batches, unrolled: NNX modules cannot cross into a lax.map body
-        return jnp.mean(jnp.stack([lm_loss(model(xs[i])[0], ys[i]) for i in range(xs.shape[0])]))
+        return jnp.mean(jnp.stack([lm_loss(self.forward(params, xs[i], None)[0], ys[i]) for i in range(xs.shape[0])]))
 
     def evaluate(self, params: Any | None = None) -> float:
         return float(self.eval_fn(self.params if params is None else params, self.valid))

@@ -4,12 +4,13 @@ from nets._config import ACTIVATIONS, ATTENTION_KINDS, FFN_KINDS, NORMS, POSITIO
 from nets._params import ParamCounts, count_params
 from nets import zoo
 from nets._attention import Attention, cache_bytes_per_token_per_layer
+from nets._layer_quant import LayerQuant, one_hot_quant
 from nets._moe import MoE
 from nets._model import TransformerLM, generate, init_cache, layer_segments, param_count
 
 __all__ = [
     "ACTIVATIONS", "ATTENTION_KINDS", "FFN_KINDS", "NORMS", "POSITIONS",
     "AttentionConfig", "FFNConfig", "ModelConfig", "ParamCounts", "count_params", "zoo",
-    "Attention", "MoE", "TransformerLM", "cache_bytes_per_token_per_layer", "generate", "init_cache",
+    "Attention", "LayerQuant", "MoE", "one_hot_quant", "TransformerLM", "cache_bytes_per_token_per_layer", "generate", "init_cache",
     "layer_segments", "param_count",
 ]

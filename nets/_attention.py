@@ -143,23 +143,26 @@ class Attention(nnx.Module):
 
     # ---- forward -------------------------------------------------------------------
     def __call__(self, x_BxLxD: Array, *, positions_BxL: Array, cache: Cache | None = None,
-                 cache_index=None) -> tuple[Array, Cache | None]:
+                 cache_index=None, kv_quant=None) -> tuple[Array, Cache | None]:
         """Attend `x` (batch, length, d_model) to itself, or to the cache plus itself.
 
         With `cache`, the new keys/values (or MLA latents) are written at slot
         `cache_index` (a scalar, may be traced) and the query attends to the whole
         cache, unwritten slots masked. Returns (y (batch, length, d_model), new cache or None).
+        `kv_quant` (a function of one array, e.g. `LayerQuant.kv`) is applied to the new keys
+        and values (MLA: latent and RoPE key) before they are cached or attended.
         """
+        kv_quant = kv_quant or (lambda t: t)
         if cache is not None:
             if not self.cfg.causal:
                 raise ValueError(f"causal={self.cfg.causal!r}: an encoder (bidirectional) model takes no KV cache")
             if cache_index is None:
                 raise ValueError("cache_index=None: required when a cache is given")
         if self.cfg.attention.kind == "mla":
-            return self._mla(x_BxLxD, positions_BxL, cache, cache_index)
-        return self._grouped(x_BxLxD, positions_BxL, cache, cache_index)
+            return self._mla(x_BxLxD, positions_BxL, cache, cache_index, kv_quant)
+        return self._grouped(x_BxLxD, positions_BxL, cache, cache_index, kv_quant)
 
-    def _grouped(self, x_BxLxD, positions_BxL, cache, cache_index):
+    def _grouped(self, x_BxLxD, positions_BxL, cache, cache_index, kv_quant):
         """MHA, GQA and MFA: n_heads queries share n_kv_heads keys/values in groups."""
         a = self.cfg.attention
         B, L, _ = x_BxLxD.shape
@@ -168,7 +171,8 @@ class Attention(nnx.Module):
         v_BxLxNxK = self.wv(x_BxLxD).reshape(B, L, a.n_kv_heads, a.head_dim)
         if a.qk_norm:
             k_BxLxNxK = self.k_head_norm(k_BxLxNxK)
-        k_BxLxNxK = self._rope(k_BxLxNxK, positions_BxL)
+        k_BxLxNxK = kv_quant(self._rope(k_BxLxNxK, positions_BxL))
+        v_BxLxNxK = kv_quant(v_BxLxNxK)
         new_cache = None
         if cache is not None:
             new_cache = {"k": self._write(cache["k"], k_BxLxNxK, cache_index),
@@ -182,7 +186,7 @@ class Attention(nnx.Module):
         out_BxLxNxGxK = jnp.einsum("bnglt,btnk->blngk", p_BxNxGxLxT, v_BxLxNxK)
         return self.wo(out_BxLxNxGxK.reshape(B, L, a.n_heads * a.head_dim)), new_cache
 
-    def _mla(self, x_BxLxD, positions_BxL, cache, cache_index):
+    def _mla(self, x_BxLxD, positions_BxL, cache, cache_index, kv_quant):
         """Multi-head latent attention: expanded without a cache, absorbed with one."""
         a = self.cfg.attention
         B, L, _ = x_BxLxD.shape
@@ -191,8 +195,8 @@ class Attention(nnx.Module):
         q_nope_BxLxHxK = q_BxLxHxQ[..., :K]
         q_rope_BxLxHxP = self._rope(q_BxLxHxQ[..., K:], positions_BxL)
         kv_a_BxLx_ = self.wkv_a(x_BxLxD)
-        latent_BxLxR = self.kv_norm(kv_a_BxLx_[..., :R])
-        k_rope_BxLxP = self._rope(kv_a_BxLx_[..., None, R:], positions_BxL)[:, :, 0, :]
+        latent_BxLxR = kv_quant(self.kv_norm(kv_a_BxLx_[..., :R]))
+        k_rope_BxLxP = kv_quant(self._rope(kv_a_BxLx_[..., None, R:], positions_BxL)[:, :, 0, :])
         scale = 1.0 / math.sqrt(a.qk_head_dim)
         if cache is None:
             kv_BxLxHx2K = self.wkv_b(latent_BxLxR).reshape(B, L, H, 2 * K)

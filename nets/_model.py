@@ -10,8 +10,9 @@ segments, each a short unit of kinds repeated: DeepSeek-V3 is (dense,) x 3 then
 (moe,) x 58; GLaM's alternating layers are one segment (dense, moe) x 16. A segment's
 parameters carry a leading repeat axis (built with `nnx.vmap`) and the segment runs
 under `nnx.scan`, so a 61-layer model traces and compiles one unit per segment.
-Hook for later: per-layer inputs (quantisation-format logits, FFN width masks) fit as
-one more scanned argument of `_run_segment` with a leading repeat axis, like the cache.
+Per-layer inputs ride along the scan like the cache: `quant` (`nets.LayerQuant`, format
+probabilities for the KV cache and activations of every layer) is cut per segment into
+(repeats, unit_length, formats) rows.
 
 Cache layout (`init_cache`): a tuple with one dict per segment; each array has shape
 (repeats, unit_length, batch, max_len, ...) and holds the per-layer cache of
@@ -30,6 +31,7 @@ from jax import Array
 
 from nets._attention import Attention, cache_shapes
 from nets._config import ModelConfig
+from nets._layer_quant import LayerQuant
 from nets._layers import MLP, make_norm
 
 Segment = tuple[tuple[str, ...], int]
@@ -77,16 +79,22 @@ class Block(nnx.Module):
         else:
             self.ffn = MLP(cfg, cfg.ffn.d_ff, use_bias=cfg.use_bias, **kw)
 
-    def __call__(self, x_BxLxD: Array, *, positions_BxL: Array, cache=None, cache_index=None):
-        """Returns (x, new cache or None, load-balance loss of this layer (0 if dense))."""
-        h_BxLxD, new_cache = self.attn(self.attn_norm(x_BxLxD), positions_BxL=positions_BxL, cache=cache,
-                                       cache_index=cache_index)
+    def __call__(self, x_BxLxD: Array, *, positions_BxL: Array, cache=None, cache_index=None,
+                 quant: LayerQuant | None = None):
+        """Returns (x, new cache or None, load-balance loss of this layer (0 if dense)).
+
+        `quant` (this layer's row of a `LayerQuant`) fake-quantises the normalised inputs of
+        attention and FFN and the keys/values; None leaves them in full precision.
+        """
+        act = (lambda h: h) if quant is None else quant.act
+        h_BxLxD, new_cache = self.attn(act(self.attn_norm(x_BxLxD)), positions_BxL=positions_BxL, cache=cache,
+                                       cache_index=cache_index, kv_quant=None if quant is None else quant.kv)
         x_BxLxD = x_BxLxD + h_BxLxD
         if self.kind == "moe":
-            f_BxLxD, moe_aux = self.ffn(self.ffn_norm(x_BxLxD))
+            f_BxLxD, moe_aux = self.ffn(act(self.ffn_norm(x_BxLxD)))
             balance = jnp.asarray(moe_aux["load_balance_loss"], jnp.float32)
         else:
-            f_BxLxD, balance = self.ffn(self.ffn_norm(x_BxLxD)), jnp.zeros((), jnp.float32)
+            f_BxLxD, balance = self.ffn(act(self.ffn_norm(x_BxLxD))), jnp.zeros((), jnp.float32)
         return x_BxLxD + f_BxLxD, new_cache, balance
 
 
@@ -96,12 +104,13 @@ class _Unit(nnx.Module):
     def __init__(self, cfg: ModelConfig, kinds: tuple[str, ...], *, rngs: nnx.Rngs, dtype, param_dtype):
         self.blocks = nnx.List([Block(cfg, k, rngs=rngs, dtype=dtype, param_dtype=param_dtype) for k in kinds])
 
-    def __call__(self, x_BxLxD, *, positions_BxL, cache, cache_index):
+    def __call__(self, x_BxLxD, *, positions_BxL, cache, cache_index, quant=None):
         new_caches, balance = [], jnp.zeros((), jnp.float32)
         for j, block in enumerate(self.blocks):
             layer_cache = None if cache is None else {k: v[j] for k, v in cache.items()}
             x_BxLxD, layer_cache, layer_balance = block(x_BxLxD, positions_BxL=positions_BxL, cache=layer_cache,
-                                                        cache_index=cache_index)
+                                                        cache_index=cache_index,
+                                                        quant=None if quant is None else quant.at(j))
             new_caches.append(layer_cache)
             balance = balance + layer_balance
         new_cache = None if cache is None else {k: jnp.stack([c[k] for c in new_caches]) for k in cache}
@@ -119,9 +128,9 @@ def _stacked_unit(cfg: ModelConfig, kinds: tuple[str, ...], repeats: int, *, rng
     return create(rngs)
 
 
-@nnx.scan(in_axes=(nnx.Carry, 0, 0, None, None), out_axes=(nnx.Carry, 0, 0))
-def _run_segment(x_BxLxD, unit: _Unit, cache, positions_BxL, cache_index):
-    return unit(x_BxLxD, positions_BxL=positions_BxL, cache=cache, cache_index=cache_index)
+@nnx.scan(in_axes=(nnx.Carry, 0, 0, None, None, 0), out_axes=(nnx.Carry, 0, 0))
+def _run_segment(x_BxLxD, unit: _Unit, cache, positions_BxL, cache_index, quant):
+    return unit(x_BxLxD, positions_BxL=positions_BxL, cache=cache, cache_index=cache_index, quant=quant)
 
 
 class TransformerLM(nnx.Module):
@@ -147,14 +156,20 @@ class TransformerLM(nnx.Module):
         if not cfg.tie_embeddings:
             self.lm_head = nnx.Linear(cfg.d_model, cfg.vocab_size, use_bias=False, **kw)
 
-    def __call__(self, tokens_BxL: Array, *, cache=None, cache_index=None) -> tuple[Array, dict]:
+    def __call__(self, tokens_BxL: Array, *, cache=None, cache_index=None,
+                 quant: LayerQuant | None = None) -> tuple[Array, dict]:
         """Logits (batch, length, vocab) and aux {"load_balance_loss": summed over MoE layers, "cache"}.
 
         With `cache` (from `init_cache`) the tokens are positions cache_index ..
         cache_index+length-1 and the returned aux["cache"] has them written in.
+        `quant` (`nets.LayerQuant`) fake-quantises KV and activations per layer.
         """
         cfg = self.cfg
         B, L = tokens_BxL.shape
+        if quant is not None:
+            if not isinstance(quant, LayerQuant):
+                raise ValueError(f"quant={type(quant).__name__}: must be a nets.LayerQuant or None")
+            quant.check(cfg.n_layers)
         if cache is not None:
             if not cfg.causal:
                 raise ValueError(f"causal={cfg.causal!r}: an encoder (bidirectional) model takes no KV cache")
@@ -169,11 +184,14 @@ class TransformerLM(nnx.Module):
         x_BxLxD = self.embed(tokens_BxL)
         if cfg.positions == "learned":
             x_BxLxD = x_BxLxD + self.pos_embed(positions_BxL)
-        new_cache, balance = [], jnp.zeros((), jnp.float32)
+        new_cache, balance, first = [], jnp.zeros((), jnp.float32), 0
         for i, segment in enumerate(self.segments):
+            kinds, repeats = self.segments_plan[i]
+            seg_quant = None if quant is None else quant.segment(first, repeats, len(kinds))
+            first += repeats * len(kinds)
             x_BxLxD, seg_cache, seg_balance = _run_segment(
                 x_BxLxD, segment, None if cache is None else cache[i], positions_BxL,
-                None if cache is None else start)
+                None if cache is None else start, seg_quant)
             new_cache.append(seg_cache)
             balance = balance + seg_balance.sum()
         x_BxLxD = self.final_norm(x_BxLxD)

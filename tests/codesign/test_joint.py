@@ -29,7 +29,8 @@ def test_joint_step_compiles_once_and_moves_knobs(tiny_json):
 
 def test_predicted_cost_falls_as_lambda_rises(tiny_json, tmp_path):
     costs = []
-    for lam in (0.0, 0.3, 1.0, 3.0):
+    # lambdas below saturation: from ~0.3 on, 12 steps already reach the cheapest corner of the space
+    for lam in (0.0, 0.01, 0.03, 0.1):
         tc = _tc(tiny_json, steps=12)
         trainer = JointTrainer(tc, JointConfig(lam=lam, knob_lr=0.2))
         train(tc, tmp_path / f"lam{lam}", progress=False, trainer=trainer)
