@@ -18,9 +18,13 @@ from hwcost._presets import PRESETS, gpu
 from hwcost._afd import (AMORTISED_BATCH, AFDCost, AFDTarget, afd, cheapest_per_side, decode_cost_per_token,
                          min_moe_sparsity, paper_accounting, stage_budget_s, throughput_tgs, transfer_bytes)
 from hwcost._xrnpe import XRNPE, xrnpe
+from hwcost._batching import BatchSteps, ContinuousBatching, StepWork, expert_token_counts, moe_intensity, step_work
+from hwcost._duplex import (PIM, Duplex, DuplexCost, DuplexKnobs, codesign_split_macs, devices_needed, duplex,
+                            grid_search, pim, roofline_crossover, throughput_gains)
 from hwcost._reproduce import PAPERS, Row, register, reproduce
 from hwcost._report import cost_report, load_model
 from hwcost import _reproduce_step3  # noqa: F401  (registers "step3")
+from hwcost import _reproduce_duplex  # noqa: F401  (registers "duplex")
 
 __all__ = [
     "PHASES", "Scenario", "smooth_max", "smooth_max2",
@@ -31,4 +35,7 @@ __all__ = [
     "min_moe_sparsity", "paper_accounting", "stage_budget_s", "throughput_tgs", "transfer_bytes",
     "PAPERS", "Row", "register", "reproduce", "cost_report", "load_model",
     "XRNPE", "xrnpe",
+    "BatchSteps", "ContinuousBatching", "StepWork", "expert_token_counts", "moe_intensity", "step_work",
+    "PIM", "Duplex", "DuplexCost", "DuplexKnobs", "codesign_split_macs", "devices_needed", "duplex", "grid_search",
+    "pim", "roofline_crossover", "throughput_gains",
 ]
