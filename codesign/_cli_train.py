@@ -1,4 +1,4 @@
-"""`codesign train` and `codesign run`: plain training of a config on the embedded byte corpus."""
+"""`codesign train`: plain training of a config on the embedded byte corpus (no cost term)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import typer
-
 
 
 def _fresh_run_dir(prefix: str) -> Path:
@@ -39,17 +38,6 @@ def train(
     _run(tc, out or _fresh_run_dir("train"), resume=not no_resume, quiet=quiet, as_json=as_json)
 
 
-def run(
-    out: Path = typer.Option(None, help="Output folder (default: a fresh runs/run-* folder)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-) -> None:
-    """The main job on the embedded default: train the small MFA + MoE model on the byte corpus."""
-    from codesign._train import TrainConfig
-
-    _run(TrainConfig(), out or _fresh_run_dir("run"), resume=True, quiet=quiet, as_json=as_json)
-
-
 def _run(tc, out: Path, *, resume: bool, quiet: bool, as_json: bool) -> None:
     if not as_json:
         print(f"codesign: training {tc.model} for {tc.steps} steps -> {out}")
@@ -69,4 +57,3 @@ def _run(tc, out: Path, *, resume: bool, quiet: bool, as_json: bool) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
-    app.command("run")(run)

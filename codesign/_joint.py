@@ -97,6 +97,29 @@ class JointConfig:
         return hwcost.Scenario(phase="decode", batch=self.scenario_batch, context_len=self.scenario_context)
 
 
+def check_budget(cfg, space: DesignSpace, jc: JointConfig) -> None:
+    """ValueError if `jc.budget` is below the cost of the cheapest design the space holds.
+
+    The cheapest corner is the fewest-bit formats and the minimum FFN width, on the target
+    with each learnable hardware parameter at whichever end of its box is cheaper (the
+    metrics are monotone in each parameter over the box for the targets here).
+    """
+    if jc.budget is None:
+        return
+    knobs = space.cheapest(cfg)
+    work = hwcost.workload(cfg, jc.scenario(), space.workload_knobs(cfg, knobs, jc.scenario()))
+    base = _targets.make_target(jc.target)
+    cheapest = math.inf
+    for corner in range(2 ** len(jc.hardware)):
+        logs = {f: jnp.log(jnp.asarray(getattr(base, f), jnp.float32))
+                + (1 if corner >> i & 1 else -1) * math.log(jc.hw_range) for i, f in enumerate(jc.hardware)}
+        target = _targets.with_log_params(base, logs, jc.hw_range)
+        cheapest = min(cheapest, float(cost_metric(target.cost(work), jc.metric)))
+    if jc.budget < cheapest:
+        raise ValueError(f"budget={jc.budget!r}: unreachable; the cheapest design of this space costs "
+                         f"{cheapest:.4g} ({jc.metric}) on {jc.target}")
+
+
 def _dual_ascent(lr: float) -> optax.GradientTransformation:
     """Projected gradient ASCENT on a non-negative multiplier: mu <- max(0, mu + lr * dL/dmu)."""
     def update(grads, state, params):
@@ -107,17 +130,14 @@ def _dual_ascent(lr: float) -> optax.GradientTransformation:
 class JointTrainer(Trainer):
     """A Trainer whose trainable state is {"net", "knobs"[, "hw"][, "dual"]} (see module docstring)."""
 
-    def __init__(self, tc: TrainConfig, jc: JointConfig, space: DesignSpace | None = None):
+    def __init__(self, tc: TrainConfig, jc: JointConfig, space: DesignSpace | None = None,
+                 init_net_params: Any = None):
         self.jc = jc
         self.space = space or DesignSpace()
         self.base_target = _targets.make_target(jc.target)
         self.scenario = jc.scenario()
-        super().__init__(tc)
-        if jc.budget is not None and not jc.hardware:
-            cheapest = float(cost_metric(self.cost(self.space.cheapest(self.cfg)), jc.metric))
-            if jc.budget < cheapest:
-                raise ValueError(f"budget={jc.budget!r}: unreachable; the cheapest design of this space costs "
-                                 f"{cheapest:.4g} ({jc.metric}) on {jc.target}")
+        check_budget(self.tc.model_config(), self.space, jc)
+        super().__init__(tc, init_net_params)
 
     def init_trainable(self, net_params: Any) -> Any:
         tree = {"net": net_params, "knobs": self.space.init(self.cfg)}

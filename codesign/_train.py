@@ -132,7 +132,8 @@ class TrainResult:
 class Trainer:
     """Builds the model, optimiser, sharded state and the jitted step for one TrainConfig."""
 
-    def __init__(self, tc: TrainConfig):
+    def __init__(self, tc: TrainConfig, init_net_params: Any = None):
+        """`init_net_params` (network parameters of the same config) replaces the fresh initialisation."""
         self.tc = tc
         self.cfg = tc.model_config()
         self.mesh = data_mesh()
@@ -147,6 +148,11 @@ class Trainer:
         model = nets.TransformerLM(self.cfg, rngs=nnx.Rngs(params=jax.random.fold_in(root, 0)),
                                    dtype=DTYPES[tc.dtype])
         self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
+        if init_net_params is not None:
+            if jax.tree.structure(init_net_params) != jax.tree.structure(params):
+                raise ValueError("init_net_params: its tree does not match the model of "
+                                 f"model={tc.model!r}")
+            params = init_net_params
         trainable = self.init_trainable(params)
         self.optimizer = self.build_optimizer()
         self.params = jax.device_put(trainable, self.replicated)

@@ -21,9 +21,9 @@ app = typer.Typer(
 
 
 def _register_all() -> None:
-    from codesign import _cli_cost, _cli_models, _cli_train
+    from codesign import _cli_cost, _cli_joint, _cli_models, _cli_train
 
-    for module in (_cli_models, _cli_train, _cli_cost):
+    for module in (_cli_models, _cli_train, _cli_joint, _cli_cost):
         module.register(app)
 
 

@@ -1,0 +1,104 @@
+"""`codesign run`, `codesign sweep` and `codesign verify`: the joint co-design job and its export."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+
+def _fresh_run_dir(prefix: str) -> Path:
+    return Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _floats(text: str, field: str) -> tuple[float, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"{field}={text!r}: must be comma-separated numbers, e.g. 0,0.01,0.1") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def run(
+    out: Path = typer.Option(None, help="Output folder (default: a fresh runs/run-* folder, printed)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """The main job: the default MFA + MoE model co-designed with the XR-NPE target for four lambdas."""
+    from codesign._sweep import SweepConfig
+
+    _sweep(SweepConfig(), out or _fresh_run_dir("run"), quiet=quiet, as_json=as_json)
+
+
+def sweep(
+    model: str = typer.Option("codesign-default", help="Zoo name or ModelConfig JSON path."),
+    lams: str = typer.Option("0,0.01,0.03,0.1", help="Comma-separated lambda values (penalty form)."),
+    budgets: str = typer.Option("", help="Comma-separated cost budgets (constrained form; replaces --lams)."),
+    metric: str = typer.Option("edap", help="latency, energy, dollars, edp or edap."),
+    target: str = typer.Option("xrnpe", help="A GPU preset (h800, h20, a800, ascend-910b, h100-sxm, h200) or xrnpe."),
+    hardware: str = typer.Option("n_macs", help="Comma-separated learnable hardware parameters ('' for none)."),
+    pretrain_steps: int = typer.Option(150, help="Steps of plain training shared by every point (0: none)."),
+    steps: int = typer.Option(40, help="Joint optimisation steps per point."),
+    recovery_steps: int = typer.Option(10, help="Fine-tuning steps after hardening."),
+    batch: int = typer.Option(16, help="Sequences per step."),
+    seq_len: int = typer.Option(64, help="Bytes per sequence."),
+    seed: int = typer.Option(0, help="Root PRNG seed."),
+    out: Path = typer.Option(None, help="Output folder (default: a fresh runs/sweep-* folder)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """A lambda (or budget) sweep: one joint run per point, the Pareto front, its hypervolume and the plot."""
+    from codesign._sweep import SweepConfig
+
+    sc = SweepConfig(model=model, lams=_floats(lams, "lams") if not budgets else (),
+                     budgets=_floats(budgets, "budgets"), metric=metric, target=target, hardware=_names(hardware),
+                     pretrain_steps=pretrain_steps, steps=steps, recovery_steps=recovery_steps, batch=batch, seq_len=seq_len, seed=seed)
+    _sweep(sc, out or _fresh_run_dir("sweep"), quiet=quiet, as_json=as_json)
+
+
+def _sweep(sc, out: Path, *, quiet: bool, as_json: bool) -> None:
+    from codesign._sweep import summary_table, sweep as run_sweep
+
+    log = (lambda *_: None) if as_json else (lambda msg: print(msg, flush=True))
+    log(f"codesign: {len(sc.points())} joint runs of {sc.model} against {sc.target} ({sc.metric}) -> {out}")
+    result = run_sweep(sc, out, progress=not quiet and not as_json, log=log)
+    if as_json:
+        print(json.dumps(json.loads((out / "summary.json").read_text()), indent=2, sort_keys=True))
+        return
+    print(summary_table(result))
+    print(f"outputs: {out}/ (metrics.jsonl, point-*/checkpoints, pareto.png, front.json, deployment.json); "
+          f"{result.seconds:.0f} s")
+
+
+def verify(
+    deployment: Path = typer.Argument(..., help="A deployment.json written by codesign run / sweep."),
+    as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
+) -> None:
+    """Rebuild a deployment from its file and checkpoint; exit 1 if its loss or cost no longer holds."""
+    from codesign._deploy import verify_deployment
+
+    checks = verify_deployment(deployment)
+    ok = all(c.ok for c in checks)
+    if as_json:
+        print(json.dumps({"ok": ok, "checks": [c.to_dict() for c in checks]}, indent=2))
+    else:
+        for c in checks:
+            print(f"{'ok ' if c.ok else 'BAD'} {c.name:<22} recorded {c.recorded:<14.8g} measured {c.measured:<14.8g}"
+                  f" (rtol {c.rtol:g})")
+        print(f"codesign: {deployment}: {'verified' if ok else 'MISMATCH'}")
+    if not ok:
+        sys.exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("sweep")(sweep)
+    app.command("verify")(verify)

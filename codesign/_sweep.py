@@ -1,0 +1,225 @@
+"""Lambda (or budget) sweeps of the joint loop: the Pareto front, its hypervolume, the plot, the export.
+
+`sweep(SweepConfig, out)` first trains the network alone for `pretrain_steps` into
+out/pretrain/ (all points start from the same weights: the design knobs are then judged on
+a network that already models the data, as quantisation-aware training is done in
+practice, and the sweep pays for that training once), then runs one joint optimisation per
+lambda (or per budget), each hardened and recovery-fine-tuned into out/point-K/
+(checkpoints/, metrics.jsonl, recovery/, deployment.json), and writes into out/:
+
+    metrics.jsonl    one record per finished point (lambda or budget, val loss, cost, choices)
+    front.json       every point, the non-dominated mask, the hypervolume and its reference
+    pareto.png       validation loss against cost (log axis), the front highlighted
+    deployment.json  the chosen point's deployment (checkpoint path relative to out/):
+                     the cheapest front point whose loss is within `loss_tolerance` of the best
+    summary.json     the table printed at the end
+
+Interrupted sweeps resume: a point whose deployment.json exists is read back, a point with
+checkpoints continues exactly from the last one (`codesign._train.train`). `codesign run`
+is this sweep with the defaults below (sized to finish in under 5 minutes on 2 CPU cores).
+
+Hypervolume is measured in (validation loss [nats/byte], log10 cost) space, since costs
+span orders of magnitude; the reference point is given by the caller or defaults to
+(1.05 x the worst loss, log10 of the worst cost + 0.05).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from codesign._deploy import atomic_write_json, harden_and_recover, load_deployment, write_deployment
+from codesign._joint import METRICS, JointConfig, JointTrainer
+from codesign._metrics import MetricsWriter
+from codesign._pareto import hypervolume, pareto_mask, plot_front
+from codesign._space import DesignSpace
+from codesign._train import TrainConfig, _check
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A sweep over `lams` (penalty form) or, when given, over `budgets` (constrained form)."""
+
+    model: str = "codesign-default"
+    lams: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1)
+    budgets: tuple[float, ...] = ()
+    metric: str = "edap"
+    target: str = "xrnpe"
+    hardware: tuple[str, ...] = ("n_macs",)
+    kv_formats: tuple[str, ...] = ("bf16", "fp8_e4m3", "mxfp4")
+    pretrain_steps: int = 150
+    steps: int = 40
+    recovery_steps: int = 10
+    batch: int = 16
+    seq_len: int = 64
+    lr: float = 3e-3
+    knob_lr: float = 0.05
+    eval_batches: int = 4
+    seed: int = 0
+    scenario_batch: int = 64
+    scenario_context: int = 2048
+    loss_tolerance: float = 0.02
+
+    def __post_init__(self) -> None:
+        lams, budgets = tuple(self.lams), tuple(self.budgets)
+        _check(len(lams) + len(budgets) > 0, "lams", lams, "give at least one lambda (or budgets)")
+        for lam in lams:
+            _check(isinstance(lam, (int, float)) and not isinstance(lam, bool) and 0 <= lam < math.inf, "lam", lam,
+                   "must be a finite number >= 0")
+        for budget in budgets:
+            _check(isinstance(budget, (int, float)) and 0 < budget < math.inf, "budget", budget,
+                   "must be a positive finite number")
+        _check(self.metric in METRICS, "metric", self.metric, f"must be one of {', '.join(METRICS)}")
+        _check(self.loss_tolerance >= 0, "loss_tolerance", self.loss_tolerance, "must be >= 0")
+        for name in ("recovery_steps", "pretrain_steps"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= (1 if name == "recovery_steps"
+                                                                                       else 0),
+                   name, value, "must be a positive integer" if name == "recovery_steps" else "must be an integer >= 0")
+        self.train_config()  # model, steps, batch, ... validated by TrainConfig
+        for point in self.points():
+            self.joint_config(point)  # target, hardware, lam validated by JointConfig
+
+    def points(self) -> list[dict[str, float]]:
+        if self.budgets:
+            return [{"budget": float(b)} for b in self.budgets]
+        return [{"lam": float(lam)} for lam in self.lams]
+
+    def train_config(self, steps: int | None = None) -> TrainConfig:
+        steps = self.steps if steps is None else steps
+        return TrainConfig(model=self.model, steps=steps, batch=self.batch, seq_len=self.seq_len, lr=self.lr,
+                           warmup_steps=min(10, steps // 10), eval_every=steps, eval_batches=self.eval_batches,
+                           ckpt_every=max(1, steps // 2), log_every=max(1, min(10, steps)), seed=self.seed)
+
+    def joint_config(self, point: dict[str, float]) -> JointConfig:
+        return JointConfig(lam=point.get("lam", 0.0), budget=point.get("budget"), metric=self.metric,
+                           target=self.target, hardware=tuple(self.hardware), knob_lr=self.knob_lr,
+                           scenario_batch=self.scenario_batch, scenario_context=self.scenario_context)
+
+    def space(self) -> DesignSpace:
+        return DesignSpace(kv_formats=tuple(self.kv_formats))
+
+
+@dataclass
+class SweepResult:
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    front_mask: list[bool]
+    hypervolume: float
+    reference: tuple[float, float]
+    chosen: int
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _point_row(index: int, point: dict[str, float], record: dict[str, Any]) -> dict[str, Any]:
+    hardened = record["hardened"]
+    return {"point": index, **point, "val_loss": record["validation"]["loss"],
+            "cost": record["cost"]["metric_value"], "metric": record["cost"]["metric"],
+            "latency_s": record["cost"]["latency_s"], "energy_j": record["cost"]["energy_j"],
+            "formats": hardened["formats"], "kv_formats": hardened["kv_formats"],
+            "ffn_widths": hardened["ffn_widths"], "target_params": record["target"]["params"]}
+
+
+def front_and_volume(rows: Sequence[dict[str, Any]], reference: tuple[float, float] | None = None):
+    """(non-dominated mask, hypervolume in (loss, log10 cost), reference) of sweep rows."""
+    pts = np.array([[r["val_loss"], math.log10(r["cost"])] for r in rows], dtype=np.float64)
+    if reference is None:
+        reference = (float(pts[:, 0].max() * 1.05), float(pts[:, 1].max() + 0.05))
+    return pareto_mask(pts), hypervolume(pts, reference), reference
+
+
+def sweep(sc: SweepConfig, out_dir: str | Path, *, progress: bool = True, log=print) -> SweepResult:
+    """Run (or resume) the sweep into `out_dir`; see the module docstring for what it writes."""
+    from codesign._joint import check_budget
+
+    for point in sc.points():  # every error a user can make surfaces before anything is written
+        check_budget(sc.train_config().model_config(), sc.space(), sc.joint_config(point))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    atomic_write_json(out / "sweep_config.json", dataclasses.asdict(sc))
+    tc = sc.train_config()
+    space = sc.space()
+    from codesign._train import Trainer, train
+
+    init = None
+    if sc.pretrain_steps:
+        log(f"codesign: pretraining the network alone for {sc.pretrain_steps} steps -> {out / 'pretrain'}")
+        ptc = sc.train_config(sc.pretrain_steps)
+        init = jax.device_get(train(ptc, out / "pretrain", progress=progress, trainer=Trainer(ptc)).params)
+    rows: list[dict[str, Any]] = []
+    (out / "metrics.jsonl").unlink(missing_ok=True)  # rewritten from the points' own files
+    metrics = MetricsWriter(out / "metrics.jsonl")
+    points = sc.points()
+    for index, point in enumerate(points):
+        pdir = out / f"point-{index}"
+        label = ", ".join(f"{k}={v:g}" for k, v in point.items())
+        deployment = pdir / "deployment.json"
+        record = None
+        if deployment.exists():
+            try:
+                record = load_deployment(deployment)
+                log(f"codesign: point {index + 1}/{len(points)} ({label}) already done, read back")
+            except ValueError:
+                record = None
+        if record is None:
+            log(f"codesign: point {index + 1}/{len(points)} ({label}): {sc.steps} joint steps + "
+                f"{sc.recovery_steps} recovery steps -> {pdir}")
+            trainer = JointTrainer(tc, sc.joint_config(point), space, init_net_params=init)
+            train(tc, pdir, progress=progress, trainer=trainer)
+            record = harden_and_recover(trainer, pdir, recovery_steps=sc.recovery_steps, progress=progress)
+            record["objective"].update(point)
+            write_deployment(deployment, record)
+        row = _point_row(index, point, record)
+        rows.append(row)
+        metrics.write({"step": index, **{k: v for k, v in row.items() if not isinstance(v, (list, dict))}})
+    metrics.close()
+    mask, volume, reference = front_and_volume(rows)
+    best_loss = min(r["val_loss"] for r in rows)
+    eligible = [i for i, r in enumerate(rows) if mask[i] and r["val_loss"] <= best_loss * (1 + sc.loss_tolerance)]
+    chosen = min(eligible, key=lambda i: rows[i]["cost"])
+    record = load_deployment(out / f"point-{chosen}" / "deployment.json")
+    record["checkpoint"]["path"] = f"point-{chosen}/{record['checkpoint']['path']}"
+    write_deployment(out / "deployment.json", record)
+    labels = [", ".join(f"{k}={r[k]:g}" for k in ("lam", "budget") if k in r) for r in rows]
+    pts = np.array([[r["val_loss"], r["cost"]] for r in rows])
+    plot_front(pts, labels, out / "pareto.png", cost_label=f"{sc.metric} on {sc.target} (log)")
+    front = {"rows": rows, "front_mask": [bool(m) for m in mask], "hypervolume": volume,
+             "hypervolume_space": "(val_loss, log10 cost)", "reference": list(reference), "chosen": chosen,
+             "metric": sc.metric, "target": sc.target}
+    atomic_write_json(out / "front.json", front)
+    seconds = time.perf_counter() - t0
+    atomic_write_json(out / "summary.json", {**front, "seconds": seconds})
+    return SweepResult(out_dir=out, rows=rows, front_mask=[bool(m) for m in mask], hypervolume=volume,
+                       reference=reference, chosen=chosen, seconds=seconds)
+
+
+def summary_table(result: SweepResult) -> str:
+    """The human-readable table `codesign run` / `codesign sweep` print."""
+    lines = [f"{'point':<7}{'setting':<16}{'val loss':>10}{'cost':>13}{'w bits':>9}{'kv':>18}{'ffn widths':>18}"
+             f"{'front':>7}"]
+    for i, r in enumerate(result.rows):
+        setting = ", ".join(f"{k}={r[k]:g}" for k in ("lam", "budget") if k in r)
+        bits = np.mean([_bits(f) for f in r["formats"]])
+        kv = ",".join(sorted(set(r["kv_formats"]))) or "-"
+        mark = "*" if result.front_mask[i] else ""
+        mark += " <" if i == result.chosen else ""
+        lines.append(f"{i:<7}{setting:<16}{r['val_loss']:>10.4f}{r['cost']:>13.4g}{bits:>9.2f}{kv:>18}"
+                     f"{str(r['ffn_widths']):>18}{mark:>7}")
+    lines.append(f"hypervolume {result.hypervolume:.4f} in (val loss, log10 cost), reference "
+                 f"({result.reference[0]:.4f}, {result.reference[1]:.3f}); * = non-dominated, < = exported")
+    return "\n".join(lines)
+
+
+def _bits(name: str) -> float:
+    from nets.formats import get_format
+    return get_format(name).bits
+
