@@ -7,12 +7,14 @@ import json
 import typer
 
 import hwcost
+from hwcost._calibrate import load_target
 from hwcost._report import cost_report, load_model
 
 
 def cost(
     model: str = typer.Argument(..., help="A zoo name (see `codesign zoo`) or a JSON config path."),
-    target: str = typer.Option("h800", "--target", "-t", help=f"GPU preset: {', '.join(hwcost.PRESETS)}."),
+    target: str = typer.Option("h800", "--target", "-t", help=f"GPU preset ({', '.join(hwcost.PRESETS)}) or a calibrated "
+                                                       "preset JSON written by `codesign calibrate`."),
     phase: str = typer.Option("decode", help="prefill, decode or train."),
     batch: int = typer.Option(1, help="Sequences in the step."),
     context: int = typer.Option(4096, help="Context length (tokens)."),
@@ -26,7 +28,7 @@ def cost(
     cfg = load_model(model)
     scenario = hwcost.Scenario(phase=phase, batch=batch, context_len=context, gen_len=gen_len,
                                weight_bits=weight_bits, kv_bits=kv_bits, act_bits=act_bits)
-    report = cost_report(cfg, target, scenario)
+    report = cost_report(cfg, load_target(target), scenario)
     if as_json:
         print(json.dumps(report, indent=2))
         return

@@ -136,7 +136,7 @@ class JointTrainer(Trainer):
         self.space = space or DesignSpace()
         self.base_target = _targets.make_target(jc.target)
         self.scenario = jc.scenario()
-        check_budget(self.tc.model_config(), self.space, jc)
+        check_budget(tc.model_config(), self.space, jc)
         super().__init__(tc, init_net_params)
 
     def init_trainable(self, net_params: Any) -> Any:

@@ -21,9 +21,9 @@ app = typer.Typer(
 
 
 def _register_all() -> None:
-    from codesign import _cli_cost, _cli_joint, _cli_models, _cli_train
+    from codesign import _cli_atts, _cli_calibrate, _cli_cost, _cli_joint, _cli_models, _cli_train
 
-    for module in (_cli_models, _cli_train, _cli_joint, _cli_cost):
+    for module in (_cli_models, _cli_train, _cli_joint, _cli_cost, _cli_calibrate, _cli_atts):
         module.register(app)
 
 

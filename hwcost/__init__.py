@@ -21,10 +21,19 @@ from hwcost._xrnpe import XRNPE, xrnpe
 from hwcost._batching import BatchSteps, ContinuousBatching, StepWork, expert_token_counts, moe_intensity, step_work
 from hwcost._duplex import (PIM, Duplex, DuplexCost, DuplexKnobs, codesign_split_macs, devices_needed, duplex,
                             grid_search, pim, roofline_crossover, throughput_gains)
+from hwcost._spatten import (SpAtten, SpAttenCost, SpAttenWorkload, dram_reduction, kv_sram_bytes, pruning_knobs,
+                             spatten_knobs, spatten_workload)
+from hwcost._cambricon import (FLASH_CONFIGS, CambriconLLM, FlexGenSSD, cambricon, exhaustive_flash_search, flash_size,
+                               flexgen_ssd, gradient_flash_search, paper_scenario as cambricon_scenario)
+from hwcost._ecc import ENCODINGS, dequantize, ecc_corruption, inject_bit_flips, quantize_int8
+from hwcost._calibrate import (CalibratedGPU, Efficiency, KernelData, calibrate, error_table, load_data, load_preset,
+                               load_target, predict, save_preset)
 from hwcost._reproduce import PAPERS, Row, register, reproduce
 from hwcost._report import cost_report, load_model
 from hwcost import _reproduce_step3  # noqa: F401  (registers "step3")
 from hwcost import _reproduce_duplex  # noqa: F401  (registers "duplex")
+from hwcost import _reproduce_spatten  # noqa: F401  (registers "spatten")
+from hwcost import _reproduce_cambricon  # noqa: F401  (registers "cambricon")
 
 __all__ = [
     "PHASES", "Scenario", "smooth_max", "smooth_max2",
@@ -38,4 +47,11 @@ __all__ = [
     "BatchSteps", "ContinuousBatching", "StepWork", "expert_token_counts", "moe_intensity", "step_work",
     "PIM", "Duplex", "DuplexCost", "DuplexKnobs", "codesign_split_macs", "devices_needed", "duplex", "grid_search",
     "pim", "roofline_crossover", "throughput_gains",
+    "SpAtten", "SpAttenCost", "SpAttenWorkload", "dram_reduction", "kv_sram_bytes", "pruning_knobs", "spatten_knobs",
+    "spatten_workload",
+    "FLASH_CONFIGS", "CambriconLLM", "FlexGenSSD", "cambricon", "cambricon_scenario", "exhaustive_flash_search",
+    "flash_size", "flexgen_ssd", "gradient_flash_search", "ENCODINGS", "dequantize", "ecc_corruption",
+    "inject_bit_flips", "quantize_int8",
+    "CalibratedGPU", "Efficiency", "KernelData", "calibrate", "error_table", "load_data", "load_preset", "load_target",
+    "predict", "save_preset",
 ]

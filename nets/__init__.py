@@ -6,6 +6,8 @@ from nets import zoo
 from nets._attention import Attention, cache_bytes_per_token_per_layer
 from nets._layer_quant import LayerQuant, one_hot_quant
 from nets._moe import MoE
+from nets._pruning import ProgressiveQuant, attended_keep, kept_count, paper_schedule, soft_keep_mask
+from nets._pruned_model import PrunedLM, PrunePlan, monotone_keep
 from nets._model import TransformerLM, generate, init_cache, layer_segments, param_count
 
 __all__ = [
@@ -13,4 +15,6 @@ __all__ = [
     "AttentionConfig", "FFNConfig", "ModelConfig", "ParamCounts", "count_params", "zoo",
     "Attention", "LayerQuant", "MoE", "one_hot_quant", "TransformerLM", "cache_bytes_per_token_per_layer", "generate", "init_cache",
     "layer_segments", "param_count",
+    "ProgressiveQuant", "attended_keep", "kept_count", "paper_schedule", "soft_keep_mask", "PrunedLM", "PrunePlan",
+    "monotone_keep",
 ]

@@ -1,0 +1,132 @@
+"""`codesign atts calibrate|run|bench`: conformal asynchronous test-time scaling (arXiv 2509.15148).
+
+Thin wrappers over `codesign.atts._pipeline` and `codesign.atts._models`; a pair of models comes
+from `scripts/atts_train.py --out DIR` (or `codesign atts bench` trains one when --ckpt is absent).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import typer
+
+atts_app = typer.Typer(name="atts", help="ATTS: a draft model writes, a target model takes over where a conformal "
+                                        "test says the draft's chunk is unlikely.", no_args_is_help=True)
+
+
+def _load(ckpt: str):
+    from codesign.atts._models import load_pair
+
+    if not Path(ckpt, "target", "config.json").exists():
+        raise ValueError(f"ckpt={ckpt!r}: must be a folder written by scripts/atts_train.py (target/, draft/)")
+    return load_pair(ckpt)
+
+
+def _rates(levels) -> list:
+    scored = levels >= 0
+    n = scored.sum((0, 1))
+    return [None if k == 0 else float(((levels[:, :, t] > 0) & scored[:, :, t]).sum() / k) for t, k in enumerate(n)]
+
+
+@atts_app.command("calibrate")
+def calibrate(
+    ckpt: str = typer.Option(..., help="Folder with draft/ and target/ (scripts/atts_train.py --out)."),
+    out: str = typer.Option("atts_bank.npz", help="Where to write the calibration scores (npz, key 'scores')."),
+    n: int = typer.Option(64, help="Validation problems."),
+    m: int = typer.Option(8, help="Draft samples per problem."),
+    max_turns: int = typer.Option(16, help="Turns (lines) per sample."),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Collect a calibration bank: the target's mean NLL (nats/byte) of every draft chunk."""
+    from codesign.atts._pipeline import collect_bank
+
+    pair = _load(ckpt)
+    problems = list(pair.task.dataset(n, seed, "valid").problems)
+    bank = collect_bank(pair.draft, pair.target, problems, m=m, max_turns=max_turns, key=jax.random.key(seed))
+    np.savez(out, scores=bank)
+    per_turn = [{"turn": t, "n": int(np.isfinite(bank[:, :, t]).sum()),
+                 "median": float(np.nanmedian(bank[:, :, t])) if np.isfinite(bank[:, :, t]).any() else None,
+                 "q90": float(np.nanpercentile(bank[:, :, t], 90)) if np.isfinite(bank[:, :, t]).any() else None}
+                for t in range(bank.shape[2])]
+    if as_json:
+        print(json.dumps({"out": out, "device": str(jax.devices()[0]), "shape": list(bank.shape),
+                          "per_turn": per_turn}, indent=2))
+        return
+    print(f"calibration bank {bank.shape} (questions, m, turns) on {jax.devices()[0]} -> {out}")
+    print(f"{'turn':>4} {'n':>6} {'median NLL':>10} {'q90 NLL':>8}")
+    for r in per_turn:
+        if r["n"]:
+            print(f"{r['turn']:>4} {r['n']:>6} {r['median']:>10.4f} {r['q90']:>8.4f}")
+
+
+@atts_app.command("run")
+def run(
+    ckpt: str = typer.Option(..., help="Folder with draft/ and target/ (scripts/atts_train.py --out)."),
+    mode: str = typer.Option("atts", help="atts, sync, target_only, draft_only."),
+    calibrator: str = typer.Option("mondrian", help="static, window, mondrian or aci (mode atts)."),
+    bank: str = typer.Option("", help="Calibration npz from `codesign atts calibrate` (else collected now)."),
+    takeover: str = typer.Option("regenerate", help="regenerate, append or ordinal."),
+    alpha: float = typer.Option(0.25, help="Rejection level in (0, 1); budget form alpha = B/m."),
+    n: int = typer.Option(32, help="Held-out test problems."),
+    m: int = typer.Option(8, help="Samples per problem."),
+    max_turns: int = typer.Option(16, help="Turns (lines) per sample."),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Solve test problems with the pipeline; accuracy, takeover rate per turn and timing."""
+    from codesign.atts._pipeline import PipelineConfig, collect_bank, make_calibrator, run_batched
+
+    pair = _load(ckpt)
+    cfg = PipelineConfig(mode=mode, takeover=takeover, alpha=alpha, m=m, max_turns=max_turns)
+    cal = state = None
+    if mode == "atts":
+        scores = np.load(bank)["scores"] if bank else collect_bank(
+            pair.draft, pair.target, list(pair.task.dataset(64, seed, "valid").problems), m=m, max_turns=max_turns,
+            key=jax.random.key(seed + 1))
+        cal, state = make_calibrator(calibrator, scores, alpha=alpha, max_turns=max_turns)
+    problems = list(pair.task.dataset(n, seed, "test").problems)
+    result = run_batched(pair.draft, pair.target, problems, cfg, key=jax.random.key(seed), calibrator=cal,
+                         cal_state=state)
+    summary = {**result.summary(), "rejection_by_turn": _rates(result.levels), "device": str(jax.devices()[0])}
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"{mode} ({calibrator if mode == 'atts' else '-'}, {takeover}, alpha {alpha}) on {n} test problems x m={m} "
+          f"on {summary['device']}")
+    print(f"accuracy {summary['accuracy']:.4f}  takeover rate {summary['takeover_rate']:.3f}  "
+          f"wall {summary['wall_s']:.3f} s ({summary['wall_s_per_question'] * 1e3:.2f} ms/question)  "
+          f"{summary['tokens_per_s']:.0f} tokens/s  barrier wait {summary['barrier_wait_fraction']:.1%}")
+    rates = " ".join("-" if r is None else f"{r:.3f}" for r in summary["rejection_by_turn"])
+    print(f"takeover rate by turn: {rates}")
+
+
+@atts_app.command("bench")
+def bench_cmd(
+    ckpt: str = typer.Option("", help="Folder with draft/ and target/; empty: train a pair first."),
+    size: str = typer.Option("full", help="full or tiny (models, task and counts when training)."),
+    out: str = typer.Option("atts_bench", help="Output folder (JSON + table)."),
+    ms: str = typer.Option("4,8,16,32,64", help="Samples per question for the speed runs."),
+    n_accuracy: int = typer.Option(500, help="Held-out test problems for accuracy."),
+    n_speed: int = typer.Option(8, help="Questions per m for the speed runs."),
+    alpha: float = typer.Option(0.25, help="Rejection level in (0, 1)."),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Accuracy vs target-only, takeover rate per turn per calibrator, async vs sync speed."""
+    from codesign.atts._models import train_pair
+    from codesign.atts._pipeline import bench, format_bench
+
+    pair = _load(ckpt) if ckpt else train_pair(size, out=Path(out) / "models", seed=seed, log=None)
+    report = bench(pair.draft, pair.target, pair.task, ms=tuple(int(x) for x in ms.split(",")),
+                   n_accuracy=n_accuracy, n_speed=n_speed, alpha=alpha, seed=seed, log=None)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    Path(out, "atts_bench.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2) if as_json else format_bench(report))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(atts_app, name="atts")

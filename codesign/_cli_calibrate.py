@@ -1,0 +1,41 @@
+"""`codesign calibrate`: fit a GPU target's efficiency curves to measured kernel times."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+import hwcost
+from hwcost._calibrate import calibrate as fit_target
+from hwcost._calibrate import format_errors, save_preset
+
+
+def calibrate(
+    data: Path = typer.Argument(..., help="Kernel data file from scripts/bench/kernels.py (JSON)."),
+    target: str = typer.Option("h200", "--target", "-t", help=f"Base GPU preset: {', '.join(hwcost.PRESETS)}."),
+    out: Path = typer.Option(None, "--out", "-o", help="Calibrated preset to write "
+                             "[default: runs/calibrate/TARGET-calibrated.json]; `codesign cost --target OUT` reads it."),
+    steps: int = typer.Option(3000, help="Adam steps of the fit."),
+    as_json: bool = typer.Option(False, "--json", help="Print the fit report (errors by kind and split) as JSON."),
+) -> None:
+    """Fit TARGET's efficiency curves to DATA's training split; print held-out errors; write the preset."""
+    device, report = fit_target(data, target, steps=steps)
+    out = out or Path("runs/calibrate") / f"{device.name}.json"
+    save_preset(device, out, report)
+    report["preset"] = str(out)
+    if as_json:
+        print(json.dumps({k: v for k, v in report.items() if k != "heldout_ids"} | {
+            split: {k: v for k, v in report[split].items() if k != "predicted_s"} for split in ("calibrated", "roofline")},
+            indent=2))
+        return
+    where = report["device"].get("kind", "?")
+    print(f"calibrated {report['base']} on {data} (measured on {where}): {report['fit']['train_items']} training items, "
+          f"loss {report['fit']['loss'][0]:.3g} -> {report['fit']['loss'][1]:.3g}")
+    print(format_errors(report))
+    print(f"wrote {out}  (use: codesign cost MODEL --target {out})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate)

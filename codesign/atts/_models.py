@@ -1,0 +1,330 @@
+"""The ATTS draft and target decoders, trained from scratch on the arithmetic scratchpad task.
+
+ATTS (arXiv 2509.15148) pairs a small draft model with a large target model; no pretrained
+weights can be downloaded here, so both are trained on the embedded arithmetic task
+(`codesign.data._arith`; reproduction plan in /work/shared/reference/atts.md, "A faithful
+small-scale reproduction"): the target to at least 99% step accuracy, the draft stopped
+while its step error lies in the 10-30% band, so that it is a useful but fallible writer.
+
+Sizes: "full" (target 3.54M params, draft 0.14M, operands of 3-12 digits, for the H200) and
+"tiny" (target 0.14M, draft 0.05M, 3-5 digits, minutes on a CPU).
+
+Step accuracy (`step_accuracy`) is teacher-forced: given the gold prefix, a scratchpad line
+counts as correct when the greedy (argmax) prediction of every byte of the line, its newline
+included, is right. One forward pass per batch, so it is cheap enough to run while training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import nets
+from codesign.data import ArithDataset, arith_dataset, max_text_len
+
+__all__ = ["ArithTask", "TrainSpec", "ModelPair", "draft_config", "target_config", "task_for", "train_model",
+           "step_accuracy", "save_model", "load_model", "train_pair", "load_pair"]
+
+SIZES = ("full", "tiny")
+NEWLINE = 10
+
+
+def _fail(field: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"{field}={value!r}: {allowed}")
+
+
+def _check_size(size: str) -> None:
+    if size not in SIZES:
+        raise _fail("size", size, f"must be one of {', '.join(SIZES)}")
+
+
+@dataclass(frozen=True)
+class ArithTask:
+    """Which arithmetic problems: first-operand digits in [min_digits, max_digits], ops."""
+
+    min_digits: int = 3
+    max_digits: int = 12
+    ops: tuple[str, ...] = ("+",)
+
+    def __post_init__(self):
+        if not isinstance(self.min_digits, int) or self.min_digits < 1:
+            raise _fail("min_digits", self.min_digits, "must be an integer >= 1")
+        if not isinstance(self.max_digits, int) or self.max_digits < self.min_digits:
+            raise _fail("max_digits", self.max_digits, f"must be an integer >= min_digits={self.min_digits}")
+        object.__setattr__(self, "ops", tuple(self.ops))
+
+    @property
+    def seq_len(self) -> int:
+        """Training context (bytes): the longest example, rounded up to a multiple of 8."""
+        return -(-(max_text_len(self.max_digits, self.ops) - 1) // 8) * 8
+
+    def dataset(self, n: int, seed: int, split: str) -> ArithDataset:
+        return arith_dataset(n, seed, split=split, min_digits=self.min_digits, max_digits=self.max_digits,
+                             seq_len=self.seq_len, ops=self.ops)
+
+
+def task_for(size: str) -> ArithTask:
+    """The task of a size: 3-12 digit addition ("full"), 3-5 digits ("tiny")."""
+    _check_size(size)
+    return ArithTask(3, 12) if size == "full" else ArithTask(3, 5)
+
+
+def _decoder(name: str, d_model: int, n_layers: int, n_heads: int, d_ff: int) -> nets.ModelConfig:
+    return nets.ModelConfig(name=name, vocab_size=256, d_model=d_model, n_layers=n_layers, max_seq_len=512,
+                            attention=nets.AttentionConfig(kind="mha", n_heads=n_heads, n_kv_heads=n_heads,
+                                                           head_dim=d_model // n_heads),
+                            ffn=nets.FFNConfig(kind="dense", activation="swiglu", d_ff=d_ff),
+                            positions="rope", source="codesign ATTS reproduction (arXiv 2509.15148)")
+
+
+def target_config(size: str = "full") -> nets.ModelConfig:
+    """Target decoder: 4 layers, d_model 256 (3.54M params) full; 2 layers, d_model 64 (0.14M) tiny."""
+    _check_size(size)
+    if size == "full":
+        return _decoder("atts-target", 256, 4, 8, 768)
+    return _decoder("atts-target-tiny", 64, 2, 4, 192)
+
+
+def draft_config(size: str = "full") -> nets.ModelConfig:
+    """Draft decoder: 2 layers, d_model 64 (0.14M params) full; 1 layer, d_model 48 (0.05M) tiny."""
+    _check_size(size)
+    if size == "full":
+        return _decoder("atts-draft", 64, 2, 4, 192)
+    return _decoder("atts-draft-tiny", 48, 1, 4, 128)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Optimisation of one model: AdamW with warmup + cosine decay, masked next-byte loss.
+
+    steps: optimiser steps; batch: examples per step; lr: peak learning rate;
+    eval_every: steps between step-accuracy evaluations on `eval_n` validation problems.
+    """
+
+    steps: int = 3000
+    batch: int = 64
+    lr: float = 3e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    eval_every: int = 250
+    eval_n: int = 256
+    train_n: int = 20000
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "batch", "eval_every", "eval_n", "train_n"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise _fail(name, value, "must be an integer >= 1")
+        if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps < self.steps:
+            raise _fail("warmup_steps", self.warmup_steps, f"must be an integer in [0, steps={self.steps})")
+        if not 0 < self.lr < 1:
+            raise _fail("lr", self.lr, "must lie in (0, 1)")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise _fail("seed", self.seed, "must be a non-negative integer")
+
+
+def _line_ids(dataset: ArithDataset) -> np.ndarray:
+    """int32 [n, seq_len]: for every target byte, the index of its completion line (-1 elsewhere).
+
+    Line k < n_steps is scratchpad step k; line n_steps is the answer line; END is its own.
+    """
+    targets, mask = dataset.targets, dataset.target_mask > 0
+    is_nl = (targets == NEWLINE) & mask
+    # a byte belongs to the line whose newline is the first at or after it
+    line = np.cumsum(is_nl, axis=1) - is_nl
+    return np.where(mask, line, -1).astype(np.int32)
+
+
+@jax.jit
+def _predict(graphdef, state, inputs_BxL):
+    logits, _ = nnx.merge(graphdef, state)(inputs_BxL)
+    return jnp.argmax(logits, -1)
+
+
+def step_accuracy(model: nets.TransformerLM, dataset: ArithDataset, *, batch: int = 256) -> dict[str, float]:
+    """Teacher-forced accuracy: fraction of scratchpad lines (`step`), of answer lines (`answer`)
+    and of whole completions (`exact`) whose every byte the greedy prediction gets right."""
+    graphdef, state = nnx.split(model)
+    line_ids = _line_ids(dataset)
+    n_steps = dataset.n_steps
+    step_ok = step_total = answer_ok = exact_ok = 0
+    for start in range(0, len(dataset.problems), batch):
+        sl = slice(start, start + batch)
+        pred = np.asarray(_predict(graphdef, state, jnp.asarray(dataset.inputs[sl])))
+        wrong = (pred != dataset.targets[sl]) & (line_ids[sl] >= 0)
+        for row in range(pred.shape[0]):
+            bad_lines = set(line_ids[sl][row][wrong[row]].tolist())
+            k = int(n_steps[sl][row])
+            step_ok += sum(1 for i in range(k) if i not in bad_lines)
+            step_total += k
+            answer_ok += k not in bad_lines
+            exact_ok += not bad_lines
+    n = len(dataset.problems)
+    return {"step": step_ok / step_total, "answer": answer_ok / n, "exact": exact_ok / n}
+
+
+def _loss(model, inputs_BxL, targets_BxL, mask_BxL):
+    logits, _ = model(inputs_BxL)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets_BxL)
+    return (nll * mask_BxL).sum() / jnp.maximum(mask_BxL.sum(), 1.0)
+
+
+def train_model(cfg: nets.ModelConfig, task: ArithTask, spec: TrainSpec, *,
+                select: Callable[[dict[str, float]], bool] | None = None,
+                stop_at_step_accuracy: float | None = None,
+                log: Callable[[str], None] | None = print) -> tuple[nets.TransformerLM, list[dict]]:
+    """Train `cfg` on `task`; returns (model, history of evaluations).
+
+    `select(metrics)`: if given, the parameters of the latest evaluation for which it returns True
+    are kept (and training stops at the first such evaluation once the step error is below 20%),
+    which is how the draft is stopped inside its error band; if none qualifies, the final model.
+    `stop_at_step_accuracy`: stop at the first evaluation whose step accuracy reaches it (target).
+    """
+    key = jax.random.key(spec.seed)
+    model = nets.TransformerLM(cfg, rngs=nnx.Rngs(params=jax.random.fold_in(key, 0)))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, spec.lr, spec.warmup_steps, spec.steps, spec.lr * 0.05)
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, b1=0.9, b2=0.98,
+                                                                  weight_decay=spec.weight_decay))
+    opt_state = tx.init(params)
+    train = task.dataset(spec.train_n, spec.seed, "train")
+    valid = task.dataset(spec.eval_n, spec.seed, "valid")
+    inputs, targets, masks = (jnp.asarray(a) for a in (train.inputs, train.targets, train.target_mask))
+
+    @jax.jit
+    def step_fn(params, opt_state, step):
+        rows = jax.random.randint(jax.random.fold_in(key, step + 1), (spec.batch,), 0, inputs.shape[0])
+        loss, grads = jax.value_and_grad(
+            lambda p: _loss(nnx.merge(graphdef, p, rest), inputs[rows], targets[rows], masks[rows]))(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    history, kept = [], None
+    start = time.perf_counter()
+    for step in range(spec.steps):
+        params, opt_state, loss = step_fn(params, opt_state, jnp.asarray(step, jnp.int32))
+        if (step + 1) % spec.eval_every == 0 or step + 1 == spec.steps:
+            acc = step_accuracy(nnx.merge(graphdef, params, rest), valid)
+            entry = {"step": step + 1, "loss": float(loss), "step_accuracy": acc["step"],
+                     "answer_accuracy": acc["answer"], "exact": acc["exact"],
+                     "elapsed_s": time.perf_counter() - start}
+            history.append(entry)
+            if log:
+                log(f"  {cfg.name} step {step + 1:>5}  loss {entry['loss']:.4f}  step acc {acc['step']:.4f}  "
+                    f"answer acc {acc['answer']:.4f}  {entry['elapsed_s']:.0f} s")
+            if select is not None and select(acc):
+                kept = jax.tree.map(lambda x: x, params)
+                if 1.0 - acc["step"] <= 0.2:
+                    break
+            if stop_at_step_accuracy is not None and acc["step"] >= stop_at_step_accuracy:
+                break
+    return nnx.merge(graphdef, kept if kept is not None else params, rest), history
+
+
+def save_model(model: nets.TransformerLM, directory: str | Path, meta: dict | None = None) -> None:
+    """Write config.json, meta.json and the parameters (orbax) of `model` into `directory`."""
+    import orbax.checkpoint as ocp
+
+    path = Path(directory).absolute()
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(model.cfg.to_json())
+    (path / "meta.json").write_text(json.dumps(meta or {}, indent=2))
+    params = nnx.state(model, nnx.Param).to_pure_dict()
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(path / "params", params, force=True)
+
+
+def load_model(directory: str | Path) -> tuple[nets.TransformerLM, dict]:
+    """Rebuild a model saved by `save_model`; returns (model, meta)."""
+    import orbax.checkpoint as ocp
+
+    path = Path(directory).absolute()
+    if not (path / "config.json").exists():
+        raise _fail("directory", str(directory), "must hold config.json and params/ written by save_model")
+    cfg = nets.ModelConfig.from_json((path / "config.json").read_text())
+    model = nets.TransformerLM(cfg, rngs=nnx.Rngs(params=0))
+    state = nnx.state(model, nnx.Param)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state.to_pure_dict())
+    with ocp.StandardCheckpointer() as ckpt:
+        restored = ckpt.restore(path / "params", abstract)
+    nnx.replace_by_pure_dict(state, restored)
+    nnx.update(model, state)
+    return model, json.loads((path / "meta.json").read_text())
+
+
+@dataclass
+class ModelPair:
+    """A trained draft/target pair, the task they were trained on and their measured quality."""
+
+    draft: nets.TransformerLM
+    target: nets.TransformerLM
+    task: ArithTask
+    report: dict
+
+
+def _default_specs(size: str, seed: int) -> tuple[TrainSpec, TrainSpec]:
+    if size == "full":
+        return (TrainSpec(steps=8000, batch=128, lr=2e-3, warmup_steps=200, eval_every=500, eval_n=512, seed=seed),
+                TrainSpec(steps=8000, batch=128, lr=3e-3, warmup_steps=200, eval_every=100, eval_n=512,
+                          seed=seed + 1))
+    return (TrainSpec(steps=3000, batch=64, lr=3e-3, warmup_steps=100, eval_every=250, eval_n=256, seed=seed),
+            TrainSpec(steps=3000, batch=64, lr=3e-3, warmup_steps=100, eval_every=50, eval_n=256, seed=seed + 1))
+
+
+def train_pair(size: str = "full", *, out: str | Path | None = None, seed: int = 0,
+               target_spec: TrainSpec | None = None, draft_spec: TrainSpec | None = None,
+               test_n: int = 1000, log: Callable[[str], None] | None = print) -> ModelPair:
+    """Train the target (to >= 99% step accuracy) and the draft (stopped in the 10-30% error band),
+    measure both on `test_n` held-out test problems, optionally save them under `out`/{draft,target}.
+
+    The report says whether each requirement is met; it does not raise when one is missed,
+    so a caller sees the numbers (the training script exits non-zero instead).
+    """
+    _check_size(size)
+    task = task_for(size)
+    default_target, default_draft = _default_specs(size, seed)
+    target_spec, draft_spec = target_spec or default_target, draft_spec or default_draft
+    start = time.perf_counter()
+    target, target_hist = train_model(target_config(size), task, target_spec, stop_at_step_accuracy=0.997,
+                                      log=log)
+    target_s = time.perf_counter() - start
+    in_band = lambda acc: 0.10 <= 1.0 - acc["step"] <= 0.30
+    draft, draft_hist = train_model(draft_config(size), task, draft_spec, select=in_band, log=log)
+    draft_s = time.perf_counter() - start - target_s
+    test = task.dataset(test_n, seed + 7, "test")
+    target_acc, draft_acc = step_accuracy(target, test), step_accuracy(draft, test)
+    report = {
+        "size": size, "task": dataclasses.asdict(task), "device": str(jax.devices()[0]),
+        "target": {"config": target.cfg.name, "params": nets.param_count(target), "train_s": target_s,
+                   "spec": dataclasses.asdict(target_spec), "test": target_acc, "history": target_hist},
+        "draft": {"config": draft.cfg.name, "params": nets.param_count(draft), "train_s": draft_s,
+                  "spec": dataclasses.asdict(draft_spec), "test": draft_acc, "history": draft_hist},
+        "test_n": test_n,
+        "target_ok": target_acc["step"] >= 0.99,
+        "draft_ok": 0.10 <= 1.0 - draft_acc["step"] <= 0.30,
+    }
+    if out is not None:
+        save_model(target, Path(out) / "target", {"task": report["task"], "test": target_acc})
+        save_model(draft, Path(out) / "draft", {"task": report["task"], "test": draft_acc})
+        (Path(out) / "report.json").write_text(json.dumps(report, indent=2))
+    return ModelPair(draft, target, task, report)
+
+
+def load_pair(directory: str | Path) -> ModelPair:
+    """Load a pair written by `train_pair(out=directory)`."""
+    path = Path(directory)
+    target, meta = load_model(path / "target")
+    draft, _ = load_model(path / "draft")
+    report = json.loads((path / "report.json").read_text()) if (path / "report.json").exists() else {}
+    return ModelPair(draft, target, ArithTask(**{**meta["task"], "ops": tuple(meta["task"]["ops"])}), report)

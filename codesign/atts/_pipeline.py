@@ -1,0 +1,737 @@
+"""The ATTS three-stage per-turn pipeline and its schedulers (arXiv 2509.15148, section 3).
+
+One turn = one scratchpad line of the arithmetic task (`codesign.data._arith`). Per turn:
+
+1. the draft writes the chunk (sampled, one byte per tick, up to `max_chunk` bytes or a newline);
+2. the target scores it: the mean NLL (nats/byte) of the chunk from ONE prefill-only pass of the
+   target over its KV cache (the history is already cached, only the chunk is fed);
+3. on rejection the target takes the turn over: "append" keeps the draft chunk and the target
+   writes the next line after it (ATTS' released code), "regenerate" discards the chunk and the
+   target rewrites the turn, "ordinal" picks per candidate from its graded level
+   (level 1 append = target continues, level 2 regenerate).
+
+All samples live in a pool of S = questions x m slots and advance in "ticks" inside ONE
+`jax.lax.while_loop`: per tick the draft decodes one byte for every slot that is drafting (or
+ingests one target byte it has not seen), the target prefills the chunks that are ready to be
+scored, and the target decodes one byte for every slot it has taken over. Each model call is
+skipped (`lax.cond`) when no slot needs it. Slots hold their own positions (the models run
+vmapped per row), so nothing forces samples into lockstep. Modes (`PipelineConfig.mode`):
+
+| mode | what decides a takeover | barrier |
+| --- | --- | --- |
+| "atts" | the sample's own conformal p-value against the calibrator (`codesign.atts`) | none: each sample decides alone |
+| "sync" | the top-B scores of the question's m samples, B = round(alpha x #scored) | per turn: every sample of a question waits until all its siblings have drafted, and again until the target has finished the chosen ones |
+| "target_only" | the target writes every turn | none |
+| "draft_only" | the draft writes every turn, nothing is scored | none |
+| "calibrate" | as draft_only, but every chunk is scored (collects a calibration bank) | none |
+
+The answer of a question is the majority vote of its m samples' parsed answers (self-consistency,
+Wang et al. 2023, ICLR); ties go to the smallest answer. The ATTS notes do not fix how the m samples
+are aggregated, so this is our choice; `RunResult.answers` keeps every sample for other rules.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import time
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import nets
+from codesign.atts._calibrators import ACI, ACIState, BankState, Mondrian, SlidingWindow, StaticBank
+from codesign.atts._ordinal import OrdinalThresholds, ordinal_levels
+from codesign.data import ArithProblem, decode, encode, format_problem, parse_answer
+
+__all__ = ["PipelineConfig", "RunResult", "run_pipeline", "run_batched", "majority_vote", "collect_bank",
+           "make_calibrator", "paired_bootstrap", "bench", "format_bench", "MODES", "TAKEOVERS", "CALIBRATORS"]
+
+MODES = ("atts", "sync", "target_only", "draft_only", "calibrate")
+TAKEOVERS = ("regenerate", "append", "ordinal")
+CALIBRATORS = ("static", "window", "mondrian", "aci")
+DRAFT, SCORE, TGEN, WAIT, DONE = 0, 1, 2, 3, 4
+_NEWLINE, _END, _ANSWER = 10, ord("$"), ord("A")
+
+
+def _fail(field: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"{field}={value!r}: {allowed}")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How a batch of questions is solved.
+
+    mode: see the module table. takeover: "regenerate", "append" or "ordinal".
+    m: samples per question. max_turns: T, turns per sample (one line each).
+    alpha: rejection level in (0, 1) (ATTS budget form alpha = B / m; "sync" takes over the
+      top round(alpha x #scored) of each question per turn). alpha_regenerate: the second,
+      smaller ordinal threshold (takeover "ordinal" only; default alpha / 2).
+    max_chunk: bytes per chunk at most (a line is 11 bytes). temperatures: sampling
+      temperature of the draft and the target (0 = greedy). buf_len: context per slot (bytes),
+      the last max_chunk + 1 positions are scratch space.
+    """
+
+    mode: str = "atts"
+    takeover: str = "regenerate"
+    m: int = 16
+    max_turns: int = 16
+    alpha: float = 0.25
+    alpha_regenerate: float | None = None
+    max_chunk: int = 16
+    draft_temperature: float = 0.7
+    target_temperature: float = 0.7
+    buf_len: int = 256
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise _fail("mode", self.mode, f"must be one of {', '.join(MODES)}")
+        if self.takeover not in TAKEOVERS:
+            raise _fail("takeover", self.takeover, f"must be one of {', '.join(TAKEOVERS)}")
+        for name in ("m", "max_turns", "max_chunk", "buf_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise _fail(name, value, "must be an integer >= 1")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 1:
+            raise _fail("alpha", self.alpha, "must lie in the open interval (0, 1)")
+        if self.alpha_regenerate is not None and not 0 < self.alpha_regenerate < self.alpha:
+            raise _fail("alpha_regenerate", self.alpha_regenerate, f"must lie in (0, alpha={self.alpha})")
+        for name in ("draft_temperature", "target_temperature"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 100:
+                raise _fail(name, value, "must be a number in [0, 100) (0 = greedy)")
+        if self.buf_len < 4 * (self.max_chunk + 1):
+            raise _fail("buf_len", self.buf_len, f"must be at least 4 * (max_chunk + 1) = {4 * (self.max_chunk + 1)}")
+
+    @property
+    def thresholds(self) -> OrdinalThresholds:
+        second = self.alpha / 2 if self.alpha_regenerate is None else self.alpha_regenerate
+        return OrdinalThresholds((float(self.alpha), float(second)))
+
+
+class _Slots(NamedTuple):
+    """Per-slot state of the pool (S slots); positions index the byte buffer."""
+
+    buf: jax.Array          # int32 (S, buf_len): prompt, committed lines, the chunk in progress
+    length: jax.Array       # committed bytes
+    frontier: jax.Array     # index of the last written byte
+    line_start: jax.Array   # first byte of the line being written
+    fed_draft: jax.Array    # bytes the draft cache holds (positions < fed_draft are valid)
+    phase: jax.Array
+    turn: jax.Array
+    scores: jax.Array       # float32 (S, T): target mean NLL of the draft chunk of each turn (NaN: not scored)
+    levels: jax.Array       # int32 (S, T): decision level of each turn (-1: not scored)
+    draft_cache: Any
+    target_cache: Any
+    cal_state: Any
+    key: jax.Array
+    counts: jax.Array       # int32 (8,): see _COUNTS
+
+
+_COUNTS = ("ticks", "draft_calls", "score_calls", "target_gen_calls", "draft_tokens", "target_tokens",
+           "active_slot_ticks", "waiting_slot_ticks")
+
+
+def _row_forward(graphdef, state, tokens_SxW, cache, start_S):
+    """Run the model on W tokens per slot, each slot at its own cache position (rows vmapped;
+    `nnx.vmap` broadcasts the weights, which plain `jax.vmap` cannot lift into nnx's scan)."""
+
+    def one(model, tokens_W, cache_row, start):
+        cache_1 = jax.tree.map(lambda c: c[:, :, None], cache_row)
+        logits, aux = model(tokens_W[None], cache=cache_1, cache_index=start)
+        return logits[0], jax.tree.map(lambda c: c[:, :, 0], aux["cache"])
+
+    model = nnx.merge(graphdef, state)
+    return nnx.vmap(one, in_axes=(None, 0, 2, 0), out_axes=(0, 2))(model, tokens_SxW, cache, start_S)
+
+
+def _sample(logits_SxV, key, temperature: float):
+    if temperature == 0:
+        return jnp.argmax(logits_SxV, -1).astype(jnp.int32)
+    return jax.random.categorical(key, logits_SxV.astype(jnp.float32) / temperature, -1).astype(jnp.int32)
+
+
+def _window(buf_SxL, start_S, width: int):
+    return jax.vmap(lambda row, s: jax.lax.dynamic_slice(row, (s,), (width,)))(buf_SxL, start_S)
+
+
+def _put(buf_SxL, pos_S, tok_S, mask_S):
+    rows = jnp.arange(buf_SxL.shape[0])
+    return buf_SxL.at[rows, jnp.where(mask_S, pos_S, buf_SxL.shape[1])].set(tok_S, mode="drop")
+
+
+def _line_done(buf_SxL, line_start_S, last_S):
+    """Whether the committed line [line_start, last] ends the sample (answer line or END byte)."""
+    rows = jnp.arange(buf_SxL.shape[0])
+    first = buf_SxL[rows, line_start_S]
+    return (first == _ANSWER) | (buf_SxL[rows, last_S] == _END)
+
+
+def _group_all(flag_S, group_S, n_groups):
+    return jax.ops.segment_min(flag_S.astype(jnp.int32), group_S, n_groups)[group_S] > 0
+
+
+def _group_any(flag_S, group_S, n_groups):
+    return jax.ops.segment_max(flag_S.astype(jnp.int32), group_S, n_groups)[group_S] > 0
+
+
+def _decide_sync(score_S, scoring_S, group_S, alpha):
+    """Top-B scores among the scoring slots of each group, B = round(alpha * #scoring in the group).
+
+    Rank within a group by sorting (group, -score, slot): O(S log S), no S x S matrix.
+    """
+    S = score_S.shape[0]
+    idx = jnp.arange(S)
+    key_S = jnp.where(scoring_S, -score_S, jnp.inf)
+    order = jnp.lexsort((idx, key_S, group_S))
+    sorted_group = group_S[order]
+    rank_sorted = idx - jnp.searchsorted(sorted_group, sorted_group, side="left")
+    rank_S = jnp.zeros(S, jnp.int32).at[order].set(rank_sorted.astype(jnp.int32))
+    n_group_S = jax.ops.segment_sum(scoring_S.astype(jnp.int32), group_S, score_S.shape[0])[group_S]
+    budget_S = jnp.floor(alpha * n_group_S + 0.5).astype(jnp.int32)
+    return scoring_S & (rank_S < budget_S)
+
+
+def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_groups: int, group_S):
+    slots, draft_state, target_state = carry
+    S, L = slots.buf.shape
+    W = cfg.max_chunk + 1
+    scratch = L - W
+    key, k_draft, k_score, k_gen, k_unif = jax.random.split(slots.key, 5)
+    (buf, length, frontier, line_start, fed_draft, phase, turn, scores, levels, dcache, tcache, cal_state,
+     _, counts) = slots
+    rows = jnp.arange(S)
+    active = phase != DONE
+    counts = counts.at[0].add(1)
+
+    # ---- draft: one byte per slot (generate while drafting, else ingest what the target wrote)
+    uses_draft = cfg.mode != "target_only"
+    if uses_draft:
+        # A drafting slot whose cache already holds its last byte re-feeds it for the logits.
+        generating = active & (phase == DRAFT) & (fed_draft >= frontier)
+        feeding = generating | (active & (fed_draft <= frontier))
+        feed_pos = jnp.minimum(fed_draft, frontier)
+
+        def draft_step(args):
+            buf, frontier, fed_draft, dcache, draft_state = args
+            pos = jnp.where(feeding, feed_pos, L - 1)
+            logits, dcache = _row_forward(draft_gd, draft_state, _window(buf, pos, 1), dcache, pos)
+            tok = _sample(logits[:, 0], k_draft, cfg.draft_temperature)
+            buf = _put(buf, frontier + 1, tok, generating)
+            return (buf, jnp.where(generating, frontier + 1, frontier), jnp.where(feeding, feed_pos + 1, fed_draft),
+                    dcache)
+
+        # the weights ride along as an operand so the merged module lives at the branch's trace level
+        buf, frontier, fed_draft, dcache = jax.lax.cond(
+            feeding.any(), draft_step, lambda a: a[:4], (buf, frontier, fed_draft, dcache, draft_state))
+        counts = counts.at[1].add(feeding.any().astype(jnp.int32)).at[4].add(generating.sum(dtype=jnp.int32))
+        last = buf[rows, frontier]
+        chunk_end = generating & ((last == _NEWLINE) | (last == _END) | (frontier - line_start + 1 >= cfg.max_chunk))
+        if cfg.mode == "draft_only":
+            done = chunk_end & _line_done(buf, line_start, frontier)
+            length = jnp.where(chunk_end, frontier + 1, length)
+            line_start = jnp.where(chunk_end, frontier + 1, line_start)
+            turn = jnp.where(chunk_end, turn + 1, turn)
+            phase = jnp.where(done, DONE, phase)
+        else:
+            phase = jnp.where(chunk_end, SCORE, phase)
+
+    # ---- target scores the ready chunks: one prefill of [length-1, length-1+W) per slot
+    if cfg.mode in ("atts", "sync", "calibrate"):
+        scoring = phase == SCORE
+        if cfg.mode == "sync":  # barrier: every still-active sibling must have finished its chunk
+            scoring = scoring & _group_all((phase == SCORE) | (phase == DONE), group_S, n_groups)
+
+        def score_step(args):
+            buf, tcache, target_state = args
+            start = jnp.where(scoring, length - 1, scratch)
+            logits, tcache = _row_forward(target_gd, target_state, _window(buf, start, W), tcache, start)
+            chunk = _window(buf, jnp.where(scoring, length, scratch), W)
+            logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+            nll_SxW = -jnp.take_along_axis(logp, chunk[..., None], -1)[..., 0]
+            n_chunk = frontier - length + 1
+            inside = jnp.arange(W)[None, :] < n_chunk[:, None]
+            mean_nll = (nll_SxW * inside).sum(-1) / jnp.maximum(n_chunk, 1)
+            first_tok = _sample(logits[:, 0], k_score, cfg.target_temperature)
+            return jnp.where(scoring, mean_nll, 0.0), first_tok, tcache
+
+        zero = (jnp.zeros(S, jnp.float32), jnp.zeros(S, jnp.int32), tcache)
+        score_S, first_tok, tcache = jax.lax.cond(scoring.any(), score_step, lambda a: zero,
+                                                  (buf, tcache, target_state))
+        counts = counts.at[2].add(scoring.any().astype(jnp.int32))
+        turn_idx = jnp.clip(turn, 0, cfg.max_turns - 1)
+
+        if cfg.mode == "calibrate":
+            level = jnp.zeros(S, jnp.int32)
+        elif cfg.mode == "sync":
+            chosen = _decide_sync(score_S, scoring, group_S, cfg.alpha)
+            level = jnp.where(chosen, 1 if cfg.takeover == "append" else 2, 0)
+        else:
+            uniforms = jax.random.uniform(k_unif, (S,), jnp.float32)
+            p = calibrator.p_values(cal_state, score_S, uniforms=uniforms, turn_ids=turn_idx)
+            if isinstance(calibrator, ACI):
+                a_t = calibrator.level(cal_state)
+                if cfg.takeover == "ordinal":
+                    ratio = cfg.thresholds.alphas[1] / cfg.thresholds.alphas[0]
+                    level = (p <= a_t).astype(jnp.int32) + (p <= a_t * ratio).astype(jnp.int32)
+                else:
+                    level = jnp.where(p <= a_t, 1 if cfg.takeover == "append" else 2, 0)
+            elif cfg.takeover == "ordinal":
+                level = ordinal_levels(p, cfg.thresholds)
+            else:
+                level = jnp.where(p <= cfg.alpha, 1 if cfg.takeover == "append" else 2, 0)
+            level = jnp.where(scoring, level, 0)
+
+            def update(state):
+                return calibrator.update(state, score_S, valid=scoring, turn_ids=turn_idx, rejected=level > 0)
+
+            cal_state = jax.lax.cond(scoring.any(), update, lambda s: s, cal_state)
+        scores = scores.at[rows, turn_idx].set(jnp.where(scoring, score_S, scores[rows, turn_idx]))
+        levels = levels.at[rows, turn_idx].set(jnp.where(scoring, level, levels[rows, turn_idx]))
+
+        accept = scoring & (level == 0)
+        append = scoring & (level == 1)
+        regen = scoring & (level == 2)
+        # accepted or appended: the chunk is committed
+        committed = accept | append
+        done = committed & _line_done(buf, line_start, frontier)
+        length = jnp.where(committed, frontier + 1, length)
+        line_start = jnp.where(committed, frontier + 1, line_start)
+        turn = jnp.where(accept, turn + 1, turn)
+        after_accept = WAIT if cfg.mode == "sync" else DRAFT
+        phase = jnp.where(accept, jnp.where(done, DONE, after_accept), phase)
+        # an appended chunk that already ended the sample needs no target line
+        turn = jnp.where(append & done, turn + 1, turn)
+        phase = jnp.where(append, jnp.where(done, DONE, TGEN), phase)
+        # regenerate: the chunk is discarded, the target's first byte comes from the scoring pass
+        buf = _put(buf, length, first_tok, regen)
+        frontier = jnp.where(regen, length, frontier)
+        fed_draft = jnp.where(regen, jnp.minimum(fed_draft, length), fed_draft)
+        phase = jnp.where(regen, TGEN, phase)
+        counts = counts.at[5].add(regen.sum(dtype=jnp.int32))
+        # a regenerated first byte may already end the line (e.g. END)
+        first_end = regen & ((first_tok == _NEWLINE) | (first_tok == _END))
+    else:
+        first_end = jnp.zeros(S, bool)
+
+    # ---- target writes: one byte for every slot it has taken over (or every slot: target_only)
+    if cfg.mode == "target_only":
+        phase = jnp.where(phase == DRAFT, TGEN, phase)
+    gen = (phase == TGEN) & ~first_end
+
+    def gen_step(args):
+        buf, tcache, target_state = args
+        pos = jnp.where(gen, frontier, scratch)
+        logits, tcache = _row_forward(target_gd, target_state, _window(buf, pos, 1), tcache, pos)
+        return _sample(logits[:, 0], k_gen, cfg.target_temperature), tcache
+
+    tok, tcache = jax.lax.cond(gen.any(), gen_step, lambda a: (jnp.zeros(S, jnp.int32), a[1]),
+                               (buf, tcache, target_state))
+    counts = counts.at[3].add(gen.any().astype(jnp.int32)).at[5].add(gen.sum(dtype=jnp.int32))
+    buf = _put(buf, frontier + 1, tok, gen)
+    frontier = jnp.where(gen, frontier + 1, frontier)
+    last = buf[rows, frontier]
+    line_end = ((phase == TGEN) & ((last == _NEWLINE) | (last == _END)
+                                   | (frontier - line_start + 1 >= cfg.max_chunk))) | first_end
+    done = line_end & _line_done(buf, line_start, frontier)
+    length = jnp.where(line_end, frontier + 1, length)
+    line_start = jnp.where(line_end, frontier + 1, line_start)
+    turn = jnp.where(line_end, turn + 1, turn)
+    after_line = WAIT if cfg.mode == "sync" else DRAFT
+    phase = jnp.where(line_end, jnp.where(done, DONE, after_line), phase)
+
+    # ---- sync: release a question's samples once none of them is drafting, scored or taken over
+    if cfg.mode == "sync":
+        busy = (phase == DRAFT) | (phase == SCORE) | (phase == TGEN)
+        release = (phase == WAIT) & ~_group_any(busy, group_S, n_groups)
+        phase = jnp.where(release, DRAFT, phase)
+
+    # ---- stop rules: T turns, buffer full
+    full = frontier + cfg.max_chunk + 2 >= scratch
+    phase = jnp.where((turn >= cfg.max_turns) | full, DONE, phase)
+    waiting = (phase == WAIT) | ((phase == SCORE) & (cfg.mode == "sync"))
+    counts = counts.at[6].add(active.sum(dtype=jnp.int32)).at[7].add((waiting & active).sum(dtype=jnp.int32))
+    new = _Slots(buf, length, frontier, line_start, fed_draft, phase, turn, scores, levels, dcache, tcache,
+                 cal_state, key, counts)
+    return new, draft_state, target_state
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "calibrator", "draft_gd", "target_gd", "n_groups", "max_ticks"))
+def _run(slots, draft_state, target_state, group_S, *, cfg, calibrator, draft_gd, target_gd, n_groups, max_ticks):
+    body = functools.partial(_tick, cfg=cfg, calibrator=calibrator, draft_gd=draft_gd, target_gd=target_gd,
+                             n_groups=n_groups, group_S=group_S)
+    cond = lambda c: (c[0].phase != DONE).any() & (c[0].counts[0] < max_ticks)
+    out, _, _ = jax.lax.while_loop(cond, body, (slots, draft_state, target_state))
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "width"))
+def _prefill(graphdef, state, buf, cache, *, width: int):
+    start = jnp.zeros(buf.shape[0], jnp.int32)
+    _, cache = _row_forward(graphdef, state, buf[:, :width], cache, start)
+    return cache
+
+
+_COMPILED: dict = {}
+
+
+@dataclass
+class RunResult:
+    """What a run produced and what it cost.
+
+    answers: (Q, m) parsed answers (None if none); voted: (Q,) majority answers; correct: (Q,)
+    exact match of the vote; texts: (Q, m) completions; scores / levels: (Q, m, T) per-turn target
+    NLL of the draft chunk (NaN: not scored) and decision level (-1: not scored); counts: tick and
+    token counters (`_COUNTS`); wall_s: seconds of the device run (compiled, prompts prefilled).
+    """
+
+    config: PipelineConfig
+    answers: list[list[int | None]]
+    voted: list[int | None]
+    correct: np.ndarray
+    texts: list[list[str]]
+    scores: np.ndarray
+    levels: np.ndarray
+    counts: dict[str, int]
+    wall_s: float
+    compile_s: float
+    cal_state: Any = None
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean())
+
+    def rejection_by_turn(self) -> np.ndarray:
+        """(T,) fraction of the scored draft chunks of each turn that were taken over (NaN if none)."""
+        scored = self.levels >= 0
+        n = scored.sum((0, 1))
+        with np.errstate(invalid="ignore"):
+            return np.where(n > 0, ((self.levels > 0) & scored).sum((0, 1)) / np.maximum(n, 1), np.nan)
+
+    def scored_by_turn(self) -> np.ndarray:
+        return (self.levels >= 0).sum((0, 1))
+
+    def summary(self) -> dict:
+        c = self.counts
+        q = len(self.voted)
+        tokens = c["draft_tokens"] + c["target_tokens"]
+        return {"mode": self.config.mode, "takeover": self.config.takeover, "m": self.config.m,
+                "questions": q, "accuracy": self.accuracy, "wall_s": self.wall_s,
+                "wall_s_per_question": self.wall_s / q, "tokens": tokens,
+                "tokens_per_s": tokens / self.wall_s if self.wall_s > 0 else float("nan"),
+                "takeover_rate": float(((self.levels > 0).sum()) / max((self.levels >= 0).sum(), 1)),
+                "barrier_wait_fraction": c["waiting_slot_ticks"] / max(c["active_slot_ticks"], 1),
+                "sync_time_s": self.wall_s * c["waiting_slot_ticks"] / max(c["active_slot_ticks"], 1),
+                "compile_s": self.compile_s, **c}
+
+
+def majority_vote(answers: list[int | None]) -> int | None:
+    """Most frequent non-None answer (smallest on ties); None if every sample failed to answer."""
+    counts = collections.Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    best = max(counts.values())
+    return min(a for a, n in counts.items() if n == best)
+
+
+def _check_models(draft, target):
+    for name, model in (("draft", draft), ("target", target)):
+        if not isinstance(model, nets.TransformerLM) or not model.cfg.causal:
+            raise _fail(name, type(model).__name__, "must be a causal nets.TransformerLM")
+        if model.cfg.vocab_size != 256:
+            raise _fail(f"{name}.cfg.vocab_size", model.cfg.vocab_size, "must be 256 (byte tokens)")
+
+
+def run_pipeline(draft: nets.TransformerLM, target: nets.TransformerLM, problems: list[ArithProblem],
+                 cfg: PipelineConfig, *, key: jax.Array, calibrator=None, cal_state=None,
+                 max_ticks: int | None = None) -> RunResult:
+    """Solve `problems`, m samples each, all in one pool, under `cfg` (see the module docstring).
+
+    calibrator / cal_state: a `codesign.atts` calibrator and its initial state (mode "atts" only;
+    e.g. `StaticBank(n).init_state(bank_scores)`). The state evolves during the run (online
+    calibrators); a run with a fresh state is independent of earlier runs.
+    """
+    _check_models(draft, target)
+    if not isinstance(cfg, PipelineConfig):
+        raise _fail("cfg", cfg, "must be a PipelineConfig")
+    if not problems or not all(isinstance(p, ArithProblem) for p in problems):
+        raise _fail("problems", type(problems).__name__, "must be a non-empty list of ArithProblem")
+    if cfg.mode == "atts":
+        if not isinstance(calibrator, (StaticBank, SlidingWindow, Mondrian, ACI)):
+            raise _fail("calibrator", calibrator, "mode atts needs a StaticBank, SlidingWindow, Mondrian or ACI")
+        if cal_state is None:
+            raise _fail("cal_state", None, "mode atts needs the calibrator's initial state (calibrator.init_state(bank))")
+        bank_cal = calibrator.bank if isinstance(calibrator, ACI) else calibrator
+        if isinstance(bank_cal, Mondrian) and bank_cal.n_turns != cfg.max_turns:
+            raise _fail("calibrator.n_turns", bank_cal.n_turns, f"must equal max_turns={cfg.max_turns} (one bank per turn)")
+        bank_state = cal_state.bank if isinstance(cal_state, ACIState) else cal_state
+        if not isinstance(bank_state, BankState):
+            raise _fail("cal_state", type(cal_state).__name__, "must be the calibrator's state (calibrator.init_state)")
+        if not np.asarray(bank_state.valid).any():
+            raise _fail("cal_state", "empty", "the calibration bank holds no score; calibrate first")
+    else:
+        calibrator, cal_state = None, jnp.zeros(())
+    Q, m, T = len(problems), cfg.m, cfg.max_turns
+    S, L = Q * m, cfg.buf_len
+    prompts = [encode(format_problem(p)) for p in problems]
+    width = max(len(p) for p in prompts)
+    if width + 2 * (cfg.max_chunk + 1) >= L:
+        raise _fail("buf_len", L, f"too short for a prompt of {width} bytes plus two chunks")
+    buf = np.zeros((S, L), np.int32)
+    lengths = np.zeros(S, np.int32)
+    for q, prompt in enumerate(prompts):
+        buf[q * m:(q + 1) * m, :len(prompt)] = prompt
+        lengths[q * m:(q + 1) * m] = len(prompt)
+    draft_gd, draft_state = nnx.split(draft)
+    target_gd, target_state = nnx.split(target)
+    buf = jnp.asarray(buf)
+    dcache = _prefill(draft_gd, draft_state, buf, nets.init_cache(draft, S, L), width=width)
+    tcache = _prefill(target_gd, target_state, buf, nets.init_cache(target, S, L), width=width)
+    length = jnp.asarray(lengths)
+    slots = _Slots(buf, length, length - 1, length, length - 1, jnp.zeros(S, jnp.int32), jnp.zeros(S, jnp.int32),
+                   jnp.full((S, T), jnp.nan, jnp.float32), jnp.full((S, T), -1, jnp.int32), dcache, tcache,
+                   cal_state, key, jnp.zeros(len(_COUNTS), jnp.int32))
+    group = jnp.asarray(np.repeat(np.arange(Q), m).astype(np.int32))
+    max_ticks = max_ticks or T * 3 * (cfg.max_chunk + 2) + 8
+    kwargs = dict(cfg=cfg, calibrator=calibrator, draft_gd=draft_gd, target_gd=target_gd, n_groups=Q,
+                  max_ticks=max_ticks)
+    jax.block_until_ready(slots)
+    args = (slots, draft_state, target_state, group)
+    cache_key = (tuple(sorted((k, v) for k, v in kwargs.items())),
+                 jax.tree.structure(args), tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(args)))
+    start = time.perf_counter()
+    compiled = _COMPILED.get(cache_key)
+    if compiled is None:  # explicit cache: compile time is reported apart from run time
+        compiled = _COMPILED[cache_key] = _run.lower(*args, **kwargs).compile()
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    wall_s = time.perf_counter() - start
+    out_buf, out_len = np.asarray(out.buf), np.asarray(out.length)
+    texts = [[decode(out_buf[q * m + i, len(prompts[q]):out_len[q * m + i]]) for i in range(m)] for q in range(Q)]
+    answers = [[parse_answer(t) for t in row] for row in texts]
+    voted = [majority_vote(row) for row in answers]
+    correct = np.asarray([v is not None and v == p.answer for v, p in zip(voted, problems)])
+    counts = dict(zip(_COUNTS, (int(c) for c in np.asarray(out.counts))))
+    return RunResult(cfg, answers, voted, correct, texts, np.asarray(out.scores).reshape(Q, m, T),
+                     np.asarray(out.levels).reshape(Q, m, T), counts, wall_s, compile_s,
+                     out.cal_state if cfg.mode == "atts" else None)
+
+
+def run_batched(draft, target, problems, cfg: PipelineConfig, *, key: jax.Array, calibrator=None, cal_state=None,
+                batch_questions: int = 128) -> RunResult:
+    """`run_pipeline` over chunks of `batch_questions` questions (one compiled program; the last chunk
+    is padded with repeats of its first problem, dropped from the result). An online calibrator's
+    state carries from chunk to chunk, as it would in a stream of questions."""
+    if not isinstance(batch_questions, int) or batch_questions < 1:
+        raise _fail("batch_questions", batch_questions, "must be an integer >= 1")
+    problems = list(problems)
+    if not problems:
+        raise _fail("problems", problems, "must be a non-empty list of ArithProblem")
+    parts = []
+    for i, start in enumerate(range(0, len(problems), batch_questions)):
+        chunk = problems[start:start + batch_questions]
+        n_real = len(chunk)
+        chunk = chunk + [chunk[0]] * (min(batch_questions, len(problems)) - n_real)
+        r = run_pipeline(draft, target, chunk, cfg, key=jax.random.fold_in(key, i), calibrator=calibrator,
+                         cal_state=cal_state)
+        cal_state = r.cal_state if cfg.mode == "atts" else cal_state
+        parts.append((r, n_real))
+    first = parts[0][0]
+    counts = {k: sum(r.counts[k] for r, _ in parts) for k in first.counts}
+    return RunResult(cfg, [a for r, n in parts for a in r.answers[:n]], [v for r, n in parts for v in r.voted[:n]],
+                     np.concatenate([r.correct[:n] for r, n in parts]), [t for r, n in parts for t in r.texts[:n]],
+                     np.concatenate([r.scores[:n] for r, n in parts]), np.concatenate([r.levels[:n] for r, n in parts]),
+                     counts, sum(r.wall_s for r, _ in parts), first.compile_s, cal_state)
+
+
+def collect_bank(draft, target, problems, *, m: int, max_turns: int, key: jax.Array,
+                 batch_questions: int = 128, **config) -> np.ndarray:
+    """Calibration scores (Q, m, T): the target's mean NLL of every draft chunk of `problems` when the
+    draft writes alone (mode "calibrate"); NaN where a sample had no such turn."""
+    cfg = PipelineConfig(mode="calibrate", m=m, max_turns=max_turns, **config)
+    return run_batched(draft, target, problems, cfg, key=key, batch_questions=batch_questions).scores
+
+
+def make_calibrator(name: str, bank_QxmxT, *, alpha: float, max_turns: int, window: int = 512,
+                    gamma: float = 0.005):
+    """A calibrator of `CALIBRATORS` and its initial state from calibration scores (Q, m, T).
+
+    static: the turn-0 scores only, never updated (ATTS' released code). window: the last `window`
+    scores in turn order, then every new score. mondrian: one bank per turn (capacity: the largest
+    count of any turn), updated per turn. aci: Gibbs & Candes' adaptive level over the static bank.
+    """
+    bank = np.asarray(bank_QxmxT, np.float32)
+    if bank.ndim != 3:
+        raise _fail("bank.shape", bank.shape, "must be (questions, m, turns)")
+    if bank.shape[2] > max_turns:
+        raise _fail("bank.shape", bank.shape, f"has more turns than max_turns={max_turns}")
+    if np.isinf(bank).any():
+        raise _fail("bank", "inf", "calibration scores must be finite (NaN marks a missing turn)")
+    if not np.isfinite(bank[:, :, 0]).any():
+        raise _fail("bank", "empty", "needs at least one finite turn-0 score")
+    turn0 = bank[:, :, 0][np.isfinite(bank[:, :, 0])]
+    by_turn = [bank[:, :, t][np.isfinite(bank[:, :, t])] for t in range(bank.shape[2])]
+    if name == "static":
+        cal = StaticBank(int(turn0.size))
+        return cal, cal.init_state(jnp.asarray(turn0))
+    if name == "aci":
+        cal = ACI(float(alpha), float(gamma), StaticBank(int(turn0.size)))
+        return cal, cal.init_state(jnp.asarray(turn0))
+    if name == "window":
+        flat = np.concatenate(by_turn)
+        cal = SlidingWindow(int(window))
+        return cal, cal.init_state(jnp.asarray(flat[-window:]))
+    if name == "mondrian":
+        flat = np.concatenate(by_turn)
+        ids = np.concatenate([np.full(x.size, t, np.int32) for t, x in enumerate(by_turn)])
+        cal = Mondrian(int(max_turns), int(max(x.size for x in by_turn)))
+        return cal, cal.init_state(jnp.asarray(flat), turn_ids=jnp.asarray(ids))
+    raise _fail("calibrator", name, f"must be one of {', '.join(CALIBRATORS)}")
+
+
+def paired_bootstrap(a, b, *, n_boot: int = 10000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of a - b over paired items and its 95% percentile bootstrap interval (Efron &
+    Tibshirani 1993, ch. 13), resampling items with replacement. a, b: per-question 0/1 scores."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise _fail("a.shape", a.shape, f"must be a non-empty vector of the shape of b {b.shape}")
+    diff = a - b
+    rng = np.random.default_rng(seed)
+    boots = diff[rng.integers(0, diff.size, (n_boot, diff.size))].mean(1)
+    return float(diff.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+def _turn_rates(levels_QxmxT, alpha: float, min_n: int) -> dict:
+    scored = levels_QxmxT >= 0
+    n_T = scored.sum((0, 1))
+    rej_T = ((levels_QxmxT > 0) & scored).sum((0, 1))
+    rate_T = np.where(n_T > 0, rej_T / np.maximum(n_T, 1), np.nan)
+    judged = n_T >= min_n
+    worst = float(np.nanmax(np.abs(rate_T[judged] - alpha))) if judged.any() else float("nan")
+    return {"rate_by_turn": [None if np.isnan(r) else float(r) for r in rate_T], "n_by_turn": n_T.tolist(),
+            "overall": float(rej_T.sum() / max(n_T.sum(), 1)), "max_abs_dev": worst,
+            "turns_judged": int(judged.sum()), "holds_within_0.02": bool(judged.any() and worst <= 0.02)}
+
+
+def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, m_accuracy: int = 16,
+          n_speed: int = 8, n_calibration: int = 200, alpha: float = 0.25, takeover: str = "regenerate",
+          speed_calibrator: str = "mondrian", max_turns: int = 16, batch_questions: int = 128, seed: int = 0,
+          min_turn_n: int = 200, parts=("accuracy", "speed"), log=print) -> dict:
+    """The ATTS experiments on a trained pair; returns a JSON-ready report.
+
+    1. Calibration bank: draft-only chunks of `n_calibration` validation problems x `m_accuracy`.
+    2. Accuracy on `n_accuracy` held-out test problems (m = `m_accuracy`, majority vote): target-only,
+       draft-only, synchronous top-B and ATTS with each calibrator; paired bootstrap 95% CI of
+       ATTS (each calibrator) minus target-only; the takeover rate per turn of each calibrator
+       against alpha (turns with at least `min_turn_n` scored chunks are judged).
+    3. Speed: for every m in `ms`, `n_speed` test questions solved one at a time by ATTS
+       (`speed_calibrator`), synchronous and target-only; wall-clock per question (s), tokens/s
+       (every generated byte, discarded draft chunks included), and the synchronisation time
+       (wall-clock x share of the active slot-ticks spent waiting at a barrier).
+    `parts` picks 2 and/or 3 (1 always runs), so a long run can be split over two commands.
+    """
+    if not set(parts) <= {"accuracy", "speed"} or not parts:
+        raise _fail("parts", parts, "must be a non-empty selection of accuracy, speed")
+    key = jax.random.key(seed)
+    k_cal, k_acc, k_speed = jax.random.split(key, 3)
+    common = dict(max_turns=max_turns, alpha=alpha, takeover=takeover)
+    report = {"device": str(jax.devices()[0]), "backend": jax.default_backend(), "alpha": alpha,
+              "takeover": takeover, "task": dataclasses.asdict(task), "max_turns": max_turns,
+              "draft_params": nets.param_count(draft), "target_params": nets.param_count(target)}
+    start = time.perf_counter()
+    cal_problems = list(task.dataset(n_calibration, seed + 11, "valid").problems)
+    bank = collect_bank(draft, target, cal_problems, m=m_accuracy, max_turns=max_turns, key=k_cal,
+                        batch_questions=batch_questions)
+    report["calibration"] = {"questions": n_calibration, "m": m_accuracy,
+                             "scores_by_turn": int(np.isfinite(bank).sum()),
+                             "median_by_turn": [float(np.nanmedian(bank[:, :, t])) if np.isfinite(bank[:, :, t]).any()
+                                                else None for t in range(bank.shape[2])]}
+    if log:
+        log(f"calibration bank: {int(np.isfinite(bank).sum())} scores ({time.perf_counter() - start:.0f} s)")
+    test = list(task.dataset(max(n_accuracy, n_speed), seed + 13, "test").problems)
+    runs = {}
+    for mode in (("target_only", "draft_only", "sync") if "accuracy" in parts else ()):
+        cfg = PipelineConfig(mode=mode, m=m_accuracy, **common)
+        runs[mode] = run_batched(draft, target, test[:n_accuracy], cfg, key=k_acc, batch_questions=batch_questions)
+        if log:
+            log(f"accuracy {mode:<12} {runs[mode].accuracy:.4f}")
+    for name in (CALIBRATORS if "accuracy" in parts else ()):
+        cal, state = make_calibrator(name, bank, alpha=alpha, max_turns=max_turns)
+        cfg = PipelineConfig(mode="atts", m=m_accuracy, **common)
+        runs[f"atts_{name}"] = run_batched(draft, target, test[:n_accuracy], cfg, key=k_acc, calibrator=cal, cal_state=state,
+                                           batch_questions=batch_questions)
+        if log:
+            log(f"accuracy atts_{name:<7} {runs[f'atts_{name}'].accuracy:.4f}")
+    base = runs["target_only"].correct if runs else None
+    report["accuracy"] = {}
+    for name, r in runs.items():
+        entry = {"accuracy": r.accuracy, "questions": len(r.voted), "m": m_accuracy,
+                 "takeover_rate": r.summary()["takeover_rate"], "wall_s": r.wall_s}
+        if name.startswith("atts_") or name == "sync":
+            diff, lo, hi = paired_bootstrap(r.correct, base, seed=seed)
+            entry.update(diff_vs_target=diff, ci95=[lo, hi], non_inferior_1pt=lo > -0.01)
+        if name.startswith("atts_") or name == "sync":
+            entry["rejection"] = _turn_rates(r.levels, alpha, min_turn_n)
+        report["accuracy"][name] = entry
+    report["speed"] = []
+    for m in (ms if "speed" in parts else ()):
+        row = {"m": m}
+        for mode in ("atts", "sync", "target_only"):
+            cfg = PipelineConfig(mode=mode, m=m, **common)
+            cal, state = (make_calibrator(speed_calibrator, bank, alpha=alpha, max_turns=max_turns)
+                          if mode == "atts" else (None, None))
+            walls, tokens, sync_s, compile_s = [], 0, 0.0, 0.0
+            for i, problem in enumerate(test[:n_speed]):
+                r = run_pipeline(draft, target, [problem], cfg, key=jax.random.fold_in(k_speed, i),
+                                 calibrator=cal, cal_state=state)
+                state = r.cal_state if mode == "atts" else None
+                summary = r.summary()
+                walls.append(r.wall_s)
+                tokens += summary["tokens"]
+                sync_s += summary["sync_time_s"]
+                compile_s += r.compile_s
+            row[mode] = {"wall_s_per_question": float(np.mean(walls)), "tokens_per_s": tokens / sum(walls),
+                         "sync_time_s_per_question": sync_s / len(walls), "compile_s": compile_s}
+        row["speedup_vs_sync"] = row["sync"]["wall_s_per_question"] / row["atts"]["wall_s_per_question"]
+        row["speedup_vs_target_only"] = row["target_only"]["wall_s_per_question"] / row["atts"]["wall_s_per_question"]
+        report["speed"].append(row)
+        if log:
+            log(f"speed m={m:<3} atts {row['atts']['wall_s_per_question'] * 1e3:.1f} ms/q, sync "
+                f"{row['sync']['wall_s_per_question'] * 1e3:.1f} ms/q, speedup {row['speedup_vs_sync']:.2f}x")
+    report["total_s"] = time.perf_counter() - start
+    return report
+
+
+def format_bench(report: dict) -> str:
+    """A human-readable table of a `bench` report."""
+    lines = [f"ATTS bench on {report['device']} ({report['backend']}): draft {report['draft_params']:,} params, "
+             f"target {report['target_params']:,} params, alpha {report['alpha']}, takeover {report['takeover']}",
+             "", f"{'run':<15} {'accuracy':>8} {'takeover':>8} {'diff vs target':>14} {'95% CI':>18}  non-inferior"]
+    for name, e in report["accuracy"].items():
+        ci = f"[{e['ci95'][0]:+.4f}, {e['ci95'][1]:+.4f}]" if "ci95" in e else ""
+        diff = f"{e['diff_vs_target']:+.4f}" if "diff_vs_target" in e else ""
+        ok = ("yes" if e["non_inferior_1pt"] else "NO") if "non_inferior_1pt" in e else ""
+        lines.append(f"{name:<15} {e['accuracy']:>8.4f} {e['takeover_rate']:>8.3f} {diff:>14} {ci:>18}  {ok}")
+    lines += ["", "takeover rate per turn (alpha = %g; turns with n >= judged)" % report["alpha"]]
+    for name, e in report["accuracy"].items():
+        if "rejection" in e:
+            rj = e["rejection"]
+            rates = " ".join("  -  " if r is None else f"{r:.3f}" for r in rj["rate_by_turn"])
+            lines.append(f"{name:<15} {rates}  max|dev| {rj['max_abs_dev']:.3f} "
+                         f"({'holds' if rj['holds_within_0.02'] else 'drifts'})")
+    lines += ["", f"{'m':>3} {'atts ms/q':>10} {'sync ms/q':>10} {'target ms/q':>11} {'speedup':>8} "
+                  f"{'atts tok/s':>11} {'sync tok/s':>11} {'sync wait ms/q':>14}"]
+    for row in report["speed"]:
+        a, s_, t = row["atts"], row["sync"], row["target_only"]
+        lines.append(f"{row['m']:>3} {a['wall_s_per_question'] * 1e3:>10.2f} {s_['wall_s_per_question'] * 1e3:>10.2f} "
+                     f"{t['wall_s_per_question'] * 1e3:>11.2f} {row['speedup_vs_sync']:>7.2f}x "
+                     f"{a['tokens_per_s']:>11.0f} {s_['tokens_per_s']:>11.0f} "
+                     f"{s_['sync_time_s_per_question'] * 1e3:>14.2f}")
+    lines.append(f"total {report['total_s']:.0f} s")
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""ATTS on a trained draft/target pair: accuracy vs target-only, takeover rate per turn, async vs sync speed.
+
+    PYTHONPATH=. python scripts/bench/atts_speedup.py --ckpt runs/atts-models --out runs/atts-bench
+    PYTHONPATH=. python scripts/bench/atts_speedup.py --tiny --out /tmp/atts-bench      # CPU check
+
+Without --ckpt the pair is trained first (scripts/atts_train.py does the same, with checks).
+Writes <out>/atts_speedup.json and <out>/atts_speedup.txt (the table that is also printed).
+The experiments are `codesign.atts._pipeline.bench`; this file only parses arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import jax
+
+from codesign.atts._models import load_pair, train_pair
+from codesign.atts._pipeline import TAKEOVERS, bench, format_bench
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", help="folder written by scripts/atts_train.py (else train first)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--tiny", action="store_true", help="tiny models and counts: a CPU check of the code path")
+    parser.add_argument("--ms", default="4,8,16,32,64", help="samples per question for the speed runs")
+    parser.add_argument("--n-accuracy", type=int, default=500)
+    parser.add_argument("--m-accuracy", type=int, default=16)
+    parser.add_argument("--n-speed", type=int, default=8)
+    parser.add_argument("--n-calibration", type=int, default=200)
+    parser.add_argument("--alpha", type=float, default=0.25)
+    parser.add_argument("--takeover", default="regenerate", choices=TAKEOVERS)
+    parser.add_argument("--max-turns", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--parts", default="accuracy,speed", help="accuracy and/or speed (split a long run)")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"ATTS bench on {jax.devices()[0]} ({jax.default_backend()})", flush=True)
+    if args.tiny:
+        args.ms, args.n_accuracy, args.m_accuracy, args.n_speed, args.n_calibration = "4,8", 16, 4, 2, 16
+        args.max_turns = 8
+    if args.ckpt:
+        pair = load_pair(args.ckpt)
+    else:
+        pair = train_pair("tiny" if args.tiny else "full", out=out / "models", seed=args.seed,
+                          test_n=200 if args.tiny else 1000)
+        print(json.dumps({k: pair.report[k] for k in ("target_ok", "draft_ok")}), flush=True)
+    report = bench(pair.draft, pair.target, pair.task, ms=tuple(int(m) for m in args.ms.split(",")),
+                   n_accuracy=args.n_accuracy, m_accuracy=args.m_accuracy, n_speed=args.n_speed,
+                   n_calibration=args.n_calibration, alpha=args.alpha, takeover=args.takeover,
+                   max_turns=args.max_turns, seed=args.seed, min_turn_n=20 if args.tiny else 200,
+                   parts=tuple(args.parts.split(",")),
+                   log=lambda msg: print(msg, flush=True))
+    report["models"] = pair.report.get("target", {}).get("test"), pair.report.get("draft", {}).get("test")
+    table = format_bench(report)
+    stem = "atts_speedup" if args.parts == "accuracy,speed" else "atts_speedup_" + args.parts.replace(",", "_")
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    (out / f"{stem}.txt").write_text(table + "\n")
+    print(table)
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.txt')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

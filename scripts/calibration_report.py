@@ -1,0 +1,104 @@
+"""Predicted against measured kernel and step times: the GPU cost model's validation (issue 6, part 3).
+
+    PYTHONPATH=. python scripts/calibration_report.py results/kernels_h200.json --out-dir results/calibration
+
+Fits the target's efficiency curves on the training split of the data file
+(`hwcost._calibrate.calibrate`; whole-model steps and a hash-chosen quarter of each
+kernel kind are held out) and writes, into --out-dir:
+  calibration_<target>.png   predicted vs measured time on log axes: the uncalibrated roofline
+                             (hollow, must lie on or below the diagonal) and the calibrated model
+                             (filled; held-out items outlined in black), coloured by kind;
+  calibration_<target>.txt   the error table (MAPE by kind, train and held-out, and end to end);
+  calibration_<target>.json  the same numbers, every item's measured and predicted times, and the fit;
+  <target>-calibrated.json   the calibrated preset (`codesign cost --target` reads it).
+The fit runs on the CPU (no GPU needed); it prints where the data was measured and where it ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import jax
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from hwcost._calibrate import calibrate, format_errors, load_data, save_preset  # noqa: E402
+
+COLOURS = {"gemm": "tab:blue", "gemm_fp8": "tab:cyan", "attention": "tab:orange", "moe": "tab:green",
+           "norm": "tab:gray", "decode_step": "tab:red", "prefill_step": "tab:purple"}
+
+
+def plot(data, report: dict, path: Path, title: str) -> None:
+    measured = data.measured_s
+    roof = np.asarray(report["roofline"]["predicted_s"])
+    cal = np.asarray(report["calibrated"]["predicted_s"])
+    kinds = np.asarray(data.kinds)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    low, high = min(measured.min(), roof.min(), cal.min()) / 2, max(measured.max(), cal.max()) * 2
+    ax.plot([low, high], [low, high], color="black", lw=0.8)
+    ax.fill_between([low, high], [low / 1.1, high / 1.1], [low * 1.1, high * 1.1], color="black", alpha=0.07,
+                    label="within 10%")
+    for kind in sorted(set(data.kinds)):
+        m = kinds == kind
+        c = COLOURS.get(kind, "tab:brown")
+        ax.scatter(measured[m], roof[m], s=22, facecolors="none", edgecolors=c, alpha=0.6)
+        train, held = m & ~data.heldout, m & data.heldout
+        ax.scatter(measured[train], cal[train], s=22, color=c, label=f"{kind} ({m.sum()})")
+        ax.scatter(measured[held], cal[held], s=34, color=c, edgecolors="black", linewidths=1.0)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_xlabel("measured time [s]")
+    ax.set_ylabel("predicted time [s]")
+    e2e, ker = report["calibrated"]["end_to_end"], report["calibrated"]["kernels_heldout"]
+    fmt = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    ax.set_title(f"{title}\nheld-out MAPE: kernels {fmt(ker['mape'])}, end to end {fmt(e2e['mape'])}; "
+                 "hollow = roofline, outlined = held out", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(True, which="both", lw=0.3, alpha=0.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", type=Path, help="kernel data file (scripts/bench/kernels.py)")
+    parser.add_argument("--target", default="h200", help="base GPU preset")
+    parser.add_argument("--out-dir", type=Path, default=Path("results/calibration"))
+    parser.add_argument("--steps", type=int, default=3000, help="Adam steps of the fit")
+    args = parser.parse_args(argv)
+    data = load_data(args.data)
+    device, report = calibrate(data, args.target, steps=args.steps)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"calibration_{args.target}"
+    where = f"{jax.devices()[0].device_kind} ({platform.node()})"
+    measured_on = data.device.get("kind", "?")
+    plot(data, report, args.out_dir / f"{stem}.png", f"{args.target} cost model vs {measured_on} ({args.data.name})")
+    table = format_errors(report)
+    header = (f"data {args.data} measured on {measured_on} (jax {data.device.get('jax', '?')}); fit on {where}; "
+              f"{report['fit']['train_items']} training items, loss {report['fit']['loss'][0]:.3g} -> "
+              f"{report['fit']['loss'][1]:.3g}")
+    (args.out_dir / f"{stem}.txt").write_text(header + "\n" + table + "\n")
+    items = [{"id": i, "kind": k, "heldout": bool(h), "measured_s": float(m), "roofline_s": r, "calibrated_s": c}
+             for i, k, h, m, r, c in zip(data.ids, data.kinds, data.heldout, data.measured_s,
+                                         report["roofline"]["predicted_s"], report["calibrated"]["predicted_s"])]
+    summary = {k: v for k, v in report.items() if k not in ("calibrated", "roofline", "heldout_ids")}
+    summary["errors"] = {s: {k: v for k, v in report[s].items() if k != "predicted_s"} for s in ("calibrated", "roofline")}
+    summary.update(fit_ran_on=where, items=items, efficiency=device.efficiency.to_dict())
+    (args.out_dir / f"{stem}.json").write_text(json.dumps(summary, indent=1))
+    preset = save_preset(device, args.out_dir / f"{device.name}.json", report)
+    print(header)
+    print(table)
+    print(f"wrote {args.out_dir}/{stem}.png, .txt, .json and {preset}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""ATTS pipeline (codesign.atts._pipeline) at tiny size with randomly initialised models.
+
+Greedy decoding makes every run deterministic, so scheduling can be checked exactly against
+`nets.generate` and against a cache-free reference: a pipeline that always regenerates must
+write the target's own text, one that never rejects the draft's, whatever the schedule.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import nets
+from codesign.atts import StaticBank
+from codesign.atts._pipeline import (PipelineConfig, majority_vote, make_calibrator, paired_bootstrap,
+                                     run_pipeline)
+from codesign.data import decode, encode, format_problem, make_problem
+
+
+def _tiny(name, seed):
+    cfg = nets.ModelConfig(name=name, d_model=16, n_layers=1, max_seq_len=128,
+                           attention=nets.AttentionConfig(n_heads=2, n_kv_heads=2, head_dim=8),
+                           ffn=nets.FFNConfig(d_ff=32))
+    return nets.TransformerLM(cfg, rngs=nnx.Rngs(params=seed))
+
+
+@pytest.fixture(scope="module")
+def models():
+    return _tiny("draft", 1), _tiny("target", 2)
+
+
+PROBLEMS = [make_problem(i, 3) for i in range(2)]
+GREEDY = dict(m=2, max_turns=3, max_chunk=5, buf_len=64, draft_temperature=0.0, target_temperature=0.0)
+BANK = 64
+
+
+def _generated(model, problem, n):
+    prompt = encode(format_problem(problem))
+    out = nets.generate(model, jnp.asarray(prompt)[None], n, key=jax.random.key(0))
+    return decode(np.asarray(out[0])[len(prompt):])
+
+
+def _atts(models, bank_value, **kw):
+    cal = StaticBank(BANK)
+    cfg = PipelineConfig(mode="atts", alpha=0.25, **{**GREEDY, **kw})
+    return run_pipeline(*models, PROBLEMS, cfg, key=jax.random.key(0), calibrator=cal,
+                        cal_state=cal.init_state(jnp.full(BANK, bank_value)))
+
+
+def test_always_regenerate_writes_the_target_text_and_never_reject_the_draft_text(models):
+    draft, target = models
+    always = _atts(models, -1.0)   # every score beats the bank: p = U / 65 <= alpha
+    never = _atts(models, 1e6)     # no score beats the bank: p > 64 / 65 > alpha
+    n_bytes = GREEDY["max_turns"] * GREEDY["max_chunk"]   # random models never end a line early
+    for q, problem in enumerate(PROBLEMS):
+        for text in always.texts[q]:
+            assert text == _generated(target, problem, n_bytes)
+        for text in never.texts[q]:
+            assert text == _generated(draft, problem, n_bytes)
+    assert (always.levels == 2).all() and (never.levels == 0).all()
+    assert always.counts["target_tokens"] == always.counts["draft_tokens"] == len(PROBLEMS) * 2 * n_bytes
+    assert never.counts["target_tokens"] == 0 and never.counts["waiting_slot_ticks"] == 0
+
+
+def test_sync_takes_over_the_top_b_of_each_turn_and_waits_at_the_barrier(models):
+    sync = run_pipeline(*models, PROBLEMS, PipelineConfig(mode="sync", alpha=0.5, **{**GREEDY, "m": 4}),
+                        key=jax.random.key(0))
+    scored = (sync.levels >= 0).sum(1)            # (Q, T) chunks scored per question and turn
+    taken = (sync.levels > 0).sum(1)
+    assert (scored > 0).all()
+    np.testing.assert_array_equal(taken, np.floor(0.5 * scored + 0.5))
+    # the chosen ones are the highest scores of their question and turn
+    for q in range(len(PROBLEMS)):
+        for t in range(GREEDY["max_turns"]):
+            s, lv = sync.scores[q, :, t], sync.levels[q, :, t]
+            assert s[lv > 0].min() >= s[lv == 0].max()
+    assert sync.counts["waiting_slot_ticks"] > 0  # the per-turn barrier holds samples back
+
+
+@pytest.mark.slow
+def test_sync_and_async_agree_when_the_budget_takes_every_chunk(models):
+    # m = 1 and alpha = 0.5: the budget takes every chunk over, as an always-rejecting async run does
+    one = run_pipeline(*models, PROBLEMS, PipelineConfig(mode="sync", alpha=0.5, **{**GREEDY, "m": 1}),
+                       key=jax.random.key(0))
+    always = _atts(models, -1.0)
+    assert [row[0] for row in one.texts] == [row[0] for row in always.texts]
+    assert (one.levels == 2).all()
+
+
+@pytest.mark.slow
+def test_append_keeps_the_draft_chunk_and_the_target_continues(models):
+    draft, target = models
+    result = _atts(models, -1.0, takeover="append", max_turns=2)
+    chunk = GREEDY["max_chunk"]
+
+    @jax.jit
+    def next_byte(graphdef, state, tokens_1xL, n):
+        logits, _ = nnx.merge(graphdef, state)(tokens_1xL)   # causal: bytes after n do not matter
+        return jnp.argmax(logits[0, n - 1])
+
+    def write(model, prefix, n):   # cache-free greedy reference: a full forward pass per byte
+        gd, st = nnx.split(model)
+        out = list(prefix)
+        for _ in range(n):
+            padded = jnp.zeros((1, 64), jnp.int32).at[0, :len(out)].set(jnp.asarray(out, jnp.int32))
+            out.append(int(next_byte(gd, st, padded, len(out))))
+        return out[len(prefix):]
+
+    for q, problem in enumerate(PROBLEMS):
+        seq = list(encode(format_problem(problem)))
+        for _ in range(2):                 # turn: draft chunk kept, then a target line after it
+            seq += write(draft, seq, chunk)
+            seq += write(target, seq, chunk)
+        expected = decode(np.asarray(seq[len(encode(format_problem(problem))):]))
+        assert result.texts[q][0] == expected
+
+
+def test_majority_vote_and_paired_bootstrap():
+    assert majority_vote([3, 5, 3, None, 5, 5]) == 5
+    assert majority_vote([7, 2]) == 2          # tie: smallest
+    assert majority_vote([None, None]) is None
+    a = np.array([1, 1, 0, 1] * 50)
+    diff, lo, hi = paired_bootstrap(a, a)
+    assert diff == lo == hi == 0.0
+    b = np.roll(a, 1)
+    diff, lo, hi = paired_bootstrap(a, b, n_boot=2000)
+    assert lo <= diff <= hi and hi - lo > 0
+
+
+def test_make_calibrator_builds_every_variant_from_a_bank():
+    rng = np.random.default_rng(0)
+    bank = rng.exponential(size=(6, 4, 3)).astype(np.float32)
+    bank[:3, :, 2] = np.nan                    # short problems have no third turn
+    for name in ("static", "mondrian"):
+        cal, state = make_calibrator(name, bank, alpha=0.25, max_turns=3)
+        p = cal.p_values(state, jnp.asarray([0.1, 10.0]), uniforms=jnp.asarray([0.5, 0.5]),
+                         turn_ids=jnp.asarray([0, 2]))
+        assert p[1] < p[0]
+    static, state = make_calibrator("static", bank, alpha=0.25, max_turns=3)
+    assert int(state.valid.sum()) == 24        # turn 0 only
+    window, state = make_calibrator("window", bank, alpha=0.25, max_turns=3, window=10)
+    np.testing.assert_allclose(np.sort(state.scores), np.sort(bank[3:, :, 2].ravel()[-10:]))  # the latest 10
+    aci, state = make_calibrator("aci", bank, alpha=0.25, max_turns=3)
+    assert float(aci.level(state)) == 0.25
+
+
+@pytest.mark.parametrize("kw, field", [
+    ({"alpha": 0.0}, "alpha"), ({"alpha": 1.0}, "alpha"), ({"alpha": float("nan")}, "alpha"),
+    ({"mode": "fast"}, "mode"), ({"takeover": "both"}, "takeover"), ({"m": 0}, "m"),
+    ({"alpha_regenerate": 0.5}, "alpha_regenerate"), ({"draft_temperature": -1.0}, "draft_temperature"),
+    ({"buf_len": 8}, "buf_len")])
+def test_bad_config_is_a_clear_error(kw, field):
+    with pytest.raises(ValueError, match=f"^{field}="):
+        PipelineConfig(**kw)
+
+
+def test_bad_run_input_is_a_clear_error(models):
+    cfg = PipelineConfig(mode="atts", **GREEDY)
+    cal = StaticBank(4)
+    with pytest.raises(ValueError, match="^calibrator="):
+        run_pipeline(*models, PROBLEMS, cfg, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="^cal_state="):
+        run_pipeline(*models, PROBLEMS, cfg, key=jax.random.key(0), calibrator=cal, cal_state=cal.init_state())
+    with pytest.raises(ValueError, match="^problems="):
+        run_pipeline(*models, [], cfg, key=jax.random.key(0), calibrator=cal, cal_state=cal.init_state([1.0]))
+    with pytest.raises(ValueError, match="^calibrator.n_turns="):
+        from codesign.atts import Mondrian
+        mon = Mondrian(5, 4)
+        run_pipeline(*models, PROBLEMS, cfg, key=jax.random.key(0), calibrator=mon,
+                     cal_state=mon.init_state([1.0], turn_ids=[0]))
+    bank = np.ones((2, 2, 3), np.float32)
+    with pytest.raises(ValueError, match="^bank.shape="):
+        make_calibrator("static", bank[0], alpha=0.25, max_turns=3)
+    with pytest.raises(ValueError, match="^bank="):
+        make_calibrator("static", np.full((2, 2, 3), np.nan, np.float32), alpha=0.25, max_turns=3)
+    with pytest.raises(ValueError, match="^bank="):
+        make_calibrator("static", np.full((2, 2, 3), np.inf, np.float32), alpha=0.25, max_turns=3)
+    with pytest.raises(ValueError, match="^calibrator="):
+        make_calibrator("online", bank, alpha=0.25, max_turns=3)
+    with pytest.raises(ValueError, match="^a.shape="):
+        paired_bootstrap(np.ones(3), np.ones(4))
+    with pytest.raises(ValueError, match="^scores"):   # NaN scores are refused by the calibrator itself
+        StaticBank(4).init_state(jnp.asarray([1.0, jnp.nan]))

@@ -1,0 +1,158 @@
+"""The joint job end to end: sweep, front, deployment export, verify, resume, and its bad inputs."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from codesign import _cli_joint
+from codesign._checkpoint import Checkpointer
+from codesign._deploy import load_deployment, verify_deployment
+from codesign._metrics import read_metrics
+from codesign._joint import JointConfig, JointTrainer, cost_metric
+from codesign._space import DesignSpace
+from codesign._sweep import SweepConfig, sweep
+from codesign._train import TrainConfig, train
+
+
+def _sc(tiny_json, **kw):
+    base = dict(model=tiny_json, lams=(0.0, 0.1), pretrain_steps=4, steps=4, recovery_steps=2, batch=8, seq_len=32,
+                eval_batches=2)
+    base.update(kw)
+    return SweepConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def swept(tiny_json, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    result = sweep(_sc(tiny_json), out, progress=False, log=lambda *_: None)
+    return out, result
+
+
+def test_sweep_writes_every_output_and_an_honest_front(swept):
+    out, result = swept
+    for name in ("metrics.jsonl", "pareto.png", "front.json", "deployment.json", "summary.json",
+                 "point-0/deployment.json", "point-1/recovery/checkpoints"):
+        assert (out / name).exists(), name
+    pts = np.array([[r["val_loss"], r["cost"]] for r in result.rows])
+    for i, on_front in enumerate(result.front_mask):
+        dominated = any(np.all(pts[j] <= pts[i]) and np.any(pts[j] < pts[i]) for j in range(len(pts)) if j != i)
+        assert on_front == (not dominated)
+    assert result.front_mask[result.chosen]
+    assert result.hypervolume > 0
+
+
+def test_exported_deployment_verifies(swept):
+    out, _ = swept
+    checks = verify_deployment(out / "deployment.json")
+    assert checks and all(c.ok for c in checks), [c.to_dict() for c in checks if not c.ok]
+    record = load_deployment(out / "deployment.json")
+    for key in ("seed", "git_commit", "packages"):
+        assert key in record["provenance"]
+    assert len(record["hardened"]["formats"]) == len(record["hardened"]["ffn_widths"])
+    assert all(w % 8 == 0 for w in record["hardened"]["ffn_widths"])
+
+
+def test_tampered_deployment_fails_verify_with_exit_1(swept, tmp_path):
+    out, _ = swept
+    record = json.loads((out / "deployment.json").read_text())
+    record["validation"]["loss"] *= 1.01
+    bad = out / "tampered.json"
+    bad.write_text(json.dumps(record))
+    with pytest.raises(SystemExit) as exc:
+        _cli_joint.verify(bad, as_json=True)
+    assert exc.value.code == 1
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda text: text[: len(text) // 2], "not valid JSON"),
+    (lambda text: text.replace('"schema_version": 1', '"schema_version": 99'), "^schema_version=99"),
+    (lambda text: json.dumps({**json.loads(text), "model": {**json.loads(text)["model"], "d_model": 32}}),
+     "cannot be restored"),
+])
+def test_corrupted_or_mismatched_deployment_is_a_clear_error(swept, mutate, message):
+    out, _ = swept
+    bad = out / "bad.json"
+    bad.write_text(mutate((out / "deployment.json").read_text()))
+    with pytest.raises(ValueError, match=message):
+        verify_deployment(bad)
+
+
+def test_rerun_reads_finished_points_back(swept, tiny_json):
+    out, result = swept
+    again = sweep(_sc(tiny_json), out, progress=False, log=lambda *_: None)
+    assert [r["val_loss"] for r in again.rows] == [r["val_loss"] for r in result.rows]
+    assert again.seconds < result.seconds
+
+
+@pytest.mark.parametrize("kw, field", [({"lams": (-1.0,)}, "lam"), ({"metric": "speed"}, "metric"),
+                                       ({"target": "tpu-v9"}, "target"), ({"hardware": ("warp_drive",)}, "hardware"),
+                                       ({"budgets": (1e-30,)}, "budget")])
+def test_bad_sweep_input_names_the_field_and_writes_nothing(tiny_json, tmp_path, kw, field):
+    out = tmp_path / "never"
+    with pytest.raises(ValueError, match=f"^{field}="):
+        sweep(_sc(tiny_json, **kw), out, progress=False, log=lambda *_: None)
+    assert not out.exists()
+
+
+def _tc(tiny_json, steps=10, log_every=None):
+    return TrainConfig(model=tiny_json, steps=steps, batch=8, seq_len=32, warmup_steps=2, log_every=log_every or steps,
+                       eval_every=steps, eval_batches=2, ckpt_every=steps // 2)
+
+
+def test_budget_form_raises_the_multiplier_and_meets_the_budget(tiny_json, tmp_path):
+    tc = _tc(tiny_json, steps=30, log_every=1)
+    probe = JointTrainer(tc, JointConfig(metric="latency", target="h200"))
+    start = float(cost_metric(probe.cost(probe.params["knobs"]), "latency"))
+    budget = 0.7 * start
+    trainer = JointTrainer(tc, JointConfig(metric="latency", target="h200", budget=budget, lam=0.0, knob_lr=0.1))
+    train(tc, tmp_path / "b", progress=False, trainer=trainer)
+    history = read_metrics(tmp_path / "b" / "metrics.jsonl")
+    mus = [r["mu"] for r in history if "mu" in r]
+    assert mus[0] == 0 and mus[1] > 0, "the violated budget raises the multiplier from its start at 0"
+    final = float(cost_metric(trainer.cost(trainer.params["knobs"]), "latency"))
+    assert final <= budget * 1.02, (final, budget, start)
+
+
+def test_learnable_hardware_moves_to_the_compute_memory_balance(tiny_json, tmp_path):
+    """EDAP on the XR-NPE prices area: a memory-bound workload sheds MAC units (within the box)."""
+    tc = _tc(tiny_json, steps=10)
+    trainer = JointTrainer(tc, JointConfig(metric="edap", target="xrnpe", hardware=("n_macs",), lam=1.0,
+                                           hw_lr=0.2))
+    before = float(trainer.target().n_macs)
+    train(tc, tmp_path / "hw", progress=False, trainer=trainer)
+    after = float(trainer.target().n_macs)
+    assert after < before
+    # the direction is the cost model's: d edap / d n_macs > 0 at the start
+    knobs = trainer.space.init(trainer.cfg)
+    grad = jax.grad(lambda logs: cost_metric(trainer.cost(knobs, trainer.target({"hw": logs})), "edap"))(
+        {"n_macs": jnp.log(jnp.asarray(before))})
+    assert float(grad["n_macs"]) > 0
+
+
+def test_joint_resume_after_kill_is_bitwise_equal(tiny_json, tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    tc = _tc(tiny_json, steps=8)
+    train(tc, straight, progress=False, trainer=JointTrainer(tc, JointConfig(lam=0.1)))
+    code = f"""
+        from codesign._joint import JointConfig, JointTrainer
+        from codesign._train import TrainConfig, train
+        tc = TrainConfig(**{json.dumps(tc.__dict__)})
+        train(tc, {str(killed)!r}, progress=False, kill_at_step=4, trainer=JointTrainer(tc, JointConfig(lam=0.1)))
+        """
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ))
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    trainer = JointTrainer(tc, JointConfig(lam=0.1))
+    train(tc, killed, progress=False, trainer=trainer)
+    like = trainer.state()
+    a = Checkpointer(straight / "checkpoints").restore(8, like)
+    b = Checkpointer(killed / "checkpoints").restore(8, like)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
