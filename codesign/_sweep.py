@@ -204,22 +204,22 @@ def sweep(sc: SweepConfig, out_dir: str | Path, *, progress: bool = True, log=pr
 
 def summary_table(result: SweepResult) -> str:
     """The human-readable table `codesign run` / `codesign sweep` print."""
-    lines = [f"{'point':<7}{'setting':<16}{'val loss':>10}{'cost':>13}{'w bits':>9}{'kv':>18}{'ffn widths':>18}"
-             f"{'front':>7}"]
+    lines = [f"{'point':<6}{'setting':<14}{'val loss':>9}{'cost':>12}  {'weight formats':<28}{'kv formats':<26}"
+             f"{'ffn widths':<22}{'front'}"]
     for i, r in enumerate(result.rows):
         setting = ", ".join(f"{k}={r[k]:g}" for k in ("lam", "budget") if k in r)
-        bits = np.mean([_bits(f) for f in r["formats"]])
-        kv = ",".join(sorted(set(r["kv_formats"]))) or "-"
-        mark = "*" if result.front_mask[i] else ""
-        mark += " <" if i == result.chosen else ""
-        lines.append(f"{i:<7}{setting:<16}{r['val_loss']:>10.4f}{r['cost']:>13.4g}{bits:>9.2f}{kv:>18}"
-                     f"{str(r['ffn_widths']):>18}{mark:>7}")
+        mark = ("*" if result.front_mask[i] else "") + (" <" if i == result.chosen else "")
+        lines.append(f"{i:<6}{setting:<14}{r['val_loss']:>9.4f}{r['cost']:>12.4g}  {_short(r['formats']):<28}"
+                     f"{_short(r['kv_formats']):<26}{str(r['ffn_widths']):<22}{mark}")
     lines.append(f"hypervolume {result.hypervolume:.4f} in (val loss, log10 cost), reference "
                  f"({result.reference[0]:.4f}, {result.reference[1]:.3f}); * = non-dominated, < = exported")
     return "\n".join(lines)
 
 
-def _bits(name: str) -> float:
-    from nets.formats import get_format
-    return get_format(name).bits
+def _short(names: list[str]) -> str:
+    """Per-layer format names, abbreviated: fp8_e4m3 -> fp8, posit(8,0) -> p8,0."""
+    if not names:
+        return "-"
+    return ",".join(n.replace("_e4m3", "").replace("_e2m1", "").replace("posit(", "p").replace(")", "")
+                    for n in names)
 
