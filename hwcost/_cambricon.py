@@ -48,6 +48,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from nets import ModelConfig
+from hwcost._descent import minimize
 from hwcost._gpu import Cost
 from hwcost._scenario import Scenario
 from hwcost._smooth import smooth_max2
@@ -303,7 +304,6 @@ def gradient_flash_search(cfg: ModelConfig, min_tokens_per_s: float, *, max_chan
     within [1, max] (a sigmoid box), then rounded: channels to floor-1 .. ceil+1 of the relaxed
     value, chips per channel up from its floor to the first feasible integer; the smallest. Returns the relaxed
     optimum, the rounded answer and the loss history."""
-    import optax  # only this search needs it
 
     _check_search(min_tokens_per_s, max_channels, max_chips)
     for name, value, high in (("init[0]", init[0], max_channels), ("init[1]", init[1], max_chips)):
@@ -330,19 +330,7 @@ def gradient_flash_search(cfg: ModelConfig, min_tokens_per_s: float, *, max_chan
 
     u = (jnp.asarray(init, jnp.float32) - 1.0) / (highs - 1.0)
     z = jnp.log(u / (1.0 - u))
-    opt = optax.adam(learning_rate)
-    state = opt.init(z)
-
-    @jax.jit
-    def step(z, state):
-        value, grad = jax.value_and_grad(loss)(z)
-        updates, state = opt.update(grad, state, z)
-        return optax.apply_updates(z, updates), state, value
-
-    history = []
-    for _ in range(steps):
-        z, state, value = step(z, state)
-        history.append(float(value))
+    z, history = minimize(loss, z, learning_rate=learning_rate, steps=steps)
     relaxed = np.asarray(counts(z), np.float64)
     rate = jax.jit(tokens_per_s)
     scored = []

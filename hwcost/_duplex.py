@@ -50,6 +50,7 @@ from jaxtyping import Array, Float
 
 from nets import ModelConfig
 from hwcost._batching import LINEAR_OPS, ContinuousBatching, StepWork, step_work
+from hwcost._descent import minimize
 from hwcost._gpu import GPU
 from hwcost._presets import HBM_ENERGY_PER_BYTE_J, gpu
 from hwcost._scenario import Scenario
@@ -430,19 +431,7 @@ def codesign_split_macs(cfg: ModelConfig, batching: ContinuousBatching, steps: i
                     xpu=_xpu(sharpness=sharpness))
     objective = jax.jit(lambda p: perf_per_area_objective(system, work, *_design(p, n)))
     params = SplitMacs(split_logits=jnp.zeros(2), log_macs=jnp.log(jnp.asarray(_LOGIC_MACS)))
-    opt = optax.adam(learning_rate)
-    state = opt.init(params)
-
-    @jax.jit
-    def update(p, s):
-        value, grad = jax.value_and_grad(objective)(p)
-        updates, s = opt.update(grad, s, p)
-        return optax.apply_updates(p, updates), s, value
-
-    history = []
-    for _ in range(steps):
-        params, state, value = update(params, state)
-        history.append(float(value))
+    params, history = minimize(objective, params, learning_rate=learning_rate, steps=steps)
     knobs, macs = _design(params, n)
     split = (float(knobs.expert_split_decode), float(knobs.expert_split_mixed))
     relaxed = float(objective(params))
