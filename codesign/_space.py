@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 import hwcost
 import nets
-from nets.formats import get_format, mixture_fake_quant
+from nets.formats import fake_quant, get_format, mixture_fake_quant
 
 DEFAULT_FORMATS = ("bf16", "fp8_e4m3", "fp4_e2m1")
 DEFAULT_KV_FORMATS = ("bf16", "fp8_e4m3", "mxfp4")  # raw fp4 (max 6) cannot hold unscaled keys; MX scales per 32
@@ -203,7 +203,7 @@ class DesignSpace:
             rows = []
             for r in range(value.shape[0]):
                 layer = first + pos + unit_len * r
-                w = formats[layer].quantize(value[r]).astype(value.dtype)
+                w = fake_quant(value[r], formats[layer]).astype(value.dtype)  # STE: recovery trains W
                 if self.search_ffn_width and any(n in names for n in _FFN_DOWN):
                     hidden_axis = w.ndim - 2
                     keep = (jnp.arange(w.shape[hidden_axis]) < widths[layer]).astype(w.dtype)

@@ -9,17 +9,27 @@ group g (GEMM, FP8 GEMM, attention core, MoE experts, elementwise) gets
     memory efficiency   e_m(B) = m_max_g / (1 + (B_half_g / B)^beta_g)                    [fraction]
     t = smooth_max(F * waste^gamma_g / (peak(bits) * e_c),  B / (bandwidth * e_m);  p) + t0_g   [s]
 
-F = FLOPs of one launch, B = HBM bytes of one launch, waste = E/k for the routed experts
-(today's XLA lowering of `jax.lax.ragged_dot` expands the E groups into dense matmuls,
-see `nets._moe`; 1 elsewhere). The shape of e_c, e_m is the saturating "half-performance
-size" form of Hockney's n_1/2 (Hockney & Jesshope, Parallel Computers 2, 1988, sec. 1.3),
-smooth in F and B so the calibrated cost stays differentiable. GEMM classes at b bits
-interpolate linearly between the FP8 and BF16 groups, as `GPU.seconds_per_flop` does.
+F = FLOPs of one launch, B = HBM bytes of one launch. The shape of e_c, e_m is the saturating
+"half-performance size" form of Hockney's n_1/2 (Hockney & Jesshope, Parallel Computers 2,
+1988, sec. 1.3), smooth in F and B so the calibrated cost stays differentiable. GEMM classes
+at b bits interpolate linearly between the FP8 and BF16 groups, as `GPU.seconds_per_flop`
+does; FP8 GEMMs (b = 8) use the FP8 group's own curves.
+
+What today's JAX program executes beyond the workload's mathematical counts (each a fixed
+property of the program, derived from its structure, never fitted):
+  - routed experts: XLA lowers `jax.lax.ragged_dot` to dense zero-padded matmuls over all E
+    experts (`nets._moe`), so waste = E (recovered from the router op, `_experts_per_slot`)
+    and the kernel reads every expert's weights (`extra_bytes`); the fitted waste exponent
+    comes out at ~1 on the H200, which confirms the reading;
+  - whole-model decode steps: the layer scan copies each layer's KV cache SCAN_CACHE_COPIES
+    times (a "kv_copy" kernel of the elementwise group, charged to the attention core).
+The uncalibrated roofline (eff=None) ignores both: it is the plain `GPU`, a lower bound.
 
 The parameters are fitted with optax (Adam) on log time to a training split of a kernel
 data file (`scripts/bench/kernels.py`); the split is by shape (a hash), and every
 whole-model step is held out, so the end-to-end error is measured on steps the fit never
-saw. The result is a `CalibratedGPU` (a `GPU` whose `cost` uses the fitted efficiencies),
+saw. The data file's two ceiling measurements (a 512 MiB copy, an 8192^3 bf16 matmul) are
+training items too (kind CEILING_KIND). The result is a `CalibratedGPU` (a `GPU` whose `cost` uses the fitted efficiencies),
 saved to and loaded from JSON (`save_preset`, `load_target`).
 """
 
@@ -52,9 +62,19 @@ _GEMM_OPS = ("q_proj", "kv_proj", "o_proj", "ffn_dense", "moe_shared", "router",
 OP_GROUP = {**{op: "gemm" for op in _GEMM_OPS}, "attn_score": "attention", "attn_value": "attention",
             "moe_routed": "moe", "norm": "elementwise", "embedding": "elementwise"}
 MODEL_KINDS = ("decode_step", "prefill_step")
+CEILING_KIND = "ceiling"  # the data file's copy and matmul ceilings: training items only (see _ceiling_items)
 _FIELDS = ("compute_max", "compute_half_flops", "compute_exponent", "memory_max", "memory_half_bytes",
            "memory_exponent", "waste_exponent", "launch_s")
-_RECORD = ("group", "flops", "bytes", "bits", "waste", "launches")
+_RECORD = ("group", "flops", "bytes", "bits", "waste", "copy", "extra_bytes", "launches")
+# Full copies of each layer's KV cache in one decode step of `nets.TransformerLM`, a property of
+# the program, not of the GPU (fixed, never fitted). Its layers run under a scan with the stacked
+# cache as scanned input and output (nets/_model.py); the compiled step (XLA's optimised HLO of a
+# 4-layer decode step, inspected on the CPU backend, jax 0.10.2) slices each layer's cache out of
+# the input stack (a dynamic-slice: one copy), writes the updated layer into the output stack (a
+# dynamic-update-slice: one copy) and copies the whole output stack once after the loop (one
+# copy); each copy reads and writes the cache once. The zero-fill of the output stack before the
+# loop (a write only) is left out.
+SCAN_CACHE_COPIES = 3.0
 
 
 class Efficiency(eqx.Module):
@@ -130,24 +150,30 @@ def _curve(size, half, exponent):
     return jnp.where(positive, 1.0 + jnp.exp(exponent * (jnp.log(half) - jnp.log(safe))), 1.0)
 
 
-def kernel_seconds(device: GPU, eff: Efficiency | None, group, flops, hbm_bytes, bits, waste, launches):
+def kernel_seconds(device: GPU, eff: Efficiency | None, group, flops, hbm_bytes, bits, waste, launches, copy=0.0,
+                   extra_bytes=0.0):
     """Time [s] of `launches` launches of one kernel (FLOPs and bytes per launch), elementwise.
 
-    eff=None gives the uncalibrated roofline of `device` (no launch cost); else the
-    calibrated time of the module docstring. `group` indexes GROUPS.
+    eff=None gives the uncalibrated roofline of `device` from the workload's own counts (no
+    launch cost; rows with copy=1, the program's cache copies, take no time, and
+    `extra_bytes` is ignored); else the calibrated time of the module docstring, where the
+    kernel moves hbm_bytes + extra_bytes (the bytes today's lowering moves beyond the
+    workload's count: unrouted experts read by the dense-expanded ragged_dot). `group`
+    indexes GROUPS.
     """
     spf, w = _peak_seconds_per_flop(device, bits)
     spb = 1.0 / device.mem_bandwidth
     inv_p = 1.0 / device.sharpness
     if eff is None:
         core = smooth_max2_inv(flops * spf, hbm_bytes * spb, inv_p)
-        return launches * core * (flops + hbm_bytes > 0)
+        return launches * core * (flops + hbm_bytes > 0) * (1.0 - copy)
 
     def one(g):
         take = lambda name: getattr(eff, name)[g]  # noqa: E731
         t_c = (flops * spf / take("compute_max") * _curve(flops, take("compute_half_flops"), take("compute_exponent"))
                * jnp.power(jnp.maximum(waste, 1.0), take("waste_exponent")))
-        t_m = hbm_bytes * spb / take("memory_max") * _curve(hbm_bytes, take("memory_half_bytes"),
+        moved = hbm_bytes + extra_bytes
+        t_m = moved * spb / take("memory_max") * _curve(moved, take("memory_half_bytes"),
                                                             take("memory_exponent"))
         return smooth_max2_inv(t_c, t_m, inv_p) + take("launch_s")
 
@@ -162,13 +188,16 @@ def kernel_seconds(device: GPU, eff: Efficiency | None, group, flops, hbm_bytes,
 
 
 # ---- kernels of a workload ----------------------------------------------------------------
-def workload_kernels(work: Workload, traffic=1.0, *, lm_head_scale: float = 1.0) -> dict[str, dict]:
+def workload_kernels(work: Workload, traffic=1.0, *, lm_head_scale: float = 1.0,
+                     cache_copies: float = 0.0) -> dict[str, dict]:
     """Per kernel (op class, the attention core fused), per slot: FLOPs, HBM bytes, bits, waste.
 
     One launch per (kernel, slot) that has work. `traffic` is the fraction of activation
     bytes that reach HBM (the GPU's activation_traffic). `lm_head_scale` multiplies the LM
     head's FLOPs and activation bytes (a measured prefill that computes logits for every
-    position, not only the last, has lm_head_scale = prompt length).
+    position, not only the last, has lm_head_scale = prompt length). `cache_copies` > 0 adds
+    a "kv_copy" kernel (elementwise group) that reads and writes the layer's KV cache that
+    many times in a decode step (SCAN_CACHE_COPIES for a whole `nets.TransformerLM` step).
     """
     out = {}
     for op in OPS:
@@ -176,10 +205,13 @@ def workload_kernels(work: Workload, traffic=1.0, *, lm_head_scale: float = 1.0)
             continue
         ops = ATTENTION_CORE if op == "attn_score" else (op,)
         flops = sum(work.op_flops[o] for o in ops if o in work.op_flops)
-        hbm = 0.0
+        hbm, extra = 0.0, 0.0
         for kind, scale in (("weights", 1.0), ("kv", 1.0), ("activations", traffic)):
             for o in ops:
                 value = work.op_bytes.get(kind, {}).get(o)
+                if o == "moe_routed" and kind == "weights" and value is not None:
+                    # the dense-expanded ragged_dot reads every expert, not only those routed to
+                    extra = jnp.maximum(work.op_resident["moe_routed"] - value, 0.0)
                 if value is not None:
                     hbm = hbm + scale * value * (lm_head_scale if (o == "lm_head" and kind == "activations") else 1.0)
         if isinstance(flops, int) and isinstance(hbm, float):
@@ -189,16 +221,44 @@ def workload_kernels(work: Workload, traffic=1.0, *, lm_head_scale: float = 1.0)
         bits = work.op_bits.get(op, jnp.full_like(work.op_flops["lm_head"], 16.0))
         waste = jnp.ones_like(work.op_flops["lm_head"])
         if op == "moe_routed":
-            # E/k = (resident expert weights / bytes per weight) / (routed FLOPs / 2T); bits ~ weight bits
-            repeat = 3.0 if work.phase == "train" else 1.0
-            resident = work.op_resident["moe_routed"]
-            positive = flops > 0
-            waste = jnp.where(positive, resident * 2.0 * repeat * work.tokens * 8.0
-                              / (jnp.where(positive, flops, 1.0) * bits), 1.0)
+            waste = _experts_per_slot(work)
         out[op if op != "attn_score" else "attention"] = {
             "group": GROUPS.index(OP_GROUP[op]), "flops": flops, "bytes": hbm + slots, "bits": bits,
-            "waste": waste}
+            "waste": waste, "extra_bytes": extra + slots}
+    if cache_copies and work.phase == "decode":
+        # the cache attended in a decode step is the whole resident cache of the layer (token_keep aside)
+        cache = sum(work.op_bytes.get("kv", {}).get(o, 0.0) for o in ATTENTION_CORE)
+        if not isinstance(cache, (int, float)):
+            ones = jnp.ones_like(work.op_flops["lm_head"])
+            out["kv_copy"] = {"group": GROUPS.index("elementwise"), "flops": 0.0 * ones,
+                              "bytes": 2.0 * cache_copies * cache * ones, "bits": 16.0 * ones, "waste": ones,
+                              "copy": ones, "extra_bytes": 0.0 * ones}
     return out
+
+
+def _experts_per_slot(work: Workload):
+    """Routed experts E per slot [-] (1 where a slot has no router), recovered from the router op.
+
+    The ragged_dot lowering multiplies every routed row by all E experts (nets/_moe.py), so
+    the executed FLOPs are E times the useful ones: E is the MoE kernels' waste. The workload
+    does not carry E, but its router does: FLOPs 2*T*D*E (x3 in training) and activation
+    bytes T*(D+E)*act_bits/8 (hwcost/_workload.py), so D*E and D+E are known and E is the
+    smaller root of x^2 - (D+E) x + D*E (E <= d_model in every MoE of the zoo). Exact for an
+    unscaled workload (`Workload.scaled` shares change both sums; use it there as a guide only).
+    """
+    repeat = 3.0 if work.phase == "train" else 1.0
+    router_flops = work.op_flops.get("router")
+    router_act = work.op_bytes.get("activations", {}).get("router")
+    if router_flops is None or router_act is None:
+        return jnp.ones_like(work.op_flops["lm_head"])
+    act_bytes = work.op_bits["norm"] / 8.0
+    product = router_flops / (2.0 * repeat * work.tokens)
+    total = router_act / (work.tokens * act_bytes)
+    has_router = product > 0
+    discriminant = jnp.where(has_router, jnp.maximum(total ** 2 - 4.0 * product, 0.0), 1.0)
+    experts = 0.5 * (total - jnp.sqrt(discriminant))
+    # a count, not a design variable: no gradient flows into the knobs through it
+    return jax.lax.stop_gradient(jnp.where(has_router, jnp.maximum(experts, 1.0), 1.0))
 
 
 class CalibratedGPU(GPU):
@@ -213,11 +273,15 @@ class CalibratedGPU(GPU):
 
     def _op_times(self, work: Workload):
         compute, memory, _, hbm = GPU._op_times(self, work)
-        kernels = workload_kernels(work, self.activation_traffic)
+        kernels = workload_kernels(work, self.activation_traffic, cache_copies=SCAN_CACHE_COPIES)
         roofline = {}
+        copy = kernels.pop("kv_copy", None)
         for name, k in kernels.items():
             t = kernel_seconds(self, self.efficiency, int(k["group"]), k["flops"], k["bytes"], k["bits"],
-                               k["waste"], 1.0)
+                               k["waste"], 1.0, 0.0, k["extra_bytes"])
+            if name == "attention" and copy is not None:  # the cache copies are charged to the attention core
+                t = t + kernel_seconds(self, self.efficiency, int(copy["group"]), copy["flops"], copy["bytes"],
+                                       copy["bits"], copy["waste"], 1.0)
             if name != "attention":
                 roofline[name] = t
                 continue
@@ -241,7 +305,7 @@ def calibrated(base: GPU, eff: Efficiency, name: str | None = None) -> Calibrate
 
 
 # ---- kernels of a measured item ------------------------------------------------------------
-def _workload_of(describe: dict) -> tuple[Workload, float]:
+def _workload_of(describe: dict) -> tuple[Workload, float, float]:
     cfg = nets.ModelConfig.from_dict(describe["config"])
     scenario = Scenario(**describe["scenario"])
     work = workload(cfg, scenario)
@@ -252,11 +316,13 @@ def _workload_of(describe: dict) -> tuple[Workload, float]:
     if head not in ("last", "all"):
         raise ValueError(f"lm_head_positions={head!r}: must be 'last' or 'all'")
     scale = float(scenario.context_len) if (head == "all" and scenario.phase == "prefill") else 1.0
-    return work, scale
+    # a whole model (its LM head included) scans its layers over the cache; one layer alone does not
+    whole = ops is None or "lm_head" in ops
+    return work, scale, SCAN_CACHE_COPIES if whole else 0.0
 
 
 def item_kernels(describe: dict) -> dict[str, np.ndarray]:
-    """The kernels one measured item runs, as columns (group, flops, bytes, bits, waste, launches).
+    """The kernels one measured item runs, as columns (group, flops, bytes, bits, waste, copy, extra_bytes, launches).
 
     `describe` is an item's "describe" entry in a kernel data file:
       {"type": "gemm", "m", "n", "k", "bits_in", "bits_out"}: C[m,n] = A[m,k] @ B[k,n], B the weights;
@@ -265,26 +331,30 @@ def item_kernels(describe: dict) -> dict[str, np.ndarray]:
         of a nets config and scenario, restricted to `ops` (a kernel, a layer or a whole step).
     Identical (kernel, size) rows over layers are merged into one row with a launch count.
     """
-    if not isinstance(describe, dict) or describe.get("type") not in ("gemm", "norm", "workload"):
+    if not isinstance(describe, dict) or describe.get("type") not in ("gemm", "norm", "copy", "workload"):
         raise ValueError(f"describe.type={describe.get('type') if isinstance(describe, dict) else describe!r}: "
-                         "must be one of gemm, norm, workload")
+                         "must be one of gemm, norm, copy, workload")
     kind = describe["type"]
     if kind == "gemm":
         m, n, k = (float(describe[x]) for x in ("m", "n", "k"))
         b_in, b_out = float(describe["bits_in"]), float(describe["bits_out"])
-        rows = [(GROUPS.index("gemm"), 2 * m * n * k, (k * n + m * k) * b_in / 8 + m * n * b_out / 8, b_in, 1.0, 1.0)]
+        rows = [(GROUPS.index("gemm"), 2 * m * n * k, (k * n + m * k) * b_in / 8 + m * n * b_out / 8, b_in, 1.0, 0.0, 0.0, 1.0)]
     elif kind == "norm":
         t, w, b = (float(describe[x]) for x in ("tokens", "width", "bits"))
-        rows = [(GROUPS.index("elementwise"), 4 * t * w, (2 * t * w + w) * b / 8, b, 1.0, 1.0)]
+        rows = [(GROUPS.index("elementwise"), 4 * t * w, (2 * t * w + w) * b / 8, b, 1.0, 0.0, 0.0, 1.0)]
+    elif kind == "copy":
+        n, b = float(describe["elements"]), float(describe["bits"])
+        rows = [(GROUPS.index("elementwise"), n, 2 * n * b / 8, b, 1.0, 0.0, 0.0, 1.0)]
     else:
-        work, scale = _workload_of(describe)
+        work, scale, copies = _workload_of(describe)
         counts: dict[tuple, float] = {}
-        for k in workload_kernels(work, 1.0, lm_head_scale=scale).values():
+        for k in workload_kernels(work, 1.0, lm_head_scale=scale, cache_copies=copies).values():
             cols = [np.broadcast_to(np.asarray(k[c], np.float64), np.shape(k["flops"]))
-                    for c in ("flops", "bytes", "bits", "waste")]
-            for flops, hbm, bits, waste in zip(*cols):
+                    for c in ("flops", "bytes", "bits", "waste", "extra_bytes")]
+            for flops, hbm, bits, waste, extra in zip(*cols):
                 if flops + hbm > 0:
-                    key = (k["group"], float(flops), float(hbm), float(bits), float(waste))
+                    key = (k["group"], float(flops), float(hbm), float(bits), float(waste),
+                           float(np.max(k.get("copy", 0.0))), float(extra))
                     counts[key] = counts.get(key, 0.0) + 1.0
         rows = [key + (n,) for key, n in counts.items()]
     table = np.asarray(rows, np.float64).reshape(-1, len(_RECORD))
@@ -295,7 +365,8 @@ def roofline_seconds(describe: dict, device: GPU) -> float:
     """The uncalibrated roofline time [s] of an item on `device` (a lower bound of the measurement)."""
     k = item_kernels(describe)
     return float(jnp.sum(kernel_seconds(device, None, jnp.asarray(k["group"], jnp.int32), k["flops"], k["bytes"],
-                                        k["bits"], k["waste"], k["launches"])))
+                                        k["bits"], k["waste"], k["launches"], k["copy"],
+                                        k["extra_bytes"])))
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -342,8 +413,9 @@ def split_heldout(ids: tuple[str, ...], kinds: tuple[str, ...], fraction: float 
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction={fraction!r}: must be in (0, 1)")
-    held = np.asarray([k in MODEL_KINDS or _bucket(i) < 100 * fraction for i, k in zip(ids, kinds)], bool)
-    for kind in set(kinds) - set(MODEL_KINDS):
+    held = np.asarray([k != CEILING_KIND and (k in MODEL_KINDS or _bucket(i) < 100 * fraction)
+                       for i, k in zip(ids, kinds)], bool)
+    for kind in set(kinds) - set(MODEL_KINDS) - {CEILING_KIND}:
         members = [n for n, k in enumerate(kinds) if k == kind]
         if len(members) < 2:
             continue
@@ -353,6 +425,30 @@ def split_heldout(ids: tuple[str, ...], kinds: tuple[str, ...], fraction: float 
         if held[members].all():
             held[ranked[-1]] = False
     return held
+
+
+def _ceiling_items(ceilings: dict | None) -> list[dict]:
+    """The suite's two ceiling measurements (`scripts/bench/kernels.py`: `ceilings`) as training items.
+
+    A 512 MiB bf16 elementwise copy (x * 2: `copy_bytes` read plus written) and a square bf16
+    matmul of side `matmul_n`: the largest elementwise and GEMM launches measured, they pin
+    the saturated bandwidth and compute efficiency of those groups. Kind CEILING_KIND: always
+    trained on, never held out (they are not part of the held-out split's kinds).
+    """
+    if not isinstance(ceilings, dict):
+        return []
+    out = []
+    if ceilings.get("copy_bytes_per_s", 0) > 0 and ceilings.get("copy_bytes", 0) > 0:
+        elements = ceilings["copy_bytes"] / 4  # bf16: 2 bytes read + 2 written per element
+        out.append({"id": f"ceiling/copy/bf16/n{int(elements)}", "kind": CEILING_KIND, "dtype": "bf16",
+                    "describe": {"type": "copy", "elements": elements, "bits": 16},
+                    "timing": {"median_s": ceilings["copy_bytes"] / ceilings["copy_bytes_per_s"]}})
+    if ceilings.get("matmul_bf16_flops_per_s", 0) > 0 and ceilings.get("matmul_n", 0) > 0:
+        n = int(ceilings["matmul_n"])
+        out.append({"id": f"ceiling/gemm/bf16/m{n}_n{n}_k{n}", "kind": CEILING_KIND, "dtype": "bf16",
+                    "describe": {"type": "gemm", "m": n, "n": n, "k": n, "bits_in": 16, "bits_out": 16},
+                    "timing": {"median_s": 2.0 * n ** 3 / ceilings["matmul_bf16_flops_per_s"]}})
+    return out
 
 
 def load_data(source: str | Path | dict, fraction: float = 0.25) -> KernelData:
@@ -374,6 +470,7 @@ def load_data(source: str | Path | dict, fraction: float = 0.25) -> KernelData:
     items = [i for i in data.get("items", []) if i.get("timing", {}).get("median_s", 0) > 0]
     if len(items) < 2:
         raise ValueError(f"data.items={len(items)}: need at least 2 measured items")
+    items = items + _ceiling_items(data.get("ceilings"))
     ids = tuple(i["id"] for i in items)
     kinds = tuple(i["kind"] + ("_fp8" if i.get("dtype") == "fp8" else "") for i in items)
     tables, owners = [], []
@@ -394,7 +491,8 @@ def predict(device: GPU, eff: Efficiency | None, data: KernelData):
 
 
 def _predict_columns(device, eff, k, item_of_row, n_items: int):
-    rows = kernel_seconds(device, eff, k["group"], k["flops"], k["bytes"], k["bits"], k["waste"], k["launches"])
+    rows = kernel_seconds(device, eff, k["group"], k["flops"], k["bytes"], k["bits"], k["waste"], k["launches"],
+                          k["copy"], k["extra_bytes"])
     return jax.ops.segment_sum(rows, item_of_row, num_segments=n_items)
 
 

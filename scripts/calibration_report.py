@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from hwcost._calibrate import calibrate, format_errors, load_data, save_preset  # noqa: E402
 
 COLOURS = {"gemm": "tab:blue", "gemm_fp8": "tab:cyan", "attention": "tab:orange", "moe": "tab:green",
-           "norm": "tab:gray", "decode_step": "tab:red", "prefill_step": "tab:purple"}
+           "norm": "tab:gray", "ceiling": "tab:olive", "decode_step": "tab:red", "prefill_step": "tab:purple"}
 
 
 def plot(data, report: dict, path: Path, title: str) -> None:
