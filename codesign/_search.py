@@ -36,19 +36,24 @@ reference and a growing point set), `time_to_reach` when a curve first reaches a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import nets
 from codesign import _targets
 from codesign._deploy import HardenedTrainer, design_cost
+from codesign._joint import JointTrainer
 from codesign._space import WIDTH_MULTIPLE, DesignSpace, _check_hardened, _full_widths
 from codesign._sweep import SweepConfig, front_and_volume
+from codesign._train import make_optimizer
 
 
 def width_choices(cfg: nets.ModelConfig, multiple: int = WIDTH_MULTIPLE) -> list[list[int]]:
@@ -107,17 +112,21 @@ class Evaluator:
         if key in self.cache:
             return {**self.cache[key], "seconds": 0.0, "cached": True}
         t0 = time.perf_counter()
-        trainer = HardenedTrainer(self.tc, self.space, hardened, init_params=self.init_net_params)
-        for step in range(self.tc.steps):
+        row = self.train_and_measure(hardened, self.init_net_params, self.tc)
+        self.cache[key] = row
+        return {**row, "seconds": time.perf_counter() - t0, "cached": False}
+
+    def train_and_measure(self, hardened: dict[str, Any], init_net_params: Any, tc) -> dict[str, Any]:
+        """Train `hardened` from `init_net_params` for `tc.steps` steps; the row of val loss and cost."""
+        trainer = HardenedTrainer(tc, self.space, hardened, init_params=init_net_params)
+        for step in range(tc.steps):
             trainer.params, trainer.opt_state, _ = trainer.step_fn(trainer.params, trainer.opt_state,
                                                                    trainer.train_data, jnp.asarray(step, jnp.int32))
         val_loss = trainer.evaluate()
         cost = self.cost(hardened)
-        row = {"val_loss": val_loss, "cost": cost["metric_value"], "metric": cost["metric"],
-               "latency_s": cost["latency_s"], "energy_j": cost["energy_j"],
-               **{k: list(hardened[k]) for k in ("formats", "kv_formats", "act_formats", "ffn_widths")}}
-        self.cache[key] = row
-        return {**row, "seconds": time.perf_counter() - t0, "cached": False}
+        return {"val_loss": val_loss, "cost": cost["metric_value"], "metric": cost["metric"],
+                "latency_s": cost["latency_s"], "energy_j": cost["energy_j"],
+                **{k: list(hardened[k]) for k in ("formats", "kv_formats", "act_formats", "ffn_widths")}}
 
 
 def _check_budget(n_trials: int, seconds: float | None) -> None:
@@ -189,6 +198,76 @@ def tpe_search(evaluator, *, n_trials: int, seconds: float | None = None, seed: 
             study.tell(trial, values)
 
     return _run(ask, evaluator, n_trials, seconds, "tpe", on_result=tell, log=log)
+
+
+# ---- the gradient method as one continuation path ---------------------------------------
+class PathTrainer(JointTrainer):
+    """A `JointTrainer` whose lambda is a leaf of the state ("lam", never updated), not a compile-time
+    constant: one compiled step serves every lambda of a path. Penalty form only; the gate
+    temperature anneals over each segment of `tc.steps` steps (the step passed in counts on
+    across segments, so every segment samples fresh batches)."""
+
+    def __init__(self, tc, jc, space=None, init_net_params=None):
+        if jc.budget is not None or jc.lam != 0:
+            raise ValueError(f"lam={jc.lam!r}, budget={jc.budget!r}: a path trainer takes lam=0 and no budget; "
+                             "lambda is set in its state")
+        super().__init__(tc, jc, space, init_net_params)
+
+    def init_trainable(self, net_params: Any) -> Any:
+        return {**super().init_trainable(net_params), "lam": jnp.zeros((), jnp.float32)}
+
+    def build_optimizer(self) -> optax.GradientTransformation:
+        groups = {"net": make_optimizer(self.tc), "knobs": optax.adam(self.jc.knob_lr),
+                  "hw": optax.adam(self.jc.hw_lr), "lam": optax.set_to_zero()}
+        return optax.partition(groups, lambda tree: {k: jax.tree.map(lambda _: k, v) for k, v in tree.items()})
+
+    def temperature(self, step: jax.Array) -> jax.Array:
+        return super().temperature(jnp.asarray(step) % self.tc.steps)
+
+    def with_lam(self, params: Any, lam: float) -> Any:
+        """`params` with lambda set, placed like the rest of the state (so the step is not retraced)."""
+        return {**params, "lam": jax.device_put(jnp.asarray(lam, jnp.float32), self.replicated)}
+
+    def objective(self, params: Any, inputs: jax.Array, targets: jax.Array, step: jax.Array):
+        total, metrics = super().objective(params, inputs, targets, step)  # jc.lam = 0: no penalty inside
+        return total + params["lam"] * jnp.log(metrics["cost"]), metrics
+
+
+def gradient_path(sc: SweepConfig, init_net_params: Any, *, log=print) -> list[dict[str, Any]]:
+    """The gradient method run as ONE continuation path over `sc.lams` (ascending), a regularisation path
+    with warm starts: `sc.steps` joint steps at each lambda, continuing from the previous lambda's network,
+    knobs and optimiser state; after each segment the knobs are hardened (`DesignSpace.harden`) and the
+    design is recovery-fine-tuned for `sc.recovery_steps` steps from the current network (0.3x lr, as
+    `harden_and_recover`) and measured like a black-box candidate. Rows carry `t_s` [s] from the start
+    (after the shared pretraining), `lam` and `point`.
+
+    Unlike `codesign._sweep.sweep` (independent points from the pretrained network, each with its own
+    compilation, checkpoints and deployment file), the path compiles one joint step for all lambdas
+    and writes nothing: it is the search, not the export."""
+    if sc.budgets:
+        raise ValueError(f"budgets={tuple(sc.budgets)!r}: the path runs the penalty form; give lams")
+    evaluator = Evaluator(sc, init_net_params)
+    space, cfg = evaluator.space, evaluator.cfg
+    tc = sc.train_config(sc.steps)
+    jc = dataclasses.replace(sc.joint_config({"lam": 0.0}), lam=0.0)
+    recovery_tc = dataclasses.replace(sc.train_config(sc.recovery_steps), warmup_steps=0, lr=tc.lr * 0.3)
+    t0 = time.perf_counter()
+    trainer = PathTrainer(tc, jc, space, init_net_params=init_net_params)
+    params, opt_state, step = trainer.params, trainer.opt_state, 0
+    rows = []
+    for point, lam in enumerate(sorted(float(x) for x in sc.lams)):
+        params = trainer.with_lam(params, lam)
+        for _ in range(sc.steps):
+            params, opt_state, _ = trainer.step_fn(params, opt_state, trainer.train_data, jnp.asarray(step, jnp.int32))
+            step += 1
+        snapshot = jax.device_get(params)
+        hardened = space.harden(cfg, snapshot["knobs"])
+        row = evaluator.train_and_measure(hardened, snapshot["net"], recovery_tc)
+        row.update(method="gradient-path", lam=lam, point=point, cached=False, t_s=time.perf_counter() - t0)
+        rows.append(row)
+        log(f"codesign search: gradient path lam={lam:g} at {row['t_s']:.1f}s: val loss {row['val_loss']:.4f}, "
+            f"cost {row['cost']:.4g}")
+    return rows
 
 
 # ---- hypervolume against wall time ------------------------------------------------------
@@ -269,5 +348,5 @@ def timed_sweep(sc: SweepConfig, out_dir: str | Path, *, progress: bool = False,
     return result, rows
 
 
-__all__ = ["Evaluator", "candidate_key", "common_reference", "hv_curve", "random_candidate", "random_search",
-           "speedup", "time_to_reach", "timed_sweep", "tpe_search", "width_choices"]
+__all__ = ["Evaluator", "PathTrainer", "candidate_key", "common_reference", "gradient_path", "hv_curve",
+           "random_candidate", "random_search", "speedup", "time_to_reach", "timed_sweep", "tpe_search", "width_choices"]

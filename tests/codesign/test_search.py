@@ -175,3 +175,48 @@ def test_bad_input_is_a_clear_error(tiny_json, call, field):
 def test_evaluator_refuses_learned_hardware(tiny_json):
     with pytest.raises(ValueError, match="^hardware="):
         Evaluator(_sc(tiny_json, hardware=("n_macs",)))
+
+
+def test_path_trainer_lambda_is_state_one_compilation_and_cost_falls(tiny_json):
+    """The path's lambda lives in the state: one compilation serves every lambda, the penalty is
+    lam * log(cost) exactly, and a larger lambda pushes the knobs to a cheaper design."""
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+
+    from codesign._search import PathTrainer
+
+    sc = _sc(tiny_json, steps=6)
+    tc = sc.train_config(sc.steps)
+    jc = dataclasses.replace(sc.joint_config({"lam": 0.0}), lam=0.0)
+    trainer = PathTrainer(tc, jc, sc.space())
+    from codesign.data._text import sample_batch
+    inputs, targets = sample_batch(trainer.train_data, jax.random.key(0), 8, 32)
+    base = {**trainer.params, "lam": jnp.asarray(0.0)}
+    step = jnp.asarray(0, jnp.int32)
+    total0, metrics = trainer.objective(base, inputs, targets, step)
+    total1, _ = trainer.objective({**base, "lam": jnp.asarray(0.5)}, inputs, targets, step)
+    np.testing.assert_allclose(float(total1 - total0), 0.5 * float(jnp.log(metrics["cost"])), rtol=1e-5)
+    costs = {}
+    for lam in (0.0, 3.0):
+        params = trainer.with_lam(jax.device_put(jax.tree.map(jnp.copy, trainer.params), trainer.replicated), lam)
+        opt_state = jax.device_put(trainer.optimizer.init(params), trainer.replicated)
+        for s in range(sc.steps):
+            params, opt_state, _ = trainer.step_fn(params, opt_state, trainer.train_data, jnp.asarray(s, jnp.int32))
+        costs[lam] = float(trainer.cost(params["knobs"]).latency_s)
+        assert float(params["lam"]) == lam, "lambda is never updated"
+    assert trainer.trace_count == 1, "one compilation for both lambdas"
+    assert costs[3.0] < costs[0.0], costs
+
+
+@pytest.mark.parametrize("kw, field", [({"lam": 0.1}, "lam"), ({"budget": 1e-3}, "lam")])
+def test_path_trainer_refuses_a_fixed_lambda_or_budget(tiny_json, kw, field):
+    import dataclasses
+
+    from codesign._search import PathTrainer
+
+    sc = _sc(tiny_json)
+    jc = dataclasses.replace(sc.joint_config({"lam": 0.0}), **kw)
+    with pytest.raises(ValueError, match=f"^{field}="):
+        PathTrainer(sc.train_config(2), jc, sc.space())
