@@ -10,6 +10,7 @@ Arrays have fixed shapes and the jitted functions are cached per format, so no e
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import numpy as np
@@ -36,6 +37,24 @@ def _posit_fns(n: int, es: int):
 @functools.lru_cache(maxsize=None)
 def _quantizer(name: str):
     return jax.jit(get_format(name).quantize)
+
+
+def _binade(values: np.ndarray) -> int | None:
+    """floor(log2(max|values|)), None for an all-zero or non-finite array."""
+    top = float(np.max(np.abs(np.asarray(values, np.float64)))) if np.size(values) else 0.0
+    return math.floor(math.log2(top)) if 0 < top < math.inf else None
+
+
+def test_scaled_rounding_up_a_binade_rescales():
+    """Per-tensor power-of-two scaling is not idempotent when the largest value rounds up out of its
+    binade: posit(4,1)@tensor puts max 13 at 13/8 = 1.625, which rounds to 2 (posit(4,1) has nothing
+    between 1 and 2), so q = 16; the second pass scales by 1/16 and 2 -> 2/16 -> 1/4 -> 4. Pinned here so
+    a change of the scaling rule is a decision, not an accident (fake quantisation applies q once per
+    forward to the float weights, so training and the deployment check see the same values)."""
+    quantize = _quantizer("posit(4,1)@tensor")
+    q = np.asarray(quantize(np.float32([1.0, 13.0])), np.float64)
+    assert q.tolist() == [2.0, 16.0]
+    assert np.asarray(quantize(q.astype(np.float32)), np.float64).tolist() == [4.0, 16.0]
 
 
 def _signed(patterns: np.ndarray, n: int) -> np.ndarray:
@@ -127,5 +146,8 @@ def test_registry_quantizers_are_monotone_idempotent_and_odd(name, x):
     x = np.sort(x)
     q = np.asarray(quantize(x), np.float64)
     assert np.all(q[1:] >= q[:-1]), name  # (fp16 overflows to inf: compare, not diff)
-    assert np.array_equal(np.asarray(quantize(q.astype(np.float32)), np.float64), q), name
+    if "@" not in name or _binade(q) == _binade(x):
+        # a scaled format is idempotent while its scale is: the scale follows max|x|'s binade,
+        # which rounding of the largest value may leave (see test_scaled_rounding_up_a_binade_rescales)
+        assert np.array_equal(np.asarray(quantize(q.astype(np.float32)), np.float64), q), name
     assert np.array_equal(np.asarray(quantize(-x), np.float64), -q), name
