@@ -21,6 +21,9 @@ Writes results/search_<backend>.json, results/search_<backend>.png and prints a 
 
 CPU (tiny config, ~10 min on 2 cores):
   PYTHONPATH=. python scripts/bench/search.py --tiny
+CPU (codesign-default, ~37 min on 2 cores; results/search_cpu.*):
+  PYTHONPATH=. python scripts/bench/search.py --model codesign-default --pretrain-steps 150 --steps 40 \
+      --recovery-steps 10 --lams 0 0.01 0.03 0.1 0.3 --blackbox-factor 2
 GPU (codesign-default):
   PYTHONPATH=. python scripts/bench/search.py --model codesign-default --pretrain-steps 150 --steps 40 \
       --recovery-steps 10 --lams 0 0.01 0.03 0.1 0.3 --blackbox-factor 3

@@ -220,3 +220,21 @@ def test_path_trainer_refuses_a_fixed_lambda_or_budget(tiny_json, kw, field):
     jc = dataclasses.replace(sc.joint_config({"lam": 0.0}), **kw)
     with pytest.raises(ValueError, match=f"^{field}="):
         PathTrainer(sc.train_config(2), jc, sc.space())
+
+
+def test_gradient_path_walks_the_lambdas_in_order_from_one_compilation(tiny_json):
+    """The path: one row per lambda (ascending), times increasing, each row a hardened design measured
+    like a black-box candidate (its cost is the design's predicted cost)."""
+    from codesign._search import gradient_path
+
+    sc = _sc(tiny_json, lams=(0.3, 0.0), steps=2, recovery_steps=1)
+    rows = gradient_path(sc, None, log=lambda *_: None)
+    assert [r["lam"] for r in rows] == [0.0, 0.3] and [r["point"] for r in rows] == [0, 1]
+    assert rows[0]["t_s"] < rows[1]["t_s"] and all(r["method"] == "gradient-path" for r in rows)
+    ev = Evaluator(sc)
+    for r in rows:
+        hardened = {k: r[k] for k in ("formats", "kv_formats", "act_formats", "ffn_widths")}
+        _check_hardened(ev.space, hardened)
+        assert r["cost"] == ev.cost(hardened)["metric_value"] and math.isfinite(r["val_loss"])
+    with pytest.raises(ValueError, match="^budgets="):
+        gradient_path(_sc(tiny_json, lams=(), budgets=(1e-3,)), None)
