@@ -116,6 +116,12 @@ def atomic_write_json(path: Path, record: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def recovery_config(tc, steps: int):
+    """The recovery fine-tune after hardening: `steps` steps at 0.3x the joint lr, no warm-up."""
+    return dataclasses.replace(tc, steps=steps, warmup_steps=0, lr=tc.lr * 0.3, eval_every=steps, ckpt_every=steps,
+                               log_every=max(1, steps // 2))
+
+
 def harden_and_recover(trainer, out_dir: Path, *, recovery_steps: int, progress: bool = False) -> dict[str, Any]:
     """Harden a finished `JointTrainer`, fine-tune `recovery_steps` steps into out_dir/recovery/, and
     return the deployment record (not yet written; see `write_deployment`)."""
@@ -125,8 +131,7 @@ def harden_and_recover(trainer, out_dir: Path, *, recovery_steps: int, progress:
     params = jax.device_get(trainer.params)
     hardened = space.harden(cfg, params["knobs"])
     target = trainer.target(params)
-    tc = dataclasses.replace(trainer.tc, steps=recovery_steps, warmup_steps=0, lr=trainer.tc.lr * 0.3,
-                             eval_every=recovery_steps, ckpt_every=recovery_steps, log_every=max(1, recovery_steps // 2))
+    tc = recovery_config(trainer.tc, recovery_steps)
     recovery = HardenedTrainer(tc, space, hardened, init_params=params["net"])
     result = train(tc, Path(out_dir) / "recovery", progress=progress, trainer=recovery)
     jc = trainer.jc

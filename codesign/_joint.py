@@ -147,10 +147,14 @@ class JointTrainer(Trainer):
             tree["dual"] = {"mu": jnp.asarray(self.jc.lam, jnp.float32)}
         return tree
 
+    def optimizer_groups(self) -> dict[str, optax.GradientTransformation]:
+        """One optimiser per top-level key of the trainable state."""
+        return {"net": make_optimizer(self.tc), "knobs": optax.adam(self.jc.knob_lr),
+                "hw": optax.adam(self.jc.hw_lr), "dual": _dual_ascent(self.jc.dual_lr)}
+
     def build_optimizer(self) -> optax.GradientTransformation:
-        groups = {"net": make_optimizer(self.tc), "knobs": optax.adam(self.jc.knob_lr),
-                  "hw": optax.adam(self.jc.hw_lr), "dual": _dual_ascent(self.jc.dual_lr)}
-        return optax.partition(groups, lambda tree: {k: jax.tree.map(lambda _: k, v) for k, v in tree.items()})
+        return optax.partition(self.optimizer_groups(),
+                               lambda tree: {k: jax.tree.map(lambda _: k, v) for k, v in tree.items()})
 
     def temperature(self, step: jax.Array) -> jax.Array:
         frac = jnp.clip(jnp.asarray(step, jnp.float32) / max(self.tc.steps - 1, 1), 0.0, 1.0)

@@ -36,7 +36,6 @@ reference and a growing point set), `time_to_reach` when a curve first reaches a
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from pathlib import Path
@@ -49,11 +48,10 @@ import optax
 
 import nets
 from codesign import _targets
-from codesign._deploy import HardenedTrainer, design_cost
+from codesign._deploy import HardenedTrainer, design_cost, recovery_config
 from codesign._joint import JointTrainer
 from codesign._space import WIDTH_MULTIPLE, DesignSpace, _check_hardened, _full_widths
 from codesign._sweep import SweepConfig, front_and_volume
-from codesign._train import make_optimizer
 
 
 def width_choices(cfg: nets.ModelConfig, multiple: int = WIDTH_MULTIPLE) -> list[list[int]]:
@@ -216,10 +214,8 @@ class PathTrainer(JointTrainer):
     def init_trainable(self, net_params: Any) -> Any:
         return {**super().init_trainable(net_params), "lam": jnp.zeros((), jnp.float32)}
 
-    def build_optimizer(self) -> optax.GradientTransformation:
-        groups = {"net": make_optimizer(self.tc), "knobs": optax.adam(self.jc.knob_lr),
-                  "hw": optax.adam(self.jc.hw_lr), "lam": optax.set_to_zero()}
-        return optax.partition(groups, lambda tree: {k: jax.tree.map(lambda _: k, v) for k, v in tree.items()})
+    def optimizer_groups(self) -> dict[str, optax.GradientTransformation]:
+        return {**super().optimizer_groups(), "lam": optax.set_to_zero()}
 
     def temperature(self, step: jax.Array) -> jax.Array:
         return super().temperature(jnp.asarray(step) % self.tc.steps)
@@ -249,8 +245,8 @@ def gradient_path(sc: SweepConfig, init_net_params: Any, *, log=print) -> list[d
     evaluator = Evaluator(sc, init_net_params)
     space, cfg = evaluator.space, evaluator.cfg
     tc = sc.train_config(sc.steps)
-    jc = dataclasses.replace(sc.joint_config({"lam": 0.0}), lam=0.0)
-    recovery_tc = dataclasses.replace(sc.train_config(sc.recovery_steps), warmup_steps=0, lr=tc.lr * 0.3)
+    jc = sc.joint_config({"lam": 0.0})
+    recovery_tc = recovery_config(tc, sc.recovery_steps)
     t0 = time.perf_counter()
     trainer = PathTrainer(tc, jc, space, init_net_params=init_net_params)
     params, opt_state, step = trainer.params, trainer.opt_state, 0
@@ -349,4 +345,5 @@ def timed_sweep(sc: SweepConfig, out_dir: str | Path, *, progress: bool = False,
 
 
 __all__ = ["Evaluator", "PathTrainer", "candidate_key", "common_reference", "gradient_path", "hv_curve",
-           "random_candidate", "random_search", "speedup", "time_to_reach", "timed_sweep", "tpe_search", "width_choices"]
+           "random_candidate", "random_search", "speedup", "time_to_reach", "timed_sweep", "tpe_search",
+           "width_choices"]
