@@ -34,6 +34,11 @@ def main() -> int:
     parser.add_argument("--takeover", default="regenerate", choices=TAKEOVERS)
     parser.add_argument("--max-turns", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--turn-end-prob", type=float, default=1.0,
+                        help="chance a turn ends at a line end (1: one line per turn; 0.5: paragraphs, mean 2 lines)")
+    parser.add_argument("--max-chunk", type=int, default=16, help="bytes per turn at most")
+    parser.add_argument("--buf-len", type=int, default=256, help="context per sample (bytes)")
+    parser.add_argument("--tag", default="", help="suffix of the output files")
     parser.add_argument("--parts", default="accuracy,speed", help="accuracy and/or speed (split a long run)")
     args = parser.parse_args()
     out = Path(args.out)
@@ -52,11 +57,13 @@ def main() -> int:
                    n_accuracy=args.n_accuracy, m_accuracy=args.m_accuracy, n_speed=args.n_speed,
                    n_calibration=args.n_calibration, alpha=args.alpha, takeover=args.takeover,
                    max_turns=args.max_turns, seed=args.seed, min_turn_n=20 if args.tiny else 200,
-                   parts=tuple(args.parts.split(",")),
+                   parts=tuple(args.parts.split(",")), turn_end_prob=args.turn_end_prob,
+                   max_chunk=args.max_chunk, buf_len=args.buf_len,
                    log=lambda msg: print(msg, flush=True))
     report["models"] = pair.report.get("target", {}).get("test"), pair.report.get("draft", {}).get("test")
     table = format_bench(report)
     stem = "atts_speedup" if args.parts == "accuracy,speed" else "atts_speedup_" + args.parts.replace(",", "_")
+    stem += f"_{args.tag}" if args.tag else ""
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     (out / f"{stem}.txt").write_text(table + "\n")
     print(table)

@@ -182,3 +182,40 @@ def test_bad_run_input_is_a_clear_error(models):
         paired_bootstrap(np.ones(3), np.ones(4))
     with pytest.raises(ValueError, match="^scores"):   # NaN scores are refused by the calibrator itself
         StaticBank(4).init_state(jnp.asarray([1.0, jnp.nan]))
+
+
+def _newline_writer(name):
+    """A model that writes "\\n" after every input: attention and FFN zeroed, every embedding the
+    ones vector, the head reading only byte 10 (so each line is one byte long)."""
+    cfg = nets.ModelConfig(name=name, d_model=16, n_layers=1, max_seq_len=256,
+                           attention=nets.AttentionConfig(n_heads=2, n_kv_heads=2, head_dim=8),
+                           ffn=nets.FFNConfig(d_ff=32))
+    model = nets.TransformerLM(cfg, rngs=nnx.Rngs(params=0))
+    state = jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param))
+    nnx.update(model, state)
+    model.embed.embedding.value = jnp.ones_like(model.embed.embedding.value)
+    model.final_norm.scale.value = jnp.ones_like(model.final_norm.scale.value)
+    model.lm_head.kernel.value = jnp.zeros_like(model.lm_head.kernel.value).at[:, 10].set(10.0)
+    return model
+
+
+@pytest.mark.parametrize("mode", ["draft_only", "target_only"])
+@pytest.mark.parametrize("p", [1.0, 0.5, 0.25])
+def test_turns_are_paragraphs_of_a_geometric_number_of_lines(mode, p):
+    writer = _newline_writer("writer")
+    T, m = 8, 64
+    cfg = PipelineConfig(mode=mode, m=m, max_turns=T, max_chunk=40, buf_len=512, turn_end_prob=p)
+    r = run_pipeline(writer, writer, [make_problem(0, 3)], cfg, key=jax.random.key(1))
+    lines_per_turn = np.asarray([len(t) for t in r.texts[0]]) / T   # every line is the one byte "\n"
+    assert set("".join(r.texts[0])) == {"\n"}
+    if p == 1.0:
+        assert (lines_per_turn == 1).all()
+    else:  # geometric, mean 1/p, sd sqrt(1-p)/p; 512 turns: the mean within 5 standard errors
+        se = np.sqrt(1 - p) / p / np.sqrt(T * m)
+        assert abs(lines_per_turn.mean() - 1 / p) < 5 * se, (lines_per_turn.mean(), 1 / p)
+
+
+def test_turn_end_prob_outside_zero_one_is_a_clear_error():
+    for bad in (0.0, 1.5, -0.1, True):
+        with pytest.raises(ValueError, match="turn_end_prob"):
+            PipelineConfig(turn_end_prob=bad)
