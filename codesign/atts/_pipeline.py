@@ -1,6 +1,7 @@
 """The ATTS three-stage per-turn pipeline and its schedulers (arXiv 2509.15148, section 3).
 
-One turn = one scratchpad line of the arithmetic task (`codesign.data._arith`). Per turn:
+One turn = one scratchpad line of the arithmetic task (`codesign.data._arith`), or a paragraph of a
+geometric number of lines (`PipelineConfig.turn_end_prob` < 1). Per turn:
 
 1. the draft writes the chunk (sampled, one byte per tick, up to `max_chunk` bytes or a newline);
 2. the target scores it: the mean NLL (nats/byte) of the chunk from ONE prefill-only pass of the
