@@ -675,15 +675,14 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
         raise _fail("parts", parts, "must be a non-empty selection of accuracy, speed")
     key = jax.random.key(seed)
     k_cal, k_acc, k_speed = jax.random.split(key, 3)
-    common = dict(max_turns=max_turns, alpha=alpha, takeover=takeover, turn_end_prob=turn_end_prob,
-                  max_chunk=max_chunk, buf_len=buf_len)
+    turns = dict(max_turns=max_turns, turn_end_prob=turn_end_prob, max_chunk=max_chunk, buf_len=buf_len)
+    common = dict(turns, alpha=alpha, takeover=takeover)
     report = {"turn_end_prob": turn_end_prob, "max_chunk": max_chunk, "buf_len": buf_len, "device": str(jax.devices()[0]), "backend": jax.default_backend(), "alpha": alpha,
               "takeover": takeover, "task": dataclasses.asdict(task), "max_turns": max_turns,
               "draft_params": nets.param_count(draft), "target_params": nets.param_count(target)}
     start = time.perf_counter()
     cal_problems = list(task.dataset(n_calibration, seed + 11, "valid").problems)
-    bank = collect_bank(draft, target, cal_problems, m=m_accuracy, key=k_cal, batch_questions=batch_questions,
-                        **{k: v for k, v in common.items() if k not in ("alpha", "takeover")})
+    bank = collect_bank(draft, target, cal_problems, m=m_accuracy, key=k_cal, batch_questions=batch_questions, **turns)
     report["calibration"] = {"questions": n_calibration, "m": m_accuracy,
                              "scores_by_turn": int(np.isfinite(bank).sum()),
                              "median_by_turn": [float(np.nanmedian(bank[:, :, t])) if np.isfinite(bank[:, :, t]).any()
@@ -744,12 +743,17 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
     return report
 
 
+def _turns_line(report: dict) -> str:
+    p = report.get("turn_end_prob", 1.0)
+    kind = "one line each" if p >= 1 else f"paragraphs of a geometric number of lines, mean {1 / p:.3g}"
+    return f"turns: {kind}, max_chunk {report.get('max_chunk', 16)} bytes"
+
+
 def format_bench(report: dict) -> str:
     """A human-readable table of a `bench` report."""
     lines = [f"ATTS bench on {report['device']} ({report['backend']}): draft {report['draft_params']:,} params, "
              f"target {report['target_params']:,} params, alpha {report['alpha']}, takeover {report['takeover']}",
-             f"turns: {'one line each' if report.get('turn_end_prob', 1.0) >= 1 else 'paragraphs of a geometric number of lines, mean %.3g' % (1 / report['turn_end_prob'])}"
-             f", max_chunk {report.get('max_chunk', 16)} bytes",
+             _turns_line(report),
              "", f"{'run':<15} {'accuracy':>8} {'takeover':>8} {'diff vs target':>14} {'95% CI':>18}  non-inferior"]
     for name, e in report["accuracy"].items():
         ci = f"[{e['ci95'][0]:+.4f}, {e['ci95'][1]:+.4f}]" if "ci95" in e else ""

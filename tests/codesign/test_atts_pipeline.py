@@ -219,3 +219,16 @@ def test_turn_end_prob_outside_zero_one_is_a_clear_error():
     for bad in (0.0, 1.5, -0.1, True):
         with pytest.raises(ValueError, match="turn_end_prob"):
             PipelineConfig(turn_end_prob=bad)
+
+
+@pytest.mark.slow
+def test_bench_runs_every_arm_with_the_turn_structure_it_was_given(models):
+    from codesign.atts._models import ArithTask
+    from codesign.atts._pipeline import CALIBRATORS, bench, format_bench
+
+    report = bench(*models, ArithTask(3, 3), ms=(2,), n_accuracy=3, m_accuracy=2, n_speed=1, n_calibration=3,
+                   max_turns=3, min_turn_n=1, turn_end_prob=0.5, max_chunk=5, buf_len=64, log=None)
+    assert report["turn_end_prob"] == 0.5 and report["max_chunk"] == 5
+    assert set(report["accuracy"]) == {"target_only", "draft_only", "sync"} | {f"atts_{c}" for c in CALIBRATORS}
+    assert [row["m"] for row in report["speed"]] == [2]
+    assert "mean 2" in format_bench(report)
