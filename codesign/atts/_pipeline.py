@@ -26,6 +26,15 @@ vmapped per row), so nothing forces samples into lockstep. Modes (`PipelineConfi
 | "draft_only" | the draft writes every turn, nothing is scored | none |
 | "calibrate" | as draft_only, but every chunk is scored (collects a calibration bank) | none |
 
+Slots and admission (`PipelineConfig.slots`): by default every sample has its own slot and all start
+at once (the latency of a batch). With `slots` = S smaller than questions x m, S is the device's
+capacity, as in a serving engine with a fixed number of decode slots: a sample's slot is freed the
+tick it finishes, and waiting samples are admitted into free slots (their prompts prefilled in one
+call of at most `_admit_capacity` rows). "atts", "target_only" and "draft_only" admit sample by sample;
+"sync" admits a question when m slots are free, since its m samples advance turn by turn together.
+Every model call runs on all S slots, so a slot that is free, or held at a barrier, is capacity spent
+on nothing; this is the regime of ATTS' throughput claim.
+
 The answer of a question is the majority vote of its m samples' parsed answers (self-consistency,
 Wang et al. 2023, ICLR); ties go to the smallest answer. The ATTS notes do not fix how the m samples
 are aggregated, so this is our choice; `RunResult.answers` keeps every sample for other rules.
@@ -56,6 +65,7 @@ __all__ = ["PipelineConfig", "RunResult", "run_pipeline", "run_batched", "majori
 MODES = ("atts", "sync", "target_only", "draft_only", "calibrate")
 TAKEOVERS = ("regenerate", "append", "ordinal")
 CALIBRATORS = ("static", "window", "mondrian", "aci")
+BENCH_PARTS = ("accuracy", "speed", "serve")
 DRAFT, SCORE, TGEN, WAIT, DONE = 0, 1, 2, 3, 4
 _NEWLINE, _END, _ANSWER = 10, ord("$"), ord("A")
 
@@ -82,6 +92,7 @@ class PipelineConfig:
       It stands in for the blank-line-delimited paragraphs of real reasoning, whose lengths vary
       (ATTS' chunks run up to 500 tokens); on the arithmetic task every line has the same length,
       so with one-line turns the m samples of a question never straggle.
+    slots: the pool size S (a multiple of m), or None for one slot per sample (module docstring).
     """
 
     mode: str = "atts"
@@ -95,6 +106,7 @@ class PipelineConfig:
     target_temperature: float = 0.7
     buf_len: int = 256
     turn_end_prob: float = 1.0
+    slots: int | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -116,6 +128,9 @@ class PipelineConfig:
         p = self.turn_end_prob
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
             raise _fail("turn_end_prob", p, "must lie in (0, 1] (1 = one line per turn)")
+        if self.slots is not None and (not isinstance(self.slots, int) or isinstance(self.slots, bool)
+                                       or self.slots < self.m or self.slots % self.m):
+            raise _fail("slots", self.slots, f"must be None or a positive multiple of m={self.m}")
         if self.buf_len < 4 * (self.max_chunk + 1):
             raise _fail("buf_len", self.buf_len, f"must be at least 4 * (max_chunk + 1) = {4 * (self.max_chunk + 1)}")
 
@@ -123,6 +138,17 @@ class PipelineConfig:
     def thresholds(self) -> OrdinalThresholds:
         second = self.alpha / 2 if self.alpha_regenerate is None else self.alpha_regenerate
         return OrdinalThresholds((float(self.alpha), float(second)))
+
+
+class _Out(NamedTuple):
+    """Per-sample results (N = questions x m), written the tick a sample finishes."""
+
+    buf: jax.Array          # int32 (N, buf_len)
+    length: jax.Array       # committed bytes (the text is buf[prompt length:length])
+    scores: jax.Array       # float32 (N, T)
+    levels: jax.Array       # int32 (N, T)
+    admit: jax.Array        # tick the sample entered a slot
+    done: jax.Array         # tick it finished (-1: never)
 
 
 class _Slots(NamedTuple):
@@ -141,11 +167,14 @@ class _Slots(NamedTuple):
     target_cache: Any
     cal_state: Any
     key: jax.Array
-    counts: jax.Array       # int32 (8,): see _COUNTS
+    counts: jax.Array       # int32: see _COUNTS
+    sid: jax.Array          # int32 (S,): the sample (question x m + index) a slot serves, -1 if free
+    n_next: jax.Array       # int32 (): samples admitted so far (the next one to admit)
+    out: _Out
 
 
 _COUNTS = ("ticks", "draft_calls", "score_calls", "target_gen_calls", "draft_tokens", "target_tokens",
-           "active_slot_ticks", "waiting_slot_ticks")
+           "active_slot_ticks", "waiting_slot_ticks", "idle_slot_ticks", "prefill_calls")
 
 
 def _row_forward(graphdef, state, tokens_SxW, cache, start_S):
@@ -191,7 +220,7 @@ def _group_any(flag_S, group_S, n_groups):
     return jax.ops.segment_max(flag_S.astype(jnp.int32), group_S, n_groups)[group_S] > 0
 
 
-def _decide_sync(score_S, scoring_S, group_S, alpha):
+def _decide_sync(score_S, scoring_S, group_S, alpha, n_groups: int):
     """Top-B scores among the scoring slots of each group, B = round(alpha * #scoring in the group).
 
     Rank within a group by sorting (group, -score, slot): O(S log S), no S x S matrix.
@@ -203,20 +232,78 @@ def _decide_sync(score_S, scoring_S, group_S, alpha):
     sorted_group = group_S[order]
     rank_sorted = idx - jnp.searchsorted(sorted_group, sorted_group, side="left")
     rank_S = jnp.zeros(S, jnp.int32).at[order].set(rank_sorted.astype(jnp.int32))
-    n_group_S = jax.ops.segment_sum(scoring_S.astype(jnp.int32), group_S, score_S.shape[0])[group_S]
+    n_group_S = jax.ops.segment_sum(scoring_S.astype(jnp.int32), group_S, n_groups)[group_S]
     budget_S = jnp.floor(alpha * n_group_S + 0.5).astype(jnp.int32)
     return scoring_S & (rank_S < budget_S)
 
 
-def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_groups: int, group_S):
+def _admit_capacity(cfg: PipelineConfig, S: int) -> int:
+    """Rows one admission prefill serves (static): an eighth of the pool, at least a question."""
+    return min(S, max(cfg.m, S // 8))
+
+
+def _flush(out: _Out, fin_S, sid_S, buf, length, scores, levels, tick) -> _Out:
+    """Write the finished slots' samples into the per-sample results."""
+    at = jnp.where(fin_S, sid_S, out.length.shape[0])   # out of range: dropped
+    return _Out(out.buf.at[at].set(buf, mode="drop"), out.length.at[at].set(length, mode="drop"),
+                out.scores.at[at].set(scores, mode="drop"), out.levels.at[at].set(levels, mode="drop"),
+                out.admit, out.done.at[at].set(tick, mode="drop"))
+
+
+def _rows(cache, idx_A):
+    return jax.tree.map(lambda c: c[:, :, jnp.minimum(idx_A, c.shape[2] - 1)], cache)
+
+
+def _set_rows(cache, idx_A, rows):
+    return jax.tree.map(lambda c, r: c.at[:, :, idx_A].set(r, mode="drop"), cache, rows)
+
+
+def _buckets(S: int) -> tuple[int, ...]:
+    """Row counts a model call may run on, ascending: S, S/2, S/4, S/8 (those of at least 16 rows)."""
+    return tuple(sorted({S >> k for k in range(4) if S % (1 << k) == 0 and (S >> k) >= 16} | {S}))
+
+
+def _forward_some(gd, state, buf, cache, mask_S, pos_S, width: int, scratch: int):
+    """The model on `width` bytes from pos_S for the slots in mask_S: (logits (S, width, V), cache).
+
+    The call runs on the smallest bucket of `_buckets(S)` rows that holds every masked slot (rows
+    gathered, cache rows gathered and scattered back), so its cost follows the slots it serves, as
+    in a serving engine; unmasked slots get zero logits and keep their cache. With all S rows the
+    unmasked slots compute on scratch positions instead (no gather).
+    """
+    S = buf.shape[0]
+
+    def every(args):
+        cache, state = args
+        pos = jnp.where(mask_S, pos_S, scratch)
+        return _row_forward(gd, state, _window(buf, pos, width), cache, pos)
+
+    def some(C, args):
+        cache, state = args
+        idx = jnp.nonzero(mask_S, size=C, fill_value=S)[0]
+        at = jnp.minimum(idx, S - 1)
+        logits_C, rows = _row_forward(gd, state, _window(buf[at], pos_S[at], width), _rows(cache, idx), pos_S[at])
+        logits = jnp.zeros((S,) + logits_C.shape[1:], logits_C.dtype).at[idx].set(logits_C, mode="drop")
+        return logits, _set_rows(cache, idx, rows)
+
+    sizes = _buckets(S)
+    if len(sizes) == 1:
+        return every((cache, state))
+    n = mask_S.sum(dtype=jnp.int32)
+    pick = (jnp.asarray(sizes[:-1], jnp.int32) < n).sum(dtype=jnp.int32)
+    return jax.lax.switch(pick, [functools.partial(some, C) for C in sizes[:-1]] + [every], (cache, state))
+
+
+def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_groups: int, prompts, plen):
     slots, draft_state, target_state = carry
     S, L = slots.buf.shape
     W = cfg.max_chunk + 1
     scratch = L - W
     key, k_draft, k_score, k_gen, k_unif = jax.random.split(slots.key, 5)
     (buf, length, frontier, line_start, fed_draft, phase, turn, scores, levels, dcache, tcache, cal_state,
-     _, counts) = slots
+     _, counts, sid, n_next, out) = slots
     rows = jnp.arange(S)
+    group_S = jnp.maximum(sid, 0) // cfg.m   # a free slot is DONE: it never holds a barrier back
     active = phase != DONE
     counts = counts.at[0].add(1)
     # a line end closes the turn with probability turn_end_prob (one coin per slot and tick)
@@ -238,8 +325,7 @@ def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_grou
 
         def draft_step(args):
             buf, frontier, fed_draft, dcache, draft_state = args
-            pos = jnp.where(feeding, feed_pos, L - 1)
-            logits, dcache = _row_forward(draft_gd, draft_state, _window(buf, pos, 1), dcache, pos)
+            logits, dcache = _forward_some(draft_gd, draft_state, buf, dcache, feeding, feed_pos, 1, L - 1)
             tok = _sample(logits[:, 0], k_draft, cfg.draft_temperature)
             buf = _put(buf, frontier + 1, tok, generating)
             return (buf, jnp.where(generating, frontier + 1, frontier), jnp.where(feeding, feed_pos + 1, fed_draft),
@@ -268,8 +354,7 @@ def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_grou
 
         def score_step(args):
             buf, tcache, target_state = args
-            start = jnp.where(scoring, length - 1, scratch)
-            logits, tcache = _row_forward(target_gd, target_state, _window(buf, start, W), tcache, start)
+            logits, tcache = _forward_some(target_gd, target_state, buf, tcache, scoring, length - 1, W, scratch)
             chunk = _window(buf, jnp.where(scoring, length, scratch), W)
             logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
             nll_SxW = -jnp.take_along_axis(logp, chunk[..., None], -1)[..., 0]
@@ -292,7 +377,7 @@ def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_grou
             level = no_level
         elif cfg.mode == "sync":
             def decide_sync(score_S):
-                chosen = _decide_sync(score_S, scoring, group_S, cfg.alpha)
+                chosen = _decide_sync(score_S, scoring, group_S, cfg.alpha, n_groups)
                 return jnp.where(chosen, 1 if cfg.takeover == "append" else 2, 0).astype(jnp.int32)
 
             level = jax.lax.cond(scoring.any(), decide_sync, lambda _: no_level, score_S)
@@ -352,8 +437,7 @@ def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_grou
 
     def gen_step(args):
         buf, tcache, target_state = args
-        pos = jnp.where(gen, frontier, scratch)
-        logits, tcache = _row_forward(target_gd, target_state, _window(buf, pos, 1), tcache, pos)
+        logits, tcache = _forward_some(target_gd, target_state, buf, tcache, gen, frontier, 1, scratch)
         return _sample(logits[:, 0], k_gen, cfg.target_temperature), tcache
 
     tok, tcache = jax.lax.cond(gen.any(), gen_step, lambda a: (jnp.zeros(S, jnp.int32), a[1]),
@@ -381,18 +465,76 @@ def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_grou
     phase = jnp.where((turn >= cfg.max_turns) | full, DONE, phase)
     waiting = (phase == WAIT) | ((phase == SCORE) & (cfg.mode == "sync"))
     counts = counts.at[6].add(active.sum(dtype=jnp.int32)).at[7].add((waiting & active).sum(dtype=jnp.int32))
+    counts = counts.at[8].add((sid < 0).sum(dtype=jnp.int32))
+
+    # ---- finished samples leave their slots (results written out, the slot is free)
+    fin = (phase == DONE) & (sid >= 0)
+    out = jax.lax.cond(fin.any(), lambda a: _flush(*a), lambda a: a[0],
+                       (out, fin, sid, buf, length, scores, levels, counts[0]))
+    sid = jnp.where(fin, -1, sid)
+
+    # ---- admission: waiting samples take free slots (static: only when the pool is smaller than the queue)
+    N = out.length.shape[0]
+    if S < N:
+        A = _admit_capacity(cfg, S)
+        free = sid < 0
+        rank = jnp.cumsum(free, dtype=jnp.int32) - 1
+        n_free, left = free.sum(dtype=jnp.int32), N - n_next
+        if cfg.mode == "sync":   # a whole question, m slots, at once
+            k = cfg.m * jnp.minimum(jnp.minimum(n_free, A) // cfg.m, left // cfg.m)
+        else:
+            k = jnp.minimum(jnp.minimum(n_free, A), left)
+        admit = free & (rank < k)
+        new_sid = n_next + rank
+        q_S = jnp.clip(new_sid // cfg.m, 0, prompts.shape[0] - 1)
+        p_S = plen[q_S]
+
+        def prefill(args):
+            buf, dcache, tcache, draft_state, target_state = args
+            idx = jnp.nonzero(admit, size=A, fill_value=S)[0]
+            tokens = prompts[q_S[jnp.minimum(idx, S - 1)]]                     # (A, width)
+            row = jnp.zeros((A, L), jnp.int32).at[:, :tokens.shape[1]].set(tokens)
+            buf = buf.at[idx].set(row, mode="drop")
+            start = jnp.zeros(A, jnp.int32)
+            if cfg.mode != "target_only":
+                _, d = _row_forward(draft_gd, draft_state, tokens, _rows(dcache, idx), start)
+                dcache = _set_rows(dcache, idx, d)
+            if cfg.mode != "draft_only":
+                _, t = _row_forward(target_gd, target_state, tokens, _rows(tcache, idx), start)
+                tcache = _set_rows(tcache, idx, t)
+            return buf, dcache, tcache
+
+        buf, dcache, tcache = jax.lax.cond(admit.any(), prefill, lambda a: a[:3],
+                                           (buf, dcache, tcache, draft_state, target_state))
+        counts = counts.at[9].add(admit.any().astype(jnp.int32))
+        length = jnp.where(admit, p_S, length)
+        frontier = jnp.where(admit, p_S - 1, frontier)
+        line_start = jnp.where(admit, p_S, line_start)
+        fed_draft = jnp.where(admit, p_S - 1, fed_draft)
+        phase = jnp.where(admit, DRAFT, phase)
+        turn = jnp.where(admit, 0, turn)
+        scores = jnp.where(admit[:, None], jnp.nan, scores)
+        levels = jnp.where(admit[:, None], -1, levels)
+        out = out._replace(admit=out.admit.at[jnp.where(admit, new_sid, N)].set(counts[0], mode="drop"))
+        sid = jnp.where(admit, new_sid, sid)
+        n_next = n_next + k
     new = _Slots(buf, length, frontier, line_start, fed_draft, phase, turn, scores, levels, dcache, tcache,
-                 cal_state, key, counts)
+                 cal_state, key, counts, sid, n_next, out)
     return new, draft_state, target_state
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "calibrator", "draft_gd", "target_gd", "n_groups", "max_ticks"))
-def _run(slots, draft_state, target_state, group_S, *, cfg, calibrator, draft_gd, target_gd, n_groups, max_ticks):
+def _run(slots, draft_state, target_state, prompts, plen, *, cfg, calibrator, draft_gd, target_gd, n_groups,
+         max_ticks):
     body = functools.partial(_tick, cfg=cfg, calibrator=calibrator, draft_gd=draft_gd, target_gd=target_gd,
-                             n_groups=n_groups, group_S=group_S)
-    cond = lambda c: (c[0].phase != DONE).any() & (c[0].counts[0] < max_ticks)
-    out, _, _ = jax.lax.while_loop(cond, body, (slots, draft_state, target_state))
-    return out
+                             n_groups=n_groups, prompts=prompts, plen=plen)
+    N = slots.out.length.shape[0]
+    cond = lambda c: (((c[0].phase != DONE).any() | (c[0].n_next < N)) & (c[0].counts[0] < max_ticks))
+    s, _, _ = jax.lax.while_loop(cond, body, (slots, draft_state, target_state))
+    # stopped by max_ticks: what the unfinished samples have committed so far (done stays -1)
+    left = s.sid >= 0
+    out = _flush(s.out, left, s.sid, s.buf, s.length, s.scores, s.levels, -1)
+    return s._replace(out=out)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "width"))
@@ -413,6 +555,8 @@ class RunResult:
     exact match of the vote; texts: (Q, m) completions; scores / levels: (Q, m, T) per-turn target
     NLL of the draft chunk (NaN: not scored) and decision level (-1: not scored); counts: tick and
     token counters (`_COUNTS`); wall_s: seconds of the device run (compiled, prompts prefilled).
+    latency_ticks: (Q,) ticks from a question's first admitted sample to its last finished one
+    (-1: cut by max_ticks).
     """
 
     config: PipelineConfig
@@ -426,6 +570,7 @@ class RunResult:
     wall_s: float
     compile_s: float
     cal_state: Any = None
+    latency_ticks: np.ndarray | None = None
 
     @property
     def accuracy(self) -> float:
@@ -451,6 +596,10 @@ class RunResult:
                 "tokens_per_s": tokens / self.wall_s if self.wall_s > 0 else float("nan"),
                 "takeover_rate": float(((self.levels > 0).sum()) / max((self.levels >= 0).sum(), 1)),
                 "barrier_wait_fraction": c["waiting_slot_ticks"] / max(c["active_slot_ticks"], 1),
+                "idle_slot_fraction": c["idle_slot_ticks"] / max(c["idle_slot_ticks"] + c["active_slot_ticks"], 1),
+                "latency_s_mean": (float(np.mean(self.latency_ticks)) * self.wall_s / max(c["ticks"], 1)
+                                   if self.latency_ticks is not None and (self.latency_ticks >= 0).all()
+                                   else float("nan")),
                 "sync_time_s": self.wall_s * c["waiting_slot_ticks"] / max(c["active_slot_ticks"], 1),
                 "compile_s": self.compile_s, **c}
 
@@ -502,16 +651,20 @@ def run_pipeline(draft: nets.TransformerLM, target: nets.TransformerLM, problems
     else:
         calibrator, cal_state = None, jnp.zeros(())
     Q, m, T = len(problems), cfg.m, cfg.max_turns
-    S, L = Q * m, cfg.buf_len
+    N, L = Q * m, cfg.buf_len
+    S = N if cfg.slots is None else min(cfg.slots, N)
     prompts = [encode(format_problem(p)) for p in problems]
     width = max(len(p) for p in prompts)
     if width + 2 * (cfg.max_chunk + 1) >= L:
         raise _fail("buf_len", L, f"too short for a prompt of {width} bytes plus two chunks")
-    buf = np.zeros((S, L), np.int32)
-    lengths = np.zeros(S, np.int32)
+    table = np.zeros((Q, width), np.int32)
+    plen = np.asarray([len(p) for p in prompts], np.int32)
     for q, prompt in enumerate(prompts):
-        buf[q * m:(q + 1) * m, :len(prompt)] = prompt
-        lengths[q * m:(q + 1) * m] = len(prompt)
+        table[q, :len(prompt)] = prompt
+    # the first S samples (question-major) take the S slots; the rest wait for free slots
+    buf = np.zeros((S, L), np.int32)
+    buf[:, :width] = table[np.arange(S) // m]
+    lengths = plen[np.arange(S) // m]
     draft_gd, draft_state = nnx.split(draft)
     target_gd, target_state = nnx.split(target)
     buf = jnp.asarray(buf)
@@ -520,13 +673,16 @@ def run_pipeline(draft: nets.TransformerLM, target: nets.TransformerLM, problems
     length = jnp.asarray(lengths)
     slots = _Slots(buf, length, length - 1, length, length - 1, jnp.zeros(S, jnp.int32), jnp.zeros(S, jnp.int32),
                    jnp.full((S, T), jnp.nan, jnp.float32), jnp.full((S, T), -1, jnp.int32), dcache, tcache,
-                   cal_state, key, jnp.zeros(len(_COUNTS), jnp.int32))
-    group = jnp.asarray(np.repeat(np.arange(Q), m).astype(np.int32))
-    max_ticks = max_ticks or T * 3 * (cfg.max_chunk + 2) + 8
+                   cal_state, key, jnp.zeros(len(_COUNTS), jnp.int32), jnp.arange(S, dtype=jnp.int32),
+                   jnp.asarray(S, jnp.int32),
+                   _Out(jnp.zeros((N, L), jnp.int32), jnp.zeros(N, jnp.int32), jnp.full((N, T), jnp.nan, jnp.float32),
+                        jnp.full((N, T), -1, jnp.int32), jnp.zeros(N, jnp.int32), jnp.full(N, -1, jnp.int32)))
+    # a sample needs at most T * 3 * (max_chunk + 2) ticks; the pool serves ceil(N / S) of them in turn
+    max_ticks = max_ticks or -(-N // S) * T * 3 * (cfg.max_chunk + 2) + 8
     kwargs = dict(cfg=cfg, calibrator=calibrator, draft_gd=draft_gd, target_gd=target_gd, n_groups=Q,
                   max_ticks=max_ticks)
     jax.block_until_ready(slots)
-    args = (slots, draft_state, target_state, group)
+    args = (slots, draft_state, target_state, jnp.asarray(table), jnp.asarray(plen))
     cache_key = (tuple(sorted((k, v) for k, v in kwargs.items())),
                  jax.tree.structure(args), tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(args)))
     start = time.perf_counter()
@@ -537,15 +693,18 @@ def run_pipeline(draft: nets.TransformerLM, target: nets.TransformerLM, problems
     start = time.perf_counter()
     out = jax.block_until_ready(compiled(*args))
     wall_s = time.perf_counter() - start
-    out_buf, out_len = np.asarray(out.buf), np.asarray(out.length)
+    res = out.out
+    out_buf, out_len = np.asarray(res.buf), np.asarray(res.length)
     texts = [[decode(out_buf[q * m + i, len(prompts[q]):out_len[q * m + i]]) for i in range(m)] for q in range(Q)]
     answers = [[parse_answer(t) for t in row] for row in texts]
     voted = [majority_vote(row) for row in answers]
     correct = np.asarray([v is not None and v == p.answer for v, p in zip(voted, problems)])
     counts = dict(zip(_COUNTS, (int(c) for c in np.asarray(out.counts))))
-    return RunResult(cfg, answers, voted, correct, texts, np.asarray(out.scores).reshape(Q, m, T),
-                     np.asarray(out.levels).reshape(Q, m, T), counts, wall_s, compile_s,
-                     out.cal_state if cfg.mode == "atts" else None)
+    done, admitted = np.asarray(res.done).reshape(Q, m), np.asarray(res.admit).reshape(Q, m)
+    latency = np.where((done >= 0).all(1), done.max(1) - admitted.min(1), -1)
+    return RunResult(cfg, answers, voted, correct, texts, np.asarray(res.scores).reshape(Q, m, T),
+                     np.asarray(res.levels).reshape(Q, m, T), counts, wall_s, compile_s,
+                     out.cal_state if cfg.mode == "atts" else None, latency)
 
 
 def run_batched(draft, target, problems, cfg: PipelineConfig, *, key: jax.Array, calibrator=None, cal_state=None,
@@ -572,7 +731,8 @@ def run_batched(draft, target, problems, cfg: PipelineConfig, *, key: jax.Array,
     return RunResult(cfg, [a for r, n in parts for a in r.answers[:n]], [v for r, n in parts for v in r.voted[:n]],
                      np.concatenate([r.correct[:n] for r, n in parts]), [t for r, n in parts for t in r.texts[:n]],
                      np.concatenate([r.scores[:n] for r, n in parts]), np.concatenate([r.levels[:n] for r, n in parts]),
-                     counts, sum(r.wall_s for r, _ in parts), first.compile_s, cal_state)
+                     counts, sum(r.wall_s for r, _ in parts), first.compile_s, cal_state,
+                     np.concatenate([r.latency_ticks[:n] for r, n in parts]))
 
 
 def collect_bank(draft, target, problems, *, m: int, max_turns: int, key: jax.Array,
@@ -655,8 +815,8 @@ def _turn_rates(levels_QxmxT, alpha: float, min_n: int) -> dict:
 def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, m_accuracy: int = 16,
           n_speed: int = 8, n_calibration: int = 200, alpha: float = 0.25, takeover: str = "regenerate",
           speed_calibrator: str = "mondrian", max_turns: int = 16, batch_questions: int = 128, seed: int = 0,
-          min_turn_n: int = 200, parts=("accuracy", "speed"), turn_end_prob: float = 1.0, max_chunk: int = 16,
-          buf_len: int = 256, log=print) -> dict:
+          min_turn_n: int = 200, parts=BENCH_PARTS, turn_end_prob: float = 1.0, max_chunk: int = 16,
+          buf_len: int = 256, pool_slots: int = 256, serve_samples: int = 2048, log=print) -> dict:
     """The ATTS experiments on a trained pair; returns a JSON-ready report.
 
     1. Calibration bank: draft-only chunks of `n_calibration` validation problems x `m_accuracy`.
@@ -668,11 +828,16 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
        (`speed_calibrator`), synchronous and target-only; wall-clock per question (s), tokens/s
        (every generated byte, discarded draft chunks included), and the synchronisation time
        (wall-clock x share of the active slot-ticks spent waiting at a barrier).
-    `parts` picks 2 and/or 3 (1 always runs), so a long run can be split over two commands.
+    4. Serve (throughput): for every m in `ms`, serve_samples // m test questions through a pool of
+       `pool_slots` slots (`PipelineConfig.slots`: a freed slot takes the next waiting sample; sync
+       admits a question when m slots are free), ATTS vs sync vs target-only; wall-clock per question
+       = run wall / questions (the inverse of throughput), tokens/s, mean latency per question, the
+       share of slot time held at a barrier or free.
+    `parts` picks among 2, 3 and 4 (1 always runs), so a long run can be split over several commands.
     turn_end_prob, max_chunk, buf_len: the turn structure (`PipelineConfig`), the same in every run.
     """
-    if not set(parts) <= {"accuracy", "speed"} or not parts:
-        raise _fail("parts", parts, "must be a non-empty selection of accuracy, speed")
+    if not set(parts) <= set(BENCH_PARTS) or not parts:
+        raise _fail("parts", parts, f"must be a non-empty selection of {', '.join(BENCH_PARTS)}")
     key = jax.random.key(seed)
     k_cal, k_acc, k_speed = jax.random.split(key, 3)
     turns = dict(max_turns=max_turns, turn_end_prob=turn_end_prob, max_chunk=max_chunk, buf_len=buf_len)
@@ -689,7 +854,8 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
                                                 else None for t in range(bank.shape[2])]}
     if log:
         log(f"calibration bank: {int(np.isfinite(bank).sum())} scores ({time.perf_counter() - start:.0f} s)")
-    test = list(task.dataset(max(n_accuracy, n_speed), seed + 13, "test").problems)
+    n_serve = max(serve_samples // m for m in ms) if "serve" in parts else 0
+    test = list(task.dataset(max(n_accuracy, n_speed, n_serve), seed + 13, "test").problems)
     runs = {}
     for mode in (("target_only", "draft_only", "sync") if "accuracy" in parts else ()):
         cfg = PipelineConfig(mode=mode, m=m_accuracy, **common)
@@ -739,6 +905,28 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
         if log:
             log(f"speed m={m:<3} atts {row['atts']['wall_s_per_question'] * 1e3:.1f} ms/q, sync "
                 f"{row['sync']['wall_s_per_question'] * 1e3:.1f} ms/q, speedup {row['speedup_vs_sync']:.2f}x")
+    report["serve"] = []
+    for m in (ms if "serve" in parts else ()):
+        n_q = max(1, serve_samples // m)
+        row = {"m": m, "questions": n_q, "slots": pool_slots}
+        for mode in ("atts", "sync", "target_only"):
+            cfg = PipelineConfig(mode=mode, m=m, slots=max(m, pool_slots // m * m), **common)
+            cal, state = (make_calibrator(speed_calibrator, bank, alpha=alpha, max_turns=max_turns)
+                          if mode == "atts" else (None, None))
+            r = run_pipeline(draft, target, test[:n_q], cfg, key=jax.random.fold_in(k_speed, 1000 + m),
+                             calibrator=cal, cal_state=state)
+            sm = r.summary()
+            row[mode] = {"wall_s": r.wall_s, "wall_s_per_question": r.wall_s / n_q, "tokens_per_s": sm["tokens_per_s"],
+                         "latency_s_mean": sm["latency_s_mean"], "sync_time_s_per_question": sm["sync_time_s"] / n_q,
+                         "barrier_wait_fraction": sm["barrier_wait_fraction"],
+                         "idle_slot_fraction": sm["idle_slot_fraction"], "accuracy": r.accuracy,
+                         "takeover_rate": sm["takeover_rate"], "ticks": sm["ticks"], "compile_s": r.compile_s}
+        row["speedup_vs_sync"] = row["sync"]["wall_s_per_question"] / row["atts"]["wall_s_per_question"]
+        row["speedup_vs_target_only"] = row["target_only"]["wall_s_per_question"] / row["atts"]["wall_s_per_question"]
+        report["serve"].append(row)
+        if log:
+            log(f"serve m={m:<3} ({n_q} questions, {pool_slots} slots) atts {row['atts']['wall_s_per_question'] * 1e3:.2f}"
+                f" ms/q, sync {row['sync']['wall_s_per_question'] * 1e3:.2f} ms/q, speedup {row['speedup_vs_sync']:.2f}x")
     report["total_s"] = time.perf_counter() - start
     return report
 
@@ -776,5 +964,19 @@ def format_bench(report: dict) -> str:
                      f"{t['wall_s_per_question'] * 1e3:>11.2f} {row['speedup_vs_sync']:>7.2f}x "
                      f"{a['tokens_per_s']:>11.0f} {s_['tokens_per_s']:>11.0f} "
                      f"{s_['sync_time_s_per_question'] * 1e3:>14.2f}")
+    if report.get("serve"):
+        lines += ["", f"serving: a pool of {report['serve'][0]['slots']} slots, freed slots admit waiting samples "
+                      "(sync: a question when m slots are free); ms/q = run wall / questions",
+                  f"{'m':>3} {'questions':>9} {'atts ms/q':>10} {'sync ms/q':>10} {'target ms/q':>11} {'speedup':>8} "
+                  f"{'atts tok/s':>11} {'sync tok/s':>11} {'atts lat ms':>11} {'sync lat ms':>11} "
+                  f"{'sync held':>9} {'sync free':>9} {'acc a/s/t':>16}"]
+        for row in report["serve"]:
+            a, s_, t = row["atts"], row["sync"], row["target_only"]
+            lines.append(f"{row['m']:>3} {row['questions']:>9} {a['wall_s_per_question'] * 1e3:>10.3f} "
+                         f"{s_['wall_s_per_question'] * 1e3:>10.3f} {t['wall_s_per_question'] * 1e3:>11.3f} "
+                         f"{row['speedup_vs_sync']:>7.2f}x {a['tokens_per_s']:>11.0f} {s_['tokens_per_s']:>11.0f} "
+                         f"{a['latency_s_mean'] * 1e3:>11.1f} {s_['latency_s_mean'] * 1e3:>11.1f} "
+                         f"{s_['barrier_wait_fraction']:>9.1%} {s_['idle_slot_fraction']:>9.1%} "
+                         f"{a['accuracy']:.3f}/{s_['accuracy']:.3f}/{t['accuracy']:.3f}")
     lines.append(f"total {report['total_s']:.0f} s")
     return "\n".join(lines)

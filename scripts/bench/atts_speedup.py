@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 
 from codesign.atts._models import load_pair, train_pair
-from codesign.atts._pipeline import TAKEOVERS, bench, format_bench
+from codesign.atts._pipeline import BENCH_PARTS, TAKEOVERS, bench, format_bench
 
 
 def main() -> int:
@@ -39,14 +39,17 @@ def main() -> int:
     parser.add_argument("--max-chunk", type=int, default=16, help="bytes per turn at most")
     parser.add_argument("--buf-len", type=int, default=256, help="context per sample (bytes)")
     parser.add_argument("--tag", default="", help="suffix of the output files")
-    parser.add_argument("--parts", default="accuracy,speed", help="accuracy and/or speed (split a long run)")
+    parser.add_argument("--slots", type=int, default=256, help="pool size of the serving runs")
+    parser.add_argument("--serve-samples", type=int, default=2048, help="samples per serving run (questions = this / m)")
+    parser.add_argument("--parts", default=",".join(BENCH_PARTS),
+                        help=f"any of {', '.join(BENCH_PARTS)} (split a long run)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"ATTS bench on {jax.devices()[0]} ({jax.default_backend()})", flush=True)
     if args.tiny:
         args.ms, args.n_accuracy, args.m_accuracy, args.n_speed, args.n_calibration = "4,8", 16, 4, 2, 16
-        args.max_turns = 8
+        args.max_turns, args.slots, args.serve_samples = 8, 16, 64
     if args.ckpt:
         pair = load_pair(args.ckpt)
     else:
@@ -58,11 +61,12 @@ def main() -> int:
                    n_calibration=args.n_calibration, alpha=args.alpha, takeover=args.takeover,
                    max_turns=args.max_turns, seed=args.seed, min_turn_n=20 if args.tiny else 200,
                    parts=tuple(args.parts.split(",")), turn_end_prob=args.turn_end_prob,
-                   max_chunk=args.max_chunk, buf_len=args.buf_len,
+                   max_chunk=args.max_chunk, buf_len=args.buf_len, pool_slots=args.slots,
+                   serve_samples=args.serve_samples,
                    log=lambda msg: print(msg, flush=True))
     report["models"] = pair.report.get("target", {}).get("test"), pair.report.get("draft", {}).get("test")
     table = format_bench(report)
-    stem = "atts_speedup" if args.parts == "accuracy,speed" else "atts_speedup_" + args.parts.replace(",", "_")
+    stem = "atts_speedup" if args.parts == ",".join(BENCH_PARTS) else "atts_speedup_" + args.parts.replace(",", "_")
     stem += f"_{args.tag}" if args.tag else ""
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     (out / f"{stem}.txt").write_text(table + "\n")

@@ -116,6 +116,45 @@ def test_append_keeps_the_draft_chunk_and_the_target_continues(models):
         assert result.texts[q][0] == expected
 
 
+def _run(models, mode, problems=PROBLEMS, bank=None, **kw):
+    cfg = PipelineConfig(mode=mode, alpha=0.5 if mode == "sync" else 0.25, **{**GREEDY, **kw})
+    if mode != "atts":
+        return run_pipeline(*models, problems, cfg, key=jax.random.key(0))
+    cal = StaticBank(BANK)
+    return run_pipeline(*models, problems, cfg, key=jax.random.key(0), calibrator=cal, cal_state=cal.init_state(bank))
+
+
+@pytest.mark.parametrize("mode, bank", [("atts", jnp.full(BANK, -1.0)), ("atts", jnp.full(BANK, 1e6)),
+                                        ("sync", None), ("target_only", None)])
+def test_a_pool_smaller_than_the_queue_writes_what_one_slot_per_sample_writes(models, mode, bank):
+    problems = [make_problem(i, 3) for i in range(5)]          # 10 samples
+    alone = _run(models, mode, problems, bank)
+    for slots in (2, 4):                                       # one question at a time; two, then drain
+        pooled = _run(models, mode, problems, bank, slots=slots)
+        assert pooled.texts == alone.texts
+        np.testing.assert_array_equal(pooled.levels, alone.levels)
+        np.testing.assert_allclose(pooled.scores, alone.scores, rtol=1e-5)
+        assert pooled.counts["prefill_calls"] > 0 and pooled.counts["ticks"] > alone.counts["ticks"]
+        assert (pooled.latency_ticks > 0).all()
+    assert (alone.latency_ticks <= alone.counts["ticks"]).all() and alone.counts["prefill_calls"] == 0
+
+
+@pytest.mark.parametrize("mode", ["atts", "sync"])
+def test_calls_on_a_bucket_of_rows_write_what_calls_on_every_row_write(models, mode, monkeypatch):
+    from codesign.atts import _pipeline
+
+    problems = [make_problem(i, 3) for i in range(2)]
+    bank = jnp.linspace(0.0, 8.0, BANK)                        # some chunks rejected, some not
+    bucketed = _run(models, mode, problems, bank, m=16)        # 32 slots: calls on 16 or 32 rows
+    assert _pipeline._buckets(32) == (16, 32)
+    monkeypatch.setattr(_pipeline, "_buckets", lambda S: (S,))
+    monkeypatch.setattr(_pipeline, "_COMPILED", {})
+    every = _run(models, mode, problems, bank, m=16)
+    assert bucketed.texts == every.texts
+    np.testing.assert_array_equal(bucketed.levels, every.levels)
+    assert 0 < (bucketed.levels > 0).sum() < (bucketed.levels >= 0).sum()
+
+
 def test_majority_vote_and_paired_bootstrap():
     assert majority_vote([3, 5, 3, None, 5, 5]) == 5
     assert majority_vote([7, 2]) == 2          # tie: smallest
@@ -149,7 +188,7 @@ def test_make_calibrator_builds_every_variant_from_a_bank():
     ({"alpha": 0.0}, "alpha"), ({"alpha": 1.0}, "alpha"), ({"alpha": float("nan")}, "alpha"),
     ({"mode": "fast"}, "mode"), ({"takeover": "both"}, "takeover"), ({"m": 0}, "m"),
     ({"alpha_regenerate": 0.5}, "alpha_regenerate"), ({"draft_temperature": -1.0}, "draft_temperature"),
-    ({"buf_len": 8}, "buf_len")])
+    ({"buf_len": 8}, "buf_len"), ({"slots": 3}, "slots"), ({"slots": 8}, "slots"), ({"slots": True}, "slots")])
 def test_bad_config_is_a_clear_error(kw, field):
     with pytest.raises(ValueError, match=f"^{field}="):
         PipelineConfig(**kw)

@@ -1,0 +1,82 @@
+"""What one model call of the ATTS pipeline costs, by rows served: the draft's and the target's
+one-byte decode step and the target's scoring prefill of a chunk window, for the pair's configs.
+
+    PYTHONPATH=. python scripts/bench/atts_calls.py --out results/atts
+
+The pipeline (`codesign.atts._pipeline`) runs every call on all slots of its pool; this table
+says whether a call's time follows the rows it serves (compute-bound) or not (launch-bound), which
+decides what an idle slot costs. Writes <out>/atts_calls.json and <out>/atts_calls.txt.
+Weights are random (the time does not depend on them); the median of `--reps` timed calls after
+warm-up is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import nets
+from codesign.atts._models import draft_config, target_config
+from codesign.atts._pipeline import _row_forward
+
+
+def _time(fn, *args, reps: int) -> float:
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--rows", default="16,64,256,1024")
+    parser.add_argument("--widths", default="1,17,65", help="tokens per row per call (1 = decode step)")
+    parser.add_argument("--buf-len", type=int, default=320)
+    parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--size", default="full", choices=("full", "tiny"))
+    args = parser.parse_args()
+    rows_list = [int(x) for x in args.rows.split(",")]
+    widths = [int(x) for x in args.widths.split(",")]
+    report = {"device": str(jax.devices()[0]), "backend": jax.default_backend(), "buf_len": args.buf_len,
+              "reps": args.reps, "calls": []}
+    for name, cfg in (("draft", draft_config(args.size)), ("target", target_config(args.size))):
+        model = nets.TransformerLM(cfg, rngs=nnx.Rngs(params=0))
+        gd, state = nnx.split(model)
+        fn = jax.jit(lambda st, tok, cache, start, gd=gd: _row_forward(gd, st, tok, cache, start))
+        for rows in rows_list:
+            cache = nets.init_cache(model, rows, args.buf_len)
+            start = jnp.full(rows, 40, jnp.int32)
+            for width in widths:
+                tokens = jnp.ones((rows, width), jnp.int32)
+                t = _time(fn, state, tokens, cache, start, reps=args.reps)
+                report["calls"].append({"model": name, "params": nets.param_count(model), "rows": rows,
+                                        "width": width, "ms": t * 1e3, "us_per_row": t * 1e6 / rows})
+                print(f"{name:<6} rows {rows:>5} width {width:>3}: {t * 1e3:8.3f} ms", flush=True)
+    lines = [f"ATTS model calls on {report['device']} ({report['backend']}), buf_len {args.buf_len}, "
+             f"median of {args.reps}", "", f"{'model':<7} {'rows':>5} " + " ".join(f"{'w=' + str(w):>9}" for w in widths)
+             + "   (ms per call)"]
+    for name in ("draft", "target"):
+        for rows in rows_list:
+            cells = [c["ms"] for c in report["calls"] if c["model"] == name and c["rows"] == rows]
+            lines.append(f"{name:<7} {rows:>5} " + " ".join(f"{ms:>9.3f}" for ms in cells))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "atts_calls.json").write_text(json.dumps(report, indent=2))
+    (out / "atts_calls.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
