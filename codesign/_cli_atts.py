@@ -25,6 +25,13 @@ def _load(ckpt: str):
     return load_pair(ckpt)
 
 
+def _turn_options(turn_end_prob: float, max_chunk: int, buf_len: int) -> dict:
+    return dict(turn_end_prob=turn_end_prob, max_chunk=max_chunk, buf_len=buf_len)
+
+
+TURN_END_HELP = "Chance a turn ends at a line end (1: one line per turn; 0.5: paragraphs of 2 lines on average)."
+
+
 def _rates(levels) -> list:
     scored = levels >= 0
     n = scored.sum((0, 1))
@@ -74,23 +81,30 @@ def run(
     n: int = typer.Option(32, help="Held-out test problems."),
     m: int = typer.Option(8, help="Samples per problem."),
     max_turns: int = typer.Option(16, help="Turns (lines) per sample."),
+    turn_end_prob: float = typer.Option(1.0, help=TURN_END_HELP),
+    max_chunk: int = typer.Option(16, help="Bytes per turn at most."),
+    buf_len: int = typer.Option(256, help="Context per sample (bytes)."),
+    slots: int = typer.Option(0, help="Pool size (a multiple of m): freed slots admit waiting samples; "
+                                      "0: one slot per sample, 128 questions at a time."),
     seed: int = typer.Option(0),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Solve test problems with the pipeline; accuracy, takeover rate per turn and timing."""
-    from codesign.atts._pipeline import PipelineConfig, collect_bank, make_calibrator, run_batched
+    from codesign.atts._pipeline import PipelineConfig, collect_bank, make_calibrator, run_batched, run_pipeline
 
+    turns = _turn_options(turn_end_prob, max_chunk, buf_len)
+    cfg = PipelineConfig(mode=mode, takeover=takeover, alpha=alpha, m=m, max_turns=max_turns,
+                         slots=slots or None, **turns)
     pair = _load(ckpt)
-    cfg = PipelineConfig(mode=mode, takeover=takeover, alpha=alpha, m=m, max_turns=max_turns)
     cal = state = None
     if mode == "atts":
         scores = np.load(bank)["scores"] if bank else collect_bank(
             pair.draft, pair.target, list(pair.task.dataset(64, seed, "valid").problems), m=m, max_turns=max_turns,
-            key=jax.random.key(seed + 1))
+            key=jax.random.key(seed + 1), **turns)
         cal, state = make_calibrator(calibrator, scores, alpha=alpha, max_turns=max_turns)
     problems = list(pair.task.dataset(n, seed, "test").problems)
-    result = run_batched(pair.draft, pair.target, problems, cfg, key=jax.random.key(seed), calibrator=cal,
-                         cal_state=state)
+    run_fn = run_pipeline if slots else run_batched   # a pool serves every question in one run
+    result = run_fn(pair.draft, pair.target, problems, cfg, key=jax.random.key(seed), calibrator=cal, cal_state=state)
     summary = {**result.summary(), "rejection_by_turn": _rates(result.levels), "device": str(jax.devices()[0])}
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -100,6 +114,8 @@ def run(
     print(f"accuracy {summary['accuracy']:.4f}  takeover rate {summary['takeover_rate']:.3f}  "
           f"wall {summary['wall_s']:.3f} s ({summary['wall_s_per_question'] * 1e3:.2f} ms/question)  "
           f"{summary['tokens_per_s']:.0f} tokens/s  barrier wait {summary['barrier_wait_fraction']:.1%}")
+    print(f"mean latency per question {summary['latency_s_mean'] * 1e3:.2f} ms  slots free "
+          f"{summary['idle_slot_fraction']:.1%}  ticks {summary['ticks']}")
     rates = " ".join("-" if r is None else f"{r:.3f}" for r in summary["rejection_by_turn"])
     print(f"takeover rate by turn: {rates}")
 
@@ -113,16 +129,24 @@ def bench_cmd(
     n_accuracy: int = typer.Option(500, help="Held-out test problems for accuracy."),
     n_speed: int = typer.Option(8, help="Questions per m for the speed runs."),
     alpha: float = typer.Option(0.25, help="Rejection level in (0, 1)."),
+    turn_end_prob: float = typer.Option(1.0, help=TURN_END_HELP),
+    max_chunk: int = typer.Option(16, help="Bytes per turn at most."),
+    buf_len: int = typer.Option(256, help="Context per sample (bytes)."),
+    slots: int = typer.Option(256, help="Pool size of the serving runs."),
+    serve_samples: int = typer.Option(2048, help="Samples per serving run (questions = this / m)."),
+    parts: str = typer.Option("accuracy,speed,serve", help="Any of accuracy, speed, serve."),
     seed: int = typer.Option(0),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Accuracy vs target-only, takeover rate per turn per calibrator, async vs sync speed."""
+    """Accuracy vs target-only, takeover rate per turn per calibrator, async vs sync speed and throughput."""
     from codesign.atts._models import train_pair
     from codesign.atts._pipeline import bench, format_bench
 
     pair = _load(ckpt) if ckpt else train_pair(size, out=Path(out) / "models", seed=seed, log=None)
     report = bench(pair.draft, pair.target, pair.task, ms=tuple(int(x) for x in ms.split(",")),
-                   n_accuracy=n_accuracy, n_speed=n_speed, alpha=alpha, seed=seed, log=None)
+                   n_accuracy=n_accuracy, n_speed=n_speed, alpha=alpha, seed=seed, log=None,
+                   parts=tuple(x for x in parts.split(",") if x), pool_slots=slots, serve_samples=serve_samples,
+                   **_turn_options(turn_end_prob, max_chunk, buf_len))
     Path(out).mkdir(parents=True, exist_ok=True)
     Path(out, "atts_bench.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2) if as_json else format_bench(report))

@@ -32,8 +32,10 @@ capacity, as in a serving engine with a fixed number of decode slots: a sample's
 tick it finishes, and waiting samples are admitted into free slots (their prompts prefilled in one
 call of at most `_admit_capacity` rows). "atts", "target_only" and "draft_only" admit sample by sample;
 "sync" admits a question when m slots are free, since its m samples advance turn by turn together.
-Every model call runs on all S slots, so a slot that is free, or held at a barrier, is capacity spent
-on nothing; this is the regime of ATTS' throughput claim.
+Each model call runs on the smallest bucket of rows (S, S/2, S/4 or S/8) that holds the slots it
+serves (`_forward_some`), so its cost follows those slots, as in a serving engine with padded batch
+buckets: a slot that is free or held at a barrier costs little; this is the regime of ATTS'
+throughput claim. `bench` part "serve" measures it.
 
 The answer of a question is the majority vote of its m samples' parsed answers (self-consistency,
 Wang et al. 2023, ICLR); ties go to the smallest answer. The ATTS notes do not fix how the m samples

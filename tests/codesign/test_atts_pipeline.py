@@ -232,9 +232,9 @@ def _newline_writer(name):
     model = nets.TransformerLM(cfg, rngs=nnx.Rngs(params=0))
     state = jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param))
     nnx.update(model, state)
-    model.embed.embedding.value = jnp.ones_like(model.embed.embedding.value)
-    model.final_norm.scale.value = jnp.ones_like(model.final_norm.scale.value)
-    model.lm_head.kernel.value = jnp.zeros_like(model.lm_head.kernel.value).at[:, 10].set(10.0)
+    model.embed.embedding[...] = jnp.ones_like(model.embed.embedding[...])
+    model.final_norm.scale[...] = jnp.ones_like(model.final_norm.scale[...])
+    model.lm_head.kernel[...] = jnp.zeros_like(model.lm_head.kernel[...]).at[:, 10].set(10.0)
     return model
 
 
@@ -266,8 +266,14 @@ def test_bench_runs_every_arm_with_the_turn_structure_it_was_given(models):
     from codesign.atts._pipeline import CALIBRATORS, bench, format_bench
 
     report = bench(*models, ArithTask(3, 3), ms=(2,), n_accuracy=3, m_accuracy=2, n_speed=1, n_calibration=3,
-                   max_turns=3, min_turn_n=1, turn_end_prob=0.5, max_chunk=5, buf_len=64, log=None)
+                   max_turns=3, min_turn_n=1, turn_end_prob=0.5, max_chunk=5, buf_len=64, pool_slots=4,
+                   serve_samples=12, log=None)
     assert report["turn_end_prob"] == 0.5 and report["max_chunk"] == 5
     assert set(report["accuracy"]) == {"target_only", "draft_only", "sync"} | {f"atts_{c}" for c in CALIBRATORS}
     assert [row["m"] for row in report["speed"]] == [2]
-    assert "mean 2" in format_bench(report)
+    (serve,) = report["serve"]
+    assert (serve["m"], serve["questions"], serve["slots"]) == (2, 6, 4)
+    for mode in ("atts", "sync", "target_only"):   # 12 samples through 4 slots: all answered, in more ticks
+        assert serve[mode]["ticks"] > 0 and serve[mode]["latency_s_mean"] > 0
+    table = format_bench(report)
+    assert "mean 2" in table and "a pool of 4 slots" in table
