@@ -922,7 +922,8 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
                          "latency_s_mean": sm["latency_s_mean"], "sync_time_s_per_question": sm["sync_time_s"] / n_q,
                          "barrier_wait_fraction": sm["barrier_wait_fraction"],
                          "idle_slot_fraction": sm["idle_slot_fraction"], "accuracy": r.accuracy,
-                         "takeover_rate": sm["takeover_rate"], "ticks": sm["ticks"], "compile_s": r.compile_s}
+                         "takeover_rate": sm["takeover_rate"], "ticks": sm["ticks"], "compile_s": r.compile_s,
+                         "counts": r.counts}
         row["speedup_vs_sync"] = row["sync"]["wall_s_per_question"] / row["atts"]["wall_s_per_question"]
         row["speedup_vs_target_only"] = row["target_only"]["wall_s_per_question"] / row["atts"]["wall_s_per_question"]
         report["serve"].append(row)
