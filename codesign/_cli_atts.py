@@ -139,16 +139,17 @@ def bench_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Accuracy vs target-only, takeover rate per turn per calibrator, async vs sync speed and throughput."""
+    from codesign._deploy import atomic_write_json
     from codesign.atts._models import train_pair
     from codesign.atts._pipeline import bench, format_bench
 
     pair = _load(ckpt) if ckpt else train_pair(size, out=Path(out) / "models", seed=seed, log=None)
+    Path(out).mkdir(parents=True, exist_ok=True)
     report = bench(pair.draft, pair.target, pair.task, ms=tuple(int(x) for x in ms.split(",")),
                    n_accuracy=n_accuracy, n_speed=n_speed, alpha=alpha, seed=seed, log=None,
                    parts=tuple(x for x in parts.split(",") if x), pool_slots=slots, serve_samples=serve_samples,
+                   save=lambda r: atomic_write_json(Path(out, "atts_bench.json"), r),
                    **_turn_options(turn_end_prob, max_chunk, buf_len))
-    Path(out).mkdir(parents=True, exist_ok=True)
-    Path(out, "atts_bench.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2) if as_json else format_bench(report))
 
 

@@ -818,7 +818,7 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
           n_speed: int = 8, n_calibration: int = 200, alpha: float = 0.25, takeover: str = "regenerate",
           speed_calibrator: str = "mondrian", max_turns: int = 16, batch_questions: int = 128, seed: int = 0,
           min_turn_n: int = 200, parts=BENCH_PARTS, turn_end_prob: float = 1.0, max_chunk: int = 16,
-          buf_len: int = 256, pool_slots: int = 256, serve_samples: int = 2048, log=print) -> dict:
+          buf_len: int = 256, pool_slots: int = 256, serve_samples: int = 2048, log=print, save=None) -> dict:
     """The ATTS experiments on a trained pair; returns a JSON-ready report.
 
     1. Calibration bank: draft-only chunks of `n_calibration` validation problems x `m_accuracy`.
@@ -837,6 +837,8 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
        share of slot time held at a barrier or free.
     `parts` picks among 2, 3 and 4 (1 always runs), so a long run can be split over several commands.
     turn_end_prob, max_chunk, buf_len: the turn structure (`PipelineConfig`), the same in every run.
+    save: called with the report after every run (its "complete" is False until the end), so a
+    caller can write it out and an interrupted bench keeps what it measured.
     """
     if not set(parts) <= set(BENCH_PARTS) or not parts:
         raise _fail("parts", parts, f"must be a non-empty selection of {', '.join(BENCH_PARTS)}")
@@ -858,31 +860,33 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
         log(f"calibration bank: {int(np.isfinite(bank).sum())} scores ({time.perf_counter() - start:.0f} s)")
     n_serve = max(serve_samples // m for m in ms) if "serve" in parts else 0
     test = list(task.dataset(max(n_accuracy, n_speed, n_serve), seed + 13, "test").problems)
-    runs = {}
-    for mode in (("target_only", "draft_only", "sync") if "accuracy" in parts else ()):
+    report.update(accuracy={}, speed=[], serve=[], complete=False)
+
+    def progress():   # the report so far, after every run: an interrupted bench keeps what it measured
+        report["total_s"] = time.perf_counter() - start
+        if save:
+            save(report)
+
+    progress()
+    base = None
+    arms = [(mode, None) for mode in ("target_only", "draft_only", "sync")] + [("atts", c) for c in CALIBRATORS]
+    for mode, name in (arms if "accuracy" in parts else ()):
+        label = f"atts_{name}" if name else mode
+        cal, state = make_calibrator(name, bank, alpha=alpha, max_turns=max_turns) if name else (None, None)
         cfg = PipelineConfig(mode=mode, m=m_accuracy, **common)
-        runs[mode] = run_batched(draft, target, test[:n_accuracy], cfg, key=k_acc, batch_questions=batch_questions)
-        if log:
-            log(f"accuracy {mode:<12} {runs[mode].accuracy:.4f}")
-    for name in (CALIBRATORS if "accuracy" in parts else ()):
-        cal, state = make_calibrator(name, bank, alpha=alpha, max_turns=max_turns)
-        cfg = PipelineConfig(mode="atts", m=m_accuracy, **common)
-        runs[f"atts_{name}"] = run_batched(draft, target, test[:n_accuracy], cfg, key=k_acc, calibrator=cal, cal_state=state,
-                                           batch_questions=batch_questions)
-        if log:
-            log(f"accuracy atts_{name:<7} {runs[f'atts_{name}'].accuracy:.4f}")
-    base = runs["target_only"].correct if runs else None
-    report["accuracy"] = {}
-    for name, r in runs.items():
+        r = run_batched(draft, target, test[:n_accuracy], cfg, key=k_acc, calibrator=cal, cal_state=state,
+                        batch_questions=batch_questions)
+        base = r.correct if mode == "target_only" else base
         entry = {"accuracy": r.accuracy, "questions": len(r.voted), "m": m_accuracy,
                  "takeover_rate": r.summary()["takeover_rate"], "wall_s": r.wall_s}
-        if name.startswith("atts_") or name == "sync":
+        if mode in ("atts", "sync"):
             diff, lo, hi = paired_bootstrap(r.correct, base, seed=seed)
-            entry.update(diff_vs_target=diff, ci95=[lo, hi], non_inferior_1pt=lo > -0.01)
-        if name.startswith("atts_") or name == "sync":
-            entry["rejection"] = _turn_rates(r.levels, alpha, min_turn_n)
-        report["accuracy"][name] = entry
-    report["speed"] = []
+            entry.update(diff_vs_target=diff, ci95=[lo, hi], non_inferior_1pt=lo > -0.01,
+                         rejection=_turn_rates(r.levels, alpha, min_turn_n))
+        report["accuracy"][label] = entry
+        progress()
+        if log:
+            log(f"accuracy {label:<14} {r.accuracy:.4f}")
     for m in (ms if "speed" in parts else ()):
         row = {"m": m}
         for mode in ("atts", "sync", "target_only"):
@@ -904,10 +908,10 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
         row["speedup_vs_sync"] = row["sync"]["wall_s_per_question"] / row["atts"]["wall_s_per_question"]
         row["speedup_vs_target_only"] = row["target_only"]["wall_s_per_question"] / row["atts"]["wall_s_per_question"]
         report["speed"].append(row)
+        progress()
         if log:
             log(f"speed m={m:<3} atts {row['atts']['wall_s_per_question'] * 1e3:.1f} ms/q, sync "
                 f"{row['sync']['wall_s_per_question'] * 1e3:.1f} ms/q, speedup {row['speedup_vs_sync']:.2f}x")
-    report["serve"] = []
     for m in (ms if "serve" in parts else ()):
         n_q = max(1, serve_samples // m)
         row = {"m": m, "questions": n_q, "slots": pool_slots}
@@ -927,10 +931,12 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
         row["speedup_vs_sync"] = row["sync"]["wall_s_per_question"] / row["atts"]["wall_s_per_question"]
         row["speedup_vs_target_only"] = row["target_only"]["wall_s_per_question"] / row["atts"]["wall_s_per_question"]
         report["serve"].append(row)
+        progress()
         if log:
             log(f"serve m={m:<3} ({n_q} questions, {pool_slots} slots) atts {row['atts']['wall_s_per_question'] * 1e3:.2f}"
                 f" ms/q, sync {row['sync']['wall_s_per_question'] * 1e3:.2f} ms/q, speedup {row['speedup_vs_sync']:.2f}x")
-    report["total_s"] = time.perf_counter() - start
+    report["complete"] = True
+    progress()
     return report
 
 
@@ -981,5 +987,6 @@ def format_bench(report: dict) -> str:
                          f"{a['latency_s_mean'] * 1e3:>11.1f} {s_['latency_s_mean'] * 1e3:>11.1f} "
                          f"{s_['barrier_wait_fraction']:>9.1%} {s_['idle_slot_fraction']:>9.1%} "
                          f"{a['accuracy']:.3f}/{s_['accuracy']:.3f}/{t['accuracy']:.3f}")
-    lines.append(f"total {report['total_s']:.0f} s")
+    lines.append(f"total {report['total_s']:.0f} s" + ("" if report.get("complete", True)
+                                                      else " (PARTIAL: the bench was still running or was cut)"))
     return "\n".join(lines)

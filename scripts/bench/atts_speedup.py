@@ -4,7 +4,8 @@
     PYTHONPATH=. python scripts/bench/atts_speedup.py --tiny --out /tmp/atts-bench      # CPU check
 
 Without --ckpt the pair is trained first (scripts/atts_train.py does the same, with checks).
-Writes <out>/atts_speedup.json and <out>/atts_speedup.txt (the table that is also printed).
+Writes <out>/atts_speedup.json and <out>/atts_speedup.txt (the table that is also printed), rewritten
+after every run, so a run cut by a time limit keeps what it measured ("complete": false).
 The experiments are `codesign.atts._pipeline.bench`; this file only parses arguments.
 """
 
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import jax
 
+from codesign._deploy import atomic_write_json
 from codesign.atts._models import load_pair, train_pair
 from codesign.atts._pipeline import BENCH_PARTS, TAKEOVERS, bench, format_bench
 
@@ -56,6 +59,16 @@ def main() -> int:
         pair = train_pair("tiny" if args.tiny else "full", out=out / "models", seed=args.seed,
                           test_n=200 if args.tiny else 1000)
         print(json.dumps({k: pair.report[k] for k in ("target_ok", "draft_ok")}), flush=True)
+    stem = "atts_speedup" if args.parts == ",".join(BENCH_PARTS) else "atts_speedup_" + args.parts.replace(",", "_")
+    stem += f"_{args.tag}" if args.tag else ""
+    models = pair.report.get("target", {}).get("test"), pair.report.get("draft", {}).get("test")
+
+    def save(report: dict) -> None:   # after every run, through a temporary file and a rename
+        atomic_write_json(out / f"{stem}.json", {**report, "models": models})
+        tmp = out / f"{stem}.txt.tmp"
+        tmp.write_text(format_bench(report) + "\n")
+        os.replace(tmp, out / f"{stem}.txt")
+
     report = bench(pair.draft, pair.target, pair.task, ms=tuple(int(m) for m in args.ms.split(",")),
                    n_accuracy=args.n_accuracy, m_accuracy=args.m_accuracy, n_speed=args.n_speed,
                    n_calibration=args.n_calibration, alpha=args.alpha, takeover=args.takeover,
@@ -63,14 +76,8 @@ def main() -> int:
                    parts=tuple(args.parts.split(",")), turn_end_prob=args.turn_end_prob,
                    max_chunk=args.max_chunk, buf_len=args.buf_len, pool_slots=args.slots,
                    serve_samples=args.serve_samples,
-                   log=lambda msg: print(msg, flush=True))
-    report["models"] = pair.report.get("target", {}).get("test"), pair.report.get("draft", {}).get("test")
-    table = format_bench(report)
-    stem = "atts_speedup" if args.parts == ",".join(BENCH_PARTS) else "atts_speedup_" + args.parts.replace(",", "_")
-    stem += f"_{args.tag}" if args.tag else ""
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
-    (out / f"{stem}.txt").write_text(table + "\n")
-    print(table)
+                   log=lambda msg: print(msg, flush=True), save=save)
+    print(format_bench(report))
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.txt')}")
     return 0
 

@@ -5,6 +5,8 @@ Greedy decoding makes every run deterministic, so scheduling can be checked exac
 write the target's own text, one that never rejects the draft's, whatever the schedule.
 """
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -265,9 +267,14 @@ def test_bench_runs_every_arm_with_the_turn_structure_it_was_given(models):
     from codesign.atts._models import ArithTask
     from codesign.atts._pipeline import CALIBRATORS, bench, format_bench
 
+    saved = []
     report = bench(*models, ArithTask(3, 3), ms=(2,), n_accuracy=3, m_accuracy=2, n_speed=1, n_calibration=3,
                    max_turns=3, min_turn_n=1, turn_end_prob=0.5, max_chunk=5, buf_len=64, pool_slots=4,
-                   serve_samples=12, log=None)
+                   serve_samples=12, log=None, save=lambda r: saved.append(json.loads(json.dumps(r))))
+    # saved after every run (7 accuracy arms, 1 speed row, 1 serve row, start and end), complete only at the end
+    assert len(saved) == 11 and [r["complete"] for r in saved] == [False] * 10 + [True]
+    assert [len(r["accuracy"]) for r in saved[:9]] == list(range(8)) + [7] and saved[-1] == json.loads(json.dumps(report))
+    assert "PARTIAL" in format_bench(saved[3]) and "PARTIAL" not in format_bench(report)
     assert report["turn_end_prob"] == 0.5 and report["max_chunk"] == 5
     assert set(report["accuracy"]) == {"target_only", "draft_only", "sync"} | {f"atts_{c}" for c in CALIBRATORS}
     assert [row["m"] for row in report["speed"]] == [2]
