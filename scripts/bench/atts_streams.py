@@ -1,0 +1,102 @@
+"""Can the draft and the target run at the same time on ONE GPU? A loop of independent draft and target
+calls (the ATTS pair's configs, 256 slots), once on one stream and once with the draft call put on a
+second CUDA stream (`jax.experimental.compute_on.compute_on("gpu_stream:1")`, XLA's stream annotation).
+
+    PYTHONPATH=. python scripts/bench/atts_streams.py --out results/atts
+
+If the second is faster than the first, draft and target calls overlap and an asynchronous tick could
+cost max(draft, target) instead of their sum (what two devices give). Writes <out>/atts_streams.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import nets
+from codesign.atts._models import draft_config, target_config
+from codesign.atts._pipeline import _row_forward
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--rows", type=int, default=256)
+    parser.add_argument("--buf-len", type=int, default=320)
+    parser.add_argument("--iters", type=int, default=200)
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args()
+    from jax.experimental.compute_on import compute_on
+
+    S, L = args.rows, args.buf_len
+    draft = nets.TransformerLM(draft_config(), rngs=nnx.Rngs(params=0))
+    target = nets.TransformerLM(target_config(), rngs=nnx.Rngs(params=1))
+    dgd, dstate = nnx.split(draft)
+    tgd, tstate = nnx.split(target)
+
+    def draft_call(state, cache, i):
+        start = jnp.full(S, 40, jnp.int32) + i % 64
+        logits, cache = _row_forward(dgd, state, jnp.ones((S, 1), jnp.int32), cache, start)
+        return logits[:, 0, 0], cache
+
+    def target_call(state, cache, i):
+        start = jnp.full(S, 40, jnp.int32) + i % 64
+        logits, cache = _row_forward(tgd, state, jnp.ones((S, 1), jnp.int32), cache, start)
+        return logits[:, 0, 0], cache
+
+    streamed_draft = compute_on("gpu_stream:1")(jax.jit(draft_call))
+
+    def make(kind):
+        @jax.jit
+        def loop(dstate, tstate, dcache, tcache):
+            def body(i, c):   # the weights ride in the carry: nnx merges them at the loop's trace level
+                dc, tc, acc, dstate, tstate = c
+                if kind in ("both", "streams"):
+                    d_out, dc = (streamed_draft if kind == "streams" else draft_call)(dstate, dc, i)
+                    t_out, tc = target_call(tstate, tc, i)
+                    acc = acc + d_out.sum() + t_out.sum()
+                elif kind == "draft":
+                    d_out, dc = draft_call(dstate, dc, i)
+                    acc = acc + d_out.sum()
+                else:
+                    t_out, tc = target_call(tstate, tc, i)
+                    acc = acc + t_out.sum()
+                return dc, tc, acc, dstate, tstate
+            return jax.lax.fori_loop(0, args.iters, body, (dcache, tcache, jnp.zeros(()), dstate, tstate))[2]
+        return loop
+
+    report = {"device": str(jax.devices()[0]), "rows": S, "buf_len": L, "iters": args.iters, "ms_per_iter": {}}
+    caches = (nets.init_cache(draft, S, L), nets.init_cache(target, S, L))
+    for kind in ("draft", "target", "both", "streams"):
+        try:
+            fn = make(kind)
+            jax.block_until_ready(fn(dstate, tstate, *caches))
+            times = []
+            for _ in range(args.reps):
+                start = time.perf_counter()
+                jax.block_until_ready(fn(dstate, tstate, *caches))
+                times.append(time.perf_counter() - start)
+            report["ms_per_iter"][kind] = float(np.median(times)) * 1e3 / args.iters
+        except Exception as err:  # an unsupported annotation is a result to report, not a crash
+            report["ms_per_iter"][kind] = None
+            report[f"{kind}_error"] = f"{type(err).__name__}: {str(err)[:300]}"
+        print(kind, report["ms_per_iter"][kind], report.get(f"{kind}_error", ""), flush=True)
+    ms = report["ms_per_iter"]
+    if all(ms.get(k) for k in ("both", "streams")):
+        report["overlap_gain"] = ms["both"] / ms["streams"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "atts_streams.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
