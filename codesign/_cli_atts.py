@@ -25,11 +25,12 @@ def _load(ckpt: str):
     return load_pair(ckpt)
 
 
-def _turn_options(turn_end_prob: float, max_chunk: int, buf_len: int) -> dict:
-    return dict(turn_end_prob=turn_end_prob, max_chunk=max_chunk, buf_len=buf_len)
+def _turn_options(turn_end_prob: float, max_chunk: int, buf_len: int, overlap: bool) -> dict:
+    return dict(turn_end_prob=turn_end_prob, max_chunk=max_chunk, buf_len=buf_len, overlap=overlap)
 
 
 TURN_END_HELP = "Chance a turn ends at a line end (1: one line per turn; 0.5: paragraphs of 2 lines on average)."
+OVERLAP_HELP = "Overlapped ticks: the target's calls read the tick's start, the draft's call runs on a second CUDA stream."
 
 
 def _rates(levels) -> list:
@@ -84,6 +85,7 @@ def run(
     turn_end_prob: float = typer.Option(1.0, help=TURN_END_HELP),
     max_chunk: int = typer.Option(16, help="Bytes per turn at most."),
     buf_len: int = typer.Option(256, help="Context per sample (bytes)."),
+    overlap: bool = typer.Option(False, "--overlap", help=OVERLAP_HELP),
     slots: int = typer.Option(0, help="Pool size (a multiple of m): freed slots admit waiting samples; "
                                       "0: one slot per sample, 128 questions at a time."),
     seed: int = typer.Option(0),
@@ -92,7 +94,7 @@ def run(
     """Solve test problems with the pipeline; accuracy, takeover rate per turn and timing."""
     from codesign.atts._pipeline import PipelineConfig, collect_bank, make_calibrator, run_batched, run_pipeline
 
-    turns = _turn_options(turn_end_prob, max_chunk, buf_len)
+    turns = _turn_options(turn_end_prob, max_chunk, buf_len, overlap)
     cfg = PipelineConfig(mode=mode, takeover=takeover, alpha=alpha, m=m, max_turns=max_turns,
                          slots=slots or None, **turns)
     pair = _load(ckpt)
@@ -132,6 +134,7 @@ def bench_cmd(
     turn_end_prob: float = typer.Option(1.0, help=TURN_END_HELP),
     max_chunk: int = typer.Option(16, help="Bytes per turn at most."),
     buf_len: int = typer.Option(256, help="Context per sample (bytes)."),
+    overlap: bool = typer.Option(False, "--overlap", help=OVERLAP_HELP),
     slots: int = typer.Option(256, help="Pool size of the serving runs."),
     serve_samples: int = typer.Option(2048, help="Samples per serving run (questions = this / m)."),
     parts: str = typer.Option("accuracy,speed,serve", help="Any of accuracy, speed, serve."),
@@ -149,7 +152,7 @@ def bench_cmd(
                    n_accuracy=n_accuracy, n_speed=n_speed, alpha=alpha, seed=seed, log=None,
                    parts=tuple(x for x in parts.split(",") if x), pool_slots=slots, serve_samples=serve_samples,
                    save=lambda r: atomic_write_json(Path(out, "atts_bench.json"), r),
-                   **_turn_options(turn_end_prob, max_chunk, buf_len))
+                   **_turn_options(turn_end_prob, max_chunk, buf_len, overlap))
     print(json.dumps(report, indent=2) if as_json else format_bench(report))
 
 

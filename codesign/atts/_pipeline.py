@@ -95,6 +95,11 @@ class PipelineConfig:
       (ATTS' chunks run up to 500 tokens); on the arithmetic task every line has the same length,
       so with one-line turns the m samples of a question never straggle.
     slots: the pool size S (a multiple of m), or None for one slot per sample (module docstring).
+    overlap: the target's calls of a tick read the tick's starting state (a chunk is scored the tick
+      after it ends, a taken-over turn is written from the tick after the decision), so the draft's
+      call is independent of the target's and, on a GPU, goes to a second CUDA stream (XLA's stream
+      annotation, `compute_on("gpu_stream:1")`), where the two can run at once, as the paper's draft
+      and target servers do. Same decisions and texts; one more tick per scored turn.
     """
 
     mode: str = "atts"
@@ -109,6 +114,7 @@ class PipelineConfig:
     buf_len: int = 256
     turn_end_prob: float = 1.0
     slots: int | None = None
+    overlap: bool = False
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -133,6 +139,8 @@ class PipelineConfig:
         if self.slots is not None and (not isinstance(self.slots, int) or isinstance(self.slots, bool)
                                        or self.slots < self.m or self.slots % self.m):
             raise _fail("slots", self.slots, f"must be None or a positive multiple of m={self.m}")
+        if not isinstance(self.overlap, bool):
+            raise _fail("overlap", self.overlap, "must be True or False")
         if self.buf_len < 4 * (self.max_chunk + 1):
             raise _fail("buf_len", self.buf_len, f"must be at least 4 * (max_chunk + 1) = {4 * (self.max_chunk + 1)}")
 
@@ -296,6 +304,11 @@ def _forward_some(gd, state, buf, cache, mask_S, pos_S, width: int, scratch: int
     return jax.lax.switch(pick, [functools.partial(some, C) for C in sizes[:-1]] + [every], (cache, state))
 
 
+def _annotate_stream() -> bool:
+    """Whether overlapped ticks put the draft's call on a second stream (XLA honours it on GPUs)."""
+    return jax.default_backend() == "gpu"
+
+
 def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_groups: int, prompts, plen):
     slots, draft_state, target_state = carry
     S, L = slots.buf.shape
@@ -305,6 +318,9 @@ def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_grou
     (buf, length, frontier, line_start, fed_draft, phase, turn, scores, levels, dcache, tcache, cal_state,
      _, counts, sid, n_next, out) = slots
     rows = jnp.arange(S)
+    # overlap: the target's calls read the tick's starting state, never the draft's output
+    overlap = cfg.overlap and cfg.mode in ("atts", "sync", "calibrate")
+    buf0, frontier0, phase0 = buf, frontier, phase
     group_S = jnp.maximum(sid, 0) // cfg.m   # a free slot is DONE: it never holds a barrier back
     active = phase != DONE
     counts = counts.at[0].add(1)
@@ -326,16 +342,23 @@ def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_grou
         feed_pos = jnp.minimum(fed_draft, frontier)
 
         def draft_step(args):
-            buf, frontier, fed_draft, dcache, draft_state = args
+            buf, frontier, fed_draft, dcache, draft_state, feeding, generating, feed_pos, k_draft = args
             logits, dcache = _forward_some(draft_gd, draft_state, buf, dcache, feeding, feed_pos, 1, L - 1)
             tok = _sample(logits[:, 0], k_draft, cfg.draft_temperature)
             buf = _put(buf, frontier + 1, tok, generating)
             return (buf, jnp.where(generating, frontier + 1, frontier), jnp.where(feeding, feed_pos + 1, fed_draft),
                     dcache)
 
-        # the weights ride along as an operand so the merged module lives at the branch's trace level
-        buf, frontier, fed_draft, dcache = jax.lax.cond(
-            feeding.any(), draft_step, lambda a: a[:4], (buf, frontier, fed_draft, dcache, draft_state))
+        def draft_call(*args):
+            # the weights ride along as an operand so the merged module lives at the branch's trace level
+            return jax.lax.cond(args[5].any(), draft_step, lambda a: a[:4], args)
+
+        if overlap and _annotate_stream():
+            from jax.experimental.compute_on import compute_on
+
+            draft_call = compute_on("gpu_stream:1")(jax.jit(draft_call))
+        buf, frontier, fed_draft, dcache = draft_call(buf, frontier, fed_draft, dcache, draft_state, feeding,
+                                                      generating, feed_pos, k_draft)
         counts = counts.at[1].add(feeding.any().astype(jnp.int32)).at[4].add(generating.sum(dtype=jnp.int32))
         last = buf[rows, frontier]
         chunk_end = generating & turn_ends(last, frontier - line_start + 1)
@@ -350,12 +373,16 @@ def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_grou
 
     # ---- target scores the ready chunks: one prefill of [length-1, length-1+W) per slot
     if cfg.mode in ("atts", "sync", "calibrate"):
-        scoring = phase == SCORE
+        ph = phase0 if overlap else phase
+        scoring = ph == SCORE
         if cfg.mode == "sync":  # barrier: every still-active sibling must have finished its chunk
-            scoring = scoring & _group_all((phase == SCORE) | (phase == DONE), group_S, n_groups)
+            scoring = scoring & _group_all((ph == SCORE) | (ph == DONE), group_S, n_groups)
+        # a scoring slot's chunk is the same before and after the draft's byte (the draft writes drafting slots)
+        src_buf, src_frontier = (buf0, frontier0) if overlap else (buf, frontier)
 
         def score_step(args):
             buf, tcache, target_state = args
+            frontier = src_frontier
             logits, tcache = _forward_some(target_gd, target_state, buf, tcache, scoring, length - 1, W, scratch)
             chunk = _window(buf, jnp.where(scoring, length, scratch), W)
             logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
@@ -368,7 +395,7 @@ def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_grou
 
         zero = (jnp.zeros(S, jnp.float32), jnp.zeros(S, jnp.int32), tcache)
         score_S, first_tok, tcache = jax.lax.cond(scoring.any(), score_step, lambda a: zero,
-                                                  (buf, tcache, target_state))
+                                                  (src_buf, tcache, target_state))
         counts = counts.at[2].add(scoring.any().astype(jnp.int32))
         turn_idx = jnp.clip(turn, 0, cfg.max_turns - 1)
 
@@ -435,20 +462,22 @@ def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_grou
     # ---- target writes: one byte for every slot it has taken over (or every slot: target_only)
     if cfg.mode == "target_only":
         phase = jnp.where(phase == DRAFT, TGEN, phase)
-    gen = (phase == TGEN) & ~first_end
+    # overlap: the slots taken over before this tick (their last byte is the same in buf0 and buf)
+    gen = (phase0 == TGEN) if overlap else (phase == TGEN) & ~first_end
+    gen_frontier = frontier0 if overlap else frontier
 
     def gen_step(args):
         buf, tcache, target_state = args
-        logits, tcache = _forward_some(target_gd, target_state, buf, tcache, gen, frontier, 1, scratch)
+        logits, tcache = _forward_some(target_gd, target_state, buf, tcache, gen, gen_frontier, 1, scratch)
         return _sample(logits[:, 0], k_gen, cfg.target_temperature), tcache
 
     tok, tcache = jax.lax.cond(gen.any(), gen_step, lambda a: (jnp.zeros(S, jnp.int32), a[1]),
-                               (buf, tcache, target_state))
+                               (buf0 if overlap else buf, tcache, target_state))
     counts = counts.at[3].add(gen.any().astype(jnp.int32)).at[5].add(gen.sum(dtype=jnp.int32))
     buf = _put(buf, frontier + 1, tok, gen)
     frontier = jnp.where(gen, frontier + 1, frontier)
     last = buf[rows, frontier]
-    line_end = ((phase == TGEN) & turn_ends(last, frontier - line_start + 1)) | first_end
+    line_end = (gen & turn_ends(last, frontier - line_start + 1)) | first_end   # gen: the slots that wrote a byte
     done = line_end & _line_done(buf, line_start, frontier)
     length = jnp.where(line_end, frontier + 1, length)
     line_start = jnp.where(line_end, frontier + 1, line_start)
@@ -818,7 +847,8 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
           n_speed: int = 8, n_calibration: int = 200, alpha: float = 0.25, takeover: str = "regenerate",
           speed_calibrator: str = "mondrian", max_turns: int = 16, batch_questions: int = 128, seed: int = 0,
           min_turn_n: int = 200, parts=BENCH_PARTS, turn_end_prob: float = 1.0, max_chunk: int = 16,
-          buf_len: int = 256, pool_slots: int = 256, serve_samples: int = 2048, log=print, save=None) -> dict:
+          buf_len: int = 256, pool_slots: int = 256, serve_samples: int = 2048, overlap: bool = False, log=print,
+          save=None) -> dict:
     """The ATTS experiments on a trained pair; returns a JSON-ready report.
 
     1. Calibration bank: draft-only chunks of `n_calibration` validation problems x `m_accuracy`.
@@ -836,7 +866,7 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
        = run wall / questions (the inverse of throughput), tokens/s, mean latency per question, the
        share of slot time held at a barrier or free.
     `parts` picks among 2, 3 and 4 (1 always runs), so a long run can be split over several commands.
-    turn_end_prob, max_chunk, buf_len: the turn structure (`PipelineConfig`), the same in every run.
+    turn_end_prob, max_chunk, buf_len, overlap: `PipelineConfig` settings, the same in every run.
     save: called with the report after every run (its "complete" is False until the end), so a
     caller can write it out and an interrupted bench keeps what it measured.
     """
@@ -844,9 +874,10 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
         raise _fail("parts", parts, f"must be a non-empty selection of {', '.join(BENCH_PARTS)}")
     key = jax.random.key(seed)
     k_cal, k_acc, k_speed = jax.random.split(key, 3)
-    turns = dict(max_turns=max_turns, turn_end_prob=turn_end_prob, max_chunk=max_chunk, buf_len=buf_len)
+    turns = dict(max_turns=max_turns, turn_end_prob=turn_end_prob, max_chunk=max_chunk, buf_len=buf_len, overlap=overlap)
     common = dict(turns, alpha=alpha, takeover=takeover)
-    report = {"turn_end_prob": turn_end_prob, "max_chunk": max_chunk, "buf_len": buf_len, "device": str(jax.devices()[0]), "backend": jax.default_backend(), "alpha": alpha,
+    report = {"turn_end_prob": turn_end_prob, "max_chunk": max_chunk, "buf_len": buf_len, "overlap": overlap,
+              "device": str(jax.devices()[0]), "backend": jax.default_backend(), "alpha": alpha,
               "takeover": takeover, "task": dataclasses.asdict(task), "max_turns": max_turns,
               "draft_params": nets.param_count(draft), "target_params": nets.param_count(target)}
     start = time.perf_counter()
@@ -943,7 +974,8 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
 def _turns_line(report: dict) -> str:
     p = report.get("turn_end_prob", 1.0)
     kind = "one line each" if p >= 1 else f"paragraphs of a geometric number of lines, mean {1 / p:.3g}"
-    return f"turns: {kind}, max_chunk {report.get('max_chunk', 16)} bytes"
+    ticks = "; overlapped ticks (draft on its own stream)" if report.get("overlap") else ""
+    return f"turns: {kind}, max_chunk {report.get('max_chunk', 16)} bytes{ticks}"
 
 
 def format_bench(report: dict) -> str:

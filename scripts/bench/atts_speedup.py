@@ -41,6 +41,8 @@ def main() -> int:
                         help="chance a turn ends at a line end (1: one line per turn; 0.5: paragraphs, mean 2 lines)")
     parser.add_argument("--max-chunk", type=int, default=16, help="bytes per turn at most")
     parser.add_argument("--buf-len", type=int, default=256, help="context per sample (bytes)")
+    parser.add_argument("--overlap", action="store_true",
+                        help="overlapped ticks: the draft's call on a second CUDA stream (PipelineConfig.overlap)")
     parser.add_argument("--tag", default="", help="suffix of the output files")
     parser.add_argument("--slots", type=int, default=256, help="pool size of the serving runs")
     parser.add_argument("--serve-samples", type=int, default=2048, help="samples per serving run (questions = this / m)")
@@ -75,7 +77,7 @@ def main() -> int:
                    max_turns=args.max_turns, seed=args.seed, min_turn_n=20 if args.tiny else 200,
                    parts=tuple(args.parts.split(",")), turn_end_prob=args.turn_end_prob,
                    max_chunk=args.max_chunk, buf_len=args.buf_len, pool_slots=args.slots,
-                   serve_samples=args.serve_samples,
+                   serve_samples=args.serve_samples, overlap=args.overlap,
                    log=lambda msg: print(msg, flush=True), save=save)
     print(format_bench(report))
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.txt')}")

@@ -5,7 +5,9 @@ second CUDA stream (`jax.experimental.compute_on.compute_on("gpu_stream:1")`, XL
     PYTHONPATH=. python scripts/bench/atts_streams.py --out results/atts
 
 If the second is faster than the first, draft and target calls overlap and an asynchronous tick could
-cost max(draft, target) instead of their sum (what two devices give). Writes <out>/atts_streams.json.
+cost max(draft, target) instead of their sum (what two devices give); the pipeline's overlapped ticks
+(`PipelineConfig.overlap`, `atts_speedup.py --overlap`) use exactly this annotation. Writes
+<out>/atts_streams.json.
 """
 
 from __future__ import annotations

@@ -157,6 +157,47 @@ def test_calls_on_a_bucket_of_rows_write_what_calls_on_every_row_write(models, m
     assert 0 < (bucketed.levels > 0).sum() < (bucketed.levels >= 0).sum()
 
 
+@pytest.mark.parametrize("mode, takeover", [("atts", "regenerate"), ("atts", "append"), ("sync", "regenerate"),
+                                            ("calibrate", "regenerate")])
+def test_overlapped_ticks_write_what_fused_ticks_write(models, mode, takeover):
+    # overlap: the target's calls read the tick's starting state, so scoring and takeover lag a tick
+    problems = [make_problem(i, 3) for i in range(3)]
+    bank = jnp.linspace(0.0, 8.0, BANK)
+    fused = _run(models, mode, problems, bank, takeover=takeover, slots=4)
+    overlapped = _run(models, mode, problems, bank, takeover=takeover, slots=4, overlap=True)
+    assert overlapped.texts == fused.texts
+    np.testing.assert_array_equal(overlapped.levels, fused.levels)
+    np.testing.assert_allclose(overlapped.scores, fused.scores, rtol=1e-5)
+    assert overlapped.counts["ticks"] > fused.counts["ticks"]
+    if mode == "atts":
+        assert 0 < (fused.levels > 0).sum() < (fused.levels >= 0).sum()
+
+
+def test_the_draft_call_on_its_own_stream_writes_the_same(models, monkeypatch):
+    # the GPU path (draft call jitted and annotated for a second stream), traced and run here on CPU
+    from codesign.atts import _pipeline
+
+    problems = [make_problem(i, 3) for i in range(2)]
+    bank = jnp.linspace(0.0, 8.0, BANK)
+    plain = _run(models, "atts", problems, bank, overlap=True)
+    monkeypatch.setattr(_pipeline, "_annotate_stream", lambda: True)
+    monkeypatch.setattr(_pipeline, "_COMPILED", {})
+    streamed = _run(models, "atts", problems, bank, overlap=True)
+    assert streamed.texts == plain.texts
+    np.testing.assert_array_equal(streamed.levels, plain.levels)
+
+
+def test_overlapped_append_waits_for_the_target_line():
+    # every byte is a newline: a stale newline must not end the target's appended line before it is written
+    writer = _newline_writer("writer")
+    cfg = dict(GREEDY, takeover="append", max_chunk=8, buf_len=128)
+    cal = StaticBank(BANK)
+    runs = [run_pipeline(writer, writer, PROBLEMS, PipelineConfig(mode="atts", overlap=o, **cfg), key=jax.random.key(0),
+                         calibrator=cal, cal_state=cal.init_state(jnp.full(BANK, -1.0))) for o in (False, True)]
+    assert runs[0].texts == runs[1].texts
+    assert all(t == "\n" * 2 * GREEDY["max_turns"] for row in runs[0].texts for t in row)   # draft line + target line
+
+
 def test_majority_vote_and_paired_bootstrap():
     assert majority_vote([3, 5, 3, None, 5, 5]) == 5
     assert majority_vote([7, 2]) == 2          # tie: smallest
@@ -190,7 +231,7 @@ def test_make_calibrator_builds_every_variant_from_a_bank():
     ({"alpha": 0.0}, "alpha"), ({"alpha": 1.0}, "alpha"), ({"alpha": float("nan")}, "alpha"),
     ({"mode": "fast"}, "mode"), ({"takeover": "both"}, "takeover"), ({"m": 0}, "m"),
     ({"alpha_regenerate": 0.5}, "alpha_regenerate"), ({"draft_temperature": -1.0}, "draft_temperature"),
-    ({"buf_len": 8}, "buf_len"), ({"slots": 3}, "slots"), ({"slots": 8}, "slots"), ({"slots": True}, "slots")])
+    ({"buf_len": 8}, "buf_len"), ({"slots": 3}, "slots"), ({"slots": 8}, "slots"), ({"slots": True}, "slots"), ({"overlap": 1}, "overlap")])
 def test_bad_config_is_a_clear_error(kw, field):
     with pytest.raises(ValueError, match=f"^{field}="):
         PipelineConfig(**kw)
