@@ -899,6 +899,10 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
             save(report)
 
     progress()
+
+    def speed_calibrator_for(mode):   # a fresh calibrator for every speed / serve run of ATTS
+        return make_calibrator(speed_calibrator, bank, alpha=alpha, max_turns=max_turns) if mode == "atts" else (None, None)
+
     base = None
     arms = [(mode, None) for mode in ("target_only", "draft_only", "sync")] + [("atts", c) for c in CALIBRATORS]
     for mode, name in (arms if "accuracy" in parts else ()):
@@ -922,8 +926,7 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
         row = {"m": m}
         for mode in ("atts", "sync", "target_only"):
             cfg = PipelineConfig(mode=mode, m=m, **common)
-            cal, state = (make_calibrator(speed_calibrator, bank, alpha=alpha, max_turns=max_turns)
-                          if mode == "atts" else (None, None))
+            cal, state = speed_calibrator_for(mode)
             walls, tokens, sync_s, compile_s = [], 0, 0.0, 0.0
             for i, problem in enumerate(test[:n_speed]):
                 r = run_pipeline(draft, target, [problem], cfg, key=jax.random.fold_in(k_speed, i),
@@ -936,8 +939,7 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
                 compile_s += r.compile_s
             row[mode] = {"wall_s_per_question": float(np.mean(walls)), "tokens_per_s": tokens / sum(walls),
                          "sync_time_s_per_question": sync_s / len(walls), "compile_s": compile_s}
-        row["speedup_vs_sync"] = row["sync"]["wall_s_per_question"] / row["atts"]["wall_s_per_question"]
-        row["speedup_vs_target_only"] = row["target_only"]["wall_s_per_question"] / row["atts"]["wall_s_per_question"]
+        row = _with_speedups(row)
         report["speed"].append(row)
         progress()
         if log:
@@ -948,8 +950,7 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
         row = {"m": m, "questions": n_q, "slots": pool_slots}
         for mode in ("atts", "sync", "target_only"):
             cfg = PipelineConfig(mode=mode, m=m, slots=max(m, pool_slots // m * m), **common)
-            cal, state = (make_calibrator(speed_calibrator, bank, alpha=alpha, max_turns=max_turns)
-                          if mode == "atts" else (None, None))
+            cal, state = speed_calibrator_for(mode)
             r = run_pipeline(draft, target, test[:n_q], cfg, key=jax.random.fold_in(k_speed, 1000 + m),
                              calibrator=cal, cal_state=state)
             sm = r.summary()
@@ -959,8 +960,7 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
                          "idle_slot_fraction": sm["idle_slot_fraction"], "accuracy": r.accuracy,
                          "takeover_rate": sm["takeover_rate"], "ticks": sm["ticks"], "compile_s": r.compile_s,
                          "counts": r.counts}
-        row["speedup_vs_sync"] = row["sync"]["wall_s_per_question"] / row["atts"]["wall_s_per_question"]
-        row["speedup_vs_target_only"] = row["target_only"]["wall_s_per_question"] / row["atts"]["wall_s_per_question"]
+        row = _with_speedups(row)
         report["serve"].append(row)
         progress()
         if log:
@@ -969,6 +969,12 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
     report["complete"] = True
     progress()
     return report
+
+
+def _with_speedups(row: dict) -> dict:
+    atts = row["atts"]["wall_s_per_question"]
+    return {**row, "speedup_vs_sync": row["sync"]["wall_s_per_question"] / atts,
+            "speedup_vs_target_only": row["target_only"]["wall_s_per_question"] / atts}
 
 
 def _turns_line(report: dict) -> str:
