@@ -240,7 +240,7 @@ def save_model(model: nets.TransformerLM, directory: str | Path, meta: dict | No
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(model.cfg.to_json())
     (path / "meta.json").write_text(json.dumps(meta or {}, indent=2))
-    params = nnx.state(model, nnx.Param).to_pure_dict()
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(path / "params", params, force=True)
 
@@ -255,7 +255,7 @@ def load_model(directory: str | Path) -> tuple[nets.TransformerLM, dict]:
     cfg = nets.ModelConfig.from_json((path / "config.json").read_text())
     model = nets.TransformerLM(cfg, rngs=nnx.Rngs(params=0))
     state = nnx.state(model, nnx.Param)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state.to_pure_dict())
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(state))
     with ocp.StandardCheckpointer() as ckpt:
         restored = ckpt.restore(path / "params", abstract)
     nnx.replace_by_pure_dict(state, restored)

@@ -1,0 +1,59 @@
+"""The ATTS draft/target models (codesign.atts._models): training on the arithmetic task learns, the draft's
+selection keeps the evaluated parameters it names, the target stops at its accuracy, and a saved model
+loads back to the same function."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import nets
+from codesign.atts._models import (ArithTask, TrainSpec, draft_config, load_model, save_model, step_accuracy,
+                                   task_for, train_model)
+
+TASK = task_for("tiny")
+SPEC = TrainSpec(steps=300, batch=32, warmup_steps=20, eval_every=100, eval_n=64, train_n=2000)
+
+
+def _valid():
+    return TASK.dataset(SPEC.eval_n, SPEC.seed, "valid")
+
+
+def test_training_learns_the_steps():
+    model, history = train_model(draft_config("tiny"), TASK, SPEC, log=None)
+    untrained = nets.TransformerLM(draft_config("tiny"), rngs=nnx.Rngs(params=0))
+    assert step_accuracy(untrained, _valid())["step"] == 0.0
+    assert [h["step"] for h in history] == [100, 200, 300]
+    assert history[-1]["step_accuracy"] > history[0]["step_accuracy"] + 0.03
+    assert step_accuracy(model, _valid())["step"] == pytest.approx(history[-1]["step_accuracy"])
+
+
+def test_selection_keeps_the_named_evaluation_and_the_target_stops_at_its_accuracy():
+    # select: the latest evaluation it accepts is kept (here only the first one); training goes on
+    chosen, history = train_model(draft_config("tiny"), TASK, SPEC, select=lambda acc: acc["step"] < 0.03, log=None)
+    assert len(history) == 3 and history[0]["step_accuracy"] < 0.03 <= history[-1]["step_accuracy"]
+    assert step_accuracy(chosen, _valid())["step"] == pytest.approx(history[0]["step_accuracy"])
+    # stop_at_step_accuracy: the first evaluation at or above it ends training
+    _, history = train_model(draft_config("tiny"), TASK, SPEC, stop_at_step_accuracy=0.0, log=None)
+    assert [h["step"] for h in history] == [100]
+
+
+def test_a_saved_model_loads_back_to_the_same_function(tmp_path):
+    model = nets.TransformerLM(draft_config("tiny"), rngs=nnx.Rngs(params=3))
+    save_model(model, tmp_path / "m", {"task": dataclasses.asdict(TASK)})
+    loaded, meta = load_model(tmp_path / "m")
+    assert ArithTask(**{**meta["task"], "ops": tuple(meta["task"]["ops"])}) == TASK
+    tokens = jnp.asarray(_valid().inputs[:4])
+    np.testing.assert_array_equal(np.asarray(model(tokens)[0]), np.asarray(loaded(tokens)[0]))
+    for a, b in zip(jax.tree.leaves(nnx.state(model, nnx.Param)), jax.tree.leaves(nnx.state(loaded, nnx.Param))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_bad_training_spec_is_a_clear_error():
+    with pytest.raises(ValueError, match="^warmup_steps="):
+        TrainSpec(steps=10, warmup_steps=10)
+    with pytest.raises(ValueError, match="^lr="):
+        TrainSpec(lr=2.0)
