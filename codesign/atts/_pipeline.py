@@ -900,6 +900,14 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
 
     progress()
 
+    def finish(section: str, row: dict, head: str) -> None:   # a speed or serve row: speedups, save, log
+        row = _with_speedups(row)
+        report[section].append(row)
+        progress()
+        if log:
+            log(f"{head} atts {row['atts']['wall_s_per_question'] * 1e3:.2f} ms/q, sync "
+                f"{row['sync']['wall_s_per_question'] * 1e3:.2f} ms/q, speedup {row['speedup_vs_sync']:.2f}x")
+
     def speed_calibrator_for(mode):   # a fresh calibrator for every speed / serve run of ATTS
         return make_calibrator(speed_calibrator, bank, alpha=alpha, max_turns=max_turns) if mode == "atts" else (None, None)
 
@@ -939,12 +947,7 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
                 compile_s += r.compile_s
             row[mode] = {"wall_s_per_question": float(np.mean(walls)), "tokens_per_s": tokens / sum(walls),
                          "sync_time_s_per_question": sync_s / len(walls), "compile_s": compile_s}
-        row = _with_speedups(row)
-        report["speed"].append(row)
-        progress()
-        if log:
-            log(f"speed m={m:<3} atts {row['atts']['wall_s_per_question'] * 1e3:.1f} ms/q, sync "
-                f"{row['sync']['wall_s_per_question'] * 1e3:.1f} ms/q, speedup {row['speedup_vs_sync']:.2f}x")
+        finish("speed", row, f"speed m={m:<3}")
     for m in (ms if "serve" in parts else ()):
         n_q = max(1, serve_samples // m)
         row = {"m": m, "questions": n_q, "slots": pool_slots}
@@ -960,12 +963,7 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
                          "idle_slot_fraction": sm["idle_slot_fraction"], "accuracy": r.accuracy,
                          "takeover_rate": sm["takeover_rate"], "ticks": sm["ticks"], "compile_s": r.compile_s,
                          "counts": r.counts}
-        row = _with_speedups(row)
-        report["serve"].append(row)
-        progress()
-        if log:
-            log(f"serve m={m:<3} ({n_q} questions, {pool_slots} slots) atts {row['atts']['wall_s_per_question'] * 1e3:.2f}"
-                f" ms/q, sync {row['sync']['wall_s_per_question'] * 1e3:.2f} ms/q, speedup {row['speedup_vs_sync']:.2f}x")
+        finish("serve", row, f"serve m={m:<3} ({n_q} questions, {pool_slots} slots)")
     report["complete"] = True
     progress()
     return report
