@@ -30,7 +30,8 @@ def _turn_options(turn_end_prob: float, max_chunk: int, buf_len: int, overlap: b
 
 
 TURN_END_HELP = "Chance a turn ends at a line end (1: one line per turn; 0.5: paragraphs of 2 lines on average)."
-OVERLAP_HELP = "Overlapped ticks: the target's calls read the tick's start, the draft's call runs on a second CUDA stream."
+OVERLAP_HELP = "Overlapped ticks: the target's calls read the tick's start, so they do not wait for the draft's."
+DEVICES_HELP = "2: the draft on device 0 and the target on device 1 (needs --overlap; ATTS and sync)."
 
 
 def _rates(levels) -> list:
@@ -86,6 +87,7 @@ def run(
     max_chunk: int = typer.Option(16, help="Bytes per turn at most."),
     buf_len: int = typer.Option(256, help="Context per sample (bytes)."),
     overlap: bool = typer.Option(False, "--overlap", help=OVERLAP_HELP),
+    devices: int = typer.Option(1, help=DEVICES_HELP),
     slots: int = typer.Option(0, help="Pool size (a multiple of m): freed slots admit waiting samples; "
                                       "0: one slot per sample, 128 questions at a time."),
     seed: int = typer.Option(0),
@@ -96,7 +98,7 @@ def run(
 
     turns = _turn_options(turn_end_prob, max_chunk, buf_len, overlap)
     cfg = PipelineConfig(mode=mode, takeover=takeover, alpha=alpha, m=m, max_turns=max_turns,
-                         slots=slots or None, **turns)
+                         slots=slots or None, devices=devices, **turns)
     pair = _load(ckpt)
     cal = state = None
     if mode == "atts":
@@ -135,6 +137,7 @@ def bench_cmd(
     max_chunk: int = typer.Option(16, help="Bytes per turn at most."),
     buf_len: int = typer.Option(256, help="Context per sample (bytes)."),
     overlap: bool = typer.Option(False, "--overlap", help=OVERLAP_HELP),
+    devices: int = typer.Option(1, help=DEVICES_HELP),
     slots: int = typer.Option(256, help="Pool size of the serving runs."),
     serve_samples: int = typer.Option(2048, help="Samples per serving run (questions = this / m)."),
     parts: str = typer.Option("accuracy,speed,serve", help="Any of accuracy, speed, serve."),
@@ -151,6 +154,7 @@ def bench_cmd(
     report = bench(pair.draft, pair.target, pair.task, ms=tuple(int(x) for x in ms.split(",")),
                    n_accuracy=n_accuracy, n_speed=n_speed, alpha=alpha, seed=seed, log=None,
                    parts=tuple(x for x in parts.split(",") if x), pool_slots=slots, serve_samples=serve_samples,
+                   devices=devices,
                    save=lambda r: atomic_write_json(Path(out, "atts_bench.json"), r),
                    **_turn_options(turn_end_prob, max_chunk, buf_len, overlap))
     print(json.dumps(report, indent=2) if as_json else format_bench(report))

@@ -97,9 +97,14 @@ class PipelineConfig:
     slots: the pool size S (a multiple of m), or None for one slot per sample (module docstring).
     overlap: the target's calls of a tick read the tick's starting state (a chunk is scored the tick
       after it ends, a taken-over turn is written from the tick after the decision), so the draft's
-      call is independent of the target's and, on a GPU, goes to a second CUDA stream (XLA's stream
-      annotation, `compute_on("gpu_stream:1")`), where the two can run at once, as the paper's draft
-      and target servers do. Same decisions and texts; one more tick per scored turn.
+      call is independent of the target's and the two can run at once, as the paper's draft and
+      target servers do. Same decisions and texts; one more tick per scored turn. On ONE GPU this
+      buys nothing: XLA runs the calls one after the other (a draft call annotated for a second
+      CUDA stream overlapped by only 1.04-1.11x on the H200, and XLA rejects the annotation inside
+      the tick's conditionals; scripts/bench/atts_streams.py, results/atts/session15/).
+    devices: 1, or 2 to put the draft on device 0 and the target on device 1 (needs overlap): the
+      tick runs under `jax.shard_map` over the two devices, each runs its own model's calls, and one
+      all-reduce per tick hands the draft's bytes and the target's scores and bytes to both.
     """
 
     mode: str = "atts"
@@ -115,6 +120,7 @@ class PipelineConfig:
     turn_end_prob: float = 1.0
     slots: int | None = None
     overlap: bool = False
+    devices: int = 1
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -141,6 +147,11 @@ class PipelineConfig:
             raise _fail("slots", self.slots, f"must be None or a positive multiple of m={self.m}")
         if not isinstance(self.overlap, bool):
             raise _fail("overlap", self.overlap, "must be True or False")
+        if self.devices not in (1, 2) or isinstance(self.devices, bool):
+            raise _fail("devices", self.devices, "must be 1 (both models on one device) or 2 (draft and target apart)")
+        if self.devices == 2 and not (self.overlap and self.mode in ("atts", "sync", "calibrate")):
+            raise _fail("devices", self.devices, "2 needs overlap=True and a mode that runs both models "
+                        "(atts, sync, calibrate): the draft's and the target's calls of a tick must be independent")
         if self.buf_len < 4 * (self.max_chunk + 1):
             raise _fail("buf_len", self.buf_len, f"must be at least 4 * (max_chunk + 1) = {4 * (self.max_chunk + 1)}")
 
@@ -304,9 +315,72 @@ def _forward_some(gd, state, buf, cache, mask_S, pos_S, width: int, scratch: int
     return jax.lax.switch(pick, [functools.partial(some, C) for C in sizes[:-1]] + [every], (cache, state))
 
 
-def _annotate_stream() -> bool:
-    """Whether overlapped ticks put the draft's call on a second stream (XLA honours it on GPUs)."""
-    return jax.default_backend() == "gpu"
+_DRAFT_ROLE, _TARGET_ROLE = 0, 1
+_ROLE_AXIS = "role"
+
+
+def _on_role(cfg: PipelineConfig, role: int, pred, fn, skip, args):
+    """`fn(args)` if `pred`, else `skip(args)`; with two devices only on the device of `role` (the other skips)."""
+    if cfg.devices == 2:
+        pred = pred & (jax.lax.axis_index(_ROLE_AXIS) == role)
+    return jax.lax.cond(pred, fn, skip, args)
+
+
+def _exchange(d_tok, score_out, g_tok):
+    """Each device's results of its own model's calls to both devices: ONE all-reduce of (4, S) int32 (the
+    device that did not compute a row holds zeros there, so the sum is exact; scores travel as bits)."""
+    role = jax.lax.axis_index(_ROLE_AXIS)
+    score_S, first_tok = score_out
+    target_rows = jnp.stack([first_tok, g_tok, jax.lax.bitcast_convert_type(score_S, jnp.int32)])
+    packed = jnp.concatenate([jnp.where(role == _DRAFT_ROLE, d_tok, 0)[None],
+                              jnp.where(role == _TARGET_ROLE, target_rows, 0)])
+    packed = jax.lax.psum(packed, _ROLE_AXIS)
+    return packed[0], (jax.lax.bitcast_convert_type(packed[3], jnp.float32), packed[1]), packed[2]
+
+
+def _scoring(cfg: PipelineConfig, phase, group_S, n_groups: int):
+    """The slots whose chunk the target scores this tick (sync: only once every active sibling has drafted)."""
+    scoring = phase == SCORE
+    if cfg.mode == "sync":  # barrier: every still-active sibling must have finished its chunk
+        scoring = scoring & _group_all((phase == SCORE) | (phase == DONE), group_S, n_groups)
+    return scoring
+
+
+def _score_call(cfg: PipelineConfig, target_gd, target_state, buf, tcache, scoring, length, frontier, key):
+    """The target's prefill of [length-1, length-1+W) for the scoring slots: ((mean NLL of the chunk, the
+    target's own first byte), cache); zeros and the cache untouched where nothing is scored."""
+    S, L = buf.shape
+    W = cfg.max_chunk + 1
+    scratch = L - W
+
+    def score_step(args):
+        buf, tcache, target_state = args
+        logits, tcache = _forward_some(target_gd, target_state, buf, tcache, scoring, length - 1, W, scratch)
+        chunk = _window(buf, jnp.where(scoring, length, scratch), W)
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+        nll_SxW = -jnp.take_along_axis(logp, chunk[..., None], -1)[..., 0]
+        n_chunk = frontier - length + 1
+        inside = jnp.arange(W)[None, :] < n_chunk[:, None]
+        mean_nll = (nll_SxW * inside).sum(-1) / jnp.maximum(n_chunk, 1)
+        first_tok = _sample(logits[:, 0], key, cfg.target_temperature)
+        return (jnp.where(scoring, mean_nll, 0.0), first_tok), tcache
+
+    zero = lambda a: ((jnp.zeros(S, jnp.float32), jnp.zeros(S, jnp.int32)), a[1])
+    return _on_role(cfg, _TARGET_ROLE, scoring.any(), score_step, zero, (buf, tcache, target_state))
+
+
+def _gen_call(cfg: PipelineConfig, target_gd, target_state, buf, tcache, gen, frontier, key):
+    """The target's next byte for every slot it has taken over: (bytes, cache)."""
+    S, L = buf.shape
+    scratch = L - cfg.max_chunk - 1
+
+    def gen_step(args):
+        buf, tcache, target_state = args
+        logits, tcache = _forward_some(target_gd, target_state, buf, tcache, gen, frontier, 1, scratch)
+        return _sample(logits[:, 0], key, cfg.target_temperature), tcache
+
+    return _on_role(cfg, _TARGET_ROLE, gen.any(), gen_step, lambda a: (jnp.zeros(S, jnp.int32), a[1]),
+                    (buf, tcache, target_state))
 
 
 def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_groups: int, prompts, plen):
@@ -333,6 +407,15 @@ def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_grou
     def turn_ends(tok_S, n_S):
         return ((tok_S == _NEWLINE) & turn_break) | (tok_S == _END) | (n_S >= cfg.max_chunk)
 
+    # ---- overlap: the target's calls read only the tick's starting state, so they run first (and, on two
+    # devices, at the same time as the draft's call on the other device)
+    if overlap:
+        scoring0 = _scoring(cfg, phase0, group_S, n_groups)
+        score_out, tcache = _score_call(cfg, target_gd, target_state, buf0, tcache, scoring0, length, frontier0,
+                                        k_score)
+        gen0 = phase0 == TGEN
+        g_tok, tcache = _gen_call(cfg, target_gd, target_state, buf0, tcache, gen0, frontier0, k_gen)
+
     # ---- draft: one byte per slot (generate while drafting, else ingest what the target wrote)
     uses_draft = cfg.mode != "target_only"
     if uses_draft:
@@ -342,23 +425,19 @@ def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_grou
         feed_pos = jnp.minimum(fed_draft, frontier)
 
         def draft_step(args):
-            buf, frontier, fed_draft, dcache, draft_state, feeding, generating, feed_pos, k_draft = args
-            logits, dcache = _forward_some(draft_gd, draft_state, buf, dcache, feeding, feed_pos, 1, L - 1)
-            tok = _sample(logits[:, 0], k_draft, cfg.draft_temperature)
-            buf = _put(buf, frontier + 1, tok, generating)
-            return (buf, jnp.where(generating, frontier + 1, frontier), jnp.where(feeding, feed_pos + 1, fed_draft),
-                    dcache)
-
-        def draft_call(*args):
             # the weights ride along as an operand so the merged module lives at the branch's trace level
-            return jax.lax.cond(args[5].any(), draft_step, lambda a: a[:4], args)
+            buf, dcache, draft_state = args
+            logits, dcache = _forward_some(draft_gd, draft_state, buf, dcache, feeding, feed_pos, 1, L - 1)
+            return _sample(logits[:, 0], k_draft, cfg.draft_temperature), dcache
 
-        if overlap and _annotate_stream():
-            from jax.experimental.compute_on import compute_on
-
-            draft_call = compute_on("gpu_stream:1")(jax.jit(draft_call))
-        buf, frontier, fed_draft, dcache = draft_call(buf, frontier, fed_draft, dcache, draft_state, feeding,
-                                                      generating, feed_pos, k_draft)
+        d_tok, dcache = _on_role(cfg, _DRAFT_ROLE, feeding.any(), draft_step,
+                                 lambda a: (jnp.zeros(S, jnp.int32), a[1]), (buf, dcache, draft_state))
+    if cfg.devices == 2:   # one exchange per tick: the draft's bytes, the target's scores and bytes
+        d_tok, score_out, g_tok = _exchange(d_tok, score_out, g_tok)
+    if uses_draft:
+        buf = _put(buf, frontier + 1, d_tok, generating)
+        frontier = jnp.where(generating, frontier + 1, frontier)
+        fed_draft = jnp.where(feeding, feed_pos + 1, fed_draft)
         counts = counts.at[1].add(feeding.any().astype(jnp.int32)).at[4].add(generating.sum(dtype=jnp.int32))
         last = buf[rows, frontier]
         chunk_end = generating & turn_ends(last, frontier - line_start + 1)
@@ -373,29 +452,13 @@ def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_grou
 
     # ---- target scores the ready chunks: one prefill of [length-1, length-1+W) per slot
     if cfg.mode in ("atts", "sync", "calibrate"):
-        ph = phase0 if overlap else phase
-        scoring = ph == SCORE
-        if cfg.mode == "sync":  # barrier: every still-active sibling must have finished its chunk
-            scoring = scoring & _group_all((ph == SCORE) | (ph == DONE), group_S, n_groups)
-        # a scoring slot's chunk is the same before and after the draft's byte (the draft writes drafting slots)
-        src_buf, src_frontier = (buf0, frontier0) if overlap else (buf, frontier)
-
-        def score_step(args):
-            buf, tcache, target_state = args
-            frontier = src_frontier
-            logits, tcache = _forward_some(target_gd, target_state, buf, tcache, scoring, length - 1, W, scratch)
-            chunk = _window(buf, jnp.where(scoring, length, scratch), W)
-            logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
-            nll_SxW = -jnp.take_along_axis(logp, chunk[..., None], -1)[..., 0]
-            n_chunk = frontier - length + 1
-            inside = jnp.arange(W)[None, :] < n_chunk[:, None]
-            mean_nll = (nll_SxW * inside).sum(-1) / jnp.maximum(n_chunk, 1)
-            first_tok = _sample(logits[:, 0], k_score, cfg.target_temperature)
-            return jnp.where(scoring, mean_nll, 0.0), first_tok, tcache
-
-        zero = (jnp.zeros(S, jnp.float32), jnp.zeros(S, jnp.int32), tcache)
-        score_S, first_tok, tcache = jax.lax.cond(scoring.any(), score_step, lambda a: zero,
-                                                  (src_buf, tcache, target_state))
+        if overlap:
+            scoring = scoring0
+            score_S, first_tok = score_out
+        else:
+            scoring = _scoring(cfg, phase, group_S, n_groups)
+            (score_S, first_tok), tcache = _score_call(cfg, target_gd, target_state, buf, tcache, scoring, length,
+                                                       frontier, k_score)
         counts = counts.at[2].add(scoring.any().astype(jnp.int32))
         turn_idx = jnp.clip(turn, 0, cfg.max_turns - 1)
 
@@ -462,17 +525,11 @@ def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_grou
     # ---- target writes: one byte for every slot it has taken over (or every slot: target_only)
     if cfg.mode == "target_only":
         phase = jnp.where(phase == DRAFT, TGEN, phase)
-    # overlap: the slots taken over before this tick (their last byte is the same in buf0 and buf)
-    gen = (phase0 == TGEN) if overlap else (phase == TGEN) & ~first_end
-    gen_frontier = frontier0 if overlap else frontier
-
-    def gen_step(args):
-        buf, tcache, target_state = args
-        logits, tcache = _forward_some(target_gd, target_state, buf, tcache, gen, gen_frontier, 1, scratch)
-        return _sample(logits[:, 0], k_gen, cfg.target_temperature), tcache
-
-    tok, tcache = jax.lax.cond(gen.any(), gen_step, lambda a: (jnp.zeros(S, jnp.int32), a[1]),
-                               (buf0 if overlap else buf, tcache, target_state))
+    if overlap:   # the slots taken over before this tick (their last byte is the same in buf0 and buf)
+        gen, tok = gen0, g_tok
+    else:
+        gen = (phase == TGEN) & ~first_end
+        tok, tcache = _gen_call(cfg, target_gd, target_state, buf, tcache, gen, frontier, k_gen)
     counts = counts.at[3].add(gen.any().astype(jnp.int32)).at[5].add(gen.sum(dtype=jnp.int32))
     buf = _put(buf, frontier + 1, tok, gen)
     frontier = jnp.where(gen, frontier + 1, frontier)
@@ -527,12 +584,17 @@ def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_grou
             row = jnp.zeros((A, L), jnp.int32).at[:, :tokens.shape[1]].set(tokens)
             buf = buf.at[idx].set(row, mode="drop")
             start = jnp.zeros(A, jnp.int32)
+            def fill(gd):
+                def go(args):
+                    cache, state = args
+                    _, rows_new = _row_forward(gd, state, tokens, _rows(cache, idx), start)
+                    return _set_rows(cache, idx, rows_new)
+                return go
+
             if cfg.mode != "target_only":
-                _, d = _row_forward(draft_gd, draft_state, tokens, _rows(dcache, idx), start)
-                dcache = _set_rows(dcache, idx, d)
+                dcache = _on_role(cfg, _DRAFT_ROLE, True, fill(draft_gd), lambda a: a[0], (dcache, draft_state))
             if cfg.mode != "draft_only":
-                _, t = _row_forward(target_gd, target_state, tokens, _rows(tcache, idx), start)
-                tcache = _set_rows(tcache, idx, t)
+                tcache = _on_role(cfg, _TARGET_ROLE, True, fill(target_gd), lambda a: a[0], (tcache, target_state))
             return buf, dcache, tcache
 
         buf, dcache, tcache = jax.lax.cond(admit.any(), prefill, lambda a: a[:3],
@@ -557,11 +619,22 @@ def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_grou
 @functools.partial(jax.jit, static_argnames=("cfg", "calibrator", "draft_gd", "target_gd", "n_groups", "max_ticks"))
 def _run(slots, draft_state, target_state, prompts, plen, *, cfg, calibrator, draft_gd, target_gd, n_groups,
          max_ticks):
-    body = functools.partial(_tick, cfg=cfg, calibrator=calibrator, draft_gd=draft_gd, target_gd=target_gd,
-                             n_groups=n_groups, prompts=prompts, plen=plen)
     N = slots.out.length.shape[0]
     cond = lambda c: (((c[0].phase != DONE).any() | (c[0].n_next < N)) & (c[0].counts[0] < max_ticks))
-    s, _, _ = jax.lax.while_loop(cond, body, (slots, draft_state, target_state))
+
+    def loop(slots, draft_state, target_state, prompts, plen):   # every array an argument (shard_map needs it)
+        body = functools.partial(_tick, cfg=cfg, calibrator=calibrator, draft_gd=draft_gd, target_gd=target_gd,
+                                 n_groups=n_groups, prompts=prompts, plen=plen)
+        return jax.lax.while_loop(cond, body, (slots, draft_state, target_state))[0]
+
+    if cfg.devices == 2:
+        # the draft's calls on device 0, the target's on device 1; everything else is computed on both
+        # alike (replicated), and each tick ends in one exchange (`_exchange`). A device's copy of the
+        # other model's cache is never read, so only the replicated fields of the result are used.
+        mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:2]), (_ROLE_AXIS,))
+        loop = jax.shard_map(loop, mesh=mesh, in_specs=jax.sharding.PartitionSpec(),
+                             out_specs=jax.sharding.PartitionSpec(), check_vma=False)
+    s = loop(slots, draft_state, target_state, prompts, plen)
     # stopped by max_ticks: what the unfinished samples have committed so far (done stays -1)
     left = s.sid >= 0
     out = _flush(s.out, left, s.sid, s.buf, s.length, s.scores, s.levels, -1)
@@ -681,6 +754,8 @@ def run_pipeline(draft: nets.TransformerLM, target: nets.TransformerLM, problems
             raise _fail("cal_state", "empty", "the calibration bank holds no score; calibrate first")
     else:
         calibrator, cal_state = None, jnp.zeros(())
+    if cfg.devices > jax.device_count():
+        raise _fail("devices", cfg.devices, f"must be at most the {jax.device_count()} device(s) jax sees here")
     Q, m, T = len(problems), cfg.m, cfg.max_turns
     N, L = Q * m, cfg.buf_len
     S = N if cfg.slots is None else min(cfg.slots, N)
@@ -712,8 +787,11 @@ def run_pipeline(draft: nets.TransformerLM, target: nets.TransformerLM, problems
     max_ticks = max_ticks or -(-N // S) * T * 3 * (cfg.max_chunk + 2) + 8
     kwargs = dict(cfg=cfg, calibrator=calibrator, draft_gd=draft_gd, target_gd=target_gd, n_groups=Q,
                   max_ticks=max_ticks)
-    jax.block_until_ready(slots)
     args = (slots, draft_state, target_state, jnp.asarray(table), jnp.asarray(plen))
+    if cfg.devices == 2:   # a copy of everything on both devices (the loop runs under shard_map)
+        mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:2]), (_ROLE_AXIS,))
+        args = jax.device_put(args, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    jax.block_until_ready(args)
     cache_key = (tuple(sorted((k, v) for k, v in kwargs.items())),
                  jax.tree.structure(args), tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(args)))
     start = time.perf_counter()
@@ -847,7 +925,8 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
           n_speed: int = 8, n_calibration: int = 200, alpha: float = 0.25, takeover: str = "regenerate",
           speed_calibrator: str = "mondrian", max_turns: int = 16, batch_questions: int = 128, seed: int = 0,
           min_turn_n: int = 200, parts=BENCH_PARTS, turn_end_prob: float = 1.0, max_chunk: int = 16,
-          buf_len: int = 256, pool_slots: int = 256, serve_samples: int = 2048, overlap: bool = False, log=print,
+          buf_len: int = 256, pool_slots: int = 256, serve_samples: int = 2048, overlap: bool = False,
+          devices: int = 1, log=print,
           save=None) -> dict:
     """The ATTS experiments on a trained pair; returns a JSON-ready report.
 
@@ -867,6 +946,8 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
        share of slot time held at a barrier or free.
     `parts` picks among 2, 3 and 4 (1 always runs), so a long run can be split over several commands.
     turn_end_prob, max_chunk, buf_len, overlap: `PipelineConfig` settings, the same in every run.
+    devices: `PipelineConfig.devices` of the timed ATTS and sync runs (2: draft and target on two devices;
+    needs overlap); target-only runs on one device.
     save: called with the report after every run (its "complete" is False until the end), so a
     caller can write it out and an interrupted bench keeps what it measured.
     """
@@ -876,7 +957,12 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
     k_cal, k_acc, k_speed = jax.random.split(key, 3)
     turns = dict(max_turns=max_turns, turn_end_prob=turn_end_prob, max_chunk=max_chunk, buf_len=buf_len, overlap=overlap)
     common = dict(turns, alpha=alpha, takeover=takeover)
+    PipelineConfig(mode="atts", devices=devices, **common)   # a bad combination fails now, not after calibrating
+
+    def placed(mode):   # the timed runs of both models on `devices`; one model needs one device
+        return dict(common, devices=devices if mode in ("atts", "sync") else 1)
     report = {"turn_end_prob": turn_end_prob, "max_chunk": max_chunk, "buf_len": buf_len, "overlap": overlap,
+              "devices": devices,
               "device": str(jax.devices()[0]), "backend": jax.default_backend(), "alpha": alpha,
               "takeover": takeover, "task": dataclasses.asdict(task), "max_turns": max_turns,
               "draft_params": nets.param_count(draft), "target_params": nets.param_count(target)}
@@ -933,7 +1019,7 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
     for m in (ms if "speed" in parts else ()):
         row = {"m": m}
         for mode in ("atts", "sync", "target_only"):
-            cfg = PipelineConfig(mode=mode, m=m, **common)
+            cfg = PipelineConfig(mode=mode, m=m, **placed(mode))
             cal, state = speed_calibrator_for(mode)
             walls, tokens, sync_s, compile_s = [], 0, 0.0, 0.0
             for i, problem in enumerate(test[:n_speed]):
@@ -952,7 +1038,7 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
         n_q = max(1, serve_samples // m)
         row = {"m": m, "questions": n_q, "slots": pool_slots}
         for mode in ("atts", "sync", "target_only"):
-            cfg = PipelineConfig(mode=mode, m=m, slots=max(m, pool_slots // m * m), **common)
+            cfg = PipelineConfig(mode=mode, m=m, slots=max(m, pool_slots // m * m), **placed(mode))
             cal, state = speed_calibrator_for(mode)
             r = run_pipeline(draft, target, test[:n_q], cfg, key=jax.random.fold_in(k_speed, 1000 + m),
                              calibrator=cal, cal_state=state)
@@ -978,7 +1064,8 @@ def _with_speedups(row: dict) -> dict:
 def _turns_line(report: dict) -> str:
     p = report.get("turn_end_prob", 1.0)
     kind = "one line each" if p >= 1 else f"paragraphs of a geometric number of lines, mean {1 / p:.3g}"
-    ticks = "; overlapped ticks (draft on its own stream)" if report.get("overlap") else ""
+    ticks = "; overlapped ticks" if report.get("overlap") else ""
+    ticks += "; draft on device 0, target on device 1 (atts, sync)" if report.get("devices", 1) == 2 else ""
     return f"turns: {kind}, max_chunk {report.get('max_chunk', 16)} bytes{ticks}"
 
 

@@ -42,7 +42,9 @@ def main() -> int:
     parser.add_argument("--max-chunk", type=int, default=16, help="bytes per turn at most")
     parser.add_argument("--buf-len", type=int, default=256, help="context per sample (bytes)")
     parser.add_argument("--overlap", action="store_true",
-                        help="overlapped ticks: the draft's call on a second CUDA stream (PipelineConfig.overlap)")
+                        help="overlapped ticks: the target's calls read the tick's start (PipelineConfig.overlap)")
+    parser.add_argument("--devices", type=int, default=1, choices=(1, 2),
+                        help="2: ATTS and sync with the draft on device 0, the target on device 1 (needs --overlap)")
     parser.add_argument("--tag", default="", help="suffix of the output files")
     parser.add_argument("--slots", type=int, default=256, help="pool size of the serving runs")
     parser.add_argument("--serve-samples", type=int, default=2048, help="samples per serving run (questions = this / m)")
@@ -51,7 +53,8 @@ def main() -> int:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"ATTS bench on {jax.devices()[0]} ({jax.default_backend()})", flush=True)
+    print(f"ATTS bench on {', '.join(str(d) for d in jax.devices()[:args.devices])} ({jax.default_backend()})",
+          flush=True)
     if args.tiny:
         args.ms, args.n_accuracy, args.m_accuracy, args.n_speed, args.n_calibration = "4,8", 16, 4, 2, 16
         args.max_turns, args.slots, args.serve_samples = 8, 16, 64
@@ -77,7 +80,7 @@ def main() -> int:
                    max_turns=args.max_turns, seed=args.seed, min_turn_n=20 if args.tiny else 200,
                    parts=tuple(args.parts.split(",")), turn_end_prob=args.turn_end_prob,
                    max_chunk=args.max_chunk, buf_len=args.buf_len, pool_slots=args.slots,
-                   serve_samples=args.serve_samples, overlap=args.overlap,
+                   serve_samples=args.serve_samples, overlap=args.overlap, devices=args.devices,
                    log=lambda msg: print(msg, flush=True), save=save)
     print(format_bench(report))
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.txt')}")

@@ -1,18 +1,20 @@
 """Can the draft and the target run at the same time on ONE GPU? A loop of independent draft and target
 calls (the ATTS pair's configs, 256 slots), once on one stream and once with the draft call put on a
-second CUDA stream (`jax.experimental.compute_on.compute_on("gpu_stream:1")`, XLA's stream annotation).
+second CUDA stream (XLA's stream annotation, `on_stream` below).
 
     PYTHONPATH=. python scripts/bench/atts_streams.py --out results/atts
 
 If the second is faster than the first, draft and target calls overlap and an asynchronous tick could
-cost max(draft, target) instead of their sum (what two devices give); the pipeline's overlapped ticks
-(`PipelineConfig.overlap`, `atts_speedup.py --overlap`) use exactly this annotation. Writes
-<out>/atts_streams.json.
+cost max(draft, target) instead of their sum (what two devices give). Measured on the H200 (jax 0.11.2,
+results/atts/session15/): overlap_gain 1.11x at 16 rows, 1.05x at 64, 1.04x at 256 (ideal: 1.35x,
+1.23x, 1.18x), so the pipeline does not use it; its overlapped ticks run draft and target on two
+devices instead (`PipelineConfig.devices`). Writes <out>/atts_streams.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 from pathlib import Path
@@ -27,6 +29,22 @@ from codesign.atts._models import draft_config, target_config
 from codesign.atts._pipeline import _row_forward
 
 
+def on_stream(f, stream: int = 1):
+    """`f`, jitted, with its work annotated for CUDA stream `stream` (outputs stay in device memory)."""
+    from jax.experimental import compute_on as _co
+
+    compute_type = f"gpu_stream:{stream}"
+    if "out_memory_spaces" in inspect.signature(_co.compute_on).parameters:   # jax >= 0.11: a transform
+        def flat(*args):
+            # Inline every nested jit (jnp's own, e.g. `any`, `%`): each would lower to an XLA call carrying
+            # the same stream annotation, which XLA's stream assignment rejects ("No ExecutionStreamId").
+            with jax.disable_jit():
+                return f(*args)
+
+        return _co.compute_on(flat, compute_type=compute_type, out_memory_spaces=jax.memory.Space.Device)
+    return _co.compute_on(compute_type)(jax.jit(f))                          # jax <= 0.10: a context manager
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -35,7 +53,6 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
-    from jax.experimental.compute_on import compute_on
 
     S, L = args.rows, args.buf_len
     draft = nets.TransformerLM(draft_config(), rngs=nnx.Rngs(params=0))
@@ -53,7 +70,7 @@ def main() -> int:
         logits, cache = _row_forward(tgd, state, jnp.ones((S, 1), jnp.int32), cache, start)
         return logits[:, 0, 0], cache
 
-    streamed_draft = compute_on("gpu_stream:1")(jax.jit(draft_call))
+    streamed_draft = on_stream(draft_call)
 
     def make(kind):
         @jax.jit
@@ -88,7 +105,7 @@ def main() -> int:
             report["ms_per_iter"][kind] = float(np.median(times)) * 1e3 / args.iters
         except Exception as err:  # an unsupported annotation is a result to report, not a crash
             report["ms_per_iter"][kind] = None
-            report[f"{kind}_error"] = f"{type(err).__name__}: {str(err)[:300]}"
+            report[f"{kind}_error"] = f"{type(err).__name__}: {str(err)[:2000]}"
         print(kind, report["ms_per_iter"][kind], report.get(f"{kind}_error", ""), flush=True)
     ms = report["ms_per_iter"]
     if all(ms.get(k) for k in ("both", "streams")):

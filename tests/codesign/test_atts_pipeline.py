@@ -173,18 +173,69 @@ def test_overlapped_ticks_write_what_fused_ticks_write(models, mode, takeover):
         assert 0 < (fused.levels > 0).sum() < (fused.levels >= 0).sum()
 
 
-def test_the_draft_call_on_its_own_stream_writes_the_same(models, monkeypatch):
-    # the GPU path (draft call jitted and annotated for a second stream), traced and run here on CPU
-    from codesign.atts import _pipeline
+def test_draft_and_target_on_two_devices_write_what_one_device_writes(tmp_path):
+    # two host CPU devices stand in for two GPUs: the draft's calls on one, the target's on the other,
+    # one all-reduce per tick; the texts, decisions and scores must be those of the one-device run
+    code = f"""
+        import json, jax, jax.numpy as jnp, numpy as np
+        from flax import nnx
+        import nets
+        from codesign.atts import StaticBank
+        from codesign.atts._pipeline import PipelineConfig, run_pipeline
+        from codesign.data import make_problem
+        assert jax.device_count() == 2, jax.devices()
 
-    problems = [make_problem(i, 3) for i in range(2)]
-    bank = jnp.linspace(0.0, 8.0, BANK)
-    plain = _run(models, "atts", problems, bank, overlap=True)
-    monkeypatch.setattr(_pipeline, "_annotate_stream", lambda: True)
-    monkeypatch.setattr(_pipeline, "_COMPILED", {})
-    streamed = _run(models, "atts", problems, bank, overlap=True)
-    assert streamed.texts == plain.texts
-    np.testing.assert_array_equal(streamed.levels, plain.levels)
+        def tiny(name, seed):
+            cfg = nets.ModelConfig(name=name, d_model=16, n_layers=1, max_seq_len=128,
+                                   attention=nets.AttentionConfig(n_heads=2, n_kv_heads=2, head_dim=8),
+                                   ffn=nets.FFNConfig(d_ff=32))
+            return nets.TransformerLM(cfg, rngs=nnx.Rngs(params=seed))
+
+        models = tiny("draft", 1), tiny("target", 2)
+        problems = [make_problem(i, 3) for i in range(3)]
+        cal = StaticBank({BANK})
+        bank = jnp.linspace(0.0, 8.0, {BANK})
+        report = {{}}
+        for mode, takeover in (("atts", "regenerate"), ("atts", "append"), ("sync", "regenerate")):
+            runs = []
+            for devices in (1, 2):
+                cfg = PipelineConfig(mode=mode, takeover=takeover, alpha=0.5 if mode == "sync" else 0.25,
+                                     slots=4, overlap=True, devices=devices, **{GREEDY!r})
+                extra = dict(calibrator=cal, cal_state=cal.init_state(bank)) if mode == "atts" else {{}}
+                runs.append(run_pipeline(*models, problems, cfg, key=jax.random.key(0), **extra))
+            one, two = runs
+            report[mode + "-" + takeover] = dict(
+                texts=one.texts == two.texts, levels=bool((one.levels == two.levels).all()),
+                scores=bool(np.allclose(one.scores, two.scores, rtol=1e-5, equal_nan=True)),
+                counts=one.counts == two.counts, taken=int((one.levels > 0).sum()),
+                scored=int((one.levels >= 0).sum()))
+        print(json.dumps(report))
+        """
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, r in report.items():
+        assert r["texts"] and r["levels"] and r["scores"] and r["counts"], (name, r)
+        assert 0 < r["taken"] < r["scored"], (name, r)   # both paths of the decision were exercised
+
+
+def test_two_devices_need_independent_calls_and_two_devices(models):
+    with pytest.raises(ValueError, match="devices"):
+        PipelineConfig(mode="atts", devices=2)                     # fused ticks: the calls depend on each other
+    with pytest.raises(ValueError, match="devices"):
+        PipelineConfig(mode="target_only", overlap=True, devices=2)
+    with pytest.raises(ValueError, match="devices"):
+        PipelineConfig(mode="atts", overlap=True, devices=3)
+    if jax.device_count() < 2:
+        with pytest.raises(ValueError, match="devices=2.*at most the 1 device"):
+            _run(models, "sync", overlap=True, devices=2)
 
 
 def test_overlapped_append_waits_for_the_target_line():

@@ -47,7 +47,7 @@ def test_calibrate_writes_a_bank_that_run_uses_through_a_pool(ckpt, tmp_path):
 
 
 @pytest.mark.parametrize("args, field", [(["--alpha", "1.5"], "alpha"), (["--slots", "3"], "slots"),
-                                         (["--mode", "fast"], "mode")])
+                                         (["--mode", "fast"], "mode"), (["--devices", "2"], "devices")])
 def test_bad_run_input_is_one_line_and_exit_2(ckpt, args, field):
     proc = _codesign("run", "--ckpt", ckpt, "--n", "1", "--m", "2", *args)
     assert proc.returncode == 2, proc.stderr
