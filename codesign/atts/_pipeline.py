@@ -37,6 +37,13 @@ serves (`_forward_some`), so its cost follows those slots, as in a serving engin
 buckets: a slot that is free or held at a barrier costs little; this is the regime of ATTS'
 throughput claim. `bench` part "serve" measures it.
 
+Placement (`PipelineConfig.overlap`, `devices`): the paper runs the draft and the target on separate
+servers, so an asynchronous tick costs the slower of the two calls, not their sum. With `overlap` the
+target's calls of a tick read only the tick's starting state; with `devices=2` the loop runs under
+`jax.shard_map` over two devices, the draft's calls on device 0 and the target's on device 1, every
+other step computed on both alike, and one all-reduce per tick hands each model's new bytes (and the
+target's scores) to both. On one GPU the calls cannot overlap usefully (results/atts/session15/).
+
 The answer of a question is the majority vote of its m samples' parsed answers (self-consistency,
 Wang et al. 2023, ICLR); ties go to the smallest answer. The ATTS notes do not fix how the m samples
 are aggregated, so this is our choice; `RunResult.answers` keeps every sample for other rules.

@@ -192,19 +192,21 @@ def test_draft_and_target_on_two_devices_write_what_one_device_writes(tmp_path):
             return nets.TransformerLM(cfg, rngs=nnx.Rngs(params=seed))
 
         models = tiny("draft", 1), tiny("target", 2)
-        problems = [make_problem(i, 3) for i in range(3)]
         cal = StaticBank({BANK})
         bank = jnp.linspace(0.0, 8.0, {BANK})
         report = {{}}
-        for mode, takeover in (("atts", "regenerate"), ("atts", "append"), ("sync", "regenerate")):
+        # a pool of 4 slots (admission, prefill on each device), and 32 slots (calls on buckets of 16 or 32 rows)
+        for mode, takeover, m, slots, n in (("atts", "regenerate", 2, 4, 3), ("atts", "append", 2, 4, 3),
+                                            ("sync", "regenerate", 2, 4, 3), ("atts", "regenerate", 16, None, 2)):
             runs = []
+            problems = [make_problem(i, 3) for i in range(n)]
             for devices in (1, 2):
                 cfg = PipelineConfig(mode=mode, takeover=takeover, alpha=0.5 if mode == "sync" else 0.25,
-                                     slots=4, overlap=True, devices=devices, **{GREEDY!r})
+                                     slots=slots, overlap=True, devices=devices, **{{**{GREEDY!r}, "m": m}})
                 extra = dict(calibrator=cal, cal_state=cal.init_state(bank)) if mode == "atts" else {{}}
                 runs.append(run_pipeline(*models, problems, cfg, key=jax.random.key(0), **extra))
             one, two = runs
-            report[mode + "-" + takeover] = dict(
+            report[f"{{mode}}-{{takeover}}-m{{m}}"] = dict(
                 texts=one.texts == two.texts, levels=bool((one.levels == two.levels).all()),
                 scores=bool(np.allclose(one.scores, two.scores, rtol=1e-5, equal_nan=True)),
                 counts=one.counts == two.counts, taken=int((one.levels > 0).sum()),
