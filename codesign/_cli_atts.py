@@ -47,16 +47,23 @@ def calibrate(
     n: int = typer.Option(64, help="Validation problems."),
     m: int = typer.Option(8, help="Draft samples per problem."),
     max_turns: int = typer.Option(16, help="Turns (lines) per sample."),
+    turn_end_prob: float = typer.Option(1.0, help=TURN_END_HELP),
+    max_chunk: int = typer.Option(16, help="Bytes per turn at most."),
+    buf_len: int = typer.Option(256, help="Context per sample (bytes)."),
     seed: int = typer.Option(0),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Collect a calibration bank: the target's mean NLL (nats/byte) of every draft chunk."""
-    from codesign.atts._pipeline import collect_bank
+    from codesign.atts._pipeline import PipelineConfig, bank_settings, collect_bank, save_bank
 
+    turns = _turn_options(turn_end_prob, max_chunk, buf_len, False)
+    PipelineConfig(mode="calibrate", m=m, max_turns=max_turns, **turns)   # bad settings fail before loading
     pair = _load(ckpt)
     problems = list(pair.task.dataset(n, seed, "valid").problems)
-    bank = collect_bank(pair.draft, pair.target, problems, m=m, max_turns=max_turns, key=jax.random.key(seed))
-    np.savez(out, scores=bank)
+    bank = collect_bank(pair.draft, pair.target, problems, m=m, max_turns=max_turns, key=jax.random.key(seed),
+                        **turns)
+    save_bank(out, bank, bank_settings(pair.draft, pair.target, max_turns=max_turns, turn_end_prob=turn_end_prob,
+                                       max_chunk=max_chunk, buf_len=buf_len))
     per_turn = [{"turn": t, "n": int(np.isfinite(bank[:, :, t]).sum()),
                  "median": float(np.nanmedian(bank[:, :, t])) if np.isfinite(bank[:, :, t]).any() else None,
                  "q90": float(np.nanpercentile(bank[:, :, t], 90)) if np.isfinite(bank[:, :, t]).any() else None}
@@ -94,7 +101,8 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Solve test problems with the pipeline; accuracy, takeover rate per turn and timing."""
-    from codesign.atts._pipeline import PipelineConfig, collect_bank, make_calibrator, run_batched, run_pipeline
+    from codesign.atts._pipeline import (PipelineConfig, bank_settings, collect_bank, load_bank, make_calibrator,
+                                         run_batched, run_pipeline)
 
     turns = _turn_options(turn_end_prob, max_chunk, buf_len, overlap)
     cfg = PipelineConfig(mode=mode, takeover=takeover, alpha=alpha, m=m, max_turns=max_turns,
@@ -102,7 +110,9 @@ def run(
     pair = _load(ckpt)
     cal = state = None
     if mode == "atts":
-        scores = np.load(bank)["scores"] if bank else collect_bank(
+        settings = bank_settings(pair.draft, pair.target, max_turns=max_turns, turn_end_prob=turn_end_prob,
+                                 max_chunk=max_chunk, buf_len=buf_len)
+        scores = load_bank(bank, settings) if bank else collect_bank(
             pair.draft, pair.target, list(pair.task.dataset(64, seed, "valid").problems), m=m, max_turns=max_turns,
             key=jax.random.key(seed + 1), **turns)
         cal, state = make_calibrator(calibrator, scores, alpha=alpha, max_turns=max_turns)
@@ -141,6 +151,8 @@ def bench_cmd(
     slots: int = typer.Option(256, help="Pool size of the serving runs."),
     serve_samples: int = typer.Option(2048, help="Samples per serving run (questions = this / m)."),
     parts: str = typer.Option("accuracy,speed,serve", help="Any of accuracy, speed, serve."),
+    bank: str = typer.Option("", help="Calibration bank .npz: read if collected with the same settings and "
+                                      "models, else collected and written there."),
     seed: int = typer.Option(0),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
@@ -154,7 +166,7 @@ def bench_cmd(
     report = bench(pair.draft, pair.target, pair.task, ms=tuple(int(x) for x in ms.split(",")),
                    n_accuracy=n_accuracy, n_speed=n_speed, alpha=alpha, seed=seed, log=None,
                    parts=tuple(x for x in parts.split(",") if x), pool_slots=slots, serve_samples=serve_samples,
-                   devices=devices,
+                   devices=devices, bank_file=bank or None,
                    save=lambda r: atomic_write_json(Path(out, "atts_bench.json"), r),
                    **_turn_options(turn_end_prob, max_chunk, buf_len, overlap))
     print(json.dumps(report, indent=2) if as_json else format_bench(report))

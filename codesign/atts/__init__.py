@@ -11,14 +11,16 @@ from codesign.atts._calibrators import ACI, ACIState, BankState, Calibrator, Mon
 from codesign.atts._conformal import conformal_p_values, reject, tail_counts
 from codesign.atts._guarantee import drift_experiment, guarantee_experiment, run_stream
 from codesign.atts._ordinal import OrdinalThresholds, alpha_from_budget, ordinal_levels
-from codesign.atts._pipeline import (PipelineConfig, RunResult, bench, collect_bank, format_bench, majority_vote,
-                                     make_calibrator, paired_bootstrap, run_batched, run_pipeline)
+from codesign.atts._pipeline import (PipelineConfig, RunResult, bank_settings, bench, collect_bank, format_bench,
+                                     load_bank, majority_vote, make_calibrator, paired_bootstrap, run_batched,
+                                     run_pipeline, save_bank)
 from codesign.atts._models import ModelPair, draft_config, load_pair, step_accuracy, target_config, train_pair
 
 __all__ = [
-    "ModelPair", "PipelineConfig", "RunResult", "bench", "collect_bank", "draft_config", "format_bench", "load_pair",
-    "majority_vote", "make_calibrator", "paired_bootstrap", "run_batched", "run_pipeline", "step_accuracy",
-    "target_config", "train_pair",
+    "ModelPair", "PipelineConfig", "RunResult", "bank_settings", "bench", "collect_bank", "draft_config",
+    "format_bench", "load_bank",
+    "load_pair", "majority_vote", "make_calibrator", "paired_bootstrap", "run_batched", "run_pipeline", "save_bank",
+    "step_accuracy", "target_config", "train_pair",
     "ACI",
     "ACIState",
     "BankState",

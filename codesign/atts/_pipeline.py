@@ -54,8 +54,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import hashlib
+import json
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -69,7 +73,7 @@ from codesign.atts._ordinal import OrdinalThresholds, ordinal_levels
 from codesign.data import ArithProblem, decode, encode, format_problem, parse_answer
 
 __all__ = ["PipelineConfig", "RunResult", "run_pipeline", "run_batched", "majority_vote", "collect_bank",
-           "make_calibrator", "paired_bootstrap", "bench", "format_bench", "MODES", "TAKEOVERS", "CALIBRATORS"]
+           "bank_settings", "save_bank", "load_bank", "make_calibrator", "paired_bootstrap", "bench", "format_bench", "MODES", "TAKEOVERS", "CALIBRATORS"]
 
 MODES = ("atts", "sync", "target_only", "draft_only", "calibrate")
 TAKEOVERS = ("regenerate", "append", "ordinal")
@@ -859,6 +863,45 @@ def collect_bank(draft, target, problems, *, m: int, max_turns: int, key: jax.Ar
     return run_batched(draft, target, problems, cfg, key=key, batch_questions=batch_questions).scores
 
 
+def bank_settings(draft, target, *, max_turns: int, turn_end_prob: float, max_chunk: int, buf_len: int,
+                  **extra) -> dict:
+    """What a calibration bank depends on: the turns' settings and the pair (a short hash of both models'
+    parameters), plus `extra` (e.g. questions, m, seed). Stored with the bank by `save_bank`."""
+    digest = hashlib.sha256()
+    for model in (draft, target):
+        for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)):
+            digest.update(np.asarray(leaf).tobytes())
+    return dict(max_turns=max_turns, turn_end_prob=turn_end_prob, max_chunk=max_chunk, buf_len=buf_len,
+                models=digest.hexdigest()[:16], **extra)
+
+
+def save_bank(path, scores_QxmxT, settings: dict) -> None:
+    """Write calibration scores and the settings they were collected with (npz: 'scores', 'settings')."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, scores=np.asarray(scores_QxmxT, np.float32), settings=json.dumps(settings, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def load_bank(path, settings: dict | None = None) -> np.ndarray:
+    """Calibration scores (Q, m, T) from `save_bank` (or any npz with 'scores'). With `settings`, every one
+    the file recorded must match (a bank collected with other turns or models would give wrong rates)."""
+    try:
+        data = np.load(path)
+        scores = data["scores"]
+    except (OSError, KeyError, ValueError) as err:
+        raise _fail("bank", str(path), f"must be an .npz with 'scores' (codesign atts calibrate): {err}") from None
+    saved = json.loads(str(data["settings"])) if "settings" in data.files else {}
+    here = json.loads(json.dumps(settings or {}))   # as the file holds them (tuples become lists)
+    differ = {k: (saved[k], v) for k, v in here.items() if k in saved and saved[k] != v}
+    if differ:
+        detail = "; ".join(f"{k}: file {a!r}, here {b!r}" for k, (a, b) in sorted(differ.items()))
+        raise _fail("bank", str(path), f"was collected with other settings ({detail}); collect a new one")
+    return scores
+
+
+
 def make_calibrator(name: str, bank_QxmxT, *, alpha: float, max_turns: int, window: int = 512,
                     gamma: float = 0.005):
     """A calibrator of `CALIBRATORS` and its initial state from calibration scores (Q, m, T).
@@ -933,7 +976,7 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
           speed_calibrator: str = "mondrian", max_turns: int = 16, batch_questions: int = 128, seed: int = 0,
           min_turn_n: int = 200, parts=BENCH_PARTS, turn_end_prob: float = 1.0, max_chunk: int = 16,
           buf_len: int = 256, pool_slots: int = 256, serve_samples: int = 2048, overlap: bool = False,
-          devices: int = 1, log=print,
+          devices: int = 1, bank_file: str | Path | None = None, log=print,
           save=None) -> dict:
     """The ATTS experiments on a trained pair; returns a JSON-ready report.
 
@@ -953,6 +996,8 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
        share of slot time held at a barrier or free.
     `parts` picks among 2, 3 and 4 (1 always runs), so a long run can be split over several commands.
     turn_end_prob, max_chunk, buf_len, overlap: `PipelineConfig` settings, the same in every run.
+    bank_file: an .npz the calibration bank is read from if it was collected with the same settings and
+    models (else an error), or written to after collecting it: later invocations skip the collection.
     devices: `PipelineConfig.devices` of the timed ATTS and sync runs (2: draft and target on two devices;
     needs overlap); target-only runs on one device.
     save: called with the report after every run (its "complete" is False until the end), so a
@@ -974,9 +1019,18 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
               "takeover": takeover, "task": dataclasses.asdict(task), "max_turns": max_turns,
               "draft_params": nets.param_count(draft), "target_params": nets.param_count(target)}
     start = time.perf_counter()
-    cal_problems = list(task.dataset(n_calibration, seed + 11, "valid").problems)
-    bank = collect_bank(draft, target, cal_problems, m=m_accuracy, key=k_cal, batch_questions=batch_questions, **turns)
+    settings = bank_settings(draft, target, max_turns=max_turns, turn_end_prob=turn_end_prob, max_chunk=max_chunk,
+                             buf_len=buf_len, questions=n_calibration, m=m_accuracy, seed=seed,
+                             task=dataclasses.asdict(task))
+    bank = load_bank(bank_file, settings) if bank_file is not None and Path(bank_file).exists() else None
+    if bank is None:
+        cal_problems = list(task.dataset(n_calibration, seed + 11, "valid").problems)
+        bank = collect_bank(draft, target, cal_problems, m=m_accuracy, key=k_cal, batch_questions=batch_questions,
+                            **turns)
+        if bank_file is not None:
+            save_bank(bank_file, bank, settings)
     report["calibration"] = {"questions": n_calibration, "m": m_accuracy,
+                             "file": None if bank_file is None else str(bank_file),
                              "scores_by_turn": int(np.isfinite(bank).sum()),
                              "median_by_turn": [float(np.nanmedian(bank[:, :, t])) if np.isfinite(bank[:, :, t]).any()
                                                 else None for t in range(bank.shape[2])]}

@@ -46,6 +46,9 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=1, choices=(1, 2),
                         help="2: ATTS and sync with the draft on device 0, the target on device 1 (needs --overlap)")
     parser.add_argument("--tag", default="", help="suffix of the output files")
+    parser.add_argument("--bank", default=None,
+                        help="calibration bank .npz: read if collected with the same settings and models, "
+                             "else collected and written (later invocations skip the ~1 min collection)")
     parser.add_argument("--slots", type=int, default=256, help="pool size of the serving runs")
     parser.add_argument("--serve-samples", type=int, default=2048, help="samples per serving run (questions = this / m)")
     parser.add_argument("--parts", default=",".join(BENCH_PARTS),
@@ -81,6 +84,7 @@ def main() -> int:
                    parts=tuple(args.parts.split(",")), turn_end_prob=args.turn_end_prob,
                    max_chunk=args.max_chunk, buf_len=args.buf_len, pool_slots=args.slots,
                    serve_samples=args.serve_samples, overlap=args.overlap, devices=args.devices,
+                   bank_file=args.bank,
                    log=lambda msg: print(msg, flush=True), save=save)
     print(format_bench(report))
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.txt')}")

@@ -356,6 +356,29 @@ def test_turn_end_prob_outside_zero_one_is_a_clear_error():
             PipelineConfig(turn_end_prob=bad)
 
 
+def test_a_saved_bank_is_reused_only_with_the_same_settings_and_models(models, tmp_path, monkeypatch):
+    from codesign.atts import _pipeline
+    from codesign.atts._models import ArithTask
+
+    kw = dict(ms=(2,), n_accuracy=1, m_accuracy=2, n_speed=1, n_calibration=3, max_turns=3, parts=("speed",),
+              max_chunk=5, buf_len=64, log=None, bank_file=tmp_path / "bank.npz")
+    first = _pipeline.bench(*models, ArithTask(3, 3), **kw)
+    assert (tmp_path / "bank.npz").exists() and first["calibration"]["scores_by_turn"] > 0
+
+    def no_collection(*args, **kwargs):
+        raise AssertionError("the saved bank should have been read")
+
+    monkeypatch.setattr(_pipeline, "collect_bank", no_collection)
+    second = _pipeline.bench(*models, ArithTask(3, 3), **kw)
+    assert second["calibration"] == first["calibration"]
+    with pytest.raises(ValueError, match="max_chunk: file 5, here 6"):
+        _pipeline.bench(*models, ArithTask(3, 3), **{**kw, "max_chunk": 6})
+    with pytest.raises(ValueError, match="models: file"):                  # another pair scored it
+        _pipeline.bench(models[1], models[0], ArithTask(3, 3), **kw)
+    with pytest.raises(ValueError, match="bank=.*must be an .npz"):
+        _pipeline.load_bank(tmp_path / "missing.npz")
+
+
 @pytest.mark.slow
 def test_bench_runs_every_arm_with_the_turn_structure_it_was_given(models):
     from codesign.atts._models import ArithTask

@@ -44,6 +44,11 @@ def test_calibrate_writes_a_bank_that_run_uses_through_a_pool(ckpt, tmp_path):
     assert summary["questions"] == 3 and summary["mode"] == "atts"
     assert summary["prefill_calls"] > 0          # 6 samples through 2 slots: later ones were admitted
     assert len(summary["rejection_by_turn"]) == 2
+    # the bank records what it was collected with: paragraph turns cannot use a one-line bank
+    proc = _codesign("run", "--ckpt", ckpt, "--bank", bank, "--n", "3", "--m", "2", "--max-turns", "2",
+                     "--turn-end-prob", "0.5", "--json")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "bank=" in proc.stderr and "turn_end_prob: file 1.0, here 0.5" in proc.stderr
 
 
 @pytest.mark.parametrize("args, field", [(["--alpha", "1.5"], "alpha"), (["--slots", "3"], "slots"),
