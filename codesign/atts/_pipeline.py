@@ -330,6 +330,11 @@ _DRAFT_ROLE, _TARGET_ROLE = 0, 1
 _ROLE_AXIS = "role"
 
 
+def _role_mesh() -> jax.sharding.Mesh:
+    """The first two devices: the draft's (role 0) and the target's (role 1)."""
+    return jax.sharding.Mesh(np.asarray(jax.devices()[:2]), (_ROLE_AXIS,))
+
+
 def _on_role(cfg: PipelineConfig, role: int, pred, fn, skip, args):
     """`fn(args)` if `pred`, else `skip(args)`; with two devices only on the device of `role` (the other skips)."""
     if cfg.devices == 2:
@@ -595,7 +600,8 @@ def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_grou
             row = jnp.zeros((A, L), jnp.int32).at[:, :tokens.shape[1]].set(tokens)
             buf = buf.at[idx].set(row, mode="drop")
             start = jnp.zeros(A, jnp.int32)
-            def fill(gd):
+
+            def fill(gd):   # one model's prefill of the admitted rows (on its own device when there are two)
                 def go(args):
                     cache, state = args
                     _, rows_new = _row_forward(gd, state, tokens, _rows(cache, idx), start)
@@ -642,8 +648,7 @@ def _run(slots, draft_state, target_state, prompts, plen, *, cfg, calibrator, dr
         # the draft's calls on device 0, the target's on device 1; everything else is computed on both
         # alike (replicated), and each tick ends in one exchange (`_exchange`). A device's copy of the
         # other model's cache is never read, so only the replicated fields of the result are used.
-        mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:2]), (_ROLE_AXIS,))
-        loop = jax.shard_map(loop, mesh=mesh, in_specs=jax.sharding.PartitionSpec(),
+        loop = jax.shard_map(loop, mesh=_role_mesh(), in_specs=jax.sharding.PartitionSpec(),
                              out_specs=jax.sharding.PartitionSpec(), check_vma=False)
     s = loop(slots, draft_state, target_state, prompts, plen)
     # stopped by max_ticks: what the unfinished samples have committed so far (done stays -1)
@@ -800,8 +805,7 @@ def run_pipeline(draft: nets.TransformerLM, target: nets.TransformerLM, problems
                   max_ticks=max_ticks)
     args = (slots, draft_state, target_state, jnp.asarray(table), jnp.asarray(plen))
     if cfg.devices == 2:   # a copy of everything on both devices (the loop runs under shard_map)
-        mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:2]), (_ROLE_AXIS,))
-        args = jax.device_put(args, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+        args = jax.device_put(args, jax.sharding.NamedSharding(_role_mesh(), jax.sharding.PartitionSpec()))
     jax.block_until_ready(args)
     cache_key = (tuple(sorted((k, v) for k, v in kwargs.items())),
                  jax.tree.structure(args), tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(args)))
