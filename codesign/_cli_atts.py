@@ -110,11 +110,12 @@ def run(
     pair = _load(ckpt)
     cal = state = None
     if mode == "atts":
-        settings = bank_settings(pair.draft, pair.target, max_turns=max_turns, turn_end_prob=turn_end_prob,
-                                 max_chunk=max_chunk, buf_len=buf_len)
-        scores = load_bank(bank, settings) if bank else collect_bank(
-            pair.draft, pair.target, list(pair.task.dataset(64, seed, "valid").problems), m=m, max_turns=max_turns,
-            key=jax.random.key(seed + 1), **turns)
+        if bank:   # refused if collected with other turns or another pair
+            scores = load_bank(bank, bank_settings(pair.draft, pair.target, max_turns=max_turns,
+                                                   turn_end_prob=turn_end_prob, max_chunk=max_chunk, buf_len=buf_len))
+        else:
+            scores = collect_bank(pair.draft, pair.target, list(pair.task.dataset(64, seed, "valid").problems), m=m,
+                                  max_turns=max_turns, key=jax.random.key(seed + 1), **turns)
         cal, state = make_calibrator(calibrator, scores, alpha=alpha, max_turns=max_turns)
     problems = list(pair.task.dataset(n, seed, "test").problems)
     run_fn = run_pipeline if slots else run_batched   # a pool serves every question in one run

@@ -73,7 +73,8 @@ from codesign.atts._ordinal import OrdinalThresholds, ordinal_levels
 from codesign.data import ArithProblem, decode, encode, format_problem, parse_answer
 
 __all__ = ["PipelineConfig", "RunResult", "run_pipeline", "run_batched", "majority_vote", "collect_bank",
-           "bank_settings", "save_bank", "load_bank", "make_calibrator", "paired_bootstrap", "bench", "format_bench", "MODES", "TAKEOVERS", "CALIBRATORS"]
+           "bank_settings", "save_bank", "load_bank", "make_calibrator", "paired_bootstrap", "bench", "format_bench",
+           "MODES", "TAKEOVERS", "CALIBRATORS"]
 
 MODES = ("atts", "sync", "target_only", "draft_only", "calibrate")
 TAKEOVERS = ("regenerate", "append", "ordinal")
@@ -1126,6 +1127,17 @@ def _with_speedups(row: dict) -> dict:
             "speedup_vs_target_only": row["target_only"]["wall_s_per_question"] / atts}
 
 
+_TIMING_HEAD = (f"{'atts ms/q':>10} {'sync ms/q':>10} {'target ms/q':>11} {'speedup':>8} "
+                f"{'atts tok/s':>11} {'sync tok/s':>11}")
+
+
+def _timing_cells(row: dict, digits: int) -> str:
+    """The columns of `_TIMING_HEAD` for a speed or serve row: ms per question, speedup, tokens/s."""
+    a, s_, t = row["atts"], row["sync"], row["target_only"]
+    ms = " ".join(f"{r['wall_s_per_question'] * 1e3:>{w}.{digits}f}" for r, w in ((a, 10), (s_, 10), (t, 11)))
+    return f"{ms} {row['speedup_vs_sync']:>7.2f}x {a['tokens_per_s']:>11.0f} {s_['tokens_per_s']:>11.0f}"
+
+
 def _turns_line(report: dict) -> str:
     p = report.get("turn_end_prob", 1.0)
     kind = "one line each" if p >= 1 else f"paragraphs of a geometric number of lines, mean {1 / p:.3g}"
@@ -1153,25 +1165,18 @@ def format_bench(report: dict) -> str:
             lines.append(f"{name:<15} {rates}  max|dev| {rj['max_abs_dev']:.3f} "
                          f"({'holds' if rj['holds_within_0.02'] else 'outside 0.02'}; "
                          f"{rj.get('turns_drifting', '?')}/{rj['turns_judged']} turns beyond 0.02 + 2 SE)")
-    lines += ["", f"{'m':>3} {'atts ms/q':>10} {'sync ms/q':>10} {'target ms/q':>11} {'speedup':>8} "
-                  f"{'atts tok/s':>11} {'sync tok/s':>11} {'sync wait ms/q':>14}"]
+    lines += ["", f"{'m':>3} {_TIMING_HEAD} {'sync wait ms/q':>14}"]
     for row in report["speed"]:
-        a, s_, t = row["atts"], row["sync"], row["target_only"]
-        lines.append(f"{row['m']:>3} {a['wall_s_per_question'] * 1e3:>10.2f} {s_['wall_s_per_question'] * 1e3:>10.2f} "
-                     f"{t['wall_s_per_question'] * 1e3:>11.2f} {row['speedup_vs_sync']:>7.2f}x "
-                     f"{a['tokens_per_s']:>11.0f} {s_['tokens_per_s']:>11.0f} "
-                     f"{s_['sync_time_s_per_question'] * 1e3:>14.2f}")
+        lines.append(f"{row['m']:>3} {_timing_cells(row, 2)} "
+                     f"{row['sync']['sync_time_s_per_question'] * 1e3:>14.2f}")
     if report.get("serve"):
         lines += ["", f"serving: a pool of {report['serve'][0]['slots']} slots, freed slots admit waiting samples "
                       "(sync: a question when m slots are free); ms/q = run wall / questions",
-                  f"{'m':>3} {'questions':>9} {'atts ms/q':>10} {'sync ms/q':>10} {'target ms/q':>11} {'speedup':>8} "
-                  f"{'atts tok/s':>11} {'sync tok/s':>11} {'atts lat ms':>11} {'sync lat ms':>11} "
+                  f"{'m':>3} {'questions':>9} {_TIMING_HEAD} {'atts lat ms':>11} {'sync lat ms':>11} "
                   f"{'sync held':>9} {'sync free':>9} {'acc a/s/t':>16}"]
         for row in report["serve"]:
             a, s_, t = row["atts"], row["sync"], row["target_only"]
-            lines.append(f"{row['m']:>3} {row['questions']:>9} {a['wall_s_per_question'] * 1e3:>10.3f} "
-                         f"{s_['wall_s_per_question'] * 1e3:>10.3f} {t['wall_s_per_question'] * 1e3:>11.3f} "
-                         f"{row['speedup_vs_sync']:>7.2f}x {a['tokens_per_s']:>11.0f} {s_['tokens_per_s']:>11.0f} "
+            lines.append(f"{row['m']:>3} {row['questions']:>9} {_timing_cells(row, 3)} "
                          f"{a['latency_s_mean'] * 1e3:>11.1f} {s_['latency_s_mean'] * 1e3:>11.1f} "
                          f"{s_['barrier_wait_fraction']:>9.1%} {s_['idle_slot_fraction']:>9.1%} "
                          f"{a['accuracy']:.3f}/{s_['accuracy']:.3f}/{t['accuracy']:.3f}")
