@@ -117,7 +117,7 @@ def cheapest_per_side(cfg: ModelConfig, targets: dict[str, GPU], context_len: in
 class AFDCost(eqx.Module):
     """AFD decode: tpot_s [s], tokens_per_gpu_s [tokens/GPU/s], dollars_per_token [USD],
     energy_j_per_token [J], sla_slack_s [s] (TPOT target minus TPOT; negative = missed),
-    stage_s[stage, layer] [s] (attention, network, FFN per micro-batch),
+    `stage_s[stage, layer]` [s] (attention, network, FFN per micro-batch),
     attention_memory_bytes / ffn_memory_bytes [bytes per GPU]."""
 
     tpot_s: Float[Array, ""]

@@ -181,7 +181,7 @@ def expert_token_counts(tokens: np.ndarray, n_experts: int, top_k: int, seed: in
 class StepWork(eqx.Module):
     """FLOPs and bytes of every step of a continuous-batching run, whole model (all layers).
 
-    flops[op], bytes[kind][op]: [steps] arrays for the host-side classes (LINEAR_OPS) and for
+    `flops[op]`, `bytes[kind][op]`: [steps] arrays for the host-side classes (LINEAR_OPS) and for
       "attn_decode" / "attn_prefill" (the attention core of the decode and prefill tokens);
       kinds are weights, kv, activations.
     expert_tokens: [steps, experts] tokens per routed expert, ascending (see expert_token_counts).

@@ -190,7 +190,7 @@ class DuplexKnobs(eqx.Module):
 class DuplexCost(eqx.Module):
     """Cost of a continuous-batching run on a Duplex (or H100-only) system.
 
-    step_latency_s [steps] [s]; latency_s: sum [s]; tokens: output tokens; tokens_per_s: the
+    `step_latency_s[steps]` [s]; latency_s: sum [s]; tokens: output tokens; tokens_per_s: the
     system's throughput [tokens/s]; energy_j [J] (n devices); area_mm2 (one device's xPU die
     plus its PIM logic) [mm^2]; memory_bytes [bytes]; op_latency_s: per group ("linear",
     "attention", "moe", "comm") summed over steps [s].

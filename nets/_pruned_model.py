@@ -372,7 +372,7 @@ class PrunedLM(nnx.Module):
     def prefill(self, prompt_BxP: Array, *, plan: PrunePlan, max_new_tokens: int) -> tuple[Array, dict]:
         """Hard-pruned pass over the prompt (all prompt tokens prunable) and the pruned cache.
 
-        cache["layers"][l]: the layer's cached K/V (or MLA latent + RoPE key) of the tokens
+        `cache["layers"][l]`: the layer's cached K/V (or MLA latent + RoPE key) of the tokens
         alive at its attention, plus `max_new_tokens` empty slots; "pos" their positions,
         "heads" the head mask the layer used, "importance" their accumulated importance
         (decode steps keep adding to it); cache["n_prompt"] the prompt length (static).

@@ -325,8 +325,9 @@ def arith_dataset(n: int, seed: int, *, split: str = "train", min_digits: int = 
         split: ``"train"``, ``"valid"`` or ``"test"`` (disjoint by construction, see
             the module docstring). Within a split a problem may repeat when the
             problem space is small (few digits).
-        min_digits, max_digits: the first operand's digit count is uniform on
+        min_digits: the first operand's digit count is uniform on
             ``[min_digits, max_digits]``, so chains vary in length.
+        max_digits: the largest digit count of the first operand.
         seq_len: model context; rows hold ``seq_len + 1`` bytes. Default: the
             smallest multiple of 8 with ``max_text_len(max_digits, ops) <= seq_len + 1``.
         ops: operations to draw from, uniformly.
