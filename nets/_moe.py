@@ -15,9 +15,11 @@ unnormalised p_e, a choice not offered here).
 
 Experts are dropless (no capacity factor, no token dropped): the T*k (token, expert)
 assignments are sorted by expert, the tokens gathered in that order, and each expert
-matmul is ONE `jax.lax.ragged_dot` with the per-expert group sizes. All shapes are
-static (T*k rows) so the layer jits once per input shape, differentiates (ragged_dot
-has a transpose rule for both operands), and batches under `nnx.vmap`/`nnx.scan`.
+matmul is ONE grouped matmul with the per-expert group sizes (`nets._grouped.grouped_matmul`,
+which picks the backend's kernel: Pallas-Triton on GPU, megablox on TPU, `jax.lax.ragged_dot`
+on CPU; CODESIGN_GROUPED_MATMUL=reference forces the last everywhere). All shapes are
+static (T*k rows) so the layer jits once per input shape, differentiates (every
+implementation has both gradients), and batches under `nnx.vmap`/`nnx.scan`.
 The outputs are un-sorted with the inverse permutation (a gather, so the combination
 over the k experts is summed in a fixed order, deterministic on every backend).
 
@@ -38,11 +40,12 @@ SwiGLU and 2 for gelu/relu):
   router                                    2 * T * D * E
   gate combination                          2 * T * k * D   (plus O(T*k*F) activations)
 These are the mathematical counts the cost model uses. The XLA lowering of
-`jax.lax.ragged_dot` on CPU (jax 0.10.2) and on GPU (jax 0.11.2, H200, measured:
+`jax.lax.ragged_dot` (the reference implementation) on CPU (jax 0.10.2) and on GPU (jax 0.11.2, H200, measured:
 bf16 T*k=8192, D=2048, F=1024, E=64 runs at ~12 TFLOP/s of useful work, 2.9 ms, where a
 dense GEMM of the same FLOPs takes 0.08 ms) expands the groups into dense zero-padded
 matmuls, i.e. it executes about E times the routed FLOPs; an implementation detail of
-today's XLA, not of the layer (the result and gradients are exact).
+today's XLA, not of the layer (the result and gradients are exact), and the reason the
+GPU takes the Pallas-Triton kernels instead.
 
 Auxiliary losses (returned, never added here; the caller weights them):
   load_balance_loss = E * sum_e f_e * P_e  with f_e the fraction of the T*k token-slots
@@ -67,6 +70,7 @@ from flax import nnx
 from jax import Array
 
 from nets._config import ModelConfig
+from nets._grouped import grouped_matmul
 from nets._layers import activation_fn
 
 __all__ = ["MoE", "moe_reference"]
@@ -141,7 +145,7 @@ class MoE(nnx.Module):
         x_sorted_NxD = x_TxD[order_N // k]  # slot n belongs to token n // k
 
         def grouped(lhs, weight):
-            return jax.lax.ragged_dot(lhs, weight[...].astype(self.dtype), group_sizes_E)
+            return grouped_matmul(lhs, weight[...].astype(self.dtype), group_sizes_E)
 
         if self.activation == "swiglu":
             h_NxF = act(grouped(x_sorted_NxD, self.expert_gate)) * grouped(x_sorted_NxD, self.expert_up)
