@@ -3,6 +3,8 @@
 from nets._config import ACTIVATIONS, ATTENTION_KINDS, FFN_KINDS, NORMS, POSITIONS, AttentionConfig, FFNConfig, ModelConfig
 from nets._params import ParamCounts, count_params
 from nets import zoo
+from nets._errors import InputError, fail
+from nets._io import atomic_write, atomic_write_json, is_config_path, load_config
 from nets._attention import Attention, cache_bytes_per_token_per_layer
 from nets._layer_quant import LayerQuant, one_hot_quant
 from nets._moe import MoE
@@ -17,4 +19,5 @@ __all__ = [
     "layer_segments", "param_count",
     "ProgressiveQuant", "attended_keep", "kept_count", "paper_schedule", "soft_keep_mask", "PrunedLM", "PrunePlan",
     "monotone_keep",
+    "InputError", "fail", "atomic_write", "atomic_write_json", "is_config_path", "load_config",
 ]

@@ -33,11 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from nets._errors import fail as _fail
+
 NEG_INF = -1e30  # finite "minus infinity": masked logits stay finite under soft masks and gradients
-
-
-def _fail(name: str, value, allowed: str) -> None:
-    raise ValueError(f"{name}={value!r}: {allowed}")
 
 
 def _fraction(name: str, value) -> float:
