@@ -1,14 +1,17 @@
 """nets: model configurations, layers and networks (Flax NNX)."""
 
 from nets._config import ACTIVATIONS, ATTENTION_KINDS, FFN_KINDS, NORMS, POSITIONS, AttentionConfig, FFNConfig, ModelConfig
-from nets._params import ParamCounts, count_params
+from nets._params import ParamCounts, attention_params, count_params, mlp_params, norm_params
 from nets import zoo
 from nets._errors import InputError, fail
 from nets._io import atomic_write, atomic_write_json, is_config_path, load_config
-from nets._attention import Attention, cache_bytes_per_token_per_layer
+from nets._attention import Attention, cache_bytes_per_token_per_layer, cache_shapes
 from nets._layer_quant import LayerQuant, one_hot_quant
-from nets._moe import MoE
-from nets._pruning import ProgressiveQuant, attended_keep, kept_count, paper_schedule, soft_keep_mask
+from nets._layers import MLP, activation_fn, apply_rope, make_norm
+from nets._moe import MoE, moe_reference
+from nets._pruning import (ProgressiveQuant, attended_keep, gather_rows, kept_count, local_value_prune, paper_schedule,
+                           progressive_probs, quantize_split, select_tokens, soft_keep_mask, softmax_l1_bound,
+                           temperature_schedule, token_importance)
 from nets._pruned_model import PrunedLM, PrunePlan, monotone_keep
 from nets._model import TransformerLM, generate, init_cache, layer_segments, param_count
 
@@ -20,4 +23,8 @@ __all__ = [
     "ProgressiveQuant", "attended_keep", "kept_count", "paper_schedule", "soft_keep_mask", "PrunedLM", "PrunePlan",
     "monotone_keep",
     "InputError", "fail", "atomic_write", "atomic_write_json", "is_config_path", "load_config",
+    "MLP", "activation_fn", "apply_rope", "make_norm", "cache_shapes", "moe_reference",
+    "attention_params", "mlp_params", "norm_params",
+    "gather_rows", "local_value_prune", "progressive_probs", "quantize_split", "select_tokens", "softmax_l1_bound",
+    "temperature_schedule", "token_importance",
 ]

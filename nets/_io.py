@@ -5,10 +5,13 @@ fsynced, then `os.replace` renames it over the destination. A reader (or a run k
 way) sees the old file or the new one, never a half-written one; the rename is atomic
 because both names are on one file system.
 
-Model specs (`load_config`): a spec that ends in `.json` or contains a path separator is a
-file path (a missing file is an error, never a silent zoo lookup); anything else is a zoo
-name (`nets.zoo.get`, case-insensitive). Every command and library entry point that takes
-a model (`--model`, `TrainConfig.model`, `codesign cost MODEL`) reads it through this rule.
+Model specs (`load_config`): a spec that ends in `.json`, contains a path separator or names
+an existing directory is a path (a missing one is an error, never a silent zoo lookup);
+anything else is a zoo name (`nets.zoo.get`, case-insensitive). A path is a JSON file, or a
+directory holding `config.json`; the file is our `ModelConfig` JSON, or a Hugging Face
+`config.json` (it has `model_type` or `architectures`; mapped by `nets.from_hf`). Every
+command and library entry point that takes a model (`--model`, `TrainConfig.model`,
+`codesign cost MODEL`) reads it through this rule.
 """
 
 from __future__ import annotations
@@ -49,19 +52,32 @@ def atomic_write_json(path: str | Path, record: Any, *, indent: int = 2, **dumps
 
 
 def is_config_path(spec: str) -> bool:
-    """Whether a model spec names a file (ends in `.json` or contains a path separator) rather than a zoo entry."""
-    return spec.endswith(".json") or "/" in spec or os.sep in spec
+    """Whether a model spec is a path (ends in `.json`, has a path separator, or is a directory), not a zoo name."""
+    return spec.endswith(".json") or "/" in spec or os.sep in spec or Path(spec).is_dir()
 
 
-def load_config(spec: str | Path) -> ModelConfig:
-    """The `ModelConfig` a spec names: a JSON file path or a zoo name (rule in the module docstring)."""
+def load_config(spec: str | Path, *, ignore: tuple[str, ...] = ()) -> ModelConfig:
+    """The `ModelConfig` a spec names: a zoo name, or a path to our JSON or a Hugging Face config (rule above).
+
+    `ignore`: Hugging Face fields to accept without mapping (see `nets.from_hf`).
+    """
     if isinstance(spec, Path):
         spec = str(spec)
     if not isinstance(spec, str) or not spec:
-        raise InputError("model", spec, "must be a zoo name or a path to a ModelConfig JSON file")
+        raise InputError("model", spec, "must be a zoo name or a path to a config JSON file (or its folder)")
     if not is_config_path(spec):
         return zoo.get(spec)
     path = Path(spec)
+    if path.is_dir():
+        path = path / "config.json"
     if not path.is_file():
         raise InputError("model", spec, "no such JSON file (give a zoo name or an existing config path)")
-    return ModelConfig.from_json(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError("model", spec, f"not valid JSON ({err})") from None
+    if isinstance(data, dict) and ("model_type" in data or "architectures" in data):
+        from nets._hf_config import from_hf  # the Hugging Face mapping, read only for such files
+
+        return from_hf(data, ignore=ignore)
+    return ModelConfig.from_dict(data)
