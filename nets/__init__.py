@@ -14,6 +14,8 @@ from nets._pruning import (ProgressiveQuant, attended_keep, gather_rows, kept_co
                            temperature_schedule, token_importance)
 from nets._pruned_model import PrunedLM, PrunePlan, monotone_keep
 from nets._model import TransformerLM, generate, init_cache, layer_segments, param_count
+from nets._hf_config import HFMapping, from_hf, map_hf, to_hf
+from nets._hf_weights import load_hf_checkpoint, load_safetensors, save_safetensors
 
 __all__ = [
     "ACTIVATIONS", "ATTENTION_KINDS", "FFN_KINDS", "NORMS", "POSITIONS",

@@ -10,6 +10,7 @@ Parameters (names and shapes match `nets._params.attention_params`):
             part of wkv_a's output is ONE key shared by all heads that carries RoPE
             (DeepSeek-V2, arXiv 2405.04434, eqs. 9-19; DeepSeek-V3 arXiv 2412.19437 sec. 2.1.1).
   output    wo: n_heads*head_dim -> d.
+  biases    on every projection iff cfg.use_bias; on wq, wk, wv also iff attention.qkv_bias (Qwen2).
   qk_norm   q_head_norm, k_head_norm over one head (qk_head_dim), before RoPE (Qwen3).
 
 KV cache: a plain dict of arrays (a pytree, so layers can be scanned over it).
@@ -36,6 +37,7 @@ from jax import Array
 
 from nets._config import ModelConfig
 from nets._layers import apply_rope, make_norm
+from nets._sdpa import fused_attention
 
 Cache = dict[str, Array]
 
@@ -80,8 +82,8 @@ class Attention(nnx.Module):
         self.cfg = cfg
         self.dtype = dtype
 
-        def linear(d_in: int, d_out: int) -> nnx.Linear:
-            return nnx.Linear(d_in, d_out, use_bias=cfg.use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        def linear(d_in: int, d_out: int, bias: bool = cfg.use_bias) -> nnx.Linear:
+            return nnx.Linear(d_in, d_out, use_bias=bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
         def norm(width: int) -> nnx.Module:
             return make_norm(cfg, width, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
@@ -92,14 +94,14 @@ class Attention(nnx.Module):
             self.q_norm = norm(a.q_rank)
             self.wq_b = linear(a.q_rank, q_width)
         else:
-            self.wq = linear(d, q_width)
+            self.wq = linear(d, q_width, cfg.use_bias or a.qkv_bias)
         if a.kind == "mla":
             self.wkv_a = linear(d, a.kv_rank + a.rope_dim)
             self.kv_norm = norm(a.kv_rank)
             self.wkv_b = linear(a.kv_rank, 2 * a.n_heads * a.head_dim)
         else:
-            self.wk = linear(d, a.n_kv_heads * a.head_dim)
-            self.wv = linear(d, a.n_kv_heads * a.head_dim)
+            self.wk = linear(d, a.n_kv_heads * a.head_dim, cfg.use_bias or a.qkv_bias)
+            self.wv = linear(d, a.n_kv_heads * a.head_dim, cfg.use_bias or a.qkv_bias)
         self.wo = linear(a.n_heads * a.head_dim, d)
         if a.qk_norm:
             self.q_head_norm = norm(a.qk_head_dim)
@@ -179,6 +181,11 @@ class Attention(nnx.Module):
                          "v": self._write(cache["v"], v_BxLxNxK, cache_index)}
             k_BxLxNxK = new_cache["k"].astype(self.dtype)
             v_BxLxNxK = new_cache["v"].astype(self.dtype)
+        fused_BxLxHxK = fused_attention(q_BxLxHxK, k_BxLxNxK.astype(q_BxLxHxK.dtype),
+                                        v_BxLxNxK.astype(q_BxLxHxK.dtype), causal=self.cfg.causal,
+                                        scale=1.0 / math.sqrt(a.qk_head_dim), cached=cache is not None)
+        if fused_BxLxHxK is not None:  # a fused kernel (nets._sdpa) where one can take the call
+            return self.wo(fused_BxLxHxK.reshape(B, L, a.n_heads * a.head_dim)), new_cache
         T = k_BxLxNxK.shape[1]
         q_BxLxNxGxK = q_BxLxHxK.reshape(B, L, a.n_kv_heads, a.group_size, a.head_dim)
         scores_BxNxGxLxT = jnp.einsum("blngk,btnk->bnglt", q_BxLxNxGxK, k_BxLxNxK) / math.sqrt(a.qk_head_dim)

@@ -67,6 +67,9 @@ class AttentionConfig:
       mfa  multi-matrix factorization attention (Step-3): a low-rank query
            (d_model -> q_rank -> RMSNorm -> n_heads*head_dim) and `n_kv_heads`
            shared K/V heads (Step-3 uses one), projected straight from the hidden state.
+
+    qkv_bias adds a bias to the query, key and value projections only (Qwen2); `ModelConfig.use_bias`
+    puts one on every linear layer. Only for kinds mha and gqa.
     """
 
     kind: str = "mha"
@@ -77,6 +80,7 @@ class AttentionConfig:
     kv_rank: int = 0
     rope_dim: int = 0
     qk_norm: bool = False
+    qkv_bias: bool = False
 
     def __post_init__(self) -> None:
         p = "attention."
@@ -88,6 +92,9 @@ class AttentionConfig:
         _nonneg_int(p + "kv_rank", self.kv_rank)
         _nonneg_int(p + "rope_dim", self.rope_dim)
         _boolean(p + "qk_norm", self.qk_norm)
+        _boolean(p + "qkv_bias", self.qkv_bias)
+        if self.qkv_bias and self.kind not in ("mha", "gqa"):
+            _fail(p + "qkv_bias", self.qkv_bias, f"must be false for kind {self.kind} (only mha and gqa)")
         if self.n_heads % self.n_kv_heads:
             _fail(p + "n_kv_heads", self.n_kv_heads, f"must divide n_heads={self.n_heads}")
         if self.kind in ("mha", "mla") and self.n_kv_heads != self.n_heads:
@@ -262,9 +269,19 @@ class ModelConfig:
         if not isinstance(data, dict):
             raise ValueError(f"config: expected a JSON object, got {type(data).__name__}")
         top = _strict_fields(cls, data, "")
-        top["attention"] = AttentionConfig(**_strict_fields(AttentionConfig, data["attention"], "attention."))
+        attention = data["attention"]
+        if isinstance(attention, dict):
+            attention = {**_ADDED_LATER, **attention}
+        top["attention"] = AttentionConfig(**_strict_fields(AttentionConfig, attention, "attention."))
         top["ffn"] = FFNConfig(**_strict_fields(FFNConfig, data["ffn"], "ffn."))
         return cls(**top)
+
+    @classmethod
+    def from_hf(cls, config: dict[str, Any], *, ignore: tuple[str, ...] = ()) -> "ModelConfig":
+        """The config of a Hugging Face `config.json` (a dict); see `nets.from_hf` for the families and rules."""
+        from nets._hf_config import from_hf  # the mapping lives beside the other Hugging Face code
+
+        return from_hf(config, ignore=ignore)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
@@ -273,6 +290,11 @@ class ModelConfig:
         except json.JSONDecodeError as err:
             raise ValueError(f"config: not valid JSON ({err})") from None
         return cls.from_dict(data)
+
+
+# Keys added after configs were first written to JSON, with the value that leaves an older
+# file's model unchanged: absent means that value; an unknown key is still an error.
+_ADDED_LATER = {"qkv_bias": False}
 
 
 def _strict_fields(cls: type, data: Any, prefix: str) -> dict[str, Any]:

@@ -63,12 +63,12 @@ def attention_params(cfg: ModelConfig) -> tuple[int, int]:
         linear = _linear(d, a.q_rank, bias) + _linear(a.q_rank, q_width, bias)
         norms += norm_params(cfg, a.q_rank)
     else:
-        linear = _linear(d, q_width, bias)
+        linear = _linear(d, q_width, bias or a.qkv_bias)
     if a.kind == "mla":
         linear += _linear(d, a.kv_rank + a.rope_dim, bias) + _linear(a.kv_rank, 2 * a.n_heads * a.head_dim, bias)
         norms += norm_params(cfg, a.kv_rank)
     else:
-        linear += 2 * _linear(d, kv_width, bias)
+        linear += 2 * _linear(d, kv_width, bias or a.qkv_bias)
     linear += _linear(a.n_heads * a.head_dim, d, bias)
     if a.qk_norm:
         norms += 2 * norm_params(cfg, a.qk_head_dim)
