@@ -128,7 +128,7 @@ def _dual_ascent(lr: float) -> optax.GradientTransformation:
 
 
 class JointTrainer(Trainer):
-    """A Trainer whose trainable state is {"net", "knobs"[, "hw"][, "dual"]} (see module docstring)."""
+    """A Trainer whose trainable state is `{"net", "knobs"[, "hw"][, "dual"]}` (see module docstring)."""
 
     def __init__(self, tc: TrainConfig, jc: JointConfig, space: DesignSpace | None = None,
                  init_net_params: Any = None):
