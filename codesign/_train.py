@@ -34,7 +34,19 @@ from codesign._checkpoint import Checkpointer
 from codesign._metrics import MetricsWriter, read_metrics
 from codesign.data import eval_batches, load_byte_corpus, sample_batch
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "auto": None}
+
+
+def compute_dtype(name: str):
+    """The network's compute dtype for a TrainConfig.dtype; parameters and optimiser state stay float32.
+
+    "auto" is bfloat16 on an accelerator (GPU, TPU: the matrix units' native rate, with
+    float32 master weights so small updates are not rounded away) and float32 on CPU
+    (no bf16 speed-up there, and tests compare exactly).
+    """
+    if name == "auto":
+        return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
+    return DTYPES[name]
 
 
 def _check(ok: bool, field: str, value: Any, allowed: str) -> None:
@@ -60,7 +72,7 @@ class TrainConfig:
     eval_batches: int = 4
     ckpt_every: int = 100
     seed: int = 0
-    dtype: str = "float32"
+    dtype: str = "auto"
 
     def __post_init__(self) -> None:
         resolve_model(self.model)  # an unknown model is the first error a user should see
@@ -146,7 +158,7 @@ class Trainer:
         root = jax.random.key(tc.seed)
         self.data_key = jax.random.fold_in(root, 1)
         model = nets.TransformerLM(self.cfg, rngs=nnx.Rngs(params=jax.random.fold_in(root, 0)),
-                                   dtype=DTYPES[tc.dtype])
+                                   dtype=compute_dtype(tc.dtype))
         self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
         if init_net_params is not None:
             if jax.tree.structure(init_net_params) != jax.tree.structure(params):

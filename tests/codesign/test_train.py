@@ -104,3 +104,18 @@ def test_default_model_learns_the_byte_corpus_slow(tmp_path):
     result = train(TrainConfig(steps=300), tmp_path, progress=False)
     assert result.first_val_loss > 5.0  # ~ln(256) = 5.55 at initialisation
     assert result.final_val_loss < 2.6
+
+
+def test_bf16_compute_keeps_float32_master_weights_and_auto_is_float32_on_cpu(tiny_json):
+    from codesign._train import compute_dtype
+
+    assert TrainConfig(model=tiny_json).dtype == "auto"
+    accelerator = jax.default_backend() in ("gpu", "tpu")
+    assert compute_dtype("auto") == (jnp.bfloat16 if accelerator else jnp.float32)
+    trainer = Trainer(_tc(tiny_json, dtype="bfloat16"))
+    assert trainer.model_from(trainer.params).dtype == jnp.bfloat16
+    params, opt_state, metrics = trainer.step_fn(trainer.params, trainer.opt_state, trainer.train_data,
+                                                 jnp.asarray(0, jnp.int32))
+    floats = [leaf for leaf in jax.tree.leaves((params, opt_state)) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+    assert floats and all(leaf.dtype == jnp.float32 for leaf in floats)
+    assert np.isfinite(float(metrics["loss"]))

@@ -191,3 +191,54 @@ def test_mlp(activation, use_bias):
     h = act(mlp.gate(x)) * mlp.up(x) if activation == "swiglu" else act(mlp.up(x))
     assert_close(mlp(x), h @ mlp.down.kernel[...] + (mlp.down.bias[...] if use_bias else 0.0))
     assert hasattr(mlp, "gate") == (activation == "swiglu")
+
+
+# ---- fused attention (nets._sdpa) against the einsum reference ------------------------------------
+FUSED_KINDS = ["mha", "gqa", "gqa-qknorm", "mfa"]
+
+
+def _output_and_grads(cfg, implementation, monkeypatch):
+    monkeypatch.setenv("CODESIGN_ATTENTION", implementation)
+    attn = Attention(cfg, rngs=nnx.Rngs(0))
+    x, pos = inputs(length=9)
+    cotangent = jax.random.normal(jax.random.key(7), x.shape)
+
+    def loss(model, x):
+        return jnp.sum(model(x, positions_BxL=pos)[0] * cotangent)
+
+    y, _ = jax.jit(lambda m, x: m(x, positions_BxL=pos))(attn, x)
+    grad_params, grad_x = nnx.grad(loss, argnums=(0, 1))(attn, x)
+    return y, grad_x, jax.tree.leaves(nnx.state(grad_params, nnx.Param))
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("kind", FUSED_KINDS)
+def test_fused_attention_call_equals_einsum_path(kind, causal, monkeypatch):
+    """jax.nn.dot_product_attention as the module calls it (grouped K/V, scale, mask) = the einsum path."""
+    with jax.default_matmul_precision("highest"):
+        cfg = small_cfg(kind, causal=causal)
+        y_ref, gx_ref, gp_ref = _output_and_grads(cfg, "einsum", monkeypatch)
+        y, gx, gp = _output_and_grads(cfg, "xla", monkeypatch)
+    assert_close(y, y_ref)
+    assert_close(gx, gx_ref)
+    assert len(gp) == len(gp_ref)
+    for g, g_ref in zip(gp, gp_ref):
+        assert_close(g, g_ref)
+
+
+def test_fused_attention_is_chosen_in_one_place(monkeypatch):
+    from nets._sdpa import attention_implementation
+
+    monkeypatch.delenv("CODESIGN_ATTENTION", raising=False)
+    on_gpu = jax.default_backend() == "gpu"
+    assert attention_implementation(jnp.bfloat16, 64, 64, cached=False) == ("cudnn" if on_gpu else "einsum")
+    assert attention_implementation(jnp.float32, 64, 64, cached=False) == "einsum"  # cuDNN refuses float32
+    assert attention_implementation(jnp.bfloat16, 256, 256, cached=False) == "einsum"  # head_dim over 128
+    assert attention_implementation(jnp.bfloat16, 64, 64, cached=True) == "einsum"  # KV cache: einsum
+    assert attention_implementation(jnp.bfloat16, 72, 64, cached=False) == "einsum"  # MLA-like V head dim
+    assert attention_implementation(jnp.float32, 64, 64, cached=True, implementation="xla") == "einsum"
+    with pytest.raises(ValueError, match="implementation='cudnn' cannot run here"):
+        attention_implementation(jnp.float32, 64, 64, cached=False, implementation="cudnn")
+    monkeypatch.setenv("CODESIGN_ATTENTION", "flash")
+    with pytest.raises(ValueError, match="CODESIGN_ATTENTION='flash'"):
+        attention_implementation(jnp.bfloat16, 64, 64, cached=False)
