@@ -8,7 +8,8 @@ norm, activation and biases. A value `ModelConfig` cannot express raises `ValueE
 naming the field, the value and what is allowed. Two kinds of difference are recorded
 instead of raised, because they change neither a shape nor the cost:
   `not_computed`  what the Hugging Face model computes differently with the same shapes
-                  (RoPE scaling, post-norm, DeepSeek's sigmoid router, exact-erf GELU);
+                  (RoPE scaling, post-norm, DeepSeek's sigmoid router, exact-erf GELU,
+                  quantized storage);
                   `nets.load_hf_checkpoint` refuses a checkpoint that has any.
   `unmodelled_params`  parameters the Hugging Face model has and the mapped config does
                   not build, by name, with their count (BERT's pooler and token-type
@@ -23,12 +24,11 @@ error unless the caller names it in `ignore`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from nets._config import AttentionConfig, FFNConfig, ModelConfig
+from nets._errors import fail
 
 _ABSENT = object()
 
@@ -39,6 +39,7 @@ ARCHITECTURES = {
     "deepseek_v3": "DeepseekV3ForCausalLM", "gpt2": "GPT2LMHeadModel", "opt": "OPTForCausalLM",
     "bert": "BertForMaskedLM",
 }
+IGNORABLE = ("sliding_window",)  # cost-changing fields a caller may knowingly drop
 _LLAMA_LIKE = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe")
 
 
@@ -58,13 +59,13 @@ class _Reader:
         self.hf, self.model_type = hf, model_type
 
     def fail(self, key: str, value: Any, allowed: str) -> None:
-        raise ValueError(f"{self.model_type} config {key}={value!r}: {allowed}")
+        fail(key, value, allowed, file=f"config.json ({self.model_type})")
 
     def get(self, key: str, default: Any = _ABSENT) -> Any:
         value = self.hf.get(key)
         if value is None:
             if default is _ABSENT:
-                raise ValueError(f"{self.model_type} config {key}: missing (required for model_type {self.model_type})")
+                self.fail(key, None, f"missing (required for model_type {self.model_type})")
             return default
         return value
 
@@ -96,19 +97,19 @@ class _Reader:
 def model_type_of(hf: dict[str, Any]) -> str:
     """The supported `model_type` of a Hugging Face config (from `architectures` when absent), else ValueError."""
     if not isinstance(hf, dict):
-        raise ValueError(f"Hugging Face config: expected a JSON object, got {type(hf).__name__}")
+        fail("config", type(hf).__name__, "must be a JSON object (a dict)", file="config.json")
     model_type = hf.get("model_type")
     if model_type is None:
         by_class = {cls: mt for mt, cls in ARCHITECTURES.items()}
         archs = hf.get("architectures") or []
         known = [by_class[a] for a in archs if a in by_class]
         if not known:
-            raise ValueError(f"Hugging Face config model_type: missing, and architectures={archs!r} names no "
-                             f"supported class (supported: {', '.join(ARCHITECTURES.values())})")
+            fail("architectures", archs, f"names no supported class and model_type is missing (supported: "
+                 f"{', '.join(ARCHITECTURES.values())})", file="config.json")
         model_type = known[0]
     if model_type not in ARCHITECTURES:
-        raise ValueError(f"Hugging Face config model_type={model_type!r}: unsupported architecture "
-                         f"(supported: {', '.join(ARCHITECTURES)})")
+        fail("model_type", model_type, f"unsupported architecture (supported: {', '.join(ARCHITECTURES)})",
+             file="config.json")
     return model_type
 
 
@@ -280,6 +281,9 @@ def _bert(r: _Reader, not_computed: list[str], unmodelled: dict[str, int]) -> Mo
 def map_hf(config: dict[str, Any], *, ignore: tuple[str, ...] = ()) -> HFMapping:
     """Read a Hugging Face config dict (its `config.json`) into a `ModelConfig` (module docstring)."""
     model_type = model_type_of(config)
+    unknown = sorted(set(ignore) - set(IGNORABLE))
+    if unknown:
+        fail("ignore", unknown[0], f"not a field that may be ignored (allowed: {', '.join(IGNORABLE)})")
     r = _Reader(config, model_type)
     not_computed: list[str] = []
     unmodelled: dict[str, int] = {}
@@ -293,6 +297,11 @@ def map_hf(config: dict[str, Any], *, ignore: tuple[str, ...] = ()) -> HFMapping
         cfg = _opt(r, not_computed, unmodelled)
     else:
         cfg = _bert(r, not_computed, unmodelled)
+    quantization = config.get("quantization_config")
+    if quantization:
+        method = quantization.get("quant_method", "?") if isinstance(quantization, dict) else quantization
+        not_computed.append(f"quantization_config (weights stored as {method}; here the storage format is a "
+                            "cost-model choice, not part of the config)")
     notes = "; ".join(not_computed + [f"{name} ({n} parameters) not built" for name, n in unmodelled.items()])
     source = f"Hugging Face config.json, {ARCHITECTURES[model_type]}" + (f"; differs: {notes}" if notes else "")
     return HFMapping(cfg.replace(source=source), tuple(not_computed), unmodelled)
@@ -318,7 +327,7 @@ def to_hf(cfg: ModelConfig) -> dict[str, Any]:
     intermediate size, so `ffn.d_ff` (unused without dense layers) comes back as d_expert.
     """
     if not isinstance(cfg, ModelConfig):
-        raise ValueError(f"cfg={cfg!r}: must be a nets.ModelConfig")
+        fail("cfg", cfg, "must be a nets.ModelConfig")
     a, f = cfg.attention, cfg.ffn
     fixed = (("attention.kind", a.kind, ("mha", "gqa")), ("norm", cfg.norm, ("rmsnorm",)),
              ("positions", cfg.positions, ("rope",)), ("causal", cfg.causal, (True,)),
@@ -326,10 +335,11 @@ def to_hf(cfg: ModelConfig) -> dict[str, Any]:
              ("ffn.n_shared_experts", f.n_shared_experts, (0,)))
     for name, value, allowed in fixed:
         if value not in allowed:
-            raise ValueError(f"{name}={value!r}: no Hugging Face architecture computes this network exactly "
-                             f"(allowed for export: {', '.join(map(repr, allowed))})")
-    if a.qk_norm and a.qkv_bias:
-        raise ValueError("attention.qkv_bias=True: not with qk_norm (Qwen2 has biases, Qwen3 norms, none both)")
+            fail(name, value, "no Hugging Face architecture computes this network exactly "
+                 f"(allowed for export: {', '.join(map(repr, allowed))})")
+    if a.qkv_bias and (a.qk_norm or f.kind == "moe"):
+        fail("attention.qkv_bias", True, "must be false with qk_norm or experts (only Qwen2, dense and without "
+             "q/k norms, has q/k/v biases)")
     hf: dict[str, Any] = {
         "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "num_hidden_layers": cfg.n_layers,
         "num_attention_heads": a.n_heads, "num_key_value_heads": a.n_kv_heads, "head_dim": a.head_dim,
@@ -344,8 +354,8 @@ def to_hf(cfg: ModelConfig) -> dict[str, Any]:
                   mlp_only_layers=[i for i, k in enumerate(cfg.layer_kinds) if k == "dense"])
     elif f.kind == "moe":
         if cfg.n_moe_layers != cfg.n_layers:
-            raise ValueError(f"ffn.moe_start={f.moe_start!r}: Mixtral has experts on every layer (allowed for export: "
-                             "moe_start 0, moe_end 0, moe_every 1; or qk_norm for Qwen3-MoE)")
+            fail("ffn.moe_start", f.moe_start, "Mixtral has experts on every layer (allowed for export: moe_start 0, "
+                 "moe_end 0, moe_every 1; or qk_norm for Qwen3-MoE)")
         model_type = "mixtral"
         hf.update(num_local_experts=f.n_experts, num_experts_per_tok=f.top_k, intermediate_size=f.d_expert,
                   sliding_window=None)
@@ -355,25 +365,3 @@ def to_hf(cfg: ModelConfig) -> dict[str, Any]:
         hf.pop("attention_bias")
         hf["use_sliding_window"] = False
     return {"architectures": [ARCHITECTURES[model_type]], "model_type": model_type, **hf}
-
-
-def load_config(path: str | Path, *, ignore: tuple[str, ...] = ()) -> ModelConfig:
-    """A config from a JSON file (or a directory holding config.json): ours, or a Hugging Face one.
-
-    A file with `model_type` or `architectures` is read as Hugging Face's (`from_hf`), any
-    other as a `ModelConfig` JSON (strict: every field present).
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "config.json"
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ValueError(f"config path={str(path)!r}: cannot be read ({err.strerror or err})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"config path={str(path)!r}: not valid JSON ({err})") from None
-    if isinstance(data, dict) and ("model_type" in data or "architectures" in data):
-        return from_hf(data, ignore=ignore)
-    return ModelConfig.from_dict(data)

@@ -15,8 +15,8 @@ these families compute (so nothing is permuted):
            norm_topk_prob), experts w1 = gate, w3 = up, w2 = down;
   head     tied to the embedding iff tie_word_embeddings.
 A config whose Hugging Face model computes something else with the same shapes (RoPE
-scaling, an un-normalised top-k, ...: `nets.map_hf(...).not_computed`) is refused, as is
-a quantized checkpoint, rather than loaded into a network that would give other logits.
+scaling, an un-normalised top-k, quantized storage, ...: `nets.map_hf(...).not_computed`) is
+refused rather than loaded into a network that would give other logits.
 
 `save_safetensors` writes that layout (and Hugging Face's config.json beside the file)
 when `nets.to_hf` maps the config, else our own parameter paths; the `ModelConfig` rides
@@ -34,10 +34,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from safetensors import safe_open
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
 from nets._config import ModelConfig
+from nets._errors import fail
 from nets._hf_config import map_hf, model_type_of, to_hf
+from nets._io import atomic_write, atomic_write_json
 from nets._model import TransformerLM, layer_segments
 
 WEIGHT_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3_moe")
@@ -78,8 +80,8 @@ def _param_name(path: tuple, in_block: bool, moe_family: str | None) -> tuple[st
             return names[leaf]
     modules = _BLOCK_MODULES if in_block else _TOP_MODULES
     if module not in modules:
-        raise ValueError(f"parameter {'.'.join(map(str, path))}: has no Hugging Face counterpart in "
-                         f"{moe_family or 'the dense families'} (shared experts, MLA and MFA do not export)")
+        fail("parameter", ".".join(map(str, path)), f"has no Hugging Face counterpart in "
+             f"{moe_family or 'the dense families'} (shared experts, MLA and MFA do not export)")
     if leaf == "kernel":
         return f"{modules[module]}.weight", "transpose"
     return f"{modules[module]}.{'bias' if leaf == 'bias' else 'weight'}", "copy"
@@ -144,8 +146,8 @@ def _build(cfg: ModelConfig, dtype, param_dtype, value_of: Callable[[tuple, Any]
     for path, leaf in flat:
         value = np.asarray(value_of(path, leaf))
         if value.shape != tuple(leaf.shape):
-            raise ValueError(f"parameter {'.'.join(map(str, path))}: checkpoint shape {value.shape}, "
-                             f"the config needs {tuple(leaf.shape)}")
+            fail("parameter", ".".join(map(str, path)), f"checkpoint shape {value.shape}, the config needs "
+                 f"{tuple(leaf.shape)}")
         leaves.append((path, leaf.replace(jnp.asarray(value, dtype=param_dtype))))
     return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
@@ -159,29 +161,33 @@ def _from_hf(cfg: ModelConfig, model_type: str, names: set[str], get: Callable[[
         entries.setdefault(path, []).append((repeat, name, how))
     used: set[str] = set()
 
-    def read(name: str) -> np.ndarray:
+    def read(name: str, shape: tuple[int, ...]) -> np.ndarray:
         if name not in names:
-            raise ValueError(f"checkpoint tensor {name}: missing (the config needs it)")
+            fail("tensor", name, "missing from the checkpoint (the config needs it)")
         used.add(name)
-        return get(name)
+        value = get(name)
+        if value.shape != shape:
+            fail("tensor", name, f"checkpoint shape {value.shape}, the config needs {shape}")
+        return value
 
-    def one(name: str, how: str) -> np.ndarray:
+    def one(name: str, how: str, shape: tuple[int, ...]) -> np.ndarray:
+        """Our array of `shape` from the Hugging Face tensor(s) `name`."""
         if how == "experts":
-            return np.stack([read(name.format(e=e)).T for e in range(cfg.ffn.n_experts)])
-        return read(name).T if how == "transpose" else read(name)
+            return np.stack([read(name.format(e=e), shape[:0:-1]).T for e in range(shape[0])])
+        return read(name, shape[::-1]).T if how == "transpose" else read(name, shape)
 
     def value_of(path, leaf):
         rows = entries[path]
         if rows[0][0] is None:
-            return one(rows[0][1], rows[0][2]).astype(param_dtype)
-        return np.stack([one(name, how).astype(param_dtype) for _, name, how in sorted(rows)])
+            return one(rows[0][1], rows[0][2], tuple(leaf.shape)).astype(param_dtype)
+        return np.stack([one(name, how, tuple(leaf.shape[1:])).astype(param_dtype) for _, name, how in sorted(rows)])
 
     model = _build(cfg, dtype, param_dtype, value_of)
     unused = sorted(n for n in names - used
                     if not n.endswith(_IGNORED_SUFFIXES) and not (cfg.tie_embeddings and n == "lm_head.weight"))
     if unused:
-        raise ValueError(f"checkpoint tensor {unused[0]}: not used by the {model_type} mapping "
-                         f"({len(unused)} unused; loading would silently drop them)")
+        fail("tensor", unused[0], f"not used by the {model_type} mapping ({len(unused)} unused; loading "
+             "would silently drop them)")
     return model
 
 
@@ -192,13 +198,12 @@ def _open_tensors(directory: Path):
     if index.exists():
         weight_map = json.loads(index.read_text()).get("weight_map")
         if not isinstance(weight_map, dict):
-            raise ValueError(f"checkpoint {index}: no weight_map object")
+            fail("weight_map", weight_map, "must be an object of tensor name -> file", file=str(index))
         files = sorted(set(weight_map.values()))
     elif (directory / "model.safetensors").exists():
         files, weight_map = ["model.safetensors"], None
     else:
-        raise ValueError(f"checkpoint path={str(directory)!r}: has neither model.safetensors nor "
-                         "model.safetensors.index.json")
+        fail("checkpoint", str(directory), "has neither model.safetensors nor model.safetensors.index.json")
     with contextlib.ExitStack() as stack:
         handles = {f: stack.enter_context(safe_open(str(directory / f), framework="numpy")) for f in files}
         where = weight_map or {name: files[0] for name in handles[files[0]].keys()}
@@ -217,18 +222,15 @@ def load_hf_checkpoint(path: str | Path, *, dtype=jnp.float32, param_dtype=jnp.f
     try:
         hf = json.loads((directory / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"checkpoint path={str(directory)!r}: no readable config.json ({err})") from None
-    mapping = map_hf(hf, ignore=ignore)
+        fail("checkpoint", str(directory), f"no readable config.json ({err})")
     model_type = model_type_of(hf)
     if model_type not in WEIGHT_FAMILIES:
-        raise ValueError(f"checkpoint model_type={model_type!r}: weights load for {', '.join(WEIGHT_FAMILIES)} "
-                         "(its config maps for costing: nets.from_hf)")
-    if hf.get("quantization_config"):
-        raise ValueError(f"checkpoint quantization_config={hf['quantization_config']!r}: quantized checkpoints are "
-                         "not loaded (allowed: absent; use the unquantized release)")
+        fail("model_type", model_type, f"weights load for {', '.join(WEIGHT_FAMILIES)} (its config maps for "
+             "costing: nets.from_hf)", file=str(directory / "config.json"))
+    mapping = map_hf(hf, ignore=ignore)
     if mapping.not_computed:
-        raise ValueError(f"checkpoint config: the {model_type} model computes what this network does not: "
-                         f"{'; '.join(mapping.not_computed)}")
+        fail("model_type", model_type, f"this checkpoint computes what the network here does not: "
+             f"{'; '.join(mapping.not_computed)}", file=str(directory / "config.json"))
     with _open_tensors(directory) as (names, get):
         return _from_hf(mapping.config, model_type, names, get, dtype, param_dtype)
 
@@ -245,7 +247,7 @@ def save_safetensors(model: TransformerLM, path: str | Path) -> Path:
     (e.g. segments.1.blocks.0.ffn.expert_up). Returns the path written.
     """
     if not isinstance(model, TransformerLM):
-        raise ValueError(f"model={type(model).__name__}: must be a nets.TransformerLM")
+        fail("model", type(model).__name__, "must be a nets.TransformerLM")
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path / "model.safetensors"
@@ -258,13 +260,13 @@ def save_safetensors(model: TransformerLM, path: str | Path) -> Path:
     if hf is not None:
         tensors = hf_state_dict(model, hf["model_type"])
         hf["torch_dtype"] = str(tensors["model.embed_tokens.weight"].dtype)
-        (path.parent / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
+        atomic_write_json(path.parent / "config.json", hf)
     else:
         tensors = {".".join(map(str, p)): np.ascontiguousarray(np.asarray(v[...]))
                    for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     metadata = {"format": "pt", _CONFIG_KEY: cfg.to_json(indent=None), _LAYOUT_KEY: "hf" if hf else "nets",
                 _DTYPE_KEY: jnp.dtype(model.dtype).name}
-    save_file(tensors, str(path), metadata=metadata)
+    atomic_write(path, save(tensors, metadata=metadata))
     return path
 
 
@@ -276,12 +278,12 @@ def load_safetensors(path: str | Path) -> TransformerLM:
     try:
         handle = safe_open(str(path), framework="numpy")
     except Exception as err:  # safetensors raises its own error types for unreadable files
-        raise ValueError(f"path={str(path)!r}: not a readable safetensors file ({err})") from None
+        fail("path", str(path), f"not a readable safetensors file ({err})")
     with handle as f:
         metadata = f.metadata() or {}
         if _CONFIG_KEY not in metadata:
-            raise ValueError(f"path={str(path)!r}: no {_CONFIG_KEY} metadata (not written by nets.save_safetensors; "
-                             "for a Hugging Face checkpoint use nets.load_hf_checkpoint)")
+            fail("path", str(path), f"no {_CONFIG_KEY} metadata (not written by nets.save_safetensors; "
+                 "for a Hugging Face checkpoint use nets.load_hf_checkpoint)")
         cfg = ModelConfig.from_json(metadata[_CONFIG_KEY])
         names = set(f.keys())
         param_dtype = f.get_tensor(sorted(names)[0]).dtype
