@@ -80,6 +80,27 @@ class JnpTritonTwins:
         return jnp.einsum("gn,nk,nm->gkm", member_GxN.astype(x.dtype), x, y).astype(x.dtype)
 
 
+class MosaicRaggedTwin:
+    """Stand-in for jax's ragged_dot_mgpu module (keyword tiles, as the Hopper kernel takes them)."""
+
+    @staticmethod
+    def ragged_dot(lhs, rhs, *, group_sizes, block_m, block_n, block_k, max_concurrent_steps, grid_block_n):
+        assert rhs.shape[2] % block_n == 0 and lhs.shape[1] % block_k == 0, "tiles must divide the widths"
+        return JnpTritonTwins.gmm(lhs, rhs, group_sizes, block_m=block_m, block_k=block_k, block_n=block_n,
+                                  trans_rhs=False, interpret=False)
+
+
+class MosaicTransposedTwin:
+    """Stand-in for jax's transposed_ragged_dot_mgpu module."""
+
+    @staticmethod
+    def transposed_ragged_dot(lhs, rhs, *, group_sizes, block_m, block_n, block_k, max_concurrent_steps,
+                              grid_block_n):
+        assert lhs.shape[1] % block_m == 0 and rhs.shape[1] % block_n == 0, "tiles must divide the widths"
+        return JnpTritonTwins.tgmm(lhs, rhs, group_sizes, block_m=block_m, block_n=block_n, block_k=block_k,
+                                   interpret=False)
+
+
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, F32_TOL), (jnp.bfloat16, BF16_TOL)])
 def test_reference_path_matches_numpy(dtype, tol):
     lhs, rhs, sizes, cot = problem(dtype=dtype)
@@ -92,6 +113,14 @@ def test_triton_custom_vjp_wiring_matches_numpy(sizes):
     """The custom VJP routes d lhs through the transposed gmm and d rhs through tgmm, jitted."""
     lhs, rhs, sizes, cot = problem(sizes=sizes)
     fn = jax.jit(triton_grouped_matmul(kernels=JnpTritonTwins))
+    assert_matches(value_and_grads(fn, lhs, rhs, sizes, cot), numpy_reference(lhs, rhs, sizes, cot), F32_TOL)
+
+
+@pytest.mark.parametrize("k,m", [(128, 64), (192, 320)])  # widths that take 128/192- and 64-wide tiles
+def test_mosaic_custom_vjp_wiring_matches_numpy(k, m):
+    """Forward, d lhs (the forward kernel on the transposed weight) and d rhs (the transposed kernel), jitted."""
+    lhs, rhs, sizes, cot = problem(n_rows=40, k=k, m=m, sizes=(9, 0, 17, 14))
+    fn = jax.jit(_grouped.mosaic_grouped_matmul(kernels=(MosaicRaggedTwin, MosaicTransposedTwin)))
     assert_matches(value_and_grads(fn, lhs, rhs, sizes, cot), numpy_reference(lhs, rhs, sizes, cot), F32_TOL)
 
 
@@ -132,3 +161,6 @@ def test_bad_shapes_name_the_argument():
         grouped_matmul(lhs, rhs, sizes[:2])
     with pytest.raises(ValueError, match="implementation='dense'"):
         grouped_matmul(lhs, rhs, sizes, implementation="dense")
+    if jax.default_backend() == "cpu":
+        with pytest.raises(ValueError, match="'mosaic_gpu' cannot run here: .*Hopper"):
+            grouped_matmul(lhs, rhs, sizes, implementation="mosaic_gpu")

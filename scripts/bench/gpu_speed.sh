@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# One device call: probe the software, time every grouped-matmul and attention option, then the
+# training step before (reference kernels) and after (auto). Writes everything under $1 (default $OUT).
+# Usage on the GPU machine, from the repository root:  bash scripts/bench/gpu_speed.sh "$OUT" [sections]
+set -u
+out=${1:-${OUT:-runs/bench}}
+steps=${2:-probe,options,train}
+mkdir -p "$out"
+export PYTHONPATH=. PYTHONUNBUFFERED=1
+if [[ $steps == *probe* ]]; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/probe.txt"
+  python3 - <<'PY' 2>&1 | tee -a "$out/probe.txt"
+import jax, torch
+print("jax", jax.__version__, jax.devices())
+print("torch", torch.__version__, "cudnn(torch)", torch.backends.cudnn.version())
+try:
+    from jax._src.lib import cuda_versions
+    print("cudnn(jax)", cuda_versions.cudnn_get_version())
+except Exception as e:
+    print("cudnn(jax) unknown:", e)
+try:
+    import jax._src.lax.pallas_lowerings.gpu.ragged_dot  # noqa: F401
+    print("pallas-triton grouped kernels: present")
+except Exception as e:
+    print("pallas-triton grouped kernels: MISSING", e)
+from nets._grouped import resolve_implementation
+print("grouped auto ->", resolve_implementation("auto"))
+PY
+fi
+if [[ $steps == *options* ]]; then
+  timeout 240 python3 scripts/bench/gpu_speed.py --out "$out/options.json" > "$out/options.log" 2>&1
+  echo "options rc=$?"; grep -v '^{' "$out/options.log" | grep -v '^  File\|^Traceback\|^    ' | tail -60
+fi
+if [[ $steps == *fusion* ]]; then
+  XLA_FLAGS=--xla_gpu_experimental_use_ragged_dot_fusion=true timeout 50 python3 scripts/bench/gpu_speed.py \
+    --only grouped --reference-only --out /tmp/cudnn_fusion.json > "$out/cudnn_fusion.log" 2>&1
+  echo "fusion rc=$?"; tail -8 "$out/cudnn_fusion.log"
+fi
+if [[ $steps == *train* ]]; then
+  # The reference step does not fit an 80 GB H100 at codesign-100m's batch 32 x 1024 (einsum attention
+  # scores of every layer kept for the backward pass): before and after are compared at batch 16.
+  CODESIGN_GROUPED_MATMUL=reference CODESIGN_ATTENTION=einsum timeout 130 python3 scripts/bench/train_throughput.py \
+    --cases codesign-default:64:256,codesign-100m:16:1024 --out "$out/train_before.json" > "$out/train_before.log" 2>&1
+  echo "before rc=$?"; tail -5 "$out/train_before.log"
+  timeout 180 python3 scripts/bench/train_throughput.py --cases codesign-default:64:256,codesign-100m:16:1024,codesign-100m:32:1024 \
+    --out "$out/train_after.json" > "$out/train_after.log" 2>&1
+  echo "after rc=$?"; tail -6 "$out/train_after.log"
+fi
