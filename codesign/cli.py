@@ -1,7 +1,11 @@
 """The `codesign` command line: thin wrappers that parse arguments and call one library function.
 
 Subcommands live in `codesign/_cli_*.py` modules, each with a `register(app)` that adds its
-commands; this file only assembles them, so each concern stays in its own file.
+commands; this file only assembles them, so each concern stays in its own file. Every command
+spells its common options the same way (`--out/-o`, `--target/-t`, `--json`, `--quiet`,
+`--seed`; lists as one comma-separated value) and writes under `runs/` unless told otherwise:
+see `codesign/_cli_options.py`. Bad input is a ValueError (`nets.InputError`) that `main`
+prints as one line, exiting with status 2.
 """
 
 from __future__ import annotations
@@ -30,10 +34,14 @@ def _register_all() -> None:
 _register_all()
 
 
-def main() -> None:
-    """Console entry point: a ValueError from bad input becomes one line on stderr and exit 2."""
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: a ValueError from bad input becomes one line on stderr and exit 2.
+
+    `argv`: the arguments after the program name (default: the process's own), so the same
+    entry point runs in-process, e.g. from a test, without starting another Python.
+    """
     try:
-        app()
+        app(args=argv)
     except ValueError as err:
         print(f"codesign: error: {err}", file=sys.stderr)
         sys.exit(2)

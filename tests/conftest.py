@@ -1,0 +1,59 @@
+"""Session-wide test setup: a persistent JAX compilation cache for the session, and the in-process command line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import jax
+import pytest
+
+# Many tests compile the same computation from a fresh `jax.jit` (a new Trainer, a new training run, a
+# subprocess of the same code): with an on-disk cache the second compile is a file read. The cache lives
+# in a temporary folder of this session only (removed at the end), so no stale entry outlives the code.
+# The environment variables carry it to the subprocesses that tests start.
+_CACHE_DIR = os.environ.get("JAX_COMPILATION_CACHE_DIR") or tempfile.mkdtemp(prefix="codesign-jax-cache-")
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+os.environ.update(JAX_COMPILATION_CACHE_DIR=_CACHE_DIR, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_CACHE:
+        shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What one in-process `codesign` call left: its exit status, stdout and stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def codesign_main(capsys):
+    """Run `codesign.cli.main(argv)` in this process (no new Python, no second JAX import or compile).
+
+    The console script itself is exercised by one subprocess test per command family; every other CLI
+    test goes through here, and sees the same exit status and streams as the console would.
+    """
+    from codesign.cli import main
+
+    def call(*argv: str) -> CliResult:
+        capsys.readouterr()
+        code = 0
+        try:
+            main(list(argv))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    return call
