@@ -13,12 +13,14 @@ import jax
 import numpy as np
 import typer
 
+from codesign._cli_options import json_option, out_dir, out_option, parse_list, seed_option
+
 atts_app = typer.Typer(name="atts", help="ATTS: a draft model writes, a target model takes over where a conformal "
                                         "test says the draft's chunk is unlikely.", no_args_is_help=True)
 
 
 def _load(ckpt: str):
-    from codesign.atts._models import load_pair
+    from codesign.atts import load_pair
 
     if not Path(ckpt, "target", "config.json").exists():
         raise ValueError(f"ckpt={ckpt!r}: must be a folder written by scripts/atts_train.py (target/, draft/)")
@@ -43,19 +45,20 @@ def _rates(levels) -> list:
 @atts_app.command("calibrate")
 def calibrate(
     ckpt: str = typer.Option(..., help="Folder with draft/ and target/ (scripts/atts_train.py --out)."),
-    out: str = typer.Option("atts_bank.npz", help="Where to write the calibration scores (npz, key 'scores')."),
+    out: Path = out_option("the calibration scores (npz, key 'scores'; default: runs/atts-calibrate-*/bank.npz)"),
     n: int = typer.Option(64, help="Validation problems."),
     m: int = typer.Option(8, help="Draft samples per problem."),
     max_turns: int = typer.Option(16, help="Turns (lines) per sample."),
     turn_end_prob: float = typer.Option(1.0, help=TURN_END_HELP),
     max_chunk: int = typer.Option(16, help="Bytes per turn at most."),
     buf_len: int = typer.Option(256, help="Context per sample (bytes)."),
-    seed: int = typer.Option(0),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    seed: int = seed_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """Collect a calibration bank: the target's mean NLL (nats/byte) of every draft chunk."""
-    from codesign.atts._pipeline import PipelineConfig, bank_settings, collect_bank, save_bank
+    from codesign.atts import PipelineConfig, bank_settings, collect_bank, save_bank
 
+    out = Path(out) if out else out_dir(None, "atts-calibrate") / "bank.npz"
     turns = _turn_options(turn_end_prob, max_chunk, buf_len, False)
     PipelineConfig(mode="calibrate", m=m, max_turns=max_turns, **turns)   # bad settings fail before loading
     pair = _load(ckpt)
@@ -69,7 +72,7 @@ def calibrate(
                  "q90": float(np.nanpercentile(bank[:, :, t], 90)) if np.isfinite(bank[:, :, t]).any() else None}
                 for t in range(bank.shape[2])]
     if as_json:
-        print(json.dumps({"out": out, "device": str(jax.devices()[0]), "shape": list(bank.shape),
+        print(json.dumps({"out": str(out), "device": str(jax.devices()[0]), "shape": list(bank.shape),
                           "per_turn": per_turn}, indent=2))
         return
     print(f"calibration bank {bank.shape} (questions, m, turns) on {jax.devices()[0]} -> {out}")
@@ -97,12 +100,12 @@ def run(
     devices: int = typer.Option(1, help=DEVICES_HELP),
     slots: int = typer.Option(0, help="Pool size (a multiple of m): freed slots admit waiting samples; "
                                       "0: one slot per sample, 128 questions at a time."),
-    seed: int = typer.Option(0),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    seed: int = seed_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """Solve test problems with the pipeline; accuracy, takeover rate per turn and timing."""
-    from codesign.atts._pipeline import (PipelineConfig, bank_settings, collect_bank, load_bank, make_calibrator,
-                                         run_batched, run_pipeline)
+    from codesign.atts import (PipelineConfig, bank_settings, collect_bank, load_bank, make_calibrator, run_batched,
+                               run_pipeline)
 
     turns = _turn_options(turn_end_prob, max_chunk, buf_len, overlap)
     cfg = PipelineConfig(mode=mode, takeover=takeover, alpha=alpha, m=m, max_turns=max_turns,
@@ -139,7 +142,7 @@ def run(
 def bench_cmd(
     ckpt: str = typer.Option("", help="Folder with draft/ and target/; empty: train a pair first."),
     size: str = typer.Option("full", help="full or tiny (models, task and counts when training)."),
-    out: str = typer.Option("atts_bench", help="Output folder (JSON + table)."),
+    out: Path = out_option("the report and any trained models (default: a fresh runs/atts-bench-* folder)"),
     ms: str = typer.Option("4,8,16,32,64", help="Samples per question for the speed runs."),
     n_accuracy: int = typer.Option(500, help="Held-out test problems for accuracy."),
     n_speed: int = typer.Option(8, help="Questions per m for the speed runs."),
@@ -154,21 +157,23 @@ def bench_cmd(
     parts: str = typer.Option("accuracy,speed,serve", help="Any of accuracy, speed, serve."),
     bank: str = typer.Option("", help="Calibration bank .npz: read if collected with the same settings and "
                                       "models, else collected and written there."),
-    seed: int = typer.Option(0),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    seed: int = seed_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """Accuracy vs target-only, takeover rate per turn per calibrator, async vs sync speed and throughput."""
-    from codesign._deploy import atomic_write_json
-    from codesign.atts._models import train_pair
-    from codesign.atts._pipeline import bench, format_bench
+    from codesign.atts import BENCH_PARTS, bench, format_bench, train_pair
+    from nets import atomic_write_json
 
-    pair = _load(ckpt) if ckpt else train_pair(size, out=Path(out) / "models", seed=seed, log=None)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    report = bench(pair.draft, pair.target, pair.task, ms=tuple(int(x) for x in ms.split(",")),
+    ms_list = parse_list(ms, "ms", int)
+    parts_list = parse_list(parts, "parts", choices=BENCH_PARTS)
+    out = out_dir(out, "atts-bench")
+    pair = _load(ckpt) if ckpt else train_pair(size, out=out / "models", seed=seed, log=None)
+    out.mkdir(parents=True, exist_ok=True)
+    report = bench(pair.draft, pair.target, pair.task, ms=ms_list,
                    n_accuracy=n_accuracy, n_speed=n_speed, alpha=alpha, seed=seed, log=None,
-                   parts=tuple(x for x in parts.split(",") if x), pool_slots=slots, serve_samples=serve_samples,
+                   parts=parts_list, pool_slots=slots, serve_samples=serve_samples,
                    devices=devices, bank_file=bank or None,
-                   save=lambda r: atomic_write_json(Path(out, "atts_bench.json"), r),
+                   save=lambda r: atomic_write_json(out / "atts_bench.json", r),
                    **_turn_options(turn_end_prob, max_chunk, buf_len, overlap))
     print(json.dumps(report, indent=2) if as_json else format_bench(report))
 

@@ -8,22 +8,22 @@ from pathlib import Path
 import typer
 
 import hwcost
-from hwcost._calibrate import calibrate as fit_target
-from hwcost._calibrate import format_errors, save_preset
+from codesign._cli_options import json_option, out_option, target_option
+from hwcost._calibrate import format_errors
 
 
 def calibrate(
     data: Path = typer.Argument(..., help="Kernel data file from scripts/bench/kernels.py (JSON)."),
-    target: str = typer.Option("h200", "--target", "-t", help=f"Base GPU preset: {', '.join(hwcost.PRESETS)}."),
-    out: Path = typer.Option(None, "--out", "-o", help="Calibrated preset to write "
-                             "[default: runs/calibrate/TARGET-calibrated.json]; `codesign cost --target OUT` reads it."),
+    target: str = target_option("h200", f"the base GPU preset ({', '.join(hwcost.PRESETS)})"),
+    out: Path = out_option("the calibrated preset (default: runs/calibrate/TARGET-calibrated.json); "
+                           "`codesign cost --target OUT` reads it"),
     steps: int = typer.Option(3000, help="Adam steps of the fit."),
-    as_json: bool = typer.Option(False, "--json", help="Print the fit report (errors by kind and split) as JSON."),
+    as_json: bool = json_option(),
 ) -> None:
     """Fit TARGET's efficiency curves to DATA's training split; print held-out errors; write the preset."""
-    device, report = fit_target(data, target, steps=steps)
+    device, report = hwcost.calibrate(data, target, steps=steps)
     out = out or Path("runs/calibrate") / f"{device.name}.json"
-    save_preset(device, out, report)
+    hwcost.save_preset(device, out, report)
     report["preset"] = str(out)
     if as_json:
         print(json.dumps({k: v for k, v in report.items() if k != "heldout_ids"} | {

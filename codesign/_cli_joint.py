@@ -9,33 +9,21 @@ from pathlib import Path
 
 import typer
 
+from codesign._cli_options import (json_option, out_dir, out_option, parse_list, quiet_option, seed_option,
+                                   target_option)
 
-def _fresh_run_dir(prefix: str) -> Path:
-    return Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _floats(text: str, field: str) -> tuple[float, ...]:
-    if not text:
-        return ()
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise ValueError(f"{field}={text!r}: must be comma-separated numbers, e.g. 0,0.01,0.1") from None
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
+TARGETS_HELP = "a GPU preset (h800, h20, a800, ascend-910b, h100-sxm, h200) or xrnpe"
 
 
 def run(
-    out: Path = typer.Option(None, help="Output folder (default: a fresh runs/run-* folder, printed)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    out: Path = out_option("the run (default: a fresh runs/run-* folder, printed)"),
+    quiet: bool = quiet_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """The main job: the default MFA + MoE model co-designed with the XR-NPE target for four lambdas."""
     from codesign._sweep import SweepConfig
 
-    _sweep(SweepConfig(), out or _fresh_run_dir("run"), quiet=quiet, as_json=as_json)
+    _sweep(SweepConfig(), out_dir(out, "run"), quiet=quiet, as_json=as_json)
 
 
 def sweep(
@@ -43,25 +31,26 @@ def sweep(
     lams: str = typer.Option("0,0.01,0.03,0.1", help="Comma-separated lambda values (penalty form)."),
     budgets: str = typer.Option("", help="Comma-separated cost budgets (constrained form; replaces --lams)."),
     metric: str = typer.Option("edap", help="latency, energy, dollars, edp or edap."),
-    target: str = typer.Option("xrnpe", help="A GPU preset (h800, h20, a800, ascend-910b, h100-sxm, h200) or xrnpe."),
+    target: str = target_option("xrnpe", TARGETS_HELP),
     hardware: str = typer.Option("n_macs", help="Comma-separated learnable hardware parameters ('' for none)."),
     pretrain_steps: int = typer.Option(150, help="Steps of plain training shared by every point (0: none)."),
     steps: int = typer.Option(40, help="Joint optimisation steps per point."),
     recovery_steps: int = typer.Option(10, help="Fine-tuning steps after hardening."),
     batch: int = typer.Option(16, help="Sequences per step."),
     seq_len: int = typer.Option(64, help="Bytes per sequence."),
-    seed: int = typer.Option(0, help="Root PRNG seed."),
-    out: Path = typer.Option(None, help="Output folder (default: a fresh runs/sweep-* folder)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    seed: int = seed_option(),
+    out: Path = out_option("the sweep (default: a fresh runs/sweep-* folder, printed)"),
+    quiet: bool = quiet_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """A lambda (or budget) sweep: one joint run per point, the Pareto front, its hypervolume and the plot."""
     from codesign._sweep import SweepConfig
 
-    sc = SweepConfig(model=model, lams=_floats(lams, "lams") if not budgets else (),
-                     budgets=_floats(budgets, "budgets"), metric=metric, target=target, hardware=_names(hardware),
-                     pretrain_steps=pretrain_steps, steps=steps, recovery_steps=recovery_steps, batch=batch, seq_len=seq_len, seed=seed)
-    _sweep(sc, out or _fresh_run_dir("sweep"), quiet=quiet, as_json=as_json)
+    sc = SweepConfig(model=model, lams=parse_list(lams, "lams", float) if not budgets else (),
+                     budgets=parse_list(budgets, "budgets", float), metric=metric, target=target,
+                     hardware=parse_list(hardware, "hardware"), pretrain_steps=pretrain_steps, steps=steps,
+                     recovery_steps=recovery_steps, batch=batch, seq_len=seq_len, seed=seed)
+    _sweep(sc, out_dir(out, "sweep"), quiet=quiet, as_json=as_json)
 
 
 def _sweep(sc, out: Path, *, quiet: bool, as_json: bool) -> None:
@@ -80,7 +69,7 @@ def _sweep(sc, out: Path, *, quiet: bool, as_json: bool) -> None:
 
 def verify(
     deployment: Path = typer.Argument(..., help="A deployment.json written by codesign run / sweep."),
-    as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
+    as_json: bool = json_option(),
 ) -> None:
     """Rebuild a deployment from its file and checkpoint; exit 1 if its loss or cost no longer holds."""
     from codesign._deploy import verify_deployment

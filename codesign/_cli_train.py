@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import typer
 
-
-def _fresh_run_dir(prefix: str) -> Path:
-    return Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+from codesign._cli_options import json_option, out_dir, out_option, quiet_option, seed_option
 
 
 def train(
@@ -19,15 +16,15 @@ def train(
     batch: int = typer.Option(16, help="Global batch (sequences per step; a multiple of the device count)."),
     seq_len: int = typer.Option(128, help="Tokens (bytes) per sequence."),
     lr: float = typer.Option(3e-3, help="Peak learning rate (AdamW, warm-up then cosine decay)."),
-    seed: int = typer.Option(0, help="Root PRNG seed."),
+    seed: int = seed_option(),
     dtype: str = typer.Option("float32", help="Compute dtype: float32 or bfloat16 (parameters stay float32)."),
     eval_every: int = typer.Option(100, help="Steps between validation evaluations."),
     ckpt_every: int = typer.Option(100, help="Steps between checkpoints."),
-    out: Path = typer.Option(None, help="Output folder (default: a fresh runs/train-* folder). An existing "
-                                        "checkpoint there is resumed exactly."),
+    out: Path = out_option("the run (default: a fresh runs/train-* folder); an existing checkpoint there is "
+                           "resumed exactly"),
     no_resume: bool = typer.Option(False, "--no-resume", help="Ignore checkpoints in --out."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    quiet: bool = quiet_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """Train a model config on the embedded byte corpus (no cost term)."""
     from codesign._train import TrainConfig
@@ -35,7 +32,7 @@ def train(
     tc = TrainConfig(model=model, steps=steps, batch=batch, seq_len=seq_len, lr=lr, seed=seed, dtype=dtype,
                      warmup_steps=min(20, steps // 10),
                      eval_every=eval_every, ckpt_every=ckpt_every)
-    _run(tc, out or _fresh_run_dir("train"), resume=not no_resume, quiet=quiet, as_json=as_json)
+    _run(tc, out_dir(out, "train"), resume=not no_resume, quiet=quiet, as_json=as_json)
 
 
 def _run(tc, out: Path, *, resume: bool, quiet: bool, as_json: bool) -> None:

@@ -50,7 +50,7 @@ import nets
 from codesign import _targets
 from codesign._deploy import HardenedTrainer, design_cost, recovery_config
 from codesign._joint import JointTrainer
-from codesign._space import WIDTH_MULTIPLE, DesignSpace, _check_hardened, _full_widths
+from codesign._space import WIDTH_MULTIPLE, DesignSpace, check_hardened, full_widths
 from codesign._sweep import SweepConfig, front_and_volume
 
 
@@ -59,7 +59,7 @@ def width_choices(cfg: nets.ModelConfig, multiple: int = WIDTH_MULTIPLE) -> list
     if not (isinstance(multiple, int) and multiple > 0):
         raise ValueError(f"multiple={multiple!r}: must be a positive integer")
     return [sorted(set(range(multiple, full + 1, multiple)) | {full} if full >= multiple else [full])
-            for full in _full_widths(cfg)]
+            for full in full_widths(cfg)]
 
 
 def random_candidate(space: DesignSpace, cfg: nets.ModelConfig, rng: np.random.Generator) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def random_candidate(space: DesignSpace, cfg: nets.ModelConfig, rng: np.random.G
     if space.search_ffn_width:
         hardened["ffn_widths"] = [int(c[int(rng.integers(0, len(c)))]) for c in width_choices(cfg)]
     else:
-        hardened["ffn_widths"] = [int(full) for full in _full_widths(cfg)]
+        hardened["ffn_widths"] = [int(full) for full in full_widths(cfg)]
     return hardened
 
 
@@ -105,7 +105,7 @@ class Evaluator:
         return design_cost(self.cfg, self.space, hardened, self.target, self.scenario, self.sc.metric)
 
     def __call__(self, hardened: dict[str, Any]) -> dict[str, Any]:
-        _check_hardened(self.space, hardened)
+        check_hardened(self.space, hardened)
         key = candidate_key(hardened)
         if key in self.cache:
             return {**self.cache[key], "seconds": 0.0, "cached": True}
@@ -185,7 +185,7 @@ def tpe_search(evaluator, *, n_trials: int, seconds: float | None = None, seed: 
             hardened["ffn_widths"] = [int(c[trial.suggest_int(f"ffn_width_index_{layer}", 0, len(c) - 1)])
                                       for layer, c in enumerate(widths)]
         else:
-            hardened["ffn_widths"] = [int(full) for full in _full_widths(cfg)]
+            hardened["ffn_widths"] = [int(full) for full in full_widths(cfg)]
         return trial, hardened
 
     def tell(trial, row):

@@ -165,7 +165,7 @@ class DesignSpace:
 
         keep = self.ffn_keep(knobs)
         widths = []
-        for layer, full in enumerate(_full_widths(cfg)):
+        for layer, full in enumerate(full_widths(cfg)):
             kept = int(round(float(keep[layer]) * full / multiple)) * multiple
             widths.append(int(min(full, max(multiple, kept))))
         return {"formats": pick(knobs["w_logits"], self.formats),
@@ -177,7 +177,7 @@ class DesignSpace:
         """Knob logits that select exactly the hardened formats (for the weight transform)."""
         def one_hot(choice, names):
             return 1e4 * jax.nn.one_hot(jnp.asarray([names.index(c) for c in choice]), len(names))
-        _check_hardened(self, hardened)
+        check_hardened(self, hardened)
         knobs = {"w_logits": one_hot(hardened["formats"], self.formats),
                  "ffn_keep_logit": jnp.zeros((len(hardened["formats"]),), jnp.float32)}
         if self.kv_formats:
@@ -188,7 +188,7 @@ class DesignSpace:
 
     def apply_hard(self, cfg: nets.ModelConfig, params: Any, hardened: dict[str, Any]) -> Any:
         """Network parameters of the hardened design: one format per layer, FFN rows >= width zeroed."""
-        _check_hardened(self, hardened)
+        check_hardened(self, hardened)
         formats = [get_format(n) for n in hardened["formats"]]
         widths = hardened["ffn_widths"]
         starts = _segment_starts(cfg)
@@ -223,10 +223,10 @@ class DesignSpace:
     def hard_workload_knobs(self, cfg: nets.ModelConfig, hardened: dict[str, Any],
                             scenario: hwcost.Scenario) -> hwcost.Knobs:
         """The hwcost knobs of the hardened design: exact bits and kept fractions."""
-        _check_hardened(self, hardened)
+        check_hardened(self, hardened)
         default = hwcost.Knobs.default(cfg.n_layers, scenario)
         bits = lambda names: jnp.asarray([get_format(n).bits for n in names], jnp.float32)  # noqa: E731
-        keep = jnp.asarray([w / full for w, full in zip(hardened["ffn_widths"], _full_widths(cfg))], jnp.float32)
+        keep = jnp.asarray([w / full for w, full in zip(hardened["ffn_widths"], full_widths(cfg))], jnp.float32)
         return hwcost.Knobs(weight_bits=bits(hardened["formats"]),
                             kv_bits=bits(hardened["kv_formats"]) if hardened["kv_formats"] else default.kv_bits,
                             act_bits=bits(hardened["act_formats"]) if hardened["act_formats"] else default.act_bits,
@@ -249,11 +249,12 @@ def _bits(names) -> jax.Array:
     return jnp.asarray([get_format(n).bits for n in names], jnp.float32)
 
 
-def _full_widths(cfg: nets.ModelConfig) -> list[int]:
+def full_widths(cfg: nets.ModelConfig) -> list[int]:
+    """The unpruned FFN hidden width of each layer: d_expert for MoE layers, d_ff for dense ones."""
     return [cfg.ffn.d_expert if kind == "moe" else cfg.ffn.d_ff for kind in cfg.layer_kinds]
 
 
-def _check_hardened(space: DesignSpace, hardened: dict[str, Any]) -> None:
+def check_hardened(space: DesignSpace, hardened: dict[str, Any]) -> None:
     """ValueError naming the first entry of a hardened design that this space cannot hold."""
     for key in ("formats", "kv_formats", "act_formats", "ffn_widths"):
         if key not in hardened or not isinstance(hardened[key], list):
@@ -291,3 +292,6 @@ def _key_name(key: Any) -> str:
         if hasattr(key, attr):
             return str(getattr(key, attr))
     return str(key)
+
+
+_check_hardened, _full_widths = check_hardened, full_widths  # old private names, until every caller uses the new

@@ -15,7 +15,7 @@ lambda (or per budget), each hardened and recovery-fine-tuned into out/point-K/
     summary.json     the table printed at the end
 
 Interrupted sweeps resume: a point whose deployment.json exists is read back, a point with
-checkpoints continues exactly from the last one (`codesign._train.train`). `codesign run`
+checkpoints continues exactly from the last one (`codesign.train`). `codesign run` (`run`)
 is this sweep with the defaults below (sized to finish in under 5 minutes on 2 CPU cores).
 
 Hypervolume is measured in (validation loss [nats/byte], log10 cost) space, since costs
@@ -35,7 +35,9 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from codesign._deploy import atomic_write_json, harden_and_recover, load_deployment, write_deployment
+from nets import atomic_write_json
+from codesign._io import fresh_run_dir
+from codesign._deploy import harden_and_recover, load_deployment, write_deployment
 from codesign._joint import METRICS, JointConfig, JointTrainer
 from codesign._metrics import MetricsWriter
 from codesign._pareto import hypervolume, pareto_mask, plot_front
@@ -136,13 +138,14 @@ def front_and_volume(rows: Sequence[dict[str, Any]], reference: tuple[float, flo
     return pareto_mask(pts), hypervolume(pts, reference), reference
 
 
-def sweep(sc: SweepConfig, out_dir: str | Path, *, progress: bool = True, log=print) -> SweepResult:
-    """Run (or resume) the sweep into `out_dir`; see the module docstring for what it writes."""
+def sweep(sc: SweepConfig, out_dir: str | Path | None = None, *, progress: bool = True, log=print) -> SweepResult:
+    """Run (or resume) the sweep into `out_dir` (default: a fresh `runs/sweep-*`); the module docstring says what
+    it writes."""
     from codesign._joint import check_budget
 
     for point in sc.points():  # every error a user can make surfaces before anything is written
         check_budget(sc.train_config().model_config(), sc.space(), sc.joint_config(point))
-    out = Path(out_dir)
+    out = Path(out_dir) if out_dir is not None else fresh_run_dir("sweep")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     atomic_write_json(out / "sweep_config.json", dataclasses.asdict(sc))
@@ -200,6 +203,16 @@ def sweep(sc: SweepConfig, out_dir: str | Path, *, progress: bool = True, log=pr
     atomic_write_json(out / "summary.json", {**front, "seconds": seconds})
     return SweepResult(out_dir=out, rows=rows, front_mask=[bool(m) for m in mask], hypervolume=volume,
                        reference=reference, chosen=chosen, seconds=seconds)
+
+
+def run(out_dir: str | Path | None = None, sc: SweepConfig | None = None, *, progress: bool = True,
+        log=print) -> SweepResult:
+    """The main job (`codesign run`): `sweep(sc)` into `out_dir`.
+
+    Defaults: `SweepConfig()` (the embedded MFA + MoE model co-designed with the XR-NPE target
+    for four lambdas) and a fresh `runs/run-*` folder.
+    """
+    return sweep(sc or SweepConfig(), out_dir or fresh_run_dir("run"), progress=progress, log=log)
 
 
 def summary_table(result: SweepResult) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jax
 
-from codesign.atts._models import train_pair
+from codesign.atts import train_pair
 
 
 def main() -> int:

@@ -25,9 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codesign._checkpoint import Checkpointer
-from codesign._train import TrainConfig, Trainer, train
-from hwcost._ecc import dequantize, ecc_corruption, inject_bit_flips, quantize_int8
+from codesign import Checkpointer, TrainConfig, Trainer, train
+from hwcost import dequantize, ecc_corruption, inject_bit_flips, quantize_int8
 
 DEFAULT_BERS = (1e-7, 1e-6, 1e-5, 1e-4, 2e-4, 5e-4, 1e-3, 3e-3, 1e-2, 2e-2, 5e-2)
 

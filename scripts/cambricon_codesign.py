@@ -22,7 +22,7 @@ from pathlib import Path
 import jax
 
 import nets
-from hwcost._cambricon import exhaustive_flash_search, gradient_flash_search
+from hwcost import exhaustive_flash_search, gradient_flash_search
 
 
 def run(models, min_tokens_per_s: float, max_channels: int, max_chips: int, steps: int) -> list[dict]:

@@ -20,8 +20,7 @@ from pathlib import Path
 import jax
 
 import nets
-from hwcost._batching import ContinuousBatching
-from hwcost._duplex import codesign_split_macs, grid_search
+from hwcost import ContinuousBatching, codesign_split_macs, grid_search
 
 
 def format_table(result: dict, grid: dict) -> str:

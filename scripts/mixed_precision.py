@@ -60,11 +60,9 @@ import numpy as np
 
 import hwcost
 import nets
-from codesign._deploy import HardenedTrainer, atomic_write_json, design_cost, harden_and_recover
-from codesign._joint import JointConfig, JointTrainer
-from codesign._space import DesignSpace
-from codesign._targets import make_target
-from codesign._train import Trainer, TrainConfig, train
+from codesign import (HardenedTrainer, design_cost, harden_and_recover, JointConfig, JointTrainer, DesignSpace,
+                      make_target, Trainer, TrainConfig, train)
+from nets import atomic_write_json, fail
 from nets.formats import get_format
 
 WEIGHT_SCALING = "@channel"
@@ -74,10 +72,6 @@ UNIFORM_FORMATS = (("BF16", "bf16"), ("Posit(16,1)", "posit(16,1)"), ("Posit(8,0
                    ("Posit(4,1)", "posit(4,1)"), ("FP4", "fp4_e2m1"))
 TARGET = "xrnpe"
 METRIC = "energy"
-
-
-def _fail(field: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"{field}={value!r}: {allowed}")
 
 
 @dataclass(frozen=True)
@@ -103,21 +97,21 @@ class MixedConfig:
 
     def __post_init__(self) -> None:
         if not self.lams:
-            _fail("lams", self.lams, "give at least one lambda")
+            fail("lams", self.lams, "give at least one lambda")
         for lam in self.lams:
             if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 <= lam < math.inf:
-                _fail("lam", lam, "must be a finite number >= 0")
+                fail("lam", lam, "must be a finite number >= 0")
         if len(self.joint_formats) < 2:
-            _fail("joint_formats", self.joint_formats, "must name at least two formats to choose between")
+            fail("joint_formats", self.joint_formats, "must name at least two formats to choose between")
         for name in tuple(self.joint_formats) + tuple(f for _, f in self.uniform):
             if "@" in name:
-                _fail("format", name, "give the element format only; the script adds @channel / @tensor scaling")
+                fail("format", name, "give the element format only; the script adds @channel / @tensor scaling")
             get_format(name + WEIGHT_SCALING)  # ValueError listing the known names
         for name in ("pretrain_steps", "steps", "recovery_steps", "batch", "seq_len", "eval_batches",
                      "scenario_batch", "scenario_context"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "pretrain_steps" else 1):
-                _fail(name, value, "must be a positive integer" if name != "pretrain_steps" else "must be an integer >= 0")
+                fail(name, value, "must be a positive integer" if name != "pretrain_steps" else "must be an integer >= 0")
         self.train_config(self.steps)  # model, lr validated by TrainConfig
         self.train_config(self.steps, self.finetune_lr)
         self.joint_config(self.lams[0])  # knob_lr validated by JointConfig
@@ -167,7 +161,7 @@ def _prepare_work_dir(work: Path, mc: MixedConfig) -> None:
     wanted = json.dumps(dataclasses.asdict(mc), sort_keys=True)
     if work.exists() and any(work.iterdir()):
         if not marker.exists():
-            _fail("work", str(work), "exists and is not a mixed_precision work folder; give an empty or new folder")
+            fail("work", str(work), "exists and is not a mixed_precision work folder; give an empty or new folder")
         if marker.read_text() != wanted:
             shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)

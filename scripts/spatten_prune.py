@@ -38,12 +38,8 @@ import optax
 from flax import nnx
 
 from codesign.data import eval_batches, load_byte_corpus, sample_batch
-from hwcost._scenario import Scenario
-from hwcost._spatten import SpAtten, pruning_knobs, spatten_workload
-from hwcost._workload import Knobs
-from nets import ModelConfig
-from nets._pruned_model import PrunedLM, PrunePlan, monotone_keep
-from nets._pruning import ProgressiveQuant, temperature_schedule
+from hwcost import Scenario, SpAtten, pruning_knobs, spatten_workload, Knobs
+from nets import ModelConfig, PrunedLM, PrunePlan, monotone_keep, ProgressiveQuant, temperature_schedule
 
 MASK_BYTE, MASK_RATE = 0, 0.15
 PQ = ProgressiveQuant(msb_bits=8, lsb_bits=4, threshold=0.1)

@@ -3,38 +3,40 @@
 Part 1, calibration: conformal p-values of draft-chunk scores against a calibration bank,
 bank calibrators for a drifting stream (static, sliding window, Mondrian per turn, ACI),
 ordinal graded decisions, the budget form alpha = B / m, and the experiments that check the
-finite-sample guarantee. Public functions check concrete inputs eagerly (ValueError naming
-the argument) and are safe to call under jit, where only shapes are checked.
+finite-sample guarantee (with the exact distributions they are tested against). Part 2, the
+draft/target pipeline on the embedded arithmetic task: the models and their training, the
+batched engine, calibration banks on disk, and the benchmark. Public functions check
+concrete inputs eagerly (ValueError naming the argument) and are safe to call under jit,
+where only shapes are checked.
 """
 
 from codesign.atts._calibrators import ACI, ACIState, BankState, Calibrator, Mondrian, SlidingWindow, StaticBank
 from codesign.atts._conformal import conformal_p_values, reject, tail_counts
-from codesign.atts._guarantee import drift_experiment, guarantee_experiment, run_stream
+from codesign.atts._guarantee import (CATEGORICAL_PROBS, beta_binomial_pmf, binomial_pmf,
+                                      categorical_unrandomized_count_pmf, drift_experiment, exact_unrandomized_rate,
+                                      guarantee_experiment, kolmogorov_sf, ks_discrete, ks_monte_carlo_p,
+                                      randomized_count_pmf, run_stream)
 from codesign.atts._ordinal import OrdinalThresholds, alpha_from_budget, ordinal_levels
-from codesign.atts._pipeline import (PipelineConfig, RunResult, bank_settings, bench, collect_bank, format_bench,
-                                     load_bank, majority_vote, make_calibrator, paired_bootstrap, run_batched,
-                                     run_pipeline, save_bank)
-from codesign.atts._models import ModelPair, draft_config, load_pair, step_accuracy, target_config, train_pair
+from codesign.atts._pipeline import (BENCH_PARTS, CALIBRATORS, MODES, TAKEOVERS, PipelineConfig, RunResult,
+                                     bank_settings, bench, collect_bank, format_bench, load_bank, majority_vote,
+                                     make_calibrator, paired_bootstrap, row_forward, run_batched, run_pipeline,
+                                     save_bank)
+from codesign.atts._models import (ArithTask, ModelPair, TrainSpec, draft_config, load_model, load_pair, save_model,
+                                   step_accuracy, target_config, task_for, train_model, train_pair)
 
 __all__ = [
-    "ModelPair", "PipelineConfig", "RunResult", "bank_settings", "bench", "collect_bank", "draft_config",
-    "format_bench", "load_bank",
-    "load_pair", "majority_vote", "make_calibrator", "paired_bootstrap", "run_batched", "run_pipeline", "save_bank",
-    "step_accuracy", "target_config", "train_pair",
-    "ACI",
-    "ACIState",
-    "BankState",
-    "Calibrator",
-    "Mondrian",
-    "OrdinalThresholds",
-    "SlidingWindow",
-    "StaticBank",
-    "alpha_from_budget",
-    "conformal_p_values",
-    "drift_experiment",
-    "guarantee_experiment",
-    "ordinal_levels",
-    "reject",
-    "run_stream",
-    "tail_counts",
+    # calibration and its guarantee
+    "ACI", "ACIState", "BankState", "Calibrator", "Mondrian", "SlidingWindow", "StaticBank",
+    "conformal_p_values", "reject", "tail_counts",
+    "OrdinalThresholds", "alpha_from_budget", "ordinal_levels",
+    "guarantee_experiment", "drift_experiment", "run_stream",
+    "CATEGORICAL_PROBS", "binomial_pmf", "beta_binomial_pmf", "randomized_count_pmf", "exact_unrandomized_rate",
+    "categorical_unrandomized_count_pmf", "kolmogorov_sf", "ks_discrete", "ks_monte_carlo_p",
+    # models
+    "ArithTask", "TrainSpec", "ModelPair", "task_for", "draft_config", "target_config", "train_model", "train_pair",
+    "save_model", "load_model", "load_pair", "step_accuracy",
+    # pipeline, banks and benchmark
+    "MODES", "TAKEOVERS", "CALIBRATORS", "BENCH_PARTS", "PipelineConfig", "RunResult", "run_pipeline", "run_batched",
+    "row_forward", "majority_vote", "make_calibrator", "collect_bank", "bank_settings", "save_bank", "load_bank",
+    "paired_bootstrap", "bench", "format_bench",
 ]

@@ -21,7 +21,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,7 @@ import optax
 from flax import nnx
 
 import nets
+from nets import InputError
 from codesign.data import ArithDataset, arith_dataset, max_text_len
 
 __all__ = ["ArithTask", "TrainSpec", "ModelPair", "draft_config", "target_config", "task_for", "train_model",
@@ -39,13 +40,10 @@ SIZES = ("full", "tiny")
 NEWLINE = 10
 
 
-def _fail(field: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"{field}={value!r}: {allowed}")
-
 
 def _check_size(size: str) -> None:
     if size not in SIZES:
-        raise _fail("size", size, f"must be one of {', '.join(SIZES)}")
+        raise InputError("size", size, f"must be one of {', '.join(SIZES)}")
 
 
 @dataclass(frozen=True)
@@ -58,9 +56,9 @@ class ArithTask:
 
     def __post_init__(self):
         if not isinstance(self.min_digits, int) or self.min_digits < 1:
-            raise _fail("min_digits", self.min_digits, "must be an integer >= 1")
+            raise InputError("min_digits", self.min_digits, "must be an integer >= 1")
         if not isinstance(self.max_digits, int) or self.max_digits < self.min_digits:
-            raise _fail("max_digits", self.max_digits, f"must be an integer >= min_digits={self.min_digits}")
+            raise InputError("max_digits", self.max_digits, f"must be an integer >= min_digits={self.min_digits}")
         object.__setattr__(self, "ops", tuple(self.ops))
 
     @property
@@ -125,13 +123,13 @@ class TrainSpec:
         for name in ("steps", "batch", "eval_every", "eval_n", "train_n"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise _fail(name, value, "must be an integer >= 1")
+                raise InputError(name, value, "must be an integer >= 1")
         if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps < self.steps:
-            raise _fail("warmup_steps", self.warmup_steps, f"must be an integer in [0, steps={self.steps})")
+            raise InputError("warmup_steps", self.warmup_steps, f"must be an integer in [0, steps={self.steps})")
         if not 0 < self.lr < 1:
-            raise _fail("lr", self.lr, "must lie in (0, 1)")
+            raise InputError("lr", self.lr, "must lie in (0, 1)")
         if not isinstance(self.seed, int) or self.seed < 0:
-            raise _fail("seed", self.seed, "must be a non-negative integer")
+            raise InputError("seed", self.seed, "must be a non-negative integer")
 
 
 def _line_ids(dataset: ArithDataset) -> np.ndarray:
@@ -251,7 +249,7 @@ def load_model(directory: str | Path) -> tuple[nets.TransformerLM, dict]:
 
     path = Path(directory).absolute()
     if not (path / "config.json").exists():
-        raise _fail("directory", str(directory), "must hold config.json and params/ written by save_model")
+        raise InputError("directory", str(directory), "must hold config.json and params/ written by save_model")
     cfg = nets.ModelConfig.from_json((path / "config.json").read_text())
     model = nets.TransformerLM(cfg, rngs=nnx.Rngs(params=0))
     state = nnx.state(model, nnx.Param)

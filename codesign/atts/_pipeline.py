@@ -55,8 +55,8 @@ import collections
 import dataclasses
 import functools
 import hashlib
+import io
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,13 +68,14 @@ import numpy as np
 from flax import nnx
 
 import nets
+from nets import InputError
 from codesign.atts._calibrators import ACI, ACIState, BankState, Mondrian, SlidingWindow, StaticBank
 from codesign.atts._ordinal import OrdinalThresholds, ordinal_levels
 from codesign.data import ArithProblem, decode, encode, format_problem, parse_answer
 
 __all__ = ["PipelineConfig", "RunResult", "run_pipeline", "run_batched", "majority_vote", "collect_bank",
            "bank_settings", "save_bank", "load_bank", "make_calibrator", "paired_bootstrap", "bench", "format_bench",
-           "MODES", "TAKEOVERS", "CALIBRATORS"]
+           "MODES", "TAKEOVERS", "CALIBRATORS", "BENCH_PARTS", "row_forward"]
 
 MODES = ("atts", "sync", "target_only", "draft_only", "calibrate")
 TAKEOVERS = ("regenerate", "append", "ordinal")
@@ -82,10 +83,6 @@ CALIBRATORS = ("static", "window", "mondrian", "aci")
 BENCH_PARTS = ("accuracy", "speed", "serve")
 DRAFT, SCORE, TGEN, WAIT, DONE = 0, 1, 2, 3, 4
 _NEWLINE, _END, _ANSWER = 10, ord("$"), ord("A")
-
-
-def _fail(field: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"{field}={value!r}: {allowed}")
 
 
 @dataclass(frozen=True)
@@ -136,36 +133,36 @@ class PipelineConfig:
 
     def __post_init__(self):
         if self.mode not in MODES:
-            raise _fail("mode", self.mode, f"must be one of {', '.join(MODES)}")
+            raise InputError("mode", self.mode, f"must be one of {', '.join(MODES)}")
         if self.takeover not in TAKEOVERS:
-            raise _fail("takeover", self.takeover, f"must be one of {', '.join(TAKEOVERS)}")
+            raise InputError("takeover", self.takeover, f"must be one of {', '.join(TAKEOVERS)}")
         for name in ("m", "max_turns", "max_chunk", "buf_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise _fail(name, value, "must be an integer >= 1")
+                raise InputError(name, value, "must be an integer >= 1")
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 1:
-            raise _fail("alpha", self.alpha, "must lie in the open interval (0, 1)")
+            raise InputError("alpha", self.alpha, "must lie in the open interval (0, 1)")
         if self.alpha_regenerate is not None and not 0 < self.alpha_regenerate < self.alpha:
-            raise _fail("alpha_regenerate", self.alpha_regenerate, f"must lie in (0, alpha={self.alpha})")
+            raise InputError("alpha_regenerate", self.alpha_regenerate, f"must lie in (0, alpha={self.alpha})")
         for name in ("draft_temperature", "target_temperature"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 100:
-                raise _fail(name, value, "must be a number in [0, 100) (0 = greedy)")
+                raise InputError(name, value, "must be a number in [0, 100) (0 = greedy)")
         p = self.turn_end_prob
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
-            raise _fail("turn_end_prob", p, "must lie in (0, 1] (1 = one line per turn)")
+            raise InputError("turn_end_prob", p, "must lie in (0, 1] (1 = one line per turn)")
         if self.slots is not None and (not isinstance(self.slots, int) or isinstance(self.slots, bool)
                                        or self.slots < self.m or self.slots % self.m):
-            raise _fail("slots", self.slots, f"must be None or a positive multiple of m={self.m}")
+            raise InputError("slots", self.slots, f"must be None or a positive multiple of m={self.m}")
         if not isinstance(self.overlap, bool):
-            raise _fail("overlap", self.overlap, "must be True or False")
+            raise InputError("overlap", self.overlap, "must be True or False")
         if self.devices not in (1, 2) or isinstance(self.devices, bool):
-            raise _fail("devices", self.devices, "must be 1 (both models on one device) or 2 (draft and target apart)")
+            raise InputError("devices", self.devices, "must be 1 (both models on one device) or 2 (draft and target apart)")
         if self.devices == 2 and not (self.overlap and self.mode in ("atts", "sync", "calibrate")):
-            raise _fail("devices", self.devices, "2 needs overlap=True and a mode that runs both models "
+            raise InputError("devices", self.devices, "2 needs overlap=True and a mode that runs both models "
                         "(atts, sync, calibrate): the draft's and the target's calls of a tick must be independent")
         if self.buf_len < 4 * (self.max_chunk + 1):
-            raise _fail("buf_len", self.buf_len, f"must be at least 4 * (max_chunk + 1) = {4 * (self.max_chunk + 1)}")
+            raise InputError("buf_len", self.buf_len, f"must be at least 4 * (max_chunk + 1) = {4 * (self.max_chunk + 1)}")
 
     @property
     def thresholds(self) -> OrdinalThresholds:
@@ -210,7 +207,7 @@ _COUNTS = ("ticks", "draft_calls", "score_calls", "target_gen_calls", "draft_tok
            "active_slot_ticks", "waiting_slot_ticks", "idle_slot_ticks", "prefill_calls")
 
 
-def _row_forward(graphdef, state, tokens_SxW, cache, start_S):
+def row_forward(graphdef, state, tokens_SxW, cache, start_S):
     """Run the model on W tokens per slot, each slot at its own cache position (rows vmapped;
     `nnx.vmap` broadcasts the weights, which plain `jax.vmap` cannot lift into nnx's scan)."""
 
@@ -309,13 +306,13 @@ def _forward_some(gd, state, buf, cache, mask_S, pos_S, width: int, scratch: int
     def every(args):
         cache, state = args
         pos = jnp.where(mask_S, pos_S, scratch)
-        return _row_forward(gd, state, _window(buf, pos, width), cache, pos)
+        return row_forward(gd, state, _window(buf, pos, width), cache, pos)
 
     def some(C, args):
         cache, state = args
         idx = jnp.nonzero(mask_S, size=C, fill_value=S)[0]
         at = jnp.minimum(idx, S - 1)
-        logits_C, rows = _row_forward(gd, state, _window(buf[at], pos_S[at], width), _rows(cache, idx), pos_S[at])
+        logits_C, rows = row_forward(gd, state, _window(buf[at], pos_S[at], width), _rows(cache, idx), pos_S[at])
         logits = jnp.zeros((S,) + logits_C.shape[1:], logits_C.dtype).at[idx].set(logits_C, mode="drop")
         return logits, _set_rows(cache, idx, rows)
 
@@ -605,7 +602,7 @@ def _tick(carry, *, cfg: PipelineConfig, calibrator, draft_gd, target_gd, n_grou
             def fill(gd):   # one model's prefill of the admitted rows (on its own device when there are two)
                 def go(args):
                     cache, state = args
-                    _, rows_new = _row_forward(gd, state, tokens, _rows(cache, idx), start)
+                    _, rows_new = row_forward(gd, state, tokens, _rows(cache, idx), start)
                     return _set_rows(cache, idx, rows_new)
                 return go
 
@@ -661,7 +658,7 @@ def _run(slots, draft_state, target_state, prompts, plen, *, cfg, calibrator, dr
 @functools.partial(jax.jit, static_argnames=("graphdef", "width"))
 def _prefill(graphdef, state, buf, cache, *, width: int):
     start = jnp.zeros(buf.shape[0], jnp.int32)
-    _, cache = _row_forward(graphdef, state, buf[:, :width], cache, start)
+    _, cache = row_forward(graphdef, state, buf[:, :width], cache, start)
     return cache
 
 
@@ -737,9 +734,9 @@ def majority_vote(answers: list[int | None]) -> int | None:
 def _check_models(draft, target):
     for name, model in (("draft", draft), ("target", target)):
         if not isinstance(model, nets.TransformerLM) or not model.cfg.causal:
-            raise _fail(name, type(model).__name__, "must be a causal nets.TransformerLM")
+            raise InputError(name, type(model).__name__, "must be a causal nets.TransformerLM")
         if model.cfg.vocab_size != 256:
-            raise _fail(f"{name}.cfg.vocab_size", model.cfg.vocab_size, "must be 256 (byte tokens)")
+            raise InputError(f"{name}.cfg.vocab_size", model.cfg.vocab_size, "must be 256 (byte tokens)")
 
 
 def run_pipeline(draft: nets.TransformerLM, target: nets.TransformerLM, problems: list[ArithProblem],
@@ -753,33 +750,33 @@ def run_pipeline(draft: nets.TransformerLM, target: nets.TransformerLM, problems
     """
     _check_models(draft, target)
     if not isinstance(cfg, PipelineConfig):
-        raise _fail("cfg", cfg, "must be a PipelineConfig")
+        raise InputError("cfg", cfg, "must be a PipelineConfig")
     if not problems or not all(isinstance(p, ArithProblem) for p in problems):
-        raise _fail("problems", type(problems).__name__, "must be a non-empty list of ArithProblem")
+        raise InputError("problems", type(problems).__name__, "must be a non-empty list of ArithProblem")
     if cfg.mode == "atts":
         if not isinstance(calibrator, (StaticBank, SlidingWindow, Mondrian, ACI)):
-            raise _fail("calibrator", calibrator, "mode atts needs a StaticBank, SlidingWindow, Mondrian or ACI")
+            raise InputError("calibrator", calibrator, "mode atts needs a StaticBank, SlidingWindow, Mondrian or ACI")
         if cal_state is None:
-            raise _fail("cal_state", None, "mode atts needs the calibrator's initial state (calibrator.init_state(bank))")
+            raise InputError("cal_state", None, "mode atts needs the calibrator's initial state (calibrator.init_state(bank))")
         bank_cal = calibrator.bank if isinstance(calibrator, ACI) else calibrator
         if isinstance(bank_cal, Mondrian) and bank_cal.n_turns != cfg.max_turns:
-            raise _fail("calibrator.n_turns", bank_cal.n_turns, f"must equal max_turns={cfg.max_turns} (one bank per turn)")
+            raise InputError("calibrator.n_turns", bank_cal.n_turns, f"must equal max_turns={cfg.max_turns} (one bank per turn)")
         bank_state = cal_state.bank if isinstance(cal_state, ACIState) else cal_state
         if not isinstance(bank_state, BankState):
-            raise _fail("cal_state", type(cal_state).__name__, "must be the calibrator's state (calibrator.init_state)")
+            raise InputError("cal_state", type(cal_state).__name__, "must be the calibrator's state (calibrator.init_state)")
         if not np.asarray(bank_state.valid).any():
-            raise _fail("cal_state", "empty", "the calibration bank holds no score; calibrate first")
+            raise InputError("cal_state", "empty", "the calibration bank holds no score; calibrate first")
     else:
         calibrator, cal_state = None, jnp.zeros(())
     if cfg.devices > jax.device_count():
-        raise _fail("devices", cfg.devices, f"must be at most the {jax.device_count()} device(s) jax sees here")
+        raise InputError("devices", cfg.devices, f"must be at most the {jax.device_count()} device(s) jax sees here")
     Q, m, T = len(problems), cfg.m, cfg.max_turns
     N, L = Q * m, cfg.buf_len
     S = N if cfg.slots is None else min(cfg.slots, N)
     prompts = [encode(format_problem(p)) for p in problems]
     width = max(len(p) for p in prompts)
     if width + 2 * (cfg.max_chunk + 1) >= L:
-        raise _fail("buf_len", L, f"too short for a prompt of {width} bytes plus two chunks")
+        raise InputError("buf_len", L, f"too short for a prompt of {width} bytes plus two chunks")
     table = np.zeros((Q, width), np.int32)
     plen = np.asarray([len(p) for p in prompts], np.int32)
     for q, prompt in enumerate(prompts):
@@ -838,10 +835,10 @@ def run_batched(draft, target, problems, cfg: PipelineConfig, *, key: jax.Array,
     is padded with repeats of its first problem, dropped from the result). An online calibrator's
     state carries from chunk to chunk, as it would in a stream of questions."""
     if not isinstance(batch_questions, int) or batch_questions < 1:
-        raise _fail("batch_questions", batch_questions, "must be an integer >= 1")
+        raise InputError("batch_questions", batch_questions, "must be an integer >= 1")
     problems = list(problems)
     if not problems:
-        raise _fail("problems", problems, "must be a non-empty list of ArithProblem")
+        raise InputError("problems", problems, "must be a non-empty list of ArithProblem")
     parts = []
     for i, start in enumerate(range(0, len(problems), batch_questions)):
         chunk = problems[start:start + batch_questions]
@@ -882,11 +879,9 @@ def bank_settings(draft, target, *, max_turns: int, turn_end_prob: float, max_ch
 
 def save_bank(path, scores_QxmxT, settings: dict) -> None:
     """Write calibration scores and the settings they were collected with (npz: 'scores', 'settings')."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, scores=np.asarray(scores_QxmxT, np.float32), settings=json.dumps(settings, sort_keys=True))
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.savez(buffer, scores=np.asarray(scores_QxmxT, np.float32), settings=json.dumps(settings, sort_keys=True))
+    nets.atomic_write(path, buffer.getvalue())
 
 
 def load_bank(path, settings: dict | None = None) -> np.ndarray:
@@ -896,13 +891,13 @@ def load_bank(path, settings: dict | None = None) -> np.ndarray:
         data = np.load(path)
         scores = data["scores"]
     except (OSError, KeyError, ValueError) as err:
-        raise _fail("bank", str(path), f"must be an .npz with 'scores' (codesign atts calibrate): {err}") from None
+        raise InputError("bank", str(path), f"must be an .npz with 'scores' (codesign atts calibrate): {err}") from None
     saved = json.loads(str(data["settings"])) if "settings" in data.files else {}
     here = json.loads(json.dumps(settings or {}))   # as the file holds them (tuples become lists)
     differ = {k: (saved[k], v) for k, v in here.items() if k in saved and saved[k] != v}
     if differ:
         detail = "; ".join(f"{k}: file {a!r}, here {b!r}" for k, (a, b) in sorted(differ.items()))
-        raise _fail("bank", str(path), f"was collected with other settings ({detail}); collect a new one")
+        raise InputError("bank", str(path), f"was collected with other settings ({detail}); collect a new one")
     return scores
 
 
@@ -917,13 +912,13 @@ def make_calibrator(name: str, bank_QxmxT, *, alpha: float, max_turns: int, wind
     """
     bank = np.asarray(bank_QxmxT, np.float32)
     if bank.ndim != 3:
-        raise _fail("bank.shape", bank.shape, "must be (questions, m, turns)")
+        raise InputError("bank.shape", bank.shape, "must be (questions, m, turns)")
     if bank.shape[2] > max_turns:
-        raise _fail("bank.shape", bank.shape, f"has more turns than max_turns={max_turns}")
+        raise InputError("bank.shape", bank.shape, f"has more turns than max_turns={max_turns}")
     if np.isinf(bank).any():
-        raise _fail("bank", "inf", "calibration scores must be finite (NaN marks a missing turn)")
+        raise InputError("bank", "inf", "calibration scores must be finite (NaN marks a missing turn)")
     if not np.isfinite(bank[:, :, 0]).any():
-        raise _fail("bank", "empty", "needs at least one finite turn-0 score")
+        raise InputError("bank", "empty", "needs at least one finite turn-0 score")
     turn0 = bank[:, :, 0][np.isfinite(bank[:, :, 0])]
     by_turn = [bank[:, :, t][np.isfinite(bank[:, :, t])] for t in range(bank.shape[2])]
     if name == "static":
@@ -941,7 +936,7 @@ def make_calibrator(name: str, bank_QxmxT, *, alpha: float, max_turns: int, wind
         ids = np.concatenate([np.full(x.size, t, np.int32) for t, x in enumerate(by_turn)])
         cal = Mondrian(int(max_turns), int(max(x.size for x in by_turn)))
         return cal, cal.init_state(jnp.asarray(flat), turn_ids=jnp.asarray(ids))
-    raise _fail("calibrator", name, f"must be one of {', '.join(CALIBRATORS)}")
+    raise InputError("calibrator", name, f"must be one of {', '.join(CALIBRATORS)}")
 
 
 def paired_bootstrap(a, b, *, n_boot: int = 10000, seed: int = 0) -> tuple[float, float, float]:
@@ -949,7 +944,7 @@ def paired_bootstrap(a, b, *, n_boot: int = 10000, seed: int = 0) -> tuple[float
     Tibshirani 1993, ch. 13), resampling items with replacement. a, b: per-question 0/1 scores."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise _fail("a.shape", a.shape, f"must be a non-empty vector of the shape of b {b.shape}")
+        raise InputError("a.shape", a.shape, f"must be a non-empty vector of the shape of b {b.shape}")
     diff = a - b
     rng = np.random.default_rng(seed)
     boots = diff[rng.integers(0, diff.size, (n_boot, diff.size))].mean(1)
@@ -1009,7 +1004,7 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
     caller can write it out and an interrupted bench keeps what it measured.
     """
     if not set(parts) <= set(BENCH_PARTS) or not parts:
-        raise _fail("parts", parts, f"must be a non-empty selection of {', '.join(BENCH_PARTS)}")
+        raise InputError("parts", parts, f"must be a non-empty selection of {', '.join(BENCH_PARTS)}")
     key = jax.random.key(seed)
     k_cal, k_acc, k_speed = jax.random.split(key, 3)
     turns = dict(max_turns=max_turns, turn_end_prob=turn_end_prob, max_chunk=max_chunk, buf_len=buf_len, overlap=overlap)

@@ -23,8 +23,7 @@ import numpy as np
 from flax import nnx
 
 import nets
-from codesign.atts._models import draft_config, target_config
-from codesign.atts._pipeline import _row_forward
+from codesign.atts import draft_config, target_config, row_forward
 
 
 def _time(fn, *args, reps: int) -> float:
@@ -53,7 +52,7 @@ def main() -> int:
     for name, cfg in (("draft", draft_config(args.size)), ("target", target_config(args.size))):
         model = nets.TransformerLM(cfg, rngs=nnx.Rngs(params=0))
         gd, state = nnx.split(model)
-        fn = jax.jit(lambda st, tok, cache, start, gd=gd: _row_forward(gd, st, tok, cache, start))
+        fn = jax.jit(lambda st, tok, cache, start, gd=gd: row_forward(gd, st, tok, cache, start))
         for rows in rows_list:
             cache = nets.init_cache(model, rows, args.buf_len)
             start = jnp.full(rows, 40, jnp.int32)

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import jax
 
-from codesign._deploy import atomic_write_json
-from codesign.atts._models import load_pair, train_pair
-from codesign.atts._pipeline import BENCH_PARTS, TAKEOVERS, bench, format_bench
+from nets import atomic_write, atomic_write_json
+from codesign.atts import load_pair, train_pair, BENCH_PARTS, TAKEOVERS, bench, format_bench
 
 
 def main() -> int:
@@ -73,9 +71,7 @@ def main() -> int:
 
     def save(report: dict) -> None:   # after every run, through a temporary file and a rename
         atomic_write_json(out / f"{stem}.json", {**report, "models": models})
-        tmp = out / f"{stem}.txt.tmp"
-        tmp.write_text(format_bench(report) + "\n")
-        os.replace(tmp, out / f"{stem}.txt")
+        atomic_write(out / f"{stem}.txt", format_bench(report) + "\n")
 
     report = bench(pair.draft, pair.target, pair.task, ms=tuple(int(m) for m in args.ms.split(",")),
                    n_accuracy=args.n_accuracy, m_accuracy=args.m_accuracy, n_speed=args.n_speed,

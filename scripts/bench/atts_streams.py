@@ -25,8 +25,7 @@ import numpy as np
 from flax import nnx
 
 import nets
-from codesign.atts._models import draft_config, target_config
-from codesign.atts._pipeline import _row_forward
+from codesign.atts import draft_config, target_config, row_forward
 
 
 def on_stream(f, stream: int = 1):
@@ -62,12 +61,12 @@ def main() -> int:
 
     def draft_call(state, cache, i):
         start = jnp.full(S, 40, jnp.int32) + i % 64
-        logits, cache = _row_forward(dgd, state, jnp.ones((S, 1), jnp.int32), cache, start)
+        logits, cache = row_forward(dgd, state, jnp.ones((S, 1), jnp.int32), cache, start)
         return logits[:, 0, 0], cache
 
     def target_call(state, cache, i):
         start = jnp.full(S, 40, jnp.int32) + i % 64
-        logits, cache = _row_forward(tgd, state, jnp.ones((S, 1), jnp.int32), cache, start)
+        logits, cache = row_forward(tgd, state, jnp.ones((S, 1), jnp.int32), cache, start)
         return logits[:, 0, 0], cache
 
     streamed_draft = on_stream(draft_call)

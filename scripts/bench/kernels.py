@@ -29,7 +29,6 @@ import argparse
 import datetime
 import json
 import math
-import os
 import platform
 import socket
 import statistics
@@ -44,9 +43,7 @@ from flax import nnx
 
 import nets
 from hwcost._calibrate import DATA_SCHEMA, item_kernels
-from nets._attention import Attention, init_cache as init_layer_cache
-from nets._layers import make_norm
-from nets._moe import MoE
+from nets import Attention, MoE, atomic_write_json, init_cache as init_layer_cache, make_norm
 
 BF16 = jnp.bfloat16
 L2_BYTES = 60e6  # H200 L2 (KINDS.md: 60 MB)
@@ -312,9 +309,7 @@ def ceilings(tiny: bool) -> dict:
 
 
 def _write(path: Path, report: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, path)
+    atomic_write_json(path, report, indent=1, sort_keys=False)
 
 
 def run(out: Path, budget_s: float, tiny: bool, seed: int = 0, only: tuple[str, ...] = (),

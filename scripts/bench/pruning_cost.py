@@ -30,9 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 import nets
-from nets._model import TransformerLM
-from nets._pruned_model import PrunedLM, PrunePlan
-from nets._pruning import gather_rows, kept_count, select_tokens
+from nets import TransformerLM, PrunedLM, PrunePlan, gather_rows, kept_count, select_tokens
 
 
 def timed(fn, *args, warmup: int, blocks: int, per_block: int) -> dict:

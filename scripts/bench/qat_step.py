@@ -20,9 +20,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from codesign._joint import JointConfig, JointTrainer
-from codesign._space import DesignSpace
-from codesign._train import TrainConfig, Trainer
+from codesign import JointConfig, JointTrainer, DesignSpace, TrainConfig, Trainer
 
 
 def run(trainer: Trainer, steps: int, timed_blocks: int, block: int) -> tuple[float, float]:

@@ -42,11 +42,9 @@ from pathlib import Path
 
 import jax
 
-from codesign._deploy import atomic_write_json
-from codesign._search import (Evaluator, common_reference, gradient_path, hv_curve, random_search, speedup, timed_sweep,
-                              tpe_search)
-from codesign._sweep import SweepConfig
-from codesign._train import Trainer, train
+from nets import atomic_write_json
+from codesign import (Evaluator, common_reference, gradient_path, hv_curve, random_search, speedup, timed_sweep,
+                      tpe_search, SweepConfig, Trainer, train)
 
 GRADIENT = ("gradient", "gradient-path")
 TINY = dict(name="tiny-mfa-moe", d_model=64, n_layers=2, max_seq_len=64,

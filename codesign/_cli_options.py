@@ -1,0 +1,75 @@
+"""The options every `codesign` command spells the same way, and the one parser for list options.
+
+- `--out/-o PATH`: where outputs go; without it a fresh `runs/<command>-<time>` folder (or a
+  file in one), printed, so nothing lands in the working directory by accident.
+- `--target/-t NAME`: a hardware target by name or preset file.
+- `--json`: print the result as JSON (machine-readable) instead of a table.
+- `--quiet`: no progress bars.
+- `--seed`: the root PRNG seed.
+- Lists are one comma-separated value (`--lams 0,0.01,0.1`), read by `parse_list`, whose
+  error names the option, the text and what each entry must be.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import typer
+
+from nets import InputError
+
+T = TypeVar("T")
+
+JSON_HELP = "Print the result as JSON instead of a table."
+
+
+def out_option(what: str) -> typer.models.OptionInfo:
+    """`--out/-o`, default None (the command then writes under `runs/`); `what` finishes the help text."""
+    return typer.Option(None, "--out", "-o", help=f"Where to write {what}.")
+
+
+def target_option(default: str, what: str) -> typer.models.OptionInfo:
+    """`--target/-t` with its default; `what` says which targets the command accepts."""
+    return typer.Option(default, "--target", "-t", help=f"Hardware target: {what}.")
+
+
+def json_option() -> typer.models.OptionInfo:
+    return typer.Option(False, "--json", help=JSON_HELP)
+
+
+def quiet_option() -> typer.models.OptionInfo:
+    return typer.Option(False, "--quiet", help="No progress bars.")
+
+
+def seed_option() -> typer.models.OptionInfo:
+    return typer.Option(0, "--seed", help="Root PRNG seed.")
+
+
+def parse_list(text: str, field: str, kind: Callable[[str], T] = str, *,
+               choices: tuple[str, ...] | None = None) -> tuple[T, ...]:
+    """A comma-separated option as a tuple: '' gives (), blanks around entries are dropped.
+
+    `kind` converts each entry (str, int, float); `choices` restricts them. A bad entry is an
+    `InputError` naming `field`, the whole text and what an entry must be.
+    """
+    entries = [x.strip() for x in text.split(",") if x.strip()] if text else []
+    allowed = {str: "names", int: "integers", float: "numbers"}.get(kind, kind.__name__)
+    try:
+        values = tuple(kind(x) for x in entries)
+    except ValueError:
+        raise InputError(field, text, f"must be comma-separated {allowed}, e.g. "
+                                      f"{'0,0.01,0.1' if kind is float else '4,8,16' if kind is int else 'a,b'}") \
+            from None
+    if choices is not None:
+        for v in values:
+            if v not in choices:
+                raise InputError(field, text, f"entry {v!r} is not one of {', '.join(choices)}")
+    return values
+
+
+def out_dir(out: Path | str | None, command: str) -> Path:
+    """`out`, or a fresh `runs/<command>-<time>` folder (not created)."""
+    from codesign._io import fresh_run_dir
+
+    return Path(out) if out else fresh_run_dir(command)
