@@ -33,7 +33,6 @@ import dataclasses
 import datetime
 import json
 import math
-import os
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -108,14 +107,6 @@ def provenance(seed: int) -> dict[str, Any]:
             "backend": jax.default_backend(), "created_utc": datetime.datetime.now(datetime.UTC).isoformat()}
 
 
-def atomic_write_json(path: Path, record: dict[str, Any]) -> None:
-    """Write JSON to `path` through a temporary file and a rename (never a half-written file)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
 def recovery_config(tc, steps: int):
     """The recovery fine-tune after hardening: `steps` steps at 0.3x the joint lr, no warm-up."""
     return dataclasses.replace(tc, steps=steps, warmup_steps=0, lr=tc.lr * 0.3, eval_every=steps, ckpt_every=steps,
@@ -153,7 +144,7 @@ def harden_and_recover(trainer, out_dir: Path, *, recovery_steps: int, progress:
 
 def write_deployment(path: Path, record: dict[str, Any]) -> None:
     """Write the record; its checkpoint path is made relative to the file's folder."""
-    atomic_write_json(Path(path), record)
+    nets.atomic_write_json(path, record)
 
 
 # ---- reading and verifying ------------------------------------------------------------
@@ -241,5 +232,5 @@ def verify_deployment(path: str | Path) -> list[Check]:
     return checks
 
 
-__all__ = ["SCHEMA_VERSION", "Check", "HardenedTrainer", "atomic_write_json", "design_cost", "harden_and_recover",
+__all__ = ["SCHEMA_VERSION", "Check", "HardenedTrainer", "design_cost", "harden_and_recover",
            "load_deployment", "verify_deployment", "write_deployment"]

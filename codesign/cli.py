@@ -34,14 +34,10 @@ def _register_all() -> None:
 _register_all()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: a ValueError from bad input becomes one line on stderr and exit 2.
-
-    `argv`: the arguments after the program name (default: the process's own), so the same
-    entry point runs in-process, e.g. from a test, without starting another Python.
-    """
+def main() -> None:
+    """Console entry point: a ValueError from bad input becomes one line on stderr and exit 2."""
     try:
-        app(args=argv)
+        app()
     except ValueError as err:
         print(f"codesign: error: {err}", file=sys.stderr)
         sys.exit(2)
