@@ -14,6 +14,10 @@ import sys
 
 import typer
 
+from codesign._cli_options import parse_list  # the list parser of every command, for scripts too
+
+__all__ = ["app", "main", "parse_list"]
+
 app = typer.Typer(
     name="codesign",
     help="Differentiable hardware/software co-design of LLMs: train networks, cost them on hardware models, "
