@@ -139,9 +139,10 @@ def _abstract(cfg: ModelConfig, dtype, param_dtype):
     return graphdef, list(nnx.to_flat_state(state))
 
 
-def _build(cfg: ModelConfig, dtype, param_dtype, value_of: Callable[[tuple, Any], np.ndarray]) -> TransformerLM:
+def _build(cfg: ModelConfig, dtype, param_dtype, value_of: Callable[[tuple, Any], np.ndarray],
+           abstract=None) -> TransformerLM:
     """A model whose every parameter is `value_of(path, abstract leaf)` (shape checked)."""
-    graphdef, flat = _abstract(cfg, dtype, param_dtype)
+    graphdef, flat = abstract or _abstract(cfg, dtype, param_dtype)
     leaves = []
     for path, leaf in flat:
         value = np.asarray(value_of(path, leaf))
@@ -155,9 +156,9 @@ def _build(cfg: ModelConfig, dtype, param_dtype, value_of: Callable[[tuple, Any]
 def _from_hf(cfg: ModelConfig, model_type: str, names: set[str], get: Callable[[str], np.ndarray],
              dtype, param_dtype) -> TransformerLM:
     """Build our model from Hugging Face tensors; every tensor must be used (or be a known buffer)."""
-    graphdef, flat = _abstract(cfg, dtype, param_dtype)
+    abstract = _abstract(cfg, dtype, param_dtype)
     entries: dict[tuple, list[tuple[int | None, str, str]]] = {}
-    for path, repeat, name, how in _hf_entries(cfg, model_type, [p for p, _ in flat]):
+    for path, repeat, name, how in _hf_entries(cfg, model_type, [p for p, _ in abstract[1]]):
         entries.setdefault(path, []).append((repeat, name, how))
     used: set[str] = set()
 
@@ -182,7 +183,7 @@ def _from_hf(cfg: ModelConfig, model_type: str, names: set[str], get: Callable[[
             return one(rows[0][1], rows[0][2], tuple(leaf.shape)).astype(param_dtype)
         return np.stack([one(name, how, tuple(leaf.shape[1:])).astype(param_dtype) for _, name, how in sorted(rows)])
 
-    model = _build(cfg, dtype, param_dtype, value_of)
+    model = _build(cfg, dtype, param_dtype, value_of, abstract)
     unused = sorted(n for n in names - used
                     if not n.endswith(_IGNORED_SUFFIXES) and not (cfg.tie_embeddings and n == "lm_head.weight"))
     if unused:
