@@ -29,4 +29,5 @@ __all__ = [
     "attention_params", "mlp_params", "norm_params",
     "gather_rows", "local_value_prune", "progressive_probs", "quantize_split", "select_tokens", "softmax_l1_bound",
     "temperature_schedule", "token_importance",
+    "HFMapping", "from_hf", "map_hf", "to_hf", "load_hf_checkpoint", "load_safetensors", "save_safetensors",
 ]
