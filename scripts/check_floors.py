@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if mismatched:
         print(f"check_floors: pip resolved other versions for {mismatched}", file=sys.stderr)
         return 2
-    cmd = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *args.tests]
+    cmd = [str(python), "-m", "pytest", "-p", "no:cacheprovider", *args.tests]
     print("running: " + " ".join(cmd[2:]), flush=True)
     return subprocess.run(cmd, cwd=ROOT).returncode
 

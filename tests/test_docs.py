@@ -2,8 +2,8 @@
 
 Commands are taken from the README's and the guide's code blocks (lines that start with
 `codesign`), restricted to the subcommands that finish in seconds on a CPU; optional parts
-written as `[--json]` are run with the option. They run in-process through the Typer app of
-`codesign.cli`, so no interpreter is started per command. Each guide page's ```python blocks
+written as `[--json]` are run with the option. They run in-process through `codesign.cli.main(argv)`
+(the `codesign_main` fixture), so no interpreter is started per command. Each guide page's ```python blocks
 run in order in one namespace per page, from the repository root, so a page reads like a
 script: a block may use what an earlier block of the same page defined.
 """
@@ -16,7 +16,6 @@ import shlex
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -85,13 +84,11 @@ def test_the_readme_commands_are_found():
 
 
 @pytest.mark.parametrize("argv", COMMANDS, ids=[" ".join(a[1:]) for a in COMMANDS])
-def test_documented_command_runs(argv, monkeypatch):
-    from codesign.cli import app
-
+def test_documented_command_runs(argv, codesign_main, monkeypatch):
     monkeypatch.chdir(ROOT)
-    result = CliRunner().invoke(app, argv[1:])
-    assert result.exit_code == 0, f"{' '.join(argv)}\n{result.output}\n{result.exception!r}"
-    assert result.output.strip()
+    result = codesign_main(*argv[1:])
+    assert result.returncode == 0, f"{' '.join(argv)}\n{result.stdout}\n{result.stderr}"
+    assert result.stdout.strip()
     if "--json" in argv:
         report = json.loads(result.stdout)
         if argv[1] == "zoo":
