@@ -1,7 +1,8 @@
 """Metrics as JSON lines: one object per line, flushed as written, so nothing is lost on a kill.
 
 On resume from a checkpoint at step S the lines after S are dropped first (the
-resumed run recomputes them bit for bit), so the file never holds a step twice.
+resumed run recomputes them bit for bit), so the file never holds a step twice; that
+rewrite is atomic (`nets.atomic_write`), so a kill during it loses no earlier line.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+
+import nets
 
 
 class MetricsWriter:
@@ -21,7 +24,7 @@ class MetricsWriter:
         elif self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            nets.atomic_write(self.path, "".join(line + "\n" for line in kept))
         self._file = self.path.open("a")
 
     def write(self, record: dict[str, Any]) -> None:
