@@ -13,15 +13,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from nets._errors import fail as _fail
+
 ATTENTION_KINDS = ("mha", "gqa", "mla", "mfa")
 FFN_KINDS = ("dense", "moe")
 ACTIVATIONS = ("swiglu", "gelu", "relu")
 NORMS = ("rmsnorm", "layernorm")
 POSITIONS = ("rope", "learned", "none")
-
-
-def _fail(field_name: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"{field_name}={value!r}: {allowed}")
 
 
 def _is_int(value: Any) -> bool:
