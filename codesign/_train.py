@@ -94,13 +94,8 @@ class TrainConfig:
 
 
 def resolve_model(spec: str) -> nets.ModelConfig:
-    """A zoo name, or a path to a ModelConfig JSON file."""
-    if spec.endswith(".json") or os.path.sep in spec:
-        path = Path(spec)
-        if not path.is_file():
-            raise ValueError(f"model={spec!r}: no such JSON file (give a zoo name or a config path)")
-        return nets.ModelConfig.from_json(path.read_text())
-    return nets.zoo.get(spec)
+    """A zoo name, or a path to our ModelConfig JSON or a Hugging Face config.json (`nets.load_config`'s rule)."""
+    return nets.load_config(spec)
 
 
 def training_flops_per_token(cfg: nets.ModelConfig, seq_len: int) -> float:
