@@ -6,8 +6,8 @@
 Every `name>=X` of [project].dependencies is installed as `name==X` into a throwaway virtual
 environment (jaxlib is pinned to jax's version, as jax requires), the project is installed
 editable with its test extra, the installed versions are printed, and pytest runs the
-given tests (default: a quick subset that imports every package and takes a training step
-with checkpoints) from the repository root. The exit status is pytest's.
+given tests (default: a quick subset that imports every package, reads and writes safetensors
+and takes training steps with checkpoints) from the repository root. The exit status is pytest's.
 
 A floor is right when this passes and pinning the next older release of that package fails;
 the docs' install page lists which API sets each floor.
@@ -25,7 +25,8 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK_TESTS = ("tests/nets/test_config.py", "tests/hwcost/test_gpu.py", "tests/codesign/test_train.py")
+QUICK_TESTS = ("tests/nets/test_config.py", "tests/nets/test_hf_weights.py", "tests/hwcost/test_gpu.py",
+               "tests/codesign/test_train.py")
 _FLOOR = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*>=\s*([0-9][A-Za-z0-9.]*)\s*$")
 
 
