@@ -7,16 +7,19 @@ import json
 import typer
 
 import hwcost
-from hwcost._calibrate import load_target
-from hwcost._report import cost_report, load_model
+
+
+def _fmt(value, scale: float = 1.0, spec: str = ".4g", unit: str = "") -> str:
+    return "not modelled" if value is None else f"{value * scale:{spec}}{unit}"
 
 
 def cost(
     model: str = typer.Argument(..., help="A zoo name (see `codesign zoo`) or a JSON config path."),
-    target: str = typer.Option("h800", "--target", "-t", help=f"GPU preset ({', '.join(hwcost.PRESETS)}) or a calibrated "
-                                                       "preset JSON written by `codesign calibrate`."),
+    target: str = typer.Option("h800", "--target", "-t", help="Any hwcost target: " + ", ".join(hwcost.TARGETS)
+                               + ", afd-<attention gpu>+<ffn gpu>, or a calibrated preset JSON written by "
+                               "`codesign calibrate`."),
     phase: str = typer.Option("decode", help="prefill, decode or train."),
-    batch: int = typer.Option(1, help="Sequences in the step."),
+    batch: int = typer.Option(1, help="Sequences in the step (AFD targets: a multiple of 48)."),
     context: int = typer.Option(4096, help="Context length (tokens)."),
     gen_len: int = typer.Option(1, help="Generated tokens (decode averages the context over them)."),
     weight_bits: float = typer.Option(16.0, help="Weight precision (bits)."),
@@ -24,11 +27,11 @@ def cost(
     act_bits: float = typer.Option(16.0, help="Activation precision (bits)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Per-operation time, FLOPs and bytes of MODEL on a GPU target, and the totals."""
-    cfg = load_model(model)
+    """Per-operation time, FLOPs and bytes of MODEL on any target, and the totals (None: not modelled)."""
+    cfg = hwcost.load_model(model)
     scenario = hwcost.Scenario(phase=phase, batch=batch, context_len=context, gen_len=gen_len,
                                weight_bits=weight_bits, kv_bits=kv_bits, act_bits=act_bits)
-    report = cost_report(cfg, load_target(target), scenario)
+    report = hwcost.cost_report(cfg, hwcost.get_target(target), scenario)
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -36,15 +39,22 @@ def cost(
           f"bits w/kv/act {weight_bits:g}/{kv_bits:g}/{act_bits:g}")
     print(f"{'op':<11} {'time us':>11} {'share':>6} {'FLOPs':>10} {'weights B':>10} {'KV B':>10} {'act B':>10} {'bound':>8}")
     for r in report["ops"]:
-        print(f"{r['op']:<11} {r['latency_s'] * 1e6:>11.2f} {r['share']:>6.1%} {r['flops']:>10.3e} "
+        time_us = "-" if r["latency_s"] is None else f"{r['latency_s'] * 1e6:.2f}"
+        share = "-" if r["share"] is None else f"{r['share']:.1%}"
+        print(f"{r['op']:<11} {time_us:>11} {share:>6} {r['flops']:>10.3e} "
               f"{r['bytes_weights']:>10.3e} {r['bytes_kv']:>10.3e} {r['bytes_activations']:>10.3e} {r['bound']:>8}")
     t = report["totals"]
     print(f"{'total':<11} {t['latency_s'] * 1e6:>11.2f} {'':>6} {t['flops']:>10.3e} {t['bytes_weights']:>10.3e} "
           f"{t['bytes_kv']:>10.3e} {t['bytes_activations']:>10.3e}")
-    print(f"latency {t['latency_s'] * 1e3:.4g} ms, {t['tokens_per_s']:.4g} tokens/s, energy {t['energy_j']:.4g} J "
-          f"({t['joules_per_token']:.3g} J/token), {t['dollars_per_million_tokens']:.4g} USD/1M tokens, "
-          f"memory {t['memory_bytes'] / 1e9:.4g} GB ({'fits' if t['fits_in_memory'] else 'does NOT fit'})")
-    print("network bytes (AFD hidden-state traffic) are not charged to a single GPU")
+    fits = {True: "fits", False: "does NOT fit", None: "capacity not modelled"}[t["fits_in_memory"]]
+    print(f"latency {_fmt(t['latency_s'], 1e3, unit=' ms')}, {t['tokens_per_s']:.4g} tokens/s, "
+          f"energy {_fmt(t['energy_j'], unit=' J')}"
+          + ("" if t["energy_j"] is None else f" ({t['joules_per_token']:.3g} J/token)") + ", "
+          f"dollars {_fmt(t['dollars_per_million_tokens'], unit=' USD/1M tokens')}, "
+          f"memory {_fmt(t['memory_bytes'], 1e-9, unit=' GB')} ({fits}), area {_fmt(t['area_mm2'], unit=' mm^2')}")
+    scalars = {k: v for k, v in report["breakdown"].items() if isinstance(v, float)}
+    if scalars:
+        print("breakdown: " + ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
 
 
 def reproduce(

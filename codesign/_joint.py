@@ -38,10 +38,18 @@ from codesign._space import DesignSpace
 from codesign._train import TrainConfig, Trainer, lm_loss, make_optimizer
 
 METRICS = ("latency", "energy", "dollars", "edp", "edap")
+# the Cost fields each metric reads: a target that does not model one cannot be optimised for it
+METRIC_FIELDS = {"latency": ("latency_s",), "energy": ("energy_j",), "dollars": ("dollars",),
+                 "edp": ("energy_j", "latency_s"), "edap": ("energy_j", "latency_s", "area_mm2")}
 
 
 def cost_metric(cost: hwcost.Cost, metric: str) -> jax.Array:
-    """latency [s], energy [J], dollars [USD] or energy-delay product [J*s] of one scenario step."""
+    """latency [s], energy [J], dollars [USD] or energy-delay product [J*s] of one scenario step.
+
+    ValueError naming the target and the metric if the target does not model a field it needs.
+    """
+    if metric in METRIC_FIELDS and isinstance(cost, hwcost.Cost):
+        cost.check_modelled(METRIC_FIELDS[metric], metric)
     if metric == "latency":
         return cost.latency_s
     if metric == "energy":
@@ -76,8 +84,7 @@ class JointConfig:
             raise ValueError(f"lam={self.lam!r}: must be a finite number >= 0")
         if self.metric not in METRICS:
             raise ValueError(f"metric={self.metric!r}: must be one of {', '.join(METRICS)}")
-        if self.target not in _targets.TARGETS:
-            raise ValueError(f"target={self.target!r}: must be one of {', '.join(_targets.TARGETS)}")
+        _targets.check_metric(self.target, METRIC_FIELDS[self.metric], self.metric)  # also checks the name
         if isinstance(self.hardware, str):
             raise ValueError(f"hardware={self.hardware!r}: must be a tuple of parameter names")
         _targets.check_learnable(self.target, tuple(self.hardware))

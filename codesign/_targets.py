@@ -1,11 +1,12 @@
 """Hardware targets the joint loop can optimise against, and their learnable parameters.
 
-A target is an `eqx.Module` of `hwcost` whose scalar float fields are its hardware
-parameters (`hwcost.GPU` presets, `hwcost.XRNPE`). The joint loop can make a named subset
-of them learnable: they are optimised in log space (positive by construction), each kept
-within a factor `hw_range` of its preset value (a box: the cost model is only trusted near
-the silicon it describes), and put back into the module with `eqx.tree_at`, so the
-gradient reaches them through the same cost evaluation as the design knobs.
+A target is any `hwcost.Target`, found by name or calibrated preset file through
+`hwcost.get_target` (`TARGETS` lists the fixed names). Its scalar float fields are its
+hardware parameters. The joint loop can make a named subset of them learnable: they are
+optimised in log space (positive by construction), each kept within a factor `hw_range` of
+its preset value (a box: the cost model is only trusted near the silicon it describes), and
+put back into the module with `eqx.tree_at`, so the gradient reaches them through the same
+cost evaluation as the design knobs.
 
 A learnable parameter must have a price in the metric, or the optimiser makes it as large
 (or as small) as the box allows: more GPU bandwidth is free in latency, more XR-NPE MAC
@@ -15,6 +16,7 @@ area, which gives `n_macs` of the XR-NPE an interior optimum at the compute/memo
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import equinox as eqx
@@ -24,25 +26,24 @@ import numpy as np
 
 import hwcost
 
-TARGETS: tuple[str, ...] = tuple(hwcost.PRESETS) + ("xrnpe",)
+TARGETS: tuple[str, ...] = hwcost.TARGETS
 
 
-def make_target(name: str, overrides: dict[str, float] | None = None) -> eqx.Module:
-    """The preset target `name` (see TARGETS) with any hardware parameter overridden."""
-    if name not in TARGETS:
-        raise ValueError(f"target={name!r}: must be one of {', '.join(TARGETS)}")
+def make_target(name: str, overrides: dict[str, float] | None = None) -> hwcost.Target:
+    """The target `name` (`hwcost.get_target`) with any of its hardware parameters overridden."""
+    target = hwcost.get_target(name)
     overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(hardware_fields(_preset(name))))
+    if not overrides:
+        return target
+    fields = hardware_fields(target)
+    unknown = sorted(set(overrides) - set(fields))
     if unknown:
-        raise ValueError(f"target parameter={unknown[0]!r}: {name} has {', '.join(hardware_fields(_preset(name)))}")
-    return hwcost.xrnpe(**overrides) if name == "xrnpe" else hwcost.gpu(name, **overrides)
+        raise ValueError(f"target parameter={unknown[0]!r}: {name} has {', '.join(fields) or 'none'}")
+    # a replace (not tree_at) so that the target's own checks see the new values
+    return dataclasses.replace(target, **{k: jnp.asarray(v, getattr(target, k).dtype) for k, v in overrides.items()})
 
 
-def _preset(name: str) -> eqx.Module:
-    return hwcost.xrnpe() if name == "xrnpe" else hwcost.gpu(name)
-
-
-def hardware_fields(target: eqx.Module) -> tuple[str, ...]:
+def hardware_fields(target: hwcost.Target) -> tuple[str, ...]:
     """Names of the target's scalar float fields (its hardware parameters)."""
     out = []
     for name, value in vars(target).items():
@@ -51,23 +52,29 @@ def hardware_fields(target: eqx.Module) -> tuple[str, ...]:
     return tuple(out)
 
 
-def target_params(target: eqx.Module) -> dict[str, float]:
+def target_params(target: hwcost.Target) -> dict[str, float]:
     """Every hardware parameter as a plain float (for a deployment file)."""
     return {name: float(np.asarray(getattr(target, name))) for name in hardware_fields(target)}
 
 
 def check_learnable(name: str, fields: tuple[str, ...]) -> None:
-    allowed = hardware_fields(_preset(name))
+    allowed = hardware_fields(hwcost.get_target(name))
     for field in fields:
         if field not in allowed:
-            raise ValueError(f"hardware={field!r}: not a parameter of target {name}; allowed {', '.join(allowed)}")
+            raise ValueError(f"hardware={field!r}: not a parameter of target {name}; "
+                             f"allowed {', '.join(allowed) or 'none'}")
 
 
-def init_log_params(target: eqx.Module, fields: tuple[str, ...]) -> dict[str, jax.Array]:
+def check_metric(name: str, fields: tuple[str, ...], metric: str) -> None:
+    """ValueError naming the target and the metric unless the target models every one of `fields`."""
+    hwcost.get_target(name).check_metric(fields, metric)
+
+
+def init_log_params(target: hwcost.Target, fields: tuple[str, ...]) -> dict[str, jax.Array]:
     return {f: jnp.log(jnp.asarray(getattr(target, f), jnp.float32)) for f in fields}
 
 
-def with_log_params(target: eqx.Module, log_params: dict[str, jax.Array], hw_range: float) -> eqx.Module:
+def with_log_params(target: hwcost.Target, log_params: dict[str, jax.Array], hw_range: float) -> hwcost.Target:
     """`target` with each named field set to exp(log value), clipped to [preset/hw_range, preset*hw_range]."""
     if not log_params:
         return target

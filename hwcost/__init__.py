@@ -1,33 +1,41 @@
 """hwcost: workloads derived from model configs and differentiable hardware cost models (Equinox).
 
-    work = hwcost.workload(nets.zoo.get("step-3"), hwcost.Scenario(phase="decode", batch=64, context_len=8192))
-    cost = hwcost.gpu("h800").cost(work)          # latency_s, energy_j, dollars, memory_bytes, area_mm2
+    work = hwcost.workload(nets.zoo.get("step-3"), hwcost.Scenario(phase="decode", batch=48, context_len=8192))
+    cost = hwcost.get_target("h800").cost(work)   # latency_s, energy_j, dollars, memory_bytes, area_mm2
+    cost = hwcost.get_target("afd").cost(work)    # the same protocol on every target
 
 A workload is a pure function of (config, scenario, knobs), differentiable in the knobs;
-a target is an `eqx.Module` whose float fields are the hardware parameters, so the cost is
-differentiable in both. `hwcost.reproduce("step3")` checks the Step-3 paper's numbers.
+a target is an `eqx.Module` (a `hwcost.Target`) whose float fields are the hardware
+parameters, so the cost is differentiable in both. `hwcost.get_target(name or preset file)`
+is the one lookup (`hwcost.target_names()` lists the names); a Cost field a target does not
+model is NaN and raises when asked for (`Cost.value`). `hwcost.reproduce("step3")` checks a
+paper's numbers.
+
+The public API is `__all__`, in groups: workloads; the target protocol and lookup; the
+targets with their own richer APIs; calibration; reproductions. The last group's
+paper-specific helpers (Step-3's cost accounting, the Duplex and Cambricon co-design demos,
+the flash bit-error study) serve the reproductions and demo scripts, not the joint loop.
 """
 
 from hwcost._scenario import PHASES, Scenario
 from hwcost._smooth import smooth_max, smooth_max2
-from hwcost._workload import (ATTENTION_CORE, ATTENTION_SIDE, EXCLUDED_FROM_TABLES, FFN_GEMMS, FFN_SIDE,
-                              FOOTPRINT_KINDS, KINDS, OPS, PROJECTIONS, Knobs, Workload, attention_intensity,
-                              cache_bytes_per_token, experts_touched, workload)
-from hwcost._gpu import GPU, Cost
+from hwcost._workload import (ATTENTION_CORE, ATTENTION_SIDE, FFN_GEMMS, FFN_SIDE, FOOTPRINT_KINDS, KINDS, OPS,
+                              PROJECTIONS, Knobs, Workload, attention_intensity, cache_bytes_per_token, workload)
+from hwcost._target import Cost, Target
+from hwcost._gpu import GPU
 from hwcost._presets import PRESETS, gpu
-from hwcost._afd import (AMORTISED_BATCH, AFDCost, AFDTarget, afd, cheapest_per_side, decode_cost_per_token,
-                         min_moe_sparsity, paper_accounting, stage_budget_s, throughput_tgs, transfer_bytes)
+from hwcost._afd import (AFDCost, AFDTarget, afd, cheapest_per_side, decode_cost_per_token, min_moe_sparsity,
+                         paper_accounting, stage_budget_s, throughput_tgs, transfer_bytes)
 from hwcost._xrnpe import XRNPE, xrnpe
-from hwcost._batching import BatchSteps, ContinuousBatching, StepWork, expert_token_counts, moe_intensity, step_work
-from hwcost._duplex import (PIM, Duplex, DuplexCost, DuplexKnobs, codesign_split_macs, devices_needed, duplex,
-                            grid_search, pim, roofline_crossover, throughput_gains)
-from hwcost._spatten import (SpAtten, SpAttenCost, SpAttenWorkload, dram_reduction, kv_sram_bytes, pruning_knobs,
-                             spatten_knobs, spatten_workload)
-from hwcost._cambricon import (FLASH_CONFIGS, CambriconLLM, FlexGenSSD, cambricon, exhaustive_flash_search, flash_size,
-                               flexgen_ssd, gradient_flash_search, paper_scenario as cambricon_scenario)
-from hwcost._ecc import ENCODINGS, dequantize, ecc_corruption, inject_bit_flips, quantize_int8
-from hwcost._calibrate import (CalibratedGPU, Efficiency, KernelData, calibrate, error_table, load_data, load_preset,
-                               load_target, predict, save_preset)
+from hwcost._batching import BatchSteps, ContinuousBatching, StepWork, step_work
+from hwcost._duplex import PIM, Duplex, DuplexCost, DuplexKnobs, codesign_split_macs, duplex, grid_search, pim
+from hwcost._spatten import SpAtten, SpAttenCost, SpAttenWorkload, pruning_knobs, spatten_knobs, spatten_workload
+from hwcost._cambricon import (FLASH_CONFIGS, CambriconLLM, cambricon, exhaustive_flash_search, flash_size,
+                               gradient_flash_search)
+from hwcost._ecc import dequantize, ecc_corruption, inject_bit_flips, quantize_int8
+from hwcost._calibrate import (CalibratedGPU, Efficiency, KernelData, calibrate, calibrated, error_table, load_data,
+                               load_preset, predict, save_preset)
+from hwcost._registry import get_target, target_names
 from hwcost._reproduce import PAPERS, Row, register, reproduce
 from hwcost._report import cost_report, load_model
 from hwcost import _reproduce_step3  # noqa: F401  (registers "step3")
@@ -35,23 +43,27 @@ from hwcost import _reproduce_duplex  # noqa: F401  (registers "duplex")
 from hwcost import _reproduce_spatten  # noqa: F401  (registers "spatten")
 from hwcost import _reproduce_cambricon  # noqa: F401  (registers "cambricon")
 
+TARGETS: tuple[str, ...] = target_names()
+
 __all__ = [
-    "PHASES", "Scenario", "smooth_max", "smooth_max2",
-    "ATTENTION_CORE", "ATTENTION_SIDE", "EXCLUDED_FROM_TABLES", "FFN_GEMMS", "FFN_SIDE", "FOOTPRINT_KINDS", "KINDS",
-    "OPS", "PROJECTIONS", "Knobs", "Workload", "attention_intensity", "cache_bytes_per_token", "experts_touched",
-    "workload", "GPU", "Cost", "PRESETS", "gpu",
-    "AMORTISED_BATCH", "AFDCost", "AFDTarget", "afd", "cheapest_per_side", "decode_cost_per_token",
-    "min_moe_sparsity", "paper_accounting", "stage_budget_s", "throughput_tgs", "transfer_bytes",
-    "PAPERS", "Row", "register", "reproduce", "cost_report", "load_model",
-    "XRNPE", "xrnpe",
-    "BatchSteps", "ContinuousBatching", "StepWork", "expert_token_counts", "moe_intensity", "step_work",
-    "PIM", "Duplex", "DuplexCost", "DuplexKnobs", "codesign_split_macs", "devices_needed", "duplex", "grid_search",
-    "pim", "roofline_crossover", "throughput_gains",
-    "SpAtten", "SpAttenCost", "SpAttenWorkload", "dram_reduction", "kv_sram_bytes", "pruning_knobs", "spatten_knobs",
-    "spatten_workload",
-    "FLASH_CONFIGS", "CambriconLLM", "FlexGenSSD", "cambricon", "cambricon_scenario", "exhaustive_flash_search",
-    "flash_size", "flexgen_ssd", "gradient_flash_search", "ENCODINGS", "dequantize", "ecc_corruption",
-    "inject_bit_flips", "quantize_int8",
-    "CalibratedGPU", "Efficiency", "KernelData", "calibrate", "error_table", "load_data", "load_preset", "load_target",
-    "predict", "save_preset",
+    # workloads
+    "PHASES", "Scenario", "Knobs", "Workload", "workload", "OPS", "KINDS", "FOOTPRINT_KINDS", "ATTENTION_CORE",
+    "PROJECTIONS", "FFN_GEMMS", "ATTENTION_SIDE", "FFN_SIDE", "attention_intensity", "cache_bytes_per_token",
+    "smooth_max", "smooth_max2",
+    # the target protocol and the one lookup
+    "Target", "Cost", "get_target", "target_names", "TARGETS",
+    # targets (each also keeps its own richer API)
+    "GPU", "gpu", "PRESETS", "CalibratedGPU", "AFDTarget", "AFDCost", "afd", "Duplex", "DuplexCost", "DuplexKnobs",
+    "duplex", "PIM", "pim", "BatchSteps", "ContinuousBatching", "StepWork", "step_work", "CambriconLLM", "cambricon",
+    "FLASH_CONFIGS", "SpAtten", "SpAttenCost", "SpAttenWorkload", "spatten_workload", "spatten_knobs",
+    "pruning_knobs", "XRNPE", "xrnpe",
+    # calibration
+    "Efficiency", "KernelData", "calibrate", "calibrated", "error_table", "load_data", "load_preset", "predict",
+    "save_preset",
+    # reports and reproductions
+    "cost_report", "load_model", "PAPERS", "Row", "register", "reproduce",
+    # paper-specific helpers (reproductions and demo scripts)
+    "cheapest_per_side", "decode_cost_per_token", "min_moe_sparsity", "paper_accounting", "stage_budget_s",
+    "throughput_tgs", "transfer_bytes", "codesign_split_macs", "grid_search", "exhaustive_flash_search",
+    "flash_size", "gradient_flash_search", "dequantize", "ecc_corruption", "inject_bit_flips", "quantize_int8",
 ]

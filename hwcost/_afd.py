@@ -12,16 +12,25 @@ micro-batches, so each resource handles every micro-batch once per layer:
 With a TPOT service-level target (SLA), each stage gets TPOT / (3 * layers) per layer
 (Step-3: 50 ms over 61 layers, 272 us). The paper's per-token cost analysis (Tables 5/6)
 and its minimum MoE sparsity (Table 7) are here too.
+
+As a `hwcost.Target`, `AFDTarget.cost(work)` costs one decode step of the workload's model,
+scenario and knobs on the whole deployment: latency_s = TPOT [s], energy_j and dollars of
+the step over all GPUs [J, USD], memory_bytes = resident bytes of all GPUs together, area_mm2
+= silicon of all GPUs; the pipeline detail (stage times, TGS, SLA slack, per-GPU memory) is
+in the breakdown. `AFDTarget.deployment_cost(cfg, scenario, knobs)` returns the full `AFDCost`.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from nets import ModelConfig
-from hwcost._gpu import GPU, Cost
+from hwcost._gpu import GPU
+from hwcost._target import ALL_MODELLED, Cost, Target, check_phase, check_workload, whole_model_inputs
 from hwcost._scenario import Scenario
 from hwcost._smooth import smooth_max
 from hwcost._workload import ATTENTION_SIDE, FFN_SIDE, OPS, Knobs, Workload, workload
@@ -134,7 +143,7 @@ def _side_cost(target: GPU, work: Workload, ops: tuple[str, ...]) -> Cost:
     return target.cost(work.select(ops))
 
 
-class AFDTarget(eqx.Module):
+class AFDTarget(Target):
     """Attention GPUs + FFN GPUs + a network link, run as a 3-stage pipeline (module docstring).
 
     attention, ffn: the GPU of each side (independent choices). link_bandwidth [bytes/s]:
@@ -153,6 +162,8 @@ class AFDTarget(eqx.Module):
     ffn_gpus: int = eqx.field(static=True, default=16)
     ffn_instances: int = eqx.field(static=True, default=2)
     micro_batches: int = eqx.field(static=True, default=3)
+    name: str = eqx.field(static=True, default="afd")
+    modelled: ClassVar[frozenset[str]] = ALL_MODELLED
 
     def __check_init__(self) -> None:
         for name in ("attention_gpus", "ffn_gpus", "ffn_instances", "micro_batches"):
@@ -168,7 +179,22 @@ class AFDTarget(eqx.Module):
             raise ValueError(f"batch={scenario.batch!r}: must be a multiple of attention_gpus * micro_batches = {per}")
         return scenario.batch // per
 
-    def cost(self, cfg: ModelConfig, scenario: Scenario, knobs: Knobs | None = None) -> AFDCost:
+    def cost(self, work: Workload) -> Cost:
+        """One decode step of `work`'s model and scenario on the whole deployment (module docstring)."""
+        check_workload(self.name, work)
+        check_phase(self.name, work, ("decode",))
+        cfg, scenario, knobs = whole_model_inputs(self.name, work)
+        run = self.deployment_cost(cfg, scenario, knobs)
+        batch = float(scenario.batch)
+        return Cost.of(
+            self.name, self.modelled,
+            {"stage_s": run.stage_s, "tokens_per_gpu_s": run.tokens_per_gpu_s, "sla_slack_s": run.sla_slack_s,
+             "attention_memory_bytes": run.attention_memory_bytes, "ffn_memory_bytes": run.ffn_memory_bytes},
+            latency_s=run.tpot_s, energy_j=run.energy_j_per_token * batch, dollars=run.dollars_per_token * batch,
+            memory_bytes=self.attention_gpus * run.attention_memory_bytes + self.ffn_gpus * run.ffn_memory_bytes,
+            area_mm2=self.attention_gpus * self.attention.area_mm2 + self.ffn_gpus * self.ffn.area_mm2)
+
+    def deployment_cost(self, cfg: ModelConfig, scenario: Scenario, knobs: Knobs | None = None) -> AFDCost:
         """Decode TPOT, throughput, dollars and energy of `scenario.batch` concurrent sequences."""
         if scenario.phase != "decode":
             raise ValueError(f"phase={scenario.phase!r}: AFD serves decode only (allowed: decode)")
@@ -204,7 +230,8 @@ class AFDTarget(eqx.Module):
 
 
 def afd(attention: GPU, ffn: GPU, link_gbps: float, tpot_sla_s: float = 0.05, attention_gpus: int = 16,
-        ffn_gpus: int = 16, ffn_instances: int = 2, micro_batches: int = 3, sharpness: float = 16.0) -> AFDTarget:
+        ffn_gpus: int = 16, ffn_instances: int = 2, micro_batches: int = 3, sharpness: float = 16.0,
+        name: str = "afd") -> AFDTarget:
     """An AFDTarget from plain numbers (link in Gbit/s per attention GPU)."""
     if not link_gbps > 0:
         raise ValueError(f"link_gbps={link_gbps!r}: must be positive")
@@ -214,4 +241,4 @@ def afd(attention: GPU, ffn: GPU, link_gbps: float, tpot_sla_s: float = 0.05, at
     return AFDTarget(attention=attention, ffn=ffn, link_bandwidth=jnp.asarray(link_gbps * 1e9 / 8, dtype),
                      tpot_sla_s=jnp.asarray(tpot_sla_s, dtype), sharpness=jnp.asarray(sharpness, dtype),
                      attention_gpus=attention_gpus, ffn_gpus=ffn_gpus, ffn_instances=ffn_instances,
-                     micro_batches=micro_batches)
+                     micro_batches=micro_batches, name=name)

@@ -1,4 +1,4 @@
-"""Calibration of the GPU target against measured kernel times (issue 6, parts 2-3).
+"""Calibration of the GPU target against measured kernel times.
 
 The uncalibrated `GPU` is a roofline at 100% of peak: a lower bound of any real kernel.
 Real kernels reach a fraction of peak that depends on their size (small GEMMs cannot fill
@@ -18,7 +18,7 @@ does; FP8 GEMMs (b = 8) use the FP8 group's own curves.
 What today's JAX program executes beyond the workload's mathematical counts (each a fixed
 property of the program, derived from its structure, never fitted):
   - routed experts: XLA lowers `jax.lax.ragged_dot` to dense zero-padded matmuls over all E
-    experts (`nets._moe`), so waste = E (recovered from the router op, `_experts_per_slot`)
+    experts (`nets._moe`), so waste = E (the workload's `n_experts`, on the slots that route)
     and the kernel reads every expert's weights (`extra_bytes`); the fitted waste exponent
     comes out at ~1 on the H200, which confirms the reading;
   - whole-model decode steps: the layer scan copies each layer's KV cache SCAN_CACHE_COPIES
@@ -29,8 +29,8 @@ The parameters are fitted with optax (Adam) on log time to a training split of a
 data file (`scripts/bench/kernels.py`); the split is by shape (a hash), and every
 whole-model step is held out, so the end-to-end error is measured on steps the fit never
 saw. The data file's two ceiling measurements (a 512 MiB copy, an 8192^3 bf16 matmul) are
-training items too (kind CEILING_KIND). The result is a `CalibratedGPU` (a `GPU` whose `cost` uses the fitted efficiencies),
-saved to and loaded from JSON (`save_preset`, `load_target`).
+training items too (kind CEILING_KIND). The result is a `CalibratedGPU` (a `GPU` and the fitted efficiencies),
+saved to and loaded from JSON (`save_preset`, `load_preset`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -49,10 +50,11 @@ import numpy as np
 import optax
 
 import nets
-from hwcost._gpu import GPU
+from hwcost._gpu import GPU, roofline_cost
 from hwcost._presets import gpu
 from hwcost._scenario import Scenario
 from hwcost._smooth import smooth_max2_inv
+from hwcost._target import ALL_MODELLED, Cost, Target, check_workload
 from hwcost._workload import ATTENTION_CORE, OPS, Workload, workload
 
 DATA_SCHEMA = "codesign.kernels/1"
@@ -220,8 +222,9 @@ def workload_kernels(work: Workload, traffic=1.0, *, lm_head_scale: float = 1.0,
         flops = flops * (lm_head_scale if op == "lm_head" else 1.0) + slots
         bits = work.op_bits.get(op, jnp.full_like(work.op_flops["lm_head"], 16.0))
         waste = jnp.ones_like(work.op_flops["lm_head"])
-        if op == "moe_routed":
-            waste = _experts_per_slot(work)
+        if op == "moe_routed" and "router" in work.op_flops:
+            # E where a slot routes (an MoE layer), 1 elsewhere: a count, not a design variable
+            waste = jnp.where(work.op_flops["router"] > 0, float(max(work.n_experts, 1)), 1.0)
         out[op if op != "attn_score" else "attention"] = {
             "group": GROUPS.index(OP_GROUP[op]), "flops": flops, "bytes": hbm + slots, "bits": bits,
             "waste": waste, "extra_bytes": extra + slots}
@@ -236,52 +239,33 @@ def workload_kernels(work: Workload, traffic=1.0, *, lm_head_scale: float = 1.0,
     return out
 
 
-def _experts_per_slot(work: Workload):
-    """Routed experts E per slot [-] (1 where a slot has no router), recovered from the router op.
+class CalibratedGPU(Target):
+    """A GPU whose kernel times follow fitted efficiency curves (`Efficiency`) plus launch cost.
 
-    The ragged_dot lowering multiplies every routed row by all E experts (nets/_moe.py), so
-    the executed FLOPs are E times the useful ones: E is the MoE kernels' waste. The workload
-    does not carry E, but its router does: FLOPs 2*T*D*E (x3 in training) and activation
-    bytes T*(D+E)*act_bits/8 (hwcost/_workload.py), so D*E and D+E are known and E is the
-    smaller root of x^2 - (D+E) x + D*E (E <= d_model in every MoE of the zoo). Exact for an
-    unscaled workload (`Workload.scaled` shares change both sums; use it there as a guide only).
-    """
-    repeat = 3.0 if work.phase == "train" else 1.0
-    router_flops = work.op_flops.get("router")
-    router_act = work.op_bytes.get("activations", {}).get("router")
-    if router_flops is None or router_act is None:
-        return jnp.ones_like(work.op_flops["lm_head"])
-    act_bytes = work.op_bits["norm"] / 8.0
-    product = router_flops / (2.0 * repeat * work.tokens)
-    total = router_act / (work.tokens * act_bytes)
-    has_router = product > 0
-    discriminant = jnp.where(has_router, jnp.maximum(total ** 2 - 4.0 * product, 0.0), 1.0)
-    experts = 0.5 * (total - jnp.sqrt(discriminant))
-    # a count, not a design variable: no gradient flows into the knobs through it
-    return jax.lax.stop_gradient(jnp.where(has_router, jnp.maximum(experts, 1.0), 1.0))
-
-
-class CalibratedGPU(GPU):
-    """A `GPU` whose kernel times follow fitted efficiency curves (`Efficiency`) plus launch cost.
-
-    Energy, dollars and memory are the base GPU's formulas applied to the calibrated latency.
-    The attention core (score and value) is one fused kernel, its time shared back to the
-    two classes in proportion to their FLOPs plus bytes, as in `GPU`.
+    Composition, not a subclass: `device` is the `GPU` whose peaks, bandwidth, prices and
+    energies are used (its scalar efficiencies are 1: the curves replace them), `efficiency`
+    the fitted curves. Kernel times are `kernel_seconds` of `workload_kernels`; energy,
+    dollars, memory and area are the GPU's formulas (`roofline_cost`) applied to them. The
+    attention core (score and value) is one fused kernel, its time shared back to the two
+    classes in proportion to their compute plus memory times, as in `GPU`.
     """
 
-    efficiency: Efficiency = eqx.field(kw_only=True)
+    device: GPU
+    efficiency: Efficiency
+    name: str = eqx.field(static=True, default="gpu-calibrated")
+    modelled: ClassVar[frozenset[str]] = ALL_MODELLED
 
     def _op_times(self, work: Workload):
-        compute, memory, _, hbm = GPU._op_times(self, work)
-        kernels = workload_kernels(work, self.activation_traffic, cache_copies=SCAN_CACHE_COPIES)
+        compute, memory, _, hbm = self.device._op_times(work)
+        kernels = workload_kernels(work, self.device.activation_traffic, cache_copies=SCAN_CACHE_COPIES)
         roofline = {}
         copy = kernels.pop("kv_copy", None)
         for name, k in kernels.items():
-            t = kernel_seconds(self, self.efficiency, int(k["group"]), k["flops"], k["bytes"], k["bits"],
+            t = kernel_seconds(self.device, self.efficiency, int(k["group"]), k["flops"], k["bytes"], k["bits"],
                                k["waste"], 1.0, 0.0, k["extra_bytes"])
             if name == "attention" and copy is not None:  # the cache copies are charged to the attention core
-                t = t + kernel_seconds(self, self.efficiency, int(copy["group"]), copy["flops"], copy["bytes"],
-                                       copy["bits"], copy["waste"], 1.0)
+                t = t + kernel_seconds(self.device, self.efficiency, int(copy["group"]), copy["flops"],
+                                       copy["bytes"], copy["bits"], copy["waste"], 1.0)
             if name != "attention":
                 roofline[name] = t
                 continue
@@ -293,15 +277,28 @@ class CalibratedGPU(GPU):
                 roofline[op] = t * jnp.where(positive, part / jnp.where(positive, total, 1.0), 1.0 / len(core))
         return compute, memory, roofline, hbm
 
+    def cost(self, work: Workload) -> Cost:
+        """Latency (calibrated kernel times), energy, dollars, memory and area of `work`."""
+        check_workload(self.name, work)
+        _, _, roofline, hbm = self._op_times(work)
+        return roofline_cost(self.device, work, roofline, hbm, self.name)
+
+    def op_times(self, work: Workload) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(compute, memory, calibrated kernel time) per `[op, slot]` [s]; the first two are the GPU's roofline parts."""
+        zeros = jnp.zeros_like(work.op_flops["lm_head"])
+        parts = self._op_times(work)[:3]
+        return tuple(jnp.stack([zeros + part.get(op, 0.0) for op in OPS]) for part in parts)
+
+    def fits(self, work: Workload) -> jax.Array:
+        """Whether the workload's resident bytes fit in the device's memory (bool array)."""
+        return self.device.fits(work)
+
 
 def calibrated(base: GPU, eff: Efficiency, name: str | None = None) -> CalibratedGPU:
     """`base` with the efficiency curves `eff` (its scalar efficiencies must be 1: the curves replace them)."""
     if not isinstance(base, GPU):
         raise ValueError(f"base={type(base).__name__}: must be a hwcost.GPU")
-    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(GPU)}
-    if name is not None:
-        fields["name"] = name
-    return CalibratedGPU(**fields, efficiency=eff)
+    return CalibratedGPU(device=base, efficiency=eff, name=base.name if name is None else name)
 
 
 # ---- kernels of a measured item ------------------------------------------------------------
@@ -612,7 +609,7 @@ def save_preset(target: CalibratedGPU, path: str | Path, report: dict | None = N
     """Write a calibrated GPU as JSON (schema PRESET_SCHEMA); `load_target(path)` reads it back."""
     if not isinstance(target, CalibratedGPU):
         raise ValueError(f"target={type(target).__name__}: must be a CalibratedGPU (see hwcost._calibrate.calibrate)")
-    fields = {f.name: float(getattr(target, f.name)) for f in dataclasses.fields(GPU) if f.name != "name"}
+    fields = {f.name: float(getattr(target.device, f.name)) for f in dataclasses.fields(GPU) if f.name != "name"}
     body = {"schema": PRESET_SCHEMA, "name": target.name, "gpu": fields, "efficiency": target.efficiency.to_dict()}
     if report is not None:
         body["fit"] = {k: v for k, v in report.items() if k not in ("calibrated", "roofline")}
@@ -640,11 +637,15 @@ def load_preset(path: str | Path) -> CalibratedGPU:
     if set(body["gpu"]) != names:
         raise ValueError(f"target.gpu={sorted(body['gpu'])}: must have exactly the GPU fields {sorted(names)}")
     fields = {k: jnp.asarray(v, jnp.float32) for k, v in body["gpu"].items()}
-    return CalibratedGPU(name=str(body["name"]), **fields, efficiency=Efficiency.from_dict(body["efficiency"]))
+    return CalibratedGPU(device=GPU(name=str(body["name"]), **fields), efficiency=Efficiency.from_dict(body["efficiency"]),
+                         name=str(body["name"]))
 
 
-def load_target(target: str | Path) -> GPU:
-    """A GPU preset by name (`hwcost.gpu`), or a calibrated preset by path (a .json file)."""
+def load_target(target: str | Path) -> GPU | CalibratedGPU:
+    """A GPU preset by name (`hwcost.gpu`), or a calibrated preset by path (a .json file).
+
+    GPUs only; `hwcost.get_target` is the lookup for every target.
+    """
     if isinstance(target, Path) or (isinstance(target, str) and (target.endswith(".json") or Path(target).is_file())):
         return load_preset(target)
     return gpu(target)

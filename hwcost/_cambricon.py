@@ -36,10 +36,13 @@ and the decode step takes the sum (layers run one after another). smax is
 `hwcost.smooth_max2` with the module's sharpness (inf = the sharp maximum).
 
 `FlexGenSSD` is the flash-offloading baseline: all weights stream from an SSD each token.
-Energy, dollars and area are not modelled (the paper gives no figures): Cost reports 0.
+Energy, dollars and area are not modelled (the paper gives no figures): Cost marks them so
+(NaN, absent from `modelled`), and choosing one as a metric is an error.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -49,7 +52,7 @@ from jaxtyping import Array, Float
 
 from nets import ModelConfig
 from hwcost._descent import minimize
-from hwcost._gpu import Cost
+from hwcost._target import Cost, Target, check_phase, check_workload
 from hwcost._scenario import Scenario
 from hwcost._smooth import smooth_max2
 from hwcost._workload import ATTENTION_CORE, OPS, Workload, workload
@@ -74,7 +77,7 @@ def _smin(a: Array, b: Array, sharpness: Array) -> Array:
     return 1.0 / smooth_max2(1.0 / a, 1.0 / b, sharpness)
 
 
-class CambriconLLM(eqx.Module):
+class CambriconLLM(Target):
     """NPU + LPDDR + in-flash-compute NAND (see the module docstring). All fields are float
     hardware parameters, counts included (relaxed, so an optimiser can move them):
 
@@ -96,6 +99,7 @@ class CambriconLLM(eqx.Module):
     core_ops_per_s: Float[Array, ""]
     sharpness: Float[Array, ""]
     name: str = eqx.field(static=True, default="cambricon-llm")
+    modelled: ClassVar[frozenset[str]] = frozenset({"latency_s", "memory_bytes"})
 
     def __check_init__(self) -> None:
         for field in _FIELDS:
@@ -163,10 +167,8 @@ class CambriconLLM(eqx.Module):
     # ---- cost ----------------------------------------------------------------------------
     def cost(self, work: Workload) -> Cost:
         """Latency of one decode step of `work` (see the module docstring); per op class and layer."""
-        if not isinstance(work, Workload):
-            raise ValueError(f"work={type(work).__name__}: must be a hwcost.Workload")
-        if work.phase != "decode":
-            raise ValueError(f"phase={work.phase!r}: Cambricon-LLM models decode only (weights in flash)")
+        check_workload(self.name, work)
+        check_phase(self.name, work, ("decode",))  # weights in flash, one token per request per step
         zeros = jnp.zeros_like(work.op_flops["lm_head"])
         read_compute, plain = self.flash_rates(work.tokens)
         flash_rate = read_compute + plain
@@ -187,9 +189,8 @@ class CambriconLLM(eqx.Module):
             latency.append(zeros + t)
         op_latency = jnp.stack(latency)
         total = jnp.sum(op_latency)
-        return Cost(latency_s=total, energy_j=0.0 * total, dollars=0.0 * total,
-                    memory_bytes=jnp.sum(work.footprint), area_mm2=0.0 * total, op_latency_s=op_latency,
-                    op_dollars=0.0 * op_latency)
+        return Cost.of(self.name, self.modelled, {"op_latency_s": op_latency}, latency_s=total,
+                       memory_bytes=jnp.sum(work.footprint))
 
     def decode_tokens_per_s(self, cfg: ModelConfig, scenario: Scenario | None = None) -> Array:
         """Decode throughput [tokens/s] of `cfg` (default scenario: `paper_scenario()`)."""

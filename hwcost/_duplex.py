@@ -35,11 +35,19 @@ of one device is 1/n of the model's (ideal tensor + expert parallelism), the sam
 H100 baseline and Duplex, so the gains do not depend on n except through communication.
 Assumptions beyond the paper: xPU and PIM do not slow each other's DRAM access; one routing
 draw per step serves every MoE layer; PIM energy per byte is half the HBM figure (no PHY).
+
+As a `hwcost.Target`, `Duplex.cost(work)` costs ONE step of the workload's scenario: a
+decode scenario is a decode-only step of `batch` requests attending context_len + (gen_len -
+1)/2 tokens each, a prefill scenario a step that prefills `batch` prompts (a mixed step);
+routed experts get tokens by one seeded multinomial draw (`expert_token_counts`, seed 0).
+Dollars are not modelled (no price for the PIM). `Duplex.batching_cost(step_work(...))`
+costs a whole continuous-batching run.
 """
 
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -49,13 +57,14 @@ import optax
 from jaxtyping import Array, Float
 
 from nets import ModelConfig
-from hwcost._batching import LINEAR_OPS, ContinuousBatching, StepWork, step_work
+from hwcost._batching import LINEAR_OPS, BatchSteps, ContinuousBatching, StepWork, step_work
 from hwcost._descent import minimize
 from hwcost._gpu import GPU
 from hwcost._presets import HBM_ENERGY_PER_BYTE_J, gpu
 from hwcost._scenario import Scenario
 from hwcost._smooth import smooth_max2
-from hwcost._workload import workload
+from hwcost._target import Cost, Target, check_phase, check_workload, whole_model_inputs
+from hwcost._workload import Workload, workload
 
 MODES = ("gpu", "dispatch", "coprocessing")
 HBM_STACKS = 5
@@ -205,7 +214,7 @@ class DuplexCost(eqx.Module):
     op_latency_s: dict[str, Float[Array, ""]]
 
 
-class Duplex(eqx.Module):
+class Duplex(Target):
     """An xPU + PIM device (or n of them), costing a `StepWork` under a dispatch mode.
 
     mode: "gpu" (everything on the xPU: the H100 baseline), "dispatch" (the paper's dispatch
@@ -219,6 +228,12 @@ class Duplex(eqx.Module):
     nvlink_bandwidth: Float[Array, ""]
     mode: str = eqx.field(static=True, default="coprocessing")
     n_devices: int = eqx.field(static=True, default=1)
+    modelled: ClassVar[frozenset[str]] = frozenset({"latency_s", "energy_j", "memory_bytes", "area_mm2"})
+
+    @property
+    def name(self) -> str:
+        """"duplex" (co-processing), "duplex-dispatch" or "duplex-gpu" (the H100-only baseline)."""
+        return "duplex" if self.mode == "coprocessing" else f"duplex-{self.mode}"
 
     def __check_init__(self) -> None:
         if self.mode not in MODES:
@@ -286,7 +301,19 @@ class Duplex(eqx.Module):
         comm = 2.0 * (n - 1) / n * share * work.comm_bytes / self.nvlink_bandwidth
         return {"linear": share * linear, "attention": share * attention, "moe": share * moe, "comm": comm}
 
-    def cost(self, work: StepWork, knobs: DuplexKnobs | None = None) -> DuplexCost:
+    def cost(self, work: Workload) -> Cost:
+        """One step of `work`'s scenario on this system (module docstring); decode or prefill."""
+        check_workload(self.name, work)
+        check_phase(self.name, work, ("decode", "prefill"))
+        cfg, scenario, knobs = whole_model_inputs(self.name, work)
+        steps, batching = one_step(scenario, cfg.causal)
+        run = self.batching_cost(step_work(cfg, steps, batching, knobs))
+        parts = {f"{group}_latency_s": value for group, value in run.op_latency_s.items()}
+        return Cost.of(self.name, self.modelled, {**parts, "tokens_per_s": run.tokens_per_s},
+                       latency_s=run.latency_s, energy_j=run.energy_j, memory_bytes=jnp.sum(work.footprint),
+                       area_mm2=run.area_mm2)
+
+    def batching_cost(self, work: StepWork, knobs: DuplexKnobs | None = None) -> DuplexCost:
         """Throughput, energy and area of the run `work` (see `DuplexCost`)."""
         parts = self.step_seconds(work, knobs)
         step = sum(parts.values())
@@ -331,6 +358,24 @@ class Duplex(eqx.Module):
         return linear + attention + moe
 
 
+def one_step(scenario: Scenario, causal: bool = True) -> tuple[BatchSteps, ContinuousBatching]:
+    """The scenario as one continuous-batching step (module docstring) and its batching settings."""
+    batch, context = float(scenario.batch), float(scenario.context_len)
+    zero = np.zeros(1)
+    if scenario.phase == "decode":
+        attended = context + (scenario.gen_len - 1) / 2
+        steps = BatchSteps(decode_tokens=np.full(1, batch), decode_context=np.full(1, batch * attended),
+                           prefill_requests=zero, prefill_tokens=zero, prefill_pairs=zero)
+    else:
+        pairs = context * (context + 1) / 2 if causal else context * context
+        steps = BatchSteps(decode_tokens=zero, decode_context=zero, prefill_requests=np.full(1, batch),
+                           prefill_tokens=np.full(1, batch * context), prefill_pairs=np.full(1, batch * pairs))
+    batching = ContinuousBatching(batch=scenario.batch, prompt_len=scenario.context_len, gen_len=scenario.gen_len,
+                                  weight_bits=scenario.weight_bits, kv_bits=scenario.kv_bits,
+                                  act_bits=scenario.act_bits)
+    return steps, batching
+
+
 def duplex(mode: str = "coprocessing", pim_preset: str = "logic-pim", n_devices: int = 1, dtype=jnp.float32,
            xpu: GPU | None = None, **pim_overrides: float) -> Duplex:
     """A Duplex system: the simulator's H100 xPU (unless `xpu` is given) plus `pim_preset` per stack."""
@@ -359,10 +404,10 @@ def throughput_gains(cfg: ModelConfig, batching: ContinuousBatching,
     work = step_work(cfg, batching.simulate(causal=cfg.causal), batching)
     n = devices_needed(cfg, batching)
     xpu = _xpu(sharpness=sharpness)
-    base = duplex("gpu", n_devices=n, xpu=xpu, sharpness=sharpness).cost(work).tokens_per_s
+    base = duplex("gpu", n_devices=n, xpu=xpu, sharpness=sharpness).batching_cost(work).tokens_per_s
     out: dict[str, float] = {"devices": n, "gpu_tokens_per_s": float(base)}
     for mode in modes:
-        out[mode] = float(duplex(mode, pim_preset, n_devices=n, xpu=xpu, sharpness=sharpness).cost(work).tokens_per_s
+        out[mode] = float(duplex(mode, pim_preset, n_devices=n, xpu=xpu, sharpness=sharpness).batching_cost(work).tokens_per_s
                           / base)
     return out
 
@@ -409,7 +454,7 @@ def perf_per_area_objective(system: Duplex, work: StepWork, knobs: DuplexKnobs, 
     product has an interior optimum (the PIM turns memory-bound above MACs ~ Op/B x bandwidth).
     """
     system = eqx.tree_at(lambda s: s.pim.macs_per_module, system, macs_per_module)
-    cost = system.cost(work, knobs)
+    cost = system.batching_cost(work, knobs)
     return cost.area_mm2 / cost.tokens_per_s
 
 

@@ -1,4 +1,4 @@
-"""GPU target: a differentiable roofline with a smooth maximum, and the `Cost` it returns.
+"""GPU target: a differentiable roofline with a smooth maximum.
 
 Every hardware parameter is a float array (learnable or calibratable); only the name is
 static. For one workload (one device's step):
@@ -25,12 +25,15 @@ unit-cost model (arXiv 2507.19427, section 3).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
 from hwcost._smooth import smooth_max2_inv
+from hwcost._target import ALL_MODELLED, Cost, Target, check_workload
 from hwcost._workload import ATTENTION_CORE, OPS, Workload
 
 _POSITIVE = ("peak_flops_bf16", "peak_flops_fp8", "mem_bandwidth", "mem_capacity", "compute_efficiency",
@@ -46,35 +49,7 @@ def _concrete(x) -> np.ndarray | None:
         return None
 
 
-class Cost(eqx.Module):
-    """What a workload costs on a target: scalars plus a per-operation breakdown.
-
-    latency_s [s], energy_j [J], dollars [USD], memory_bytes [bytes], area_mm2 [mm^2];
-    op_latency_s[op, slot] [s] and op_dollars[op, slot] [USD] per operation class and slot.
-    """
-
-    latency_s: Float[Array, ""]
-    energy_j: Float[Array, ""]
-    dollars: Float[Array, ""]
-    memory_bytes: Float[Array, ""]
-    area_mm2: Float[Array, ""]
-    op_latency_s: Float[Array, "op slot"]
-    op_dollars: Float[Array, "op slot"]
-
-    SCALARS = ("latency_s", "energy_j", "dollars", "memory_bytes", "area_mm2")
-
-    def by_op(self, field: str = "op_latency_s") -> dict[str, Array]:
-        """Per-operation-class totals over slots, keyed by OPS names."""
-        values = jnp.sum(getattr(self, field), axis=-1)
-        return {op: values[..., i] for i, op in enumerate(OPS)}
-
-    def of_ops(self, ops: tuple[str, ...], field: str = "op_dollars") -> Array:
-        """Total of `field` over the operation classes `ops`."""
-        m = jnp.asarray([op in ops for op in OPS], dtype=self.op_dollars.dtype)
-        return jnp.sum(getattr(self, field) * m[:, None])
-
-
-class GPU(eqx.Module):
+class GPU(Target):
     """One accelerator as a roofline (see the module docstring; units in the field names).
 
     peak_flops_bf16, peak_flops_fp8 [FLOP/s dense]; mem_bandwidth [bytes/s]; mem_capacity
@@ -100,6 +75,7 @@ class GPU(eqx.Module):
     activation_traffic: Float[Array, ""]
     sharpness: Float[Array, ""]
     name: str = eqx.field(static=True, default="gpu")
+    modelled: ClassVar[frozenset[str]] = ALL_MODELLED
 
     def __check_init__(self) -> None:
         for field in _POSITIVE + _NON_NEGATIVE:
@@ -218,27 +194,35 @@ class GPU(eqx.Module):
 
     def cost(self, work: Workload) -> Cost:
         """Latency, energy, dollars, memory and area of `work` on this GPU."""
-        if not isinstance(work, Workload):
-            raise ValueError(f"work={type(work).__name__}: must be a hwcost.Workload")
+        check_workload(self.name, work)
         _, _, roofline, hbm = self._op_times(work)
-        # Add the classes elementwise, then reduce once: one reduction instead of one per class.
-        latency = jnp.sum(sum(roofline.values()))
-        per_bits: dict[int, Array] = {}
-        flop_energy = 0.0
-        for op, flops in work.op_flops.items():
-            bits = work.op_bits[op]
-            if id(bits) not in per_bits:
-                per_bits[id(bits)] = self.energy_per_flop(bits)
-            flop_energy = flop_energy + flops * per_bits[id(bits)]
-        energy = (jnp.sum(flop_energy) + jnp.sum(sum(hbm.values())) * self.energy_per_byte
-                  + self.static_power_w * latency)
-        usd_per_s = self.price_per_hour / 3600.0
-        zeros = jnp.zeros_like(work.op_flops["lm_head"])
-        op_latency = jnp.stack([zeros + roofline.get(op, 0.0) for op in OPS])
-        return Cost(latency_s=latency, energy_j=energy, dollars=usd_per_s * latency,
-                    memory_bytes=jnp.sum(work.footprint), area_mm2=self.area_mm2 + 0.0 * latency,
-                    op_latency_s=op_latency, op_dollars=usd_per_s * op_latency)
+        return roofline_cost(self, work, roofline, hbm, self.name)
 
     def fits(self, work: Workload) -> Array:
         """Whether the workload's resident bytes fit in this device's memory (bool array)."""
         return jnp.sum(work.footprint) <= self.mem_capacity
+
+
+def roofline_cost(device: GPU, work: Workload, roofline: dict[str, Array], hbm: dict[str, Array], name: str) -> Cost:
+    """The Cost of per-op-class kernel times `roofline` [s] and HBM bytes `hbm` on `device`.
+
+    Energy, dollars, memory and area follow the module docstring from the latency; shared by
+    the plain GPU and the calibrated one (whose kernel times differ, its pricing does not).
+    """
+    # Add the classes elementwise, then reduce once: one reduction instead of one per class.
+    latency = jnp.sum(sum(roofline.values()))
+    per_bits: dict[int, Array] = {}
+    flop_energy = 0.0
+    for op, flops in work.op_flops.items():
+        bits = work.op_bits[op]
+        if id(bits) not in per_bits:
+            per_bits[id(bits)] = device.energy_per_flop(bits)
+        flop_energy = flop_energy + flops * per_bits[id(bits)]
+    energy = (jnp.sum(flop_energy) + jnp.sum(sum(hbm.values())) * device.energy_per_byte
+              + device.static_power_w * latency)
+    usd_per_s = device.price_per_hour / 3600.0
+    zeros = jnp.zeros_like(work.op_flops["lm_head"])
+    op_latency = jnp.stack([zeros + roofline.get(op, 0.0) for op in OPS])
+    return Cost.of(name, ALL_MODELLED, {"op_latency_s": op_latency, "op_dollars": usd_per_s * op_latency},
+                   latency_s=latency, energy_j=energy, dollars=usd_per_s * latency,
+                   memory_bytes=jnp.sum(work.footprint), area_mm2=device.area_mm2 + 0.0 * latency)

@@ -139,7 +139,7 @@ def _afd_rows() -> list[Row]:
     h800 = gpu("h800")
     deployment = afd(h800, h800, link_gbps=NICS["H800"][1], tpot_sla_s=TPOT_SLA_S, attention_gpus=16, ffn_gpus=16,
                      ffn_instances=2, micro_batches=3)
-    cost = deployment.cost(step3, _fp8(batch=MEASURED_BATCH, context_len=4096))
+    cost = deployment.deployment_cost(step3, _fp8(batch=MEASURED_BATCH, context_len=4096))
     rows += [
         Row("Step-3 FP8 2A2F roofline TPOT <= measured (4K ctx)", MEASURED_TPOT_S * 1e3, float(cost.tpot_s) * 1e3,
             "at_most", 0.0, "ms"),

@@ -32,9 +32,17 @@ clock and HBM bandwidth open here; we choose 1 GHz and 32 GB/s per HBM2 channel
 a top-k engine that retires 16 elements per cycle (quick-select with 16 comparators),
 and 3.9 pJ/bit HBM2 access energy (O'Connor et al., MICRO 2017). Per layer the engines
 are pipelined: time = smooth max(QK, PV, top-k, DRAM) (`hwcost.smooth_max`).
+
+As a `hwcost.Target`, `SpAtten.cost(work)` costs the attention core of the workload's
+model and scenario with the workload's own knobs (no local value pruning, no LSB
+re-fetch): latency and energy of the attention engine only (the rest of the model does
+not run on SpAtten), memory_bytes the resident KV cache, area the chip's; dollars are not
+modelled. `SpAtten.attention_cost(spatten_workload(...))` is the full engine model.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -44,7 +52,8 @@ from jaxtyping import Array, Float
 from nets import ModelConfig
 from hwcost._scenario import Scenario
 from hwcost._smooth import smooth_max
-from hwcost._workload import Knobs, _concrete
+from hwcost._target import Cost, Target, check_phase, check_workload, whole_model_inputs
+from hwcost._workload import Knobs, Workload, _concrete
 
 
 def kv_sram_bytes(max_tokens: int = 1024, head_dim: int = 64, bits: int = 12, buffers: int = 2) -> int:
@@ -148,8 +157,10 @@ class SpAttenCost(eqx.Module):
     layer_latency_s: Float[Array, " layer"]
 
 
-class SpAtten(eqx.Module):
+class SpAtten(Target):
     """The SpAtten accelerator (module docstring for the sources and the chosen open parameters)."""
+
+    modelled: ClassVar[frozenset[str]] = frozenset({"latency_s", "energy_j", "memory_bytes", "area_mm2"})
 
     qk_multipliers: Float[Array, ""] = eqx.field(converter=jnp.asarray, default=512.0)
     pv_multipliers: Float[Array, ""] = eqx.field(converter=jnp.asarray, default=512.0)
@@ -178,6 +189,10 @@ class SpAtten(eqx.Module):
                              f"(head_dim*bits/8) double-buffered")
 
     @property
+    def name(self) -> str:
+        return "spatten"
+
+    @property
     def max_tokens(self) -> Array:
         """Tokens the double-buffered K (or V) SRAM holds: kv_sram_bytes / (2 * head_dim * bits/8)."""
         return self.kv_sram_bytes / (2 * self.head_dim * self.bits_per_value / 8)
@@ -186,7 +201,18 @@ class SpAtten(eqx.Module):
     def hbm_bytes_per_s(self) -> Array:
         return self.hbm_channels * self.hbm_bytes_per_s_per_channel
 
-    def cost(self, work: SpAttenWorkload) -> SpAttenCost:
+    def cost(self, work: Workload) -> Cost:
+        """The attention core of `work`'s model on SpAtten (module docstring); decode or prefill."""
+        check_workload(self.name, work)
+        check_phase(self.name, work, ("decode", "prefill"))
+        cfg, scenario, knobs = whole_model_inputs(self.name, work)
+        engine = self.attention_cost(spatten_workload(cfg, scenario, knobs))
+        return Cost.of(self.name, self.modelled,
+                       {"layer_latency_s": engine.layer_latency_s, "dram_bytes": engine.dram_bytes},
+                       latency_s=engine.latency_s, energy_j=engine.energy_j, memory_bytes=work.footprint[1],
+                       area_mm2=engine.area_mm2)
+
+    def attention_cost(self, work: SpAttenWorkload) -> SpAttenCost:
         """Latency, energy and DRAM bytes of `work` (one step of the scenario it was derived from)."""
         if not isinstance(work, SpAttenWorkload):
             raise ValueError(f"work={type(work).__name__}: must be a SpAttenWorkload (hwcost spatten_workload)")

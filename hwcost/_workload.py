@@ -130,6 +130,12 @@ class Workload(eqx.Module):
                               and optimizer state are not included).
     tokens                    tokens the step produces (decode) or processes (prefill, train);
                               divide a cost by it for a per-token figure.
+
+    What it was built from (static, except the knobs), so that a target can read the model's
+    shape (`n_experts`, `top_k`, `d_model`) or re-derive its own work at another batch:
+    config (the nets.ModelConfig), scenario, knobs (per layer, as given), ops (the op
+    classes kept by `select`), device_share (the share of the work one device does, from
+    `scaled`). A workload built by hand may leave config, scenario and knobs None.
     """
 
     op_flops: dict[str, Float[Array, " slot"]]
@@ -140,6 +146,38 @@ class Workload(eqx.Module):
     tokens: Float[Array, ""]
     n_layers: int = eqx.field(static=True)
     phase: str = eqx.field(static=True)
+    config: ModelConfig | None = eqx.field(static=True, default=None)
+    scenario: Scenario | None = eqx.field(static=True, default=None)
+    knobs: Knobs | None = None
+    ops: tuple[str, ...] = eqx.field(static=True, default=OPS)
+    device_share: float = eqx.field(static=True, default=1.0)
+
+    # ---- the model's shape ---------------------------------------------------------
+    def _config(self, what: str) -> ModelConfig:
+        if self.config is None:
+            raise ValueError(f"work.config=None: {what} needs the model config (build with hwcost.workload)")
+        return self.config
+
+    @property
+    def n_experts(self) -> int:
+        """Routed experts per MoE layer (0 for a dense model)."""
+        ffn = self._config("n_experts").ffn
+        return ffn.n_experts if ffn.kind == "moe" else 0
+
+    @property
+    def top_k(self) -> int:
+        """Experts each token is routed to (0 for a dense model)."""
+        ffn = self._config("top_k").ffn
+        return ffn.top_k if ffn.kind == "moe" else 0
+
+    @property
+    def d_model(self) -> int:
+        """Hidden width of the model."""
+        return self._config("d_model").d_model
+
+    def _provenance(self) -> dict:
+        return dict(n_layers=self.n_layers, phase=self.phase, config=self.config, scenario=self.scenario,
+                    knobs=self.knobs, ops=self.ops, device_share=self.device_share)
 
     # ---- dense views -------------------------------------------------------------
     def _dense(self, entries: dict[str, Array]) -> Array:
@@ -180,14 +218,14 @@ class Workload(eqx.Module):
         return Workload(op_flops=flops,
                         op_bytes={k: {op: v for op, v in d.items() if op in keep} for k, d in self.op_bytes.items()},
                         op_bits=self.op_bits, op_resident=self.op_resident, footprint=self.footprint,
-                        tokens=self.tokens, n_layers=self.n_layers, phase=self.phase)
+                        tokens=self.tokens, **{**self._provenance(), "ops": tuple(o for o in self.ops if o in keep)})
 
     def scaled(self, share: float) -> "Workload":
         """One device's share when the work is split evenly over 1/share devices (ideal TP+EP)."""
         times = lambda d: {op: v * share for op, v in d.items()}  # noqa: E731
         return Workload(op_flops=times(self.op_flops), op_bytes={k: times(d) for k, d in self.op_bytes.items()},
                         op_bits=self.op_bits, op_resident=times(self.op_resident), footprint=self.footprint * share,
-                        tokens=self.tokens, n_layers=self.n_layers, phase=self.phase)
+                        tokens=self.tokens, **{**self._provenance(), "device_share": self.device_share * share})
 
     def total_flops(self, ops: tuple[str, ...] | None = None) -> Array:
         keep = self._check_ops(ops)
@@ -220,6 +258,7 @@ def workload(cfg: ModelConfig, scenario: Scenario, knobs: Knobs | None = None) -
     _check_inputs(cfg, scenario, knobs)
     if knobs is None:
         knobs = Knobs.default(cfg.n_layers, scenario)
+    given_knobs = knobs
     # Every per-layer expression is evaluated on L+1 slots (the knobs padded with the scenario's
     # values for the model slot) and masked, so the whole workload is a few fused elementwise
     # loops rather than many small concatenations (this is what makes vmapped cost fast).
@@ -409,7 +448,7 @@ def workload(cfg: ModelConfig, scenario: Scenario, knobs: Knobs | None = None) -
                 "network": repeated(network)}
     return Workload(op_flops=repeated(flops), op_bytes=op_bytes, op_bits=present(bits), op_resident=resident,
                     footprint=footprint, tokens=jnp.asarray(tokens, zeros.dtype), n_layers=cfg.n_layers,
-                    phase=scenario.phase)
+                    phase=scenario.phase, config=cfg, scenario=scenario, knobs=given_knobs)
 
 
 def cache_bytes_per_token(cfg: ModelConfig, kv_bits: float = 8.0) -> float:

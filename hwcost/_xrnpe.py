@@ -22,14 +22,14 @@ of a `hwcost.Workload`, with lanes from the op's expected bits (continuous), and
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from hwcost._gpu import Cost
+from hwcost._target import Cost, Target, check_workload
 from hwcost._smooth import smooth_max2
 from hwcost._workload import OPS, Workload
 from nets.formats import get_format
@@ -38,7 +38,7 @@ _LANE_BITS = 16.0  # datapath width of one MAC unit [bits]
 _MEMORY_KINDS = ("weights", "kv", "activations")  # bytes through this engine's memory (network excluded)
 
 
-class XRNPE(eqx.Module):
+class XRNPE(Target):
     """XR-NPE engine. clock_hz [Hz]; n_macs [16-bit MAC units]; energy_per_mac_16 [J per
     16-bit MAC op]; area_per_mac_mm2 [mm^2 per unit]; mem_bandwidth [bytes/s];
     energy_per_byte [J per weight byte]; sharpness [p of the smooth compute/memory max]."""
@@ -50,6 +50,9 @@ class XRNPE(eqx.Module):
     mem_bandwidth: Float[Array, ""]
     energy_per_byte: Float[Array, ""]
     sharpness: Float[Array, ""]
+    name: str = eqx.field(static=True, default="xrnpe")
+    # no published price: dollars are not modelled
+    modelled: ClassVar[frozenset[str]] = frozenset({"latency_s", "energy_j", "memory_bytes", "area_mm2"})
 
     def __check_init__(self) -> None:
         for name in ("clock_hz", "n_macs", "energy_per_mac_16", "area_per_mac_mm2", "mem_bandwidth",
@@ -118,9 +121,8 @@ class XRNPE(eqx.Module):
         """Cost of a `hwcost.Workload` on this engine: per op class and slot, the smooth max of
         compute time (FLOPs/2 MACs at the op's expected bits, continuous in bits; below 4 bits
         no further lane split, so bits are floored at 4) and memory time (weight + KV +
-        activation bytes / mem_bandwidth). dollars = 0 (no published price)."""
-        if not isinstance(work, Workload):
-            raise ValueError(f"work={type(work).__name__}: must be a hwcost.Workload")
+        activation bytes / mem_bandwidth). Dollars are not modelled (no published price)."""
+        check_workload(self.name, work)
         zeros = jnp.zeros_like(work.op_flops["lm_head"])
         lat, energy = [], 0.0
         for op in OPS:
@@ -132,9 +134,8 @@ class XRNPE(eqx.Module):
             energy = energy + jnp.sum(flops / 2.0 * self.energy_per_mac(bits) + nbytes * self.energy_per_byte)
         op_latency = jnp.stack(lat)
         latency = jnp.sum(op_latency)
-        return Cost(latency_s=latency, energy_j=energy, dollars=0.0 * latency,
-                    memory_bytes=jnp.sum(work.footprint), area_mm2=self.area_mm2() + 0.0 * latency,
-                    op_latency_s=op_latency, op_dollars=0.0 * op_latency)
+        return Cost.of(self.name, self.modelled, {"op_latency_s": op_latency}, latency_s=latency, energy_j=energy,
+                       memory_bytes=jnp.sum(work.footprint), area_mm2=self.area_mm2())
 
 
 def xrnpe(dtype=jnp.float32, **overrides: float) -> XRNPE:

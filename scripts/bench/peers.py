@@ -192,7 +192,7 @@ def load_calibrated(path: str | None):
         preset = _calibrate.load_preset(path)
 
         def target(spec: Spec):
-            fields = {f.name: getattr(preset, f.name) for f in dataclasses.fields(hwcost.GPU) if f.name != "name"}
+            fields = {f.name: getattr(preset.device, f.name) for f in dataclasses.fields(hwcost.GPU) if f.name != "name"}
             ours = our_gpu(spec)
             fields.update({k: getattr(ours, k) for k in ("peak_flops_bf16", "peak_flops_fp8", "mem_bandwidth",
                                                           "mem_capacity")})

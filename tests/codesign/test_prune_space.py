@@ -132,7 +132,7 @@ def test_spatten_dram_falls_with_the_keep_ratios_and_generated_tokens_stay():
         keep = float(space.token_keep(k)[0])
         # 16 prunable context tokens, on average (9 - 1) / 2 = 4 generated ones that are never pruned
         np.testing.assert_allclose(np.asarray(hk.token_keep), [1.0, (keep * 16 + 4) / 20], rtol=1e-6)
-        drams.append(float(hwcost.SpAtten().cost(hwcost.spatten_workload(TINY, scenario, hk)).dram_bytes))
+        drams.append(float(hwcost.SpAtten().attention_cost(hwcost.spatten_workload(TINY, scenario, hk)).dram_bytes))
     assert drams[0] > drams[1] > 0, drams
 
 

@@ -41,7 +41,7 @@ def test_measured_fp8_deployment_is_above_the_roofline():
     measured TPOT 47.5 ms / 4039 TGS. The roofline must not be slower, and must meet the SLA."""
     scenario = Scenario(batch=6144, context_len=4096, weight_bits=8, kv_bits=8, act_bits=8, dispatch_bits=8,
                         combine_bits=16)
-    cost = _deployment().cost(nets.zoo.get("step-3"), scenario)
+    cost = _deployment().deployment_cost(nets.zoo.get("step-3"), scenario)
     assert 0 < float(cost.tpot_s) <= 0.0475
     assert float(cost.tokens_per_gpu_s) >= 4039
     assert float(cost.sla_slack_s) > 0
@@ -56,21 +56,21 @@ def test_measured_fp8_deployment_is_above_the_roofline():
 def test_longer_context_and_slower_link_cost_more():
     cfg = nets.zoo.get("step-3")
     base = Scenario(batch=6144, context_len=4096, weight_bits=8, kv_bits=8, act_bits=8, dispatch_bits=8)
-    t0 = float(_deployment().cost(cfg, base).tpot_s)
-    assert float(_deployment().cost(cfg, base.replace(context_len=8192)).tpot_s) > t0
-    assert float(hwcost.afd(gpu("h800"), gpu("h800"), link_gbps=25.0).cost(cfg, base).tpot_s) > t0
+    t0 = float(_deployment().deployment_cost(cfg, base).tpot_s)
+    assert float(_deployment().deployment_cost(cfg, base.replace(context_len=8192)).tpot_s) > t0
+    assert float(hwcost.afd(gpu("h800"), gpu("h800"), link_gbps=25.0).deployment_cost(cfg, base).tpot_s) > t0
 
 
 def test_afd_validation():
     cfg = nets.zoo.get("step-3")
     with pytest.raises(ValueError, match=r"^batch=100: must be a multiple of attention_gpus \* micro_batches = 48"):
-        _deployment().cost(cfg, Scenario(batch=100))
+        _deployment().deployment_cost(cfg, Scenario(batch=100))
     with pytest.raises(ValueError, match=r"^phase='prefill'"):
-        _deployment().cost(cfg, Scenario(phase="prefill", batch=48))
+        _deployment().deployment_cost(cfg, Scenario(phase="prefill", batch=48))
     with pytest.raises(ValueError, match=r"^afd\.ffn_instances=3"):
         hwcost.afd(gpu("h800"), gpu("h20"), 100.0, ffn_gpus=16, ffn_instances=3)
     with pytest.raises(ValueError, match=r"^link_gbps=0"):
         hwcost.afd(gpu("h800"), gpu("h20"), 0)
     with pytest.raises(ValueError, match=r"^targets=\{\}"):
         hwcost.cheapest_per_side(cfg, {}, 8192)
-    assert jnp.isfinite(_deployment().cost(cfg, Scenario(batch=48)).tpot_s)
+    assert jnp.isfinite(_deployment().deployment_cost(cfg, Scenario(batch=48)).tpot_s)

@@ -20,8 +20,9 @@ from typer.testing import CliRunner
 import hwcost
 import nets
 from hwcost._calibrate import (CEILING_KIND, DATA_SCHEMA, GROUPS, SCAN_CACHE_COPIES, CalibratedGPU, Efficiency,
-                               _experts_per_slot, calibrate, calibrated, error_table, item_kernels, load_data,
-                               load_preset, load_target, predict, roofline_seconds, save_preset, split_heldout)
+                               calibrate, calibrated, error_table, item_kernels, load_data,
+                               load_preset, load_target, predict, roofline_seconds, save_preset, split_heldout,
+                               workload_kernels)
 
 H200_DATA = Path(__file__).resolve().parents[2] / "results" / "kernels_h200.json"
 # Held-out MAPE bounds on the measured H200 data (results/kernels_h200.json, 105 items): the error
@@ -255,13 +256,14 @@ def test_h200_ceilings_are_training_items(h200):
     assert ceiling.sum() == 2 and not data.heldout[ceiling].any()
 
 
-def test_experts_recovered_from_the_router():
+def test_routed_expert_waste_is_the_expert_count():
     for name in ("codesign-default", "deepseek-v3", "mixtral-8x7b"):
         cfg = nets.zoo.get(name)
         work = hwcost.workload(cfg, hwcost.Scenario(phase="decode", batch=3, context_len=64))
-        experts = np.asarray(_experts_per_slot(work))
+        assert work.n_experts == cfg.ffn.n_experts and work.top_k == cfg.ffn.top_k
+        experts = np.asarray(workload_kernels(work)["moe_routed"]["waste"])
         moe = np.asarray([k == "moe" for k in cfg.layer_kinds] + [False])
-        np.testing.assert_allclose(experts[moe], cfg.ffn.n_experts, rtol=1e-3)
+        np.testing.assert_array_equal(experts[moe], cfg.ffn.n_experts)
         assert np.all(experts[~moe] == 1.0)
 
 

@@ -165,7 +165,7 @@ def test_bad_input_raises_clear_errors():
         cambricon("S", chips_per_channel=1e5)
     with pytest.raises(ValueError, match=r"^overrides=\['clock'\]: unknown"):
         cambricon("S", clock=1.0)
-    with pytest.raises(ValueError, match=r"^phase='prefill': Cambricon-LLM models decode only"):
+    with pytest.raises(ValueError, match=r"^phase='prefill': target 'cambricon-llm-S' models decode only"):
         cambricon("S").cost(workload(SMALL_OPT, Scenario(phase="prefill", batch=1, context_len=16)))
     with pytest.raises(ValueError, match=r"^weights\.dtype=float32: must be int8"):
         inject_bit_flips(jax.random.key(0), jnp.zeros((4, 4)), 1e-3, protect=True)

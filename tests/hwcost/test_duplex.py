@@ -103,12 +103,12 @@ def test_gpu_mode_equals_the_gpu_target_and_jit_equals_eager():
     run = ContinuousBatching(batch=batch, prompt_len=ctx, gen_len=8)
     work = step_work(DENSE, _one_step(decode=batch, context=ctx), run)
     xpu = _xpu(sharpness=jnp.inf)
-    ours = duplex("gpu", xpu=xpu).cost(work)
+    ours = duplex("gpu", xpu=xpu).batching_cost(work)
     ref = xpu.cost(workload(DENSE, Scenario(phase="decode", batch=batch, context_len=ctx)))
     assert float(ours.latency_s) == pytest.approx(float(ref.latency_s), rel=1e-5)
     system = duplex("coprocessing")
-    eager = system.cost(work).latency_s
-    jitted = eqx.filter_jit(lambda s, w: s.cost(w).latency_s)(system, work)
+    eager = system.batching_cost(work).latency_s
+    jitted = eqx.filter_jit(lambda s, w: s.batching_cost(w).latency_s)(system, work)
     assert float(jitted) == pytest.approx(float(eager), rel=1e-6)
 
 
@@ -116,14 +116,14 @@ def test_dispatch_and_coprocessing_ordering():
     run = ContinuousBatching(batch=32, prompt_len=128, gen_len=64, n_steps=48, seed=2)
     work = step_work(MIXTRAL, run.simulate(), run)
     sharp = dict(xpu=_xpu(sharpness=jnp.inf), sharpness=jnp.inf)
-    base = duplex("gpu", **sharp).cost(work)
-    plain = duplex("dispatch", **sharp).cost(work)
-    co = duplex("coprocessing", **sharp).cost(work)
+    base = duplex("gpu", **sharp).batching_cost(work)
+    plain = duplex("dispatch", **sharp).batching_cost(work)
+    co = duplex("coprocessing", **sharp).batching_cost(work)
     assert np.all(np.asarray(co.step_latency_s) <= np.asarray(plain.step_latency_s) * (1 + 1e-6))
     assert float(co.tokens_per_s) > float(plain.tokens_per_s) > float(base.tokens_per_s)
     # the greedy split is the best integer split: no fixed integer knob beats it in any step
     system = duplex("coprocessing", **sharp)
-    steps_s = eqx.filter_jit(lambda sys, w, k: sys.cost(w, k).step_latency_s)
+    steps_s = eqx.filter_jit(lambda sys, w, k: sys.batching_cost(w, k).step_latency_s)
     for s in range(9):
         fixed = steps_s(system, work, DuplexKnobs(jnp.asarray(float(s)), jnp.asarray(float(s))))
         assert np.all(np.asarray(co.step_latency_s) <= np.asarray(fixed) * (1 + 1e-6))
@@ -131,7 +131,7 @@ def test_dispatch_and_coprocessing_ordering():
     gains = throughput_gains(DENSE, ContinuousBatching(batch=16, prompt_len=64, gen_len=64, n_steps=64))
     assert gains["coprocessing"] > 1.0
     # MoE at Op/B 8-16 and GQA at 4: Logic-PIM (ridge 8) beats Bank-PIM (ridge 1) and BankGroup-PIM (ridge 4)
-    per_preset = {name: float(duplex("dispatch", name, **sharp).cost(work).tokens_per_s)
+    per_preset = {name: float(duplex("dispatch", name, **sharp).batching_cost(work).tokens_per_s)
                   for name in ("logic-pim", "bankgroup-pim", "bank-pim")}
     assert per_preset["logic-pim"] > per_preset["bankgroup-pim"] and per_preset["logic-pim"] > per_preset["bank-pim"]
 
@@ -156,7 +156,7 @@ def test_gradients_finite_and_equal_finite_differences():
 
         def fn(v):
             s, k = eqx.combine(unravel(v), static)
-            c = s.cost(work, k)
+            c = s.batching_cost(work, k)
             return jnp.stack([c.latency_s, c.energy_j, c.area_mm2])
 
         fn_jit, jac_jit = jax.jit(fn), jax.jit(jax.jacrev(fn))

@@ -103,7 +103,7 @@ def test_afd_cost_gradients_match_finite_differences(seed):
 
         def fields(p):
             k, t = eqx.combine(p, static)
-            c = t.cost(cfg, scenario, k)
+            c = t.deployment_cost(cfg, scenario, k)
             return jnp.stack([c.tpot_s, c.tokens_per_gpu_s, c.dollars_per_token, c.energy_j_per_token, c.sla_slack_s,
                               c.attention_memory_bytes, c.ffn_memory_bytes])
 

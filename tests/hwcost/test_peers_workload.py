@@ -159,5 +159,5 @@ def test_calibrated_preset_is_the_preset_on_its_own_spec(tmp_path):
         peers.ours(h200_case, cal.load_preset(path))["rows_ms"]["total"], rel=1e-6)
     # transferred to the A100: the A100's datasheet numbers, the H200's fitted curves, never below the roofline
     a100 = target(A100)
-    assert float(a100.mem_bandwidth) == pytest.approx(A100.mem_bandwidth, rel=1e-6)
+    assert float(a100.device.mem_bandwidth) == pytest.approx(A100.mem_bandwidth, rel=1e-6)
     assert peers.ours(DECODE_20, a100)["rows_ms"]["total"] > _ours(DECODE_20)["total"]

@@ -65,13 +65,13 @@ def test_unpruned_full_precision_matches_the_general_workload(name, phase):
 
 def test_fewer_tokens_heads_and_bits_cost_less():
     target = SpAtten()
-    cost = lambda **kw: target.cost(spatten_workload(GPT2, DECODE, spatten_knobs(12, DECODE, **kw)))  # noqa: E731
+    cost = lambda **kw: target.attention_cost(spatten_workload(GPT2, DECODE, spatten_knobs(12, DECODE, **kw)))  # noqa: E731
     full, fewer_tokens, fewer_heads = cost(), cost(token_keep=0.5), cost(head_keep=0.5)
     for c in (fewer_tokens, fewer_heads):
         assert float(c.dram_bytes) < float(full.dram_bytes)
         assert float(c.latency_s) < float(full.latency_s) and float(c.energy_j) < float(full.energy_j)
-    msb_only = target.cost(spatten_workload(GPT2, DECODE, None, lsb_fraction=0.0))
-    all_lsb = target.cost(spatten_workload(GPT2, DECODE, None, lsb_fraction=1.0))
+    msb_only = target.attention_cost(spatten_workload(GPT2, DECODE, None, lsb_fraction=0.0))
+    all_lsb = target.attention_cost(spatten_workload(GPT2, DECODE, None, lsb_fraction=1.0))
     assert float(msb_only.dram_bytes) == pytest.approx(float(full.dram_bytes))  # the default re-fetches nothing
     assert float(msb_only.dram_bytes) < float(all_lsb.dram_bytes)
 
@@ -81,7 +81,7 @@ def test_latency_is_the_bottleneck_engine_at_the_sharp_limit():
     w = spatten_workload(GPT2, DECODE, None)
     per_layer = [float(w.dram_bytes[0] / sharp.hbm_bytes_per_s), float(w.qk_macs[0] / (512 * 1e9)),
                  float(w.pv_macs[0] / (512 * 1e9)), float(w.topk_elements[0] / (16 * 1e9))]
-    np.testing.assert_allclose(float(sharp.cost(w).layer_latency_s[0]), max(per_layer), rtol=1e-5)
+    np.testing.assert_allclose(float(sharp.attention_cost(w).layer_latency_s[0]), max(per_layer), rtol=1e-5)
 
 
 def test_gradients_in_knobs_and_hardware_match_finite_differences():
@@ -89,7 +89,7 @@ def test_gradients_in_knobs_and_hardware_match_finite_differences():
     base = Knobs.default(12, sc)
 
     def latency(keep, target):
-        return target.cost(spatten_workload(GPT2, sc, pruning_knobs(base, keep, keep), lsb_fraction=0.1)).latency_s
+        return target.attention_cost(spatten_workload(GPT2, sc, pruning_knobs(base, keep, keep), lsb_fraction=0.1)).latency_s
 
     keep = jnp.full((12,), 0.6)
     g_keep, g_target = jax.grad(latency, argnums=(0, 1))(keep, SpAtten())
