@@ -253,7 +253,7 @@ class PruningJointTrainer(JointTrainer):
         if self.spatten is None:
             return super().cost(knobs, target)
         hk = self.space.workload_knobs(self.cfg, knobs, self.scenario)
-        return self.spatten.cost(hwcost.spatten_workload(self.cfg, self.scenario, hk))
+        return self.spatten.attention_cost(hwcost.spatten_workload(self.cfg, self.scenario, hk))
 
     def objective(self, params: Any, inputs: jax.Array, targets: jax.Array, step: jax.Array):
         loss, metrics = super().objective(params, inputs, targets, step)
@@ -273,7 +273,7 @@ class PruningJointTrainer(JointTrainer):
         """Predicted Cost (or SpAttenCost) of a hardened design on this trainer's target."""
         hk = self.space.hard_workload_knobs(self.cfg, hardened, self.scenario)
         if self.spatten is not None:
-            return self.spatten.cost(hwcost.spatten_workload(self.cfg, self.scenario, hk))
+            return self.spatten.attention_cost(hwcost.spatten_workload(self.cfg, self.scenario, hk))
         return self.target(params).cost(hwcost.workload(self.cfg, self.scenario, hk))
 
 
