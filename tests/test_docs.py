@@ -5,7 +5,9 @@ Commands are taken from the README's and the guide's code blocks (lines that sta
 written as `[--json]` are run with the option. They run in-process through `codesign.cli.main(argv)`
 (the `codesign_main` fixture), so no interpreter is started per command. Each guide page's ```python blocks
 run in order in one namespace per page, from the repository root, so a page reads like a
-script: a block may use what an earlier block of the same page defined.
+script: a block may use what an earlier block of the same page defined. A block that trains
+or sweeps a network is marked `<!-- slow -->` on the line before its fence and runs only in
+the slow test, which runs every block of its page.
 """
 
 from __future__ import annotations
@@ -24,16 +26,21 @@ GUIDE_PAGES = sorted(DOCS.glob("*.md"))
 # Commands cheap enough for the default suite (a few seconds of compute each), by leading arguments;
 # the other reproductions (duplex, cambricon, spatten) take minutes and are tested in tests/hwcost.
 CHEAP_COMMANDS = (("--help",), ("zoo",), ("cost",), ("reproduce", "step3"))
-# Pages whose Python trains or sweeps a network: tens of seconds on a CPU, so marked slow.
-SLOW_PAGES = {"codesign.md", "deploy.md"}
+# A guide block that trains or sweeps a network (tens of seconds on a CPU) is preceded by this line,
+# which the rendered page does not show; such blocks run only in the slow test.
+SLOW_MARK = "<!-- slow -->"
 
-_FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+_FENCE = re.compile(r"^(<!-- slow -->\n)?```(\w*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
-def code_blocks(text: str, language: str | tuple[str, ...]) -> list[str]:
-    """The bodies of the fenced code blocks of `text` whose info string is `language` (or one of them)."""
+def code_blocks(text: str, language: str | tuple[str, ...], *, with_slow: bool = False) -> list:
+    """The bodies of the fenced code blocks of `text` whose info string is `language` (or one of them).
+
+    With `with_slow`, (body, slow) pairs, where slow says the block is preceded by SLOW_MARK.
+    """
     languages = (language,) if isinstance(language, str) else language
-    return [body for lang, body in _FENCE.findall(text) if lang in languages]
+    blocks = [(body, bool(mark)) for mark, lang, body in _FENCE.findall(text) if lang in languages]
+    return blocks if with_slow else [body for body, _ in blocks]
 
 
 def cli_commands(text: str) -> list[list[str]]:
@@ -99,30 +106,46 @@ def test_documented_command_runs(argv, codesign_main, monkeypatch):
             assert report["rows"] and all(row["ok"] for row in report["rows"])
 
 
-def _page_params():
-    params = []
-    for page in GUIDE_PAGES:
-        if not code_blocks(page.read_text(), "python"):
+def _pages(slow: bool) -> list[Path]:
+    """Guide pages with a fast Python block (slow=False) or with a slow one (slow=True)."""
+    return [page for page in GUIDE_PAGES
+            if any(is_slow == slow for _, is_slow in code_blocks(page.read_text(), "python", with_slow=True))]
+
+
+def _run_page(page: Path, *, include_slow: bool) -> int:
+    namespace = {"__name__": f"docs.{page.stem}"}
+    ran = 0
+    for index, (source, slow) in enumerate(code_blocks(page.read_text(), "python", with_slow=True)):
+        if slow and not include_slow:
             continue
-        marks = [pytest.mark.slow] if page.name in SLOW_PAGES else []
-        params.append(pytest.param(page, marks=marks, id=page.name))
-    return params
+        exec(compile(source, f"{page.relative_to(ROOT)} (python block {index + 1})", "exec"), namespace)
+        ran += 1
+    return ran
 
 
 def test_the_guide_has_python_on_the_pages_that_promise_it():
-    with_python = {p.values[0].name for p in _page_params()}
-    assert {"cost.md", "calibrate.md", "atts.md", "codesign.md"} <= with_python, with_python
+    with_python = {page.name for page in _pages(slow=False)}
+    assert {"cost.md", "calibrate.md", "atts.md", "codesign.md", "deploy.md"} <= with_python, with_python
 
 
-@pytest.mark.parametrize("page", _page_params())
+@pytest.mark.parametrize("page", _pages(slow=False), ids=lambda page: page.name)
 def test_guide_page_python_runs(page, monkeypatch):
+    """The page's fast blocks, in order, in one namespace (the slow ones are skipped)."""
     monkeypatch.chdir(ROOT)
-    namespace = {"__name__": f"docs.{page.stem}"}
-    for index, source in enumerate(code_blocks(page.read_text(), "python")):
-        exec(compile(source, f"{page.relative_to(ROOT)} (python block {index + 1})", "exec"), namespace)
+    assert _run_page(page, include_slow=False) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", _pages(slow=True), ids=lambda page: page.name)
+def test_guide_page_python_runs_with_slow_blocks(page, monkeypatch):
+    """Every block of the page, in order, in one namespace."""
+    monkeypatch.chdir(ROOT)
+    assert _run_page(page, include_slow=True) > 0
 
 
 def test_code_blocks_extraction():
-    text = "intro\n```python\nx = 1\n```\n```bash\ncodesign zoo [--json]  # list\n```\n```\ncodesign cost MODEL\n```\n"
-    assert code_blocks(text, "python") == ["x = 1\n"]
+    text = ("intro\n```python\nx = 1\n```\n<!-- slow -->\n```python\ny = 2\n```\n"
+            "```bash\ncodesign zoo [--json]  # list\n```\n```\ncodesign cost MODEL\n```\n")
+    assert code_blocks(text, "python") == ["x = 1\n", "y = 2\n"]
+    assert code_blocks(text, "python", with_slow=True) == [("x = 1\n", False), ("y = 2\n", True)]
     assert cli_commands(text) == [["codesign", "zoo", "--json"]]
