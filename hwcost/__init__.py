@@ -33,8 +33,8 @@ from hwcost._spatten import SpAtten, SpAttenCost, SpAttenWorkload, pruning_knobs
 from hwcost._cambricon import (FLASH_CONFIGS, CambriconLLM, cambricon, exhaustive_flash_search, flash_size,
                                gradient_flash_search)
 from hwcost._ecc import dequantize, ecc_corruption, inject_bit_flips, quantize_int8
-from hwcost._calibrate import (CalibratedGPU, Efficiency, KernelData, calibrate, calibrated, error_table, load_data,
-                               load_preset, predict, save_preset)
+from hwcost._calibrate import (DATA_SCHEMA, PRESET_SCHEMA, CalibratedGPU, Efficiency, KernelData, calibrate, calibrated,
+                               error_table, format_errors, item_kernels, load_data, load_preset, predict, save_preset)
 from hwcost._registry import get_target, target_names
 from hwcost._reproduce import PAPERS, Row, register, reproduce
 from hwcost._report import cost_report, load_model
@@ -58,8 +58,8 @@ __all__ = [
     "FLASH_CONFIGS", "SpAtten", "SpAttenCost", "SpAttenWorkload", "spatten_workload", "spatten_knobs",
     "pruning_knobs", "XRNPE", "xrnpe",
     # calibration
-    "Efficiency", "KernelData", "calibrate", "calibrated", "error_table", "load_data", "load_preset", "predict",
-    "save_preset",
+    "Efficiency", "KernelData", "calibrate", "calibrated", "error_table", "format_errors", "load_data", "load_preset",
+    "predict", "save_preset", "item_kernels", "DATA_SCHEMA", "PRESET_SCHEMA",
     # reports and reproductions
     "cost_report", "load_model", "PAPERS", "Row", "register", "reproduce",
     # paper-specific helpers (reproductions and demo scripts)
