@@ -149,3 +149,26 @@ def test_code_blocks_extraction():
     assert code_blocks(text, "python") == ["x = 1\n", "y = 2\n"]
     assert code_blocks(text, "python", with_slow=True) == [("x = 1\n", False), ("y = 2\n", True)]
     assert cli_commands(text) == [["codesign", "zoo", "--json"]]
+
+
+def test_architecture_api_table_names_exist():
+    """Every name in the architecture page's API table is an attribute of the package its row names."""
+    import importlib
+
+    text = (DOCS / "architecture.md").read_text()
+    table = text[text.index("## Each package's API"):].split("\n## ", 1)[0]
+    package, checked, missing = None, 0, []
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or cells[0] == "package" or cells[2].startswith("---"):
+            continue  # not a row, the header or the separator
+        package = cells[0].strip("`") or package
+        module = importlib.import_module(package)
+        for name in re.findall(r"`([\w.]+)`", cells[2]):
+            obj = module
+            for part in name.split("."):
+                obj = getattr(obj, part, None)
+            checked += 1
+            if obj is None:
+                missing.append(f"{package}.{name}")
+    assert checked > 40 and not missing, missing
