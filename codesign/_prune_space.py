@@ -213,7 +213,7 @@ class _PrunedNetwork:
 class PruningJointTrainer(JointTrainer):
     """JointTrainer whose knobs include the token / head keep ratios (module docstring).
 
-    The trainable pytree is {"net", "knobs"[, "hw"][, "dual"]} as in JointTrainer, with
+    The trainable pytree is `{"net", "knobs"[, "hw"][, "dual"]}` as in JointTrainer, with
     knobs["token_keep_logit"], knobs["head_keep_logit"] added; every sequence position is
     prunable (n_tokens = tc.seq_len) and the loss is the LM loss at every position, so a
     pruned token's prediction (from its state when pruned) is part of the price of pruning.
