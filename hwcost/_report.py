@@ -8,7 +8,6 @@ XR-NPE, Cambricon-LLM); the compute/memory bound column a target with `op_times`
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -21,15 +20,8 @@ from hwcost._workload import KINDS, OPS, workload
 
 
 def load_model(model: str) -> nets.ModelConfig:
-    """A zoo name, or the path of a JSON config (`nets.ModelConfig.from_json`)."""
-    if not isinstance(model, str) or not model:
-        raise ValueError(f"model={model!r}: must be a zoo name or a JSON config path")
-    path = Path(model)
-    if path.suffix == ".json" or path.is_file():
-        if not path.is_file():
-            raise ValueError(f"model={model!r}: no such JSON config file")
-        return nets.ModelConfig.from_json(path.read_text())
-    return nets.zoo.get(model)
+    """A zoo name, or the path of our JSON config or a Hugging Face config.json (`nets.load_config`'s rule)."""
+    return nets.load_config(model)
 
 
 def _plain(value):
