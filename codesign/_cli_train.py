@@ -17,7 +17,8 @@ def train(
     seq_len: int = typer.Option(128, help="Tokens (bytes) per sequence."),
     lr: float = typer.Option(3e-3, help="Peak learning rate (AdamW, warm-up then cosine decay)."),
     seed: int = seed_option(),
-    dtype: str = typer.Option("float32", help="Compute dtype: float32 or bfloat16 (parameters stay float32)."),
+    dtype: str = typer.Option("auto", help="Compute dtype: auto (bfloat16 on GPU/TPU, float32 on CPU), float32 "
+                                                  "or bfloat16; parameters and optimiser state stay float32."),
     eval_every: int = typer.Option(100, help="Steps between validation evaluations."),
     ckpt_every: int = typer.Option(100, help="Steps between checkpoints."),
     out: Path = out_option("the run (default: a fresh runs/train-* folder); an existing checkpoint there is "
