@@ -38,10 +38,14 @@ def _register_all() -> None:
 _register_all()
 
 
-def main() -> None:
-    """Console entry point: a ValueError from bad input becomes one line on stderr and exit 2."""
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: a ValueError from bad input becomes one line on stderr and exit 2.
+
+    `argv`: the arguments after the program name (default: the process's own), so the same
+    entry point runs in-process, e.g. from a test, without starting another Python.
+    """
     try:
-        app()
+        app(args=argv)
     except ValueError as err:
         print(f"codesign: error: {err}", file=sys.stderr)
         sys.exit(2)
