@@ -6,7 +6,7 @@
     checks = codesign.verify("runs/mine/deployment.json")    # rebuild the export, recheck loss and cost
 
 The public API, by part:
-- train: `TrainConfig`, `train`, `Trainer`, `TrainResult`, `resolve_model`, `training_flops_per_token`,
+- train: `TrainConfig`, `train`, `Trainer`, `TrainResult`, `resolve_model`, `training_flops_per_token`, `compute_dtype`,
   `Checkpointer`, `MetricsWriter`, `read_metrics`
 - joint: `JointConfig`, `JointTrainer`, `METRICS`, `cost_metric`, `check_budget`, `DesignSpace`,
   `soft_width_gate`, `check_hardened`, `full_widths`, `make_target`, and the pruning space
@@ -36,13 +36,15 @@ from codesign._search import (Evaluator, PathTrainer, candidate_key, common_refe
 from codesign._space import WIDTH_MULTIPLE, DesignSpace, check_hardened, full_widths, soft_width_gate
 from codesign._sweep import SweepConfig, SweepResult, front_and_volume, run, summary_table, sweep
 from codesign._targets import make_target
-from codesign._train import TrainConfig, TrainResult, Trainer, resolve_model, train, training_flops_per_token
+from codesign._train import (TrainConfig, TrainResult, Trainer, compute_dtype, resolve_model, train,
+                             training_flops_per_token)
 
 verify = verify_deployment
 
 __all__ = [
     # train
-    "TrainConfig", "TrainResult", "Trainer", "train", "resolve_model", "training_flops_per_token", "Checkpointer",
+    "TrainConfig", "TrainResult", "Trainer", "train", "resolve_model", "training_flops_per_token", "compute_dtype",
+    "Checkpointer",
     "MetricsWriter", "read_metrics",
     # joint
     "JointConfig", "JointTrainer", "METRICS", "cost_metric", "check_budget", "DesignSpace", "WIDTH_MULTIPLE",

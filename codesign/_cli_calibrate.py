@@ -9,7 +9,6 @@ import typer
 
 import hwcost
 from codesign._cli_options import json_option, out_option, target_option
-from hwcost._calibrate import format_errors
 
 
 def calibrate(
@@ -33,7 +32,7 @@ def calibrate(
     where = report["device"].get("kind", "?")
     print(f"calibrated {report['base']} on {data} (measured on {where}): {report['fit']['train_items']} training items, "
           f"loss {report['fit']['loss'][0]:.3g} -> {report['fit']['loss'][1]:.3g}")
-    print(format_errors(report))
+    print(hwcost.format_errors(report))
     print(f"wrote {out}  (use: codesign cost MODEL --target {out})")
 
 

@@ -292,6 +292,3 @@ def _key_name(key: Any) -> str:
         if hasattr(key, attr):
             return str(getattr(key, attr))
     return str(key)
-
-
-_check_hardened, _full_widths = check_hardened, full_widths  # old private names, until every caller uses the new

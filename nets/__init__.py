@@ -6,6 +6,7 @@ from nets import zoo
 from nets._errors import InputError, fail
 from nets._io import atomic_write, atomic_write_json, is_config_path, load_config
 from nets._attention import Attention, cache_bytes_per_token_per_layer, cache_shapes
+from nets._attention import init_cache as init_layer_cache  # one attention layer's cache (init_cache: the model's)
 from nets._layer_quant import LayerQuant, one_hot_quant
 from nets._layers import MLP, activation_fn, apply_rope, make_norm
 from nets._moe import MoE, moe_reference
@@ -14,6 +15,7 @@ from nets._pruning import (ProgressiveQuant, attended_keep, gather_rows, kept_co
                            temperature_schedule, token_importance)
 from nets._pruned_model import PrunedLM, PrunePlan, monotone_keep
 from nets._model import TransformerLM, generate, init_cache, layer_segments, param_count
+from nets._sdpa import attention_implementation
 from nets._hf_config import HFMapping, from_hf, map_hf, to_hf
 from nets._hf_weights import load_hf_checkpoint, load_safetensors, save_safetensors
 
@@ -30,4 +32,5 @@ __all__ = [
     "gather_rows", "local_value_prune", "progressive_probs", "quantize_split", "select_tokens", "softmax_l1_bound",
     "temperature_schedule", "token_importance",
     "HFMapping", "from_hf", "map_hf", "to_hf", "load_hf_checkpoint", "load_safetensors", "save_safetensors",
+    "attention_implementation", "init_layer_cache",
 ]

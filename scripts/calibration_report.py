@@ -3,7 +3,7 @@
     PYTHONPATH=. python scripts/calibration_report.py results/kernels_h200.json --out-dir results/calibration
 
 Fits the target's efficiency curves on the training split of the data file
-(`hwcost._calibrate.calibrate`; whole-model steps and a hash-chosen quarter of each
+(`hwcost.calibrate`; whole-model steps and a hash-chosen quarter of each
 kernel kind are held out) and writes, into --out-dir:
   calibration_<target>.png   predicted vs measured time on log axes: the uncalibrated roofline
                              (hollow, must lie on or below the diagonal) and the calibrated model
@@ -28,7 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hwcost._calibrate import calibrate, format_errors, load_data, save_preset  # noqa: E402
+from hwcost import calibrate, format_errors, load_data, save_preset  # noqa: E402
 
 COLOURS = {"gemm": "tab:blue", "gemm_fp8": "tab:cyan", "attention": "tab:orange", "moe": "tab:green",
            "norm": "tab:gray", "ceiling": "tab:olive", "decode_step": "tab:red", "prefill_step": "tab:purple"}

@@ -17,7 +17,7 @@ instances per call on distinct buffers (at least 3x the L2 cache in total) so th
 calls measure HBM, not the cache. Decode caches are donated, so the cache write is in place.
 
 Each item records its shapes, dtype, copies, timing and a `describe` entry from which
-`hwcost._calibrate.item_kernels` derives the FLOPs and bytes the cost model predicts from,
+`hwcost.item_kernels` derives the FLOPs and bytes the cost model predicts from,
 so fitting and testing need no GPU. Results are written after every item (atomic rename):
 a run cut off by a time limit loses only the item in flight. Items are interleaved across
 kinds so that a budget cut trims every kind a little rather than dropping one.
@@ -42,8 +42,8 @@ import numpy as np
 from flax import nnx
 
 import nets
-from hwcost._calibrate import DATA_SCHEMA, item_kernels
-from nets import Attention, MoE, atomic_write_json, init_cache as init_layer_cache, make_norm
+from hwcost import DATA_SCHEMA, item_kernels
+from nets import Attention, MoE, atomic_write_json, init_layer_cache, make_norm
 
 BF16 = jnp.bfloat16
 L2_BYTES = 60e6  # H200 L2 (KINDS.md: 60 MB)
@@ -157,7 +157,7 @@ def plan(tiny: bool) -> list[dict]:
 
 
 def describe(item: dict) -> dict:
-    """What the cost model needs to predict this item (see `hwcost._calibrate.item_kernels`)."""
+    """What the cost model needs to predict this item (see `hwcost.item_kernels`)."""
     s = item["shape"]
     if item["kind"] == "gemm":
         bits = 8 if item["dtype"] == "fp8" else 16

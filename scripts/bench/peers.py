@@ -172,10 +172,10 @@ _SPEC_FIELDS = ("peak_flops_bf16", "peak_flops_fp8", "mem_bandwidth", "mem_capac
 def load_calibrated(path: str | None):
     """A function spec -> calibrated target, or None when no preset is given.
 
-    A preset written by `codesign calibrate` (`hwcost._calibrate.save_preset`, schema
-    "codesign.calibrated-gpu/1") is read with `hwcost._calibrate.load_preset`; its fitted
+    A preset written by `codesign calibrate` (`hwcost.save_preset`, schema
+    `hwcost.PRESET_SCHEMA`) is read with `hwcost.load_preset`; its fitted
     efficiency curves (`Efficiency`) are put on our GPU of each case's spec with
-    `hwcost._calibrate.calibrated`, its other GPU fields kept. So on the H200 case the column is the
+    `hwcost.calibrated`, its other GPU fields kept. So on the H200 case the column is the
     preset itself; on the A100 cases it is the H200 fit transferred to the A100 datasheet
     (stated in the JSON). Any other JSON goes to `calibrated_from_json`.
     """
@@ -183,20 +183,16 @@ def load_calibrated(path: str | None):
         return None
     if not Path(path).is_file():
         raise ValueError(f"calibrated={path!r}: no such file (a preset JSON written by `codesign calibrate`)")
-    try:
-        from hwcost import _calibrate  # noqa: PLC0415  (issue 6 part 2; optional for this script)
-    except ImportError:
-        _calibrate = None
     body = json.loads(Path(path).read_text())
-    if _calibrate is not None and isinstance(body, dict) and body.get("schema") == _calibrate.PRESET_SCHEMA:
-        preset = _calibrate.load_preset(path)
+    if isinstance(body, dict) and body.get("schema") == hwcost.PRESET_SCHEMA:
+        preset = hwcost.load_preset(path)
 
         def target(spec: Spec):
             fields = {f.name: getattr(preset.device, f.name) for f in dataclasses.fields(hwcost.GPU) if f.name != "name"}
             ours = our_gpu(spec)
             fields.update({k: getattr(ours, k) for k in ("peak_flops_bf16", "peak_flops_fp8", "mem_bandwidth",
                                                           "mem_capacity")})
-            return _calibrate.calibrated(hwcost.GPU(name=spec.name, **fields), preset.efficiency,
+            return hwcost.calibrated(hwcost.GPU(name=spec.name, **fields), preset.efficiency,
                                          name=f"{spec.name}-calibrated")
         return target
     return calibrated_from_json(path)

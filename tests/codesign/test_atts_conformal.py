@@ -10,13 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codesign.atts import (ACI, Mondrian, OrdinalThresholds, SlidingWindow, StaticBank,
-                           alpha_from_budget, conformal_p_values, drift_experiment,
-                           guarantee_experiment, ordinal_levels, reject)
-from codesign.atts._guarantee import (CATEGORICAL_PROBS, beta_binomial_pmf, binomial_pmf,
-                                      categorical_unrandomized_count_pmf, exact_unrandomized_rate,
-                                      kolmogorov_sf, ks_discrete, ks_monte_carlo_p,
-                                      randomized_count_pmf)
+from codesign.atts import (ACI, Mondrian, OrdinalThresholds, SlidingWindow, StaticBank, alpha_from_budget,
+                           conformal_p_values, drift_experiment, guarantee_experiment, ordinal_levels, reject,
+                           CATEGORICAL_PROBS, beta_binomial_pmf, binomial_pmf, categorical_unrandomized_count_pmf,
+                           exact_unrandomized_rate, kolmogorov_sf, ks_discrete, ks_monte_carlo_p, randomized_count_pmf)
 
 RTOL = ATOL = 1e-6
 

@@ -11,8 +11,8 @@ import pytest
 from flax import nnx
 
 import nets
-from codesign.atts._models import (ArithTask, TrainSpec, draft_config, load_model, save_model, step_accuracy,
-                                   task_for, train_model)
+from codesign.atts import (ArithTask, TrainSpec, draft_config, load_model, save_model, step_accuracy, task_for,
+                           train_model)
 
 TASK = task_for("tiny")
 SPEC = TrainSpec(steps=300, batch=32, warmup_steps=20, eval_every=100, eval_n=64, train_n=2000)

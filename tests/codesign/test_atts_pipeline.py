@@ -14,9 +14,7 @@ import pytest
 from flax import nnx
 
 import nets
-from codesign.atts import StaticBank
-from codesign.atts._pipeline import (PipelineConfig, majority_vote, make_calibrator, paired_bootstrap,
-                                     run_pipeline)
+from codesign.atts import StaticBank, PipelineConfig, majority_vote, make_calibrator, paired_bootstrap, run_pipeline
 from codesign.data import decode, encode, format_problem, make_problem
 
 
@@ -364,7 +362,7 @@ def test_turn_end_prob_outside_zero_one_is_a_clear_error():
 
 def test_a_saved_bank_is_reused_only_with_the_same_settings_and_models(models, tmp_path, monkeypatch):
     from codesign.atts import _pipeline
-    from codesign.atts._models import ArithTask
+    from codesign.atts import ArithTask
 
     kw = dict(ms=(2,), n_accuracy=1, m_accuracy=2, n_speed=1, n_calibration=3, max_turns=3, parts=("speed",),
               max_chunk=5, buf_len=64, log=None, bank_file=tmp_path / "bank.npz")
@@ -387,8 +385,8 @@ def test_a_saved_bank_is_reused_only_with_the_same_settings_and_models(models, t
 
 @pytest.mark.slow
 def test_bench_runs_every_arm_with_the_turn_structure_it_was_given(models):
-    from codesign.atts._models import ArithTask
-    from codesign.atts._pipeline import CALIBRATORS, bench, format_bench
+    from codesign.atts import ArithTask
+    from codesign.atts import CALIBRATORS, bench, format_bench
 
     saved = []
     report = bench(*models, ArithTask(3, 3), ms=(2,), n_accuracy=3, m_accuracy=2, n_speed=1, n_calibration=3,

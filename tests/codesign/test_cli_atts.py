@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 import nets
-from codesign.atts._models import draft_config, save_model, target_config, task_for
+from codesign.atts import draft_config, save_model, target_config, task_for
 
 
 @pytest.fixture

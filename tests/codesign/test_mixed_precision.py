@@ -11,9 +11,7 @@ import numpy as np
 import pytest
 
 import hwcost
-from codesign._deploy import design_cost
-from codesign._joint import JointConfig, JointTrainer
-from codesign._train import TrainConfig
+from codesign import design_cost, JointConfig, JointTrainer, TrainConfig
 from nets.formats import get_format
 
 from conftest import TINY

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codesign._pareto import hypervolume, pareto_mask
+from codesign import hypervolume, pareto_mask
 
 
 def _naive_mask(pts):

@@ -8,10 +8,8 @@ from flax import nnx
 
 import hwcost
 import nets
-from codesign._joint import JointConfig
-from codesign._metrics import read_metrics
-from codesign._prune_space import HardenedPruningTrainer, PruningJointTrainer, PruningSpace, pruned_params
-from codesign._train import TrainConfig, train
+from codesign import (JointConfig, read_metrics, HardenedPruningTrainer, PruningJointTrainer, PruningSpace,
+                      pruned_params, TrainConfig, train)
 
 from conftest import TINY
 

@@ -5,11 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from codesign._search import (Evaluator, common_reference, hv_curve, random_candidate, random_search, speedup,
-                              time_to_reach, tpe_search, width_choices)
-from codesign._space import DesignSpace, _check_hardened, _full_widths
-from codesign._sweep import SweepConfig, front_and_volume
-from codesign._train import resolve_model
+from codesign import (Evaluator, common_reference, hv_curve, random_candidate, random_search, speedup, time_to_reach,
+                      tpe_search, width_choices, DesignSpace, check_hardened as _check_hardened,
+                      full_widths as _full_widths, SweepConfig, front_and_volume, resolve_model)
 
 
 def _sc(tiny_json, **kw):
@@ -116,8 +114,8 @@ def test_evaluate_trains_exactly_the_hardened_design(tiny_json):
     ev = Evaluator(sc)
     hardened = random_candidate(ev.space, ev.cfg, np.random.default_rng(0))
     row = ev(hardened)
-    from codesign._deploy import design_cost
-    from codesign._targets import make_target
+    from codesign import design_cost
+    from codesign import make_target
     expected = design_cost(ev.cfg, DesignSpace(kv_formats=sc.kv_formats), hardened, make_target(sc.target),
                            sc.joint_config({"lam": 0.0}).scenario(), sc.metric)
     assert row["cost"] == expected["metric_value"] and row["latency_s"] == expected["latency_s"]
@@ -185,13 +183,13 @@ def test_path_trainer_lambda_is_state_one_compilation_and_cost_falls(tiny_json):
     import jax
     import jax.numpy as jnp
 
-    from codesign._search import PathTrainer
+    from codesign import PathTrainer
 
     sc = _sc(tiny_json, steps=6)
     tc = sc.train_config(sc.steps)
     jc = dataclasses.replace(sc.joint_config({"lam": 0.0}), lam=0.0)
     trainer = PathTrainer(tc, jc, sc.space())
-    from codesign.data._text import sample_batch
+    from codesign.data import sample_batch
     inputs, targets = sample_batch(trainer.train_data, jax.random.key(0), 8, 32)
     base = {**trainer.params, "lam": jnp.asarray(0.0)}
     step = jnp.asarray(0, jnp.int32)
@@ -214,7 +212,7 @@ def test_path_trainer_lambda_is_state_one_compilation_and_cost_falls(tiny_json):
 def test_path_trainer_refuses_a_fixed_lambda_or_budget(tiny_json, kw, field):
     import dataclasses
 
-    from codesign._search import PathTrainer
+    from codesign import PathTrainer
 
     sc = _sc(tiny_json)
     jc = dataclasses.replace(sc.joint_config({"lam": 0.0}), **kw)
@@ -225,7 +223,7 @@ def test_path_trainer_refuses_a_fixed_lambda_or_budget(tiny_json, kw, field):
 def test_gradient_path_walks_the_lambdas_in_order_from_one_compilation(tiny_json):
     """The path: one row per lambda (ascending), times increasing, each row a hardened design measured
     like a black-box candidate (its cost is the design's predicted cost)."""
-    from codesign._search import gradient_path
+    from codesign import gradient_path
 
     sc = _sc(tiny_json, lams=(0.3, 0.0), steps=2, recovery_steps=1)
     rows = gradient_path(sc, None, log=lambda *_: None)

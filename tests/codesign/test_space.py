@@ -8,7 +8,7 @@ from flax import nnx
 
 import hwcost
 import nets
-from codesign._space import DesignSpace, soft_width_gate
+from codesign import DesignSpace, soft_width_gate
 from nets.formats import get_format
 
 CFG = nets.zoo.default_config().replace(

@@ -11,14 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from codesign import _cli_joint
-from codesign._checkpoint import Checkpointer
-from codesign._deploy import load_deployment, verify_deployment
-from codesign._metrics import read_metrics
-from codesign._joint import JointConfig, JointTrainer, cost_metric
-from codesign._space import DesignSpace
-from codesign._sweep import SweepConfig, sweep
-from codesign._train import TrainConfig, train
+from codesign import (_cli_joint, Checkpointer, load_deployment, verify_deployment, read_metrics, JointConfig,
+                      JointTrainer, cost_metric, DesignSpace, SweepConfig, sweep, TrainConfig, train)
 
 
 def _sc(tiny_json, **kw):

@@ -11,9 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from codesign._checkpoint import Checkpointer
-from codesign._metrics import read_metrics
-from codesign._train import TrainConfig, Trainer, train
+from codesign import Checkpointer, read_metrics, TrainConfig, Trainer, train
 
 
 def _tc(tiny_json, **kw):
@@ -107,7 +105,7 @@ def test_default_model_learns_the_byte_corpus_slow(tmp_path):
 
 
 def test_bf16_compute_keeps_float32_master_weights_and_auto_is_float32_on_cpu(tiny_json):
-    from codesign._train import compute_dtype
+    from codesign import compute_dtype
 
     assert TrainConfig(model=tiny_json).dtype == "auto"
     accelerator = jax.default_backend() in ("gpu", "tpu")

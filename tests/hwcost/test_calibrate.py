@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 
 import hwcost
 import nets
-from hwcost._calibrate import (CEILING_KIND, DATA_SCHEMA, GROUPS, SCAN_CACHE_COPIES, CalibratedGPU, Efficiency,
-                               calibrate, calibrated, error_table, item_kernels, load_data,
-                               load_preset, load_target, predict, roofline_seconds, save_preset, split_heldout,
+from hwcost import (DATA_SCHEMA, CalibratedGPU, Efficiency, calibrate, calibrated, error_table, item_kernels, load_data,
+                    load_preset, predict, save_preset)
+from hwcost._calibrate import (CEILING_KIND, GROUPS, SCAN_CACHE_COPIES, load_target, roofline_seconds, split_heldout,
                                workload_kernels)
 
 H200_DATA = Path(__file__).resolve().parents[2] / "results" / "kernels_h200.json"

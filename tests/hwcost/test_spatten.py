@@ -11,12 +11,9 @@ import numpy as np
 import pytest
 
 import nets
-from hwcost._reproduce import PAPERS
-from hwcost._scenario import Scenario
-from hwcost._spatten import (SpAtten, SpAttenWorkload, dram_reduction, kv_sram_bytes, pruning_knobs, spatten_knobs,
-                             spatten_workload)
-from hwcost._workload import ATTENTION_CORE, Knobs, workload
-from hwcost import _reproduce_spatten  # noqa: F401  (registers "spatten")
+from hwcost import (PAPERS, Scenario, ATTENTION_CORE, Knobs, workload, _reproduce_spatten, SpAtten, SpAttenWorkload,
+                    pruning_knobs, spatten_knobs, spatten_workload)
+from hwcost._spatten import dram_reduction, kv_sram_bytes
 
 GPT2 = nets.zoo.get("gpt2-small")
 DECODE = Scenario(phase="decode", batch=1, context_len=992, gen_len=32, kv_bits=12)
@@ -41,9 +38,13 @@ def test_dram_reduction_at_the_papers_average_pruning():
     total = float(dram_reduction(GPT2, DECODE, knobs, lsb_fraction=0.059))
     # K/V at 12 bits with K at 8 + 0.059*4 bits, from 32-bit floats: 64 / (8.236 + 12) of the pruned traffic
     assert math.isclose(total, pruning_only * 64 / (8 + 0.059 * 4 + 12), rel_tol=0.01)
-    assert abs(total / 10.0 - 1) < 0.35
+    # GPT-2's own pruning against the all-benchmark 10.0x: outside the 25% rule (a measured miss, not loosened)
+    assert abs(total / 10.0 - 1) > SIMULATED
     rows = PAPERS["spatten"]()
-    assert all(row.ok for row in rows), [row.to_dict() for row in rows if not row.ok]
+    assert [row.name for row in rows if row.failed] == [
+        "GPT-2-small decode DRAM reduction vs fp32 (tokens 3.8x, heads 1.1x, 8+4 bits, 5.9% LSB)"]
+    assert [row.kind for row in rows].count("counted") == 2 and all(row.why for row in rows if row.kind != "counted")
+    assert all(row.ok for row in rows if not row.name.startswith("GPT-2-small"))
 
 
 @pytest.mark.parametrize("name", ["gpt2-small", "codesign-default", "llama-2-7b", "deepseek-v3"])

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hwcost._xrnpe import xrnpe
+from hwcost import xrnpe
 
 NAMES = ["posit(16,1)", "posit(8,0)", "posit(4,1)", "fp4_e2m1"]
 

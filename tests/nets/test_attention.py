@@ -8,11 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nets import ModelConfig, zoo
-from nets._attention import Attention, cache_bytes_per_token_per_layer, cache_shapes, init_cache
-from nets._layers import MLP, apply_rope, make_norm
-from nets._model import init_cache as init_model_cache
-from nets._params import attention_params, mlp_params, norm_params
+from nets import (ModelConfig, zoo, Attention, cache_bytes_per_token_per_layer, cache_shapes,
+                  init_layer_cache as init_cache, MLP, apply_rope, make_norm, init_cache as init_model_cache,
+                  attention_params, mlp_params, norm_params)
 
 TOL = 1e-5
 
@@ -227,7 +225,7 @@ def test_fused_attention_call_equals_einsum_path(kind, causal, monkeypatch):
 
 
 def test_fused_attention_is_chosen_in_one_place(monkeypatch):
-    from nets._sdpa import attention_implementation
+    from nets import attention_implementation
 
     monkeypatch.delenv("CODESIGN_ATTENTION", raising=False)
     on_gpu = jax.default_backend() == "gpu"

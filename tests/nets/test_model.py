@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nets import ModelConfig, count_params, zoo
-from nets._model import TransformerLM, generate, init_cache, layer_segments, param_count
+from nets import ModelConfig, count_params, zoo, TransformerLM, generate, init_cache, layer_segments, param_count
 
 TOL = 1e-5
 

@@ -11,9 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from nets import ModelConfig, count_params
-from nets._layers import activation_fn
-from nets._moe import MoE, _np_activation, moe_reference
+from nets import ModelConfig, count_params, activation_fn, MoE, moe_reference
+from nets._moe import _np_activation
 
 TOL = 1e-5
 D_MODEL, N_EXPERTS, D_EXPERT = 16, 6, 12

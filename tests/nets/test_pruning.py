@@ -13,12 +13,9 @@ from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nets import ModelConfig
-from nets._model import TransformerLM
-from nets._pruned_model import PrunedLM, PrunePlan, monotone_keep
-from nets._pruning import (ProgressiveQuant, attended_keep, kept_count, local_value_prune, paper_schedule,
-                           progressive_probs, quantize_split, select_tokens, soft_keep_mask, softmax_l1_bound,
-                           token_importance)
+from nets import (ModelConfig, TransformerLM, PrunedLM, PrunePlan, monotone_keep, ProgressiveQuant, attended_keep,
+                  kept_count, local_value_prune, paper_schedule, progressive_probs, quantize_split, select_tokens,
+                  soft_keep_mask, softmax_l1_bound, token_importance)
 
 TOL = 1e-5
 KINDS = {
