@@ -50,7 +50,7 @@ import numpy as np
 import optax
 
 import nets
-from hwcost._gpu import GPU, roofline_cost
+from hwcost._gpu import GPU, PRECISION_FIELDS, roofline_cost
 from hwcost._presets import gpu
 from hwcost._scenario import Scenario
 from hwcost._smooth import smooth_max2_inv
@@ -634,8 +634,10 @@ def load_preset(path: str | Path) -> CalibratedGPU:
         got = body.get("schema") if isinstance(body, dict) else type(body).__name__
         raise ValueError(f"target.schema={got!r}: must be {PRESET_SCHEMA!r}")
     names = {f.name for f in dataclasses.fields(GPU)} - {"name"}
-    if set(body["gpu"]) != names:
-        raise ValueError(f"target.gpu={sorted(body['gpu'])}: must have exactly the GPU fields {sorted(names)}")
+    # a preset written before the per-precision rates existed lacks them: GPU's fallback rule fills them
+    if not set(body["gpu"]) <= names or not names - set(body["gpu"]) <= set(PRECISION_FIELDS):
+        raise ValueError(f"target.gpu={sorted(body['gpu'])}: must have exactly the GPU fields {sorted(names)} "
+                         f"({', '.join(PRECISION_FIELDS)} optional)")
     fields = {k: jnp.asarray(v, jnp.float32) for k, v in body["gpu"].items()}
     return CalibratedGPU(device=GPU(name=str(body["name"]), **fields), efficiency=Efficiency.from_dict(body["efficiency"]),
                          name=str(body["name"]))

@@ -15,17 +15,31 @@ is the fraction of activations that reach HBM: 1 for unfused kernels, 0 for the 
 Step-3's cost tables, which charge only KV bytes). Network bytes are not this device's
 concern (see `hwcost.AFDTarget`).
 
-The peak rate and energy per FLOP follow the operand precision: linear interpolation of the
-time (and energy) per FLOP between 8 bits (FP8 peak) and 16 bits (BF16 peak), clamped
-outside. A chip without FP8 (A800, Ascend 910B) has peak_fp8 = peak_bf16, as in the
-paper's unit costs. With sharpness = inf the dollars of an op are
+The peak rate and energy per FLOP follow the operand precision `bits` (continuous: the
+relaxed knobs give expected bit widths). Each format sits at its storage width: FP4 at 4,
+FP8/INT8 at 8, BF16/FP16 at 16, TF32 at 19 (1 sign + 8 exponent + 10 mantissa bits) and FP32
+(CUDA-core, or multi-pass on a TPU's MXU) at 32. The time (and energy) per FLOP is piecewise
+linear in bits between those anchors, clamped outside [4, 32]; between anchors the rate is
+a blend of its two neighbours, so gradients in bits stay finite everywhere (at an anchor
+the one-sided slope toward the narrower format is taken, so at exactly 8 and 16 bits the
+gradient is the 8-16 segment's). The 8-16 segment is computed first and the others added
+as exact zeros inside it, so costs at 8-16 bits are bit-for-bit those of a two-rate model.
+A format the chip has no rate for runs at the next wider format's rate:
+- FP4 without FP4 tensor cores (everything before Blackwell) is dequantised and run on the
+  FP8 path (peak_flops_fp4 = peak_flops_fp8); its bytes stay 4-bit (the workload's).
+- FP8 without FP8 (A800, Ascend 910B, TPUs before Ironwood) runs at the BF16 rate
+  (peak_flops_fp8 = peak_flops_bf16), as in Step-3's unit costs.
+- TF32 or FP32 with no published rate is priced at the BF16 rate (the widest known), which
+  under-prices it; every preset with a datasheet figure sets it.
+INT8 shares the 8-bit anchor: this model has no separate integer format per op (a chip
+whose INT8 rate differs from its FP8 rate is priced at FP8 for 8-bit operands). With sharpness = inf the dollars of an op are
 max(FLOPs * U_flop, bytes * U_byte) with U = price / (3600 * rate): Step-3's Table 5/6
 unit-cost model (arXiv 2507.19427, section 3).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -40,6 +54,12 @@ _POSITIVE = ("peak_flops_bf16", "peak_flops_fp8", "mem_bandwidth", "mem_capacity
              "memory_efficiency", "sharpness")
 _NON_NEGATIVE = ("price_per_hour", "energy_per_flop_bf16", "energy_per_flop_fp8", "energy_per_byte",
                  "static_power_w", "area_mm2", "activation_traffic")
+# Rates at the formats beyond FP8/BF16 (module docstring): optional, filled by the fallback rule.
+PRECISION_FIELDS = ("peak_flops_fp4", "peak_flops_tf32", "peak_flops_fp32", "energy_per_flop_fp4",
+                    "energy_per_flop_tf32", "energy_per_flop_fp32")
+# (narrow bits, wide bits) of each segment outside 8-16, with the rate names at its ends
+_BELOW = (4.0, 8.0, "fp4", "fp8")
+_ABOVE = ((16.0, 19.0, "bf16", "tf32"), (19.0, 32.0, "tf32", "fp32"))
 
 
 def _concrete(x) -> np.ndarray | None:
@@ -52,9 +72,13 @@ def _concrete(x) -> np.ndarray | None:
 class GPU(Target):
     """One accelerator as a roofline (see the module docstring; units in the field names).
 
-    peak_flops_bf16, peak_flops_fp8 [FLOP/s dense]; mem_bandwidth [bytes/s]; mem_capacity
+    peak_flops_bf16, peak_flops_fp8, peak_flops_fp4, peak_flops_tf32, peak_flops_fp32 [FLOP/s
+    dense; the last three optional, defaulting by the module docstring's fallback rule: FP4 to
+    FP8, TF32 and FP32 to BF16]; mem_bandwidth [bytes/s]; mem_capacity
     [bytes]; price_per_hour [USD per card-hour]; energy_per_flop_* [J/FLOP];
-    energy_per_byte [J per HBM byte]; static_power_w [W]; area_mm2 [die mm^2];
+    energy_per_flop_fp4/tf32/fp32 default to the same compute power at that peak
+    (energy_per_flop_fp8 * peak_fp8 / peak_fp4; energy_per_flop_bf16 * peak_bf16 / peak_tf32,
+    / peak_fp32); energy_per_byte [J per HBM byte]; static_power_w [W]; area_mm2 [die mm^2];
     compute_efficiency, memory_efficiency [fraction of peak reached, default 1];
     activation_traffic [fraction of activation bytes that reach HBM]; sharpness [p of the
     smooth max; inf = sharp roofline].
@@ -74,21 +98,42 @@ class GPU(Target):
     memory_efficiency: Float[Array, ""]
     activation_traffic: Float[Array, ""]
     sharpness: Float[Array, ""]
+    peak_flops_fp4: Optional[Float[Array, ""]] = None
+    peak_flops_tf32: Optional[Float[Array, ""]] = None
+    peak_flops_fp32: Optional[Float[Array, ""]] = None
+    energy_per_flop_fp4: Optional[Float[Array, ""]] = None
+    energy_per_flop_tf32: Optional[Float[Array, ""]] = None
+    energy_per_flop_fp32: Optional[Float[Array, ""]] = None
     name: str = eqx.field(static=True, default="gpu")
     modelled: ClassVar[frozenset[str]] = ALL_MODELLED
 
+    def __post_init__(self) -> None:
+        # the fallback rule of the module docstring: a missing rate is the next wider format's
+        if self.peak_flops_fp4 is None:
+            self.peak_flops_fp4 = self.peak_flops_fp8
+        for wide in ("tf32", "fp32"):
+            if getattr(self, f"peak_flops_{wide}") is None:
+                setattr(self, f"peak_flops_{wide}", self.peak_flops_bf16)
+        if self.energy_per_flop_fp4 is None:
+            self.energy_per_flop_fp4 = self.energy_per_flop_fp8 * self.peak_flops_fp8 / self.peak_flops_fp4
+        for wide in ("tf32", "fp32"):
+            if getattr(self, f"energy_per_flop_{wide}") is None:
+                setattr(self, f"energy_per_flop_{wide}",
+                        self.energy_per_flop_bf16 * self.peak_flops_bf16 / getattr(self, f"peak_flops_{wide}"))
+
     def __check_init__(self) -> None:
-        for field in _POSITIVE + _NON_NEGATIVE:
+        for field in _POSITIVE + _NON_NEGATIVE + PRECISION_FIELDS:
             value = _concrete(getattr(self, field))
             if value is None:
                 continue
             if np.shape(value) != ():
                 continue  # a stacked batch of design points (vmap over GPUs)
-            bad = not (value > 0 if field in _POSITIVE else value >= 0) or (np.isnan(value))
+            positive = field in _POSITIVE or field.startswith("peak_")
+            bad = not (value > 0 if positive else value >= 0) or (np.isnan(value))
             if field != "sharpness" and not np.isfinite(value):
                 bad = True
             if bad:
-                allowed = "positive" if field in _POSITIVE else "non-negative"
+                allowed = "positive" if positive else "non-negative"
                 raise ValueError(f"{self.name}.{field}={float(value)!r}: must be a finite {allowed} number"
                                  + (" (inf allowed: the sharp limit)" if field == "sharpness" else ""))
         if _concrete(self.activation_traffic) is not None and np.shape(self.activation_traffic) == () \
@@ -104,15 +149,32 @@ class GPU(Target):
         """0 at <= 8 bits (FP8 rate), 1 at >= 16 bits (BF16 rate), linear between."""
         return (jnp.clip(bits, 8.0, 16.0) - 8.0) / 8.0
 
+    def _outside_8_16(self, bits: Array, value) -> Array:
+        """What the segments below 8 and above 16 bits add to a per-FLOP quantity at `bits`.
+
+        `value(fmt)` is the quantity at format fmt ("fp4", "fp8", "bf16", "tf32", "fp32");
+        exactly zero for 8 <= bits <= 16 (with zero gradient there).
+        """
+        lo, hi, narrow, wide = _BELOW
+        extra = jnp.where(bits < hi, (jnp.maximum(bits, lo) - hi) / (hi - lo) * (value(wide) - value(narrow)), 0.0)
+        for lo, hi, narrow, wide in _ABOVE:
+            extra = extra + jnp.where(bits > lo, (jnp.minimum(bits, hi) - lo) / (hi - lo)
+                                      * (value(wide) - value(narrow)), 0.0)
+        return extra
+
+    def _peak_seconds(self, fmt: str) -> Array:
+        return 1.0 / (getattr(self, f"peak_flops_{fmt}") * self.compute_efficiency)
+
     def seconds_per_flop(self, bits: Array) -> Array:
-        """Time per FLOP at `bits` operand precision [s/FLOP]."""
-        fp8 = 1.0 / (self.peak_flops_fp8 * self.compute_efficiency)
-        bf16 = 1.0 / (self.peak_flops_bf16 * self.compute_efficiency)
-        return fp8 + self._precision_weight(bits) * (bf16 - fp8)
+        """Time per FLOP at `bits` operand precision [s/FLOP] (module docstring's piecewise rule)."""
+        fp8, bf16 = self._peak_seconds("fp8"), self._peak_seconds("bf16")
+        return fp8 + self._precision_weight(bits) * (bf16 - fp8) + self._outside_8_16(bits, self._peak_seconds)
 
     def energy_per_flop(self, bits: Array) -> Array:
+        """Energy per FLOP at `bits` operand precision [J/FLOP], interpolated as the time is."""
         w = self._precision_weight(bits)
-        return (1 - w) * self.energy_per_flop_fp8 + w * self.energy_per_flop_bf16
+        return ((1 - w) * self.energy_per_flop_fp8 + w * self.energy_per_flop_bf16
+                + self._outside_8_16(bits, lambda fmt: getattr(self, f"energy_per_flop_{fmt}")))
 
     def usd_per_flop(self, bits: float | Array = 8.0) -> Array:
         """Step-3's U_flop: price / (3600 * peak at that precision) [USD/FLOP]."""
@@ -164,7 +226,8 @@ class GPU(Target):
             else:
                 bits = work.op_bits[op]
                 if id(bits) not in per_bits:
-                    per_bits[id(bits)] = fp8_s + self._precision_weight(bits) * bf16_minus_fp8_s
+                    per_bits[id(bits)] = (fp8_s + self._precision_weight(bits) * bf16_minus_fp8_s
+                                          + self._outside_8_16(bits, self._peak_seconds))
                 compute[op] = flops * per_bits[id(bits)]
             memory[op] = hbm * seconds_per_byte
             hbm_bytes[op] = hbm

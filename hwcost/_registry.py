@@ -1,8 +1,10 @@
 """`get_target`: the one lookup from a name (or a calibrated preset file) to a `hwcost.Target`.
 
 Names (case-insensitive; `target_names()` lists every fixed one):
-- GPU presets: h800, h20, a800, ascend-910b, h100-sxm, h200 (aliases 910b, h100, h200-sxm):
-  `hwcost.gpu(name)`.
+- accelerator presets: h800, h20, a800, ascend-910b, h100-sxm, h200, b200, tpu-v4, tpu-v5e,
+  tpu-v5p, tpu-v6e, tpu7x (aliases 910b, h100, h200-sxm, b200-sxm, v4, v5e, v5p, v6e,
+  trillium, ironwood, tpu-ironwood, tpu-v7x): `hwcost.gpu(name)` (a TPU is the same roofline
+  of matrix-unit peak and HBM bandwidth; see hwcost._presets).
 - a path to a calibrated preset (a .json file written by `codesign calibrate` /
   `hwcost.save_preset`): the `CalibratedGPU` it holds.
 - afd: Step-3's 2A2F attention-FFN disaggregation on H800s (16 attention + 16 FFN GPUs,
