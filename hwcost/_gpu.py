@@ -20,10 +20,11 @@ relaxed knobs give expected bit widths). Each format sits at its storage width: 
 FP8/INT8 at 8, BF16/FP16 at 16, TF32 at 19 (1 sign + 8 exponent + 10 mantissa bits) and FP32
 (CUDA-core, or multi-pass on a TPU's MXU) at 32. The time (and energy) per FLOP is piecewise
 linear in bits between those anchors, clamped outside [4, 32]; between anchors the rate is
-a blend of its two neighbours, so gradients in bits stay finite everywhere (at an anchor
-the one-sided slope toward the narrower format is taken, so at exactly 8 and 16 bits the
-gradient is the 8-16 segment's). The 8-16 segment is computed first and the others added
-as exact zeros inside it, so costs at 8-16 bits are bit-for-bit those of a two-rate model.
+a blend of its two neighbours, so gradients in bits stay finite everywhere (at exactly 8
+and 16 bits the gradient is the 8-16 segment's, as before the other formats existed; at 4,
+19 and 32 bits it is half the adjacent segment's slope, JAX's rule for min/max at a tie).
+The 8-16 segment is computed first and the others added as exact zeros inside it, so costs
+at 8-16 bits are bit-for-bit those of a two-rate model.
 A format the chip has no rate for runs at the next wider format's rate:
 - FP4 without FP4 tensor cores (everything before Blackwell) is dequantised and run on the
   FP8 path (peak_flops_fp4 = peak_flops_fp8); its bytes stay 4-bit (the workload's).
@@ -32,7 +33,8 @@ A format the chip has no rate for runs at the next wider format's rate:
 - TF32 or FP32 with no published rate is priced at the BF16 rate (the widest known), which
   under-prices it; every preset with a datasheet figure sets it.
 INT8 shares the 8-bit anchor: this model has no separate integer format per op (a chip
-whose INT8 rate differs from its FP8 rate is priced at FP8 for 8-bit operands). With sharpness = inf the dollars of an op are
+whose INT8 rate differs from its FP8 rate is priced at FP8 for 8-bit operands).
+With sharpness = inf the dollars of an op are
 max(FLOPs * U_flop, bytes * U_byte) with U = price / (3600 * rate): Step-3's Table 5/6
 unit-cost model (arXiv 2507.19427, section 3).
 """
