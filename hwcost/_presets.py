@@ -22,7 +22,8 @@ Wider and narrower formats (dense Tensor Core rates, FLOP/s): H100 SXM and H200 
 TF32 74 T (H20 product brief); A800 SXM4: FP32 19.5 T, TF32 156 T, INT8 624 T (A800
 datasheet; its 8-bit rate stays the BF16 rate, as in Step-3's unit costs); Ascend 910B: no
 published FP32 figure (priced at BF16 by the fallback rule, `hwcost.GPU`). No chip before
-Blackwell has FP4: its FP4 rate is its FP8 rate (dequantised on the FP8 path).
+Blackwell has FP4: its FP4 rate is its FP8 rate (dequantised on the FP8 path). NVLink 4 on
+H100/H200 SXM: 900 GB/s bidirectional per GPU (datasheets).
 
 NVIDIA B200 (HGX/DGX B200, 1000 W per GPU): DGX B200 specification (NVIDIA, 2024) for 8 GPUs:
 72 PFLOP/s FP4 dense (144 sparse), 72 PFLOP/s FP8 sparse, 1440 GB HBM3e, 64 TB/s, 14.4 TB/s
@@ -35,8 +36,8 @@ published figure; the placeholder 2.00 USD/h as for H100/H200.
 Google Cloud TPUs (one chip; Cloud TPU documentation pages docs.cloud.google.com/tpu/docs/
 v4, /v5e, /v5p, /v6e, /tpu7x):
 - v4: 275 TFLOP/s BF16 (INT8 also 275 T), 32 GiB HBM2 at 1200 GB/s, ICI 3D mesh (six
-  links; bandwidth per chip not on the page: 6 x 50 GB/s each way = 600 GB/s bidirectional is
-  from Jouppi et al., ISCA 2023, an assumption here), measured max power 192 W (used as TDP).
+  links; the bandwidth is not on the page: six links of 50 GB/s each way, 600 GB/s
+  bidirectional per chip, is our reading of Jouppi et al., ISCA 2023, an assumption), measured max power 192 W (used as TDP).
 - v5e: 197 T BF16, INT8 393 T (no FP8: 8-bit rate = BF16), 16 GB HBM2 at 819 GB/s, ICI 400
   GB/s bidirectional per chip.
 - v5p: 459 T BF16, FP8 459 T (the page's FP8 row), 95 GiB HBM2e at 2765 GB/s, ICI 1200 GB/s
