@@ -3,16 +3,33 @@
 Each paper module (e.g. `_reproduce_step3.py`) registers a function with `@register("name")`
 that computes every number of the paper this package can compute and returns `Row`s. The
 paper's values appear only there, as the `paper` column; ours come from the library.
-`codesign reproduce PAPER` prints them and exits 1 if any row is out of tolerance.
+`codesign reproduce PAPER` prints them and exits 1 if a counted row is out of tolerance.
+
+Every row has a kind. 'counted': ours comes from the library's model (a workload, a cost
+model, a search) and can disagree with the paper; only these are a reproduction and only
+these gate. 'identity': ours is the paper's own arithmetic on the paper's own printed inputs
+(a TGS from its batch, GPU count and TPOT; an area summed from its parts), so it can fail
+only on a transcription error; shown, not counted. 'reported': the paper's number is
+inconsistent with its own other numbers, or the paper prints no number for that row;
+shown with the reason, not gated.
+
+Tolerances follow fixed rules, never the result: figures the paper derives exactly (sizes,
+counts, FLOPs, bytes, unit conversions) are checked to its printed precision (`EXACT`, 1%,
+or a named absolute step for numbers it prints to a fixed number of decimals); end-to-end
+figures from the paper's measurement or cycle-level simulator against our analytical
+model are checked at `SIMULATED` (25%).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 CHECKS = ("rel", "abs", "at_most", "at_least")
+KINDS = ("counted", "identity", "reported")
+EXACT = 0.01  # relative tolerance for a figure the paper derives exactly and prints to ~3 significant digits
+SIMULATED = 0.25  # relative tolerance for a measured / cycle-simulated end-to-end figure vs our analytical model
 
 
 @dataclass(frozen=True)
@@ -22,6 +39,10 @@ class Row:
     check: 'rel' |ours/paper - 1| <= tolerance; 'abs' |ours - paper| <= tolerance;
     'at_most' ours <= paper (a lower bound, e.g. roofline time vs measured time);
     'at_least' ours >= paper (an upper bound, e.g. roofline throughput vs measured).
+    kind: 'counted' (a reproduction; gates), 'identity' (the paper's arithmetic on its own
+    inputs; not counted) or 'reported' (the paper's number is inconsistent or absent; not
+    gated); `why` says why a row is not counted (required for those kinds). `Row.EXACT` and
+    `Row.SIMULATED` are the tolerance rules of the module docstring.
     """
 
     name: str
@@ -30,10 +51,18 @@ class Row:
     check: str = "rel"
     tolerance: float = 0.01
     unit: str = ""
+    kind: str = "counted"
+    EXACT: ClassVar[float] = EXACT
+    SIMULATED: ClassVar[float] = SIMULATED
+    why: str = ""
 
     def __post_init__(self) -> None:
         if self.check not in CHECKS:
             raise ValueError(f"check={self.check!r}: must be one of {', '.join(CHECKS)}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind={self.kind!r}: must be one of {', '.join(KINDS)}")
+        if self.kind != "counted" and not self.why.strip():
+            raise ValueError(f"why={self.why!r}: a {self.kind} row must say why it is not counted")
         if not math.isfinite(self.tolerance) or self.tolerance < 0:
             raise ValueError(f"tolerance={self.tolerance!r}: must be a finite non-negative number")
 
@@ -53,9 +82,15 @@ class Row:
             return self.ours <= self.paper * (1 + self.tolerance)
         return self.ours >= self.paper * (1 - self.tolerance)
 
+    @property
+    def failed(self) -> bool:
+        """A counted row out of tolerance (the only thing that fails a reproduction)."""
+        return self.kind == "counted" and not self.ok
+
     def to_dict(self) -> dict:
         return {"name": self.name, "paper": self.paper, "ours": self.ours, "rel_error": self.rel_error,
-                "ok": self.ok, "check": self.check, "tolerance": self.tolerance, "unit": self.unit}
+                "ok": self.ok, "check": self.check, "tolerance": self.tolerance, "unit": self.unit,
+                "kind": self.kind, "why": self.why}
 
 
 PAPERS: dict[str, Callable[[], list[Row]]] = {}

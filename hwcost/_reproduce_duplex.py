@@ -8,12 +8,17 @@ figures, Table I's models, batch sizes 32/64/128 and (L_in, L_out) spanning (256
 (4096, 4096), FP16, uniform routing.
 
 Gains. The paper reports only "up to 2.67x, 2.07x on average" over its whole evaluation
-(and up to 2.51x without co-processing), not per model, so each model's mean gain is shown
-against the all-model average with a loose tolerance (information, not a fit: tolerance 1.0), the
-all-model mean is checked at 25%, and the maxima are checked as lower bounds: our ideal
+(and up to 2.51x without co-processing), not per model, so each model's mean gain is a
+'reported' row (shown beside the all-model average, not gated: the paper prints no per-model
+number to check), the all-model mean is checked at `SIMULATED` (25%, the rule for a
+simulated end-to-end figure), and the maxima are checked as lower bounds: our ideal
 rooflines omit the DRAM timing and xPU/PIM synchronisation of the paper's cycle-level
 simulator, so the ideal gain can only be larger ('at_least' rows, like Step-3's
 roofline-vs-measured rows).
+
+Identity rows: Logic-PIM's peak, bandwidth, their ratio, its area and area share, and the
+roofline crossover are the paper's arithmetic on its own module, clock, bandwidth and area
+figures (and the H100's), shown but not counted.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import nets
 from hwcost._batching import ContinuousBatching, moe_intensity, step_work
 from hwcost._duplex import (_GEMM_MM2, _SOFTMAX_MM2, _BUFFER_MM2, _TSV_MM2, LOGIC_DIE_MM2, _xpu, pim,
                             roofline_crossover, throughput_gains)
-from hwcost._reproduce import Row, register
+from hwcost._reproduce import EXACT, SIMULATED, Row, register
 from hwcost._scenario import Scenario
 from hwcost._workload import ATTENTION_CORE, workload
 
@@ -42,19 +47,25 @@ GAIN_MAX, GAIN_MEAN, GAIN_MAX_DISPATCH = 2.67, 2.07, 2.51
 def _hardware_rows() -> list[Row]:
     logic = pim("logic-pim")
     area = float(logic.area_per_stack_mm2())
+    same = dict(kind="identity")
     return [
         Row("Logic-PIM peak per stack (32 modules x 512 MACs x 650 MHz)", LOGIC_PIM_STACK_TFLOPS,
-            float(logic.peak_flops_per_stack()) / 1e12, "rel", 0.01, "TFLOP/s"),
-        Row("Logic-PIM peak, device (5 stacks)", LOGIC_PIM_DEVICE_TFLOPS, float(logic.peak_flops()) / 1e12, "rel", 0.01,
-            "TFLOP/s"),
-        Row("Logic-PIM bandwidth, device (4x HBM3)", LOGIC_PIM_TBPS, float(logic.bandwidth()) / 1e12, "rel", 0.01,
-            "TB/s"),
-        Row("Logic-PIM compute:bandwidth ratio", LOGIC_PIM_RATIO, float(logic.ridge_intensity()), "rel", 0.01, "FLOP/B"),
+            float(logic.peak_flops_per_stack()) / 1e12, "rel", EXACT, "TFLOP/s", **same,
+            why="2 x 32 modules x 512 MACs x 650 MHz: the paper's own parts multiplied"),
+        Row("Logic-PIM peak, device (5 stacks)", LOGIC_PIM_DEVICE_TFLOPS, float(logic.peak_flops()) / 1e12, "rel",
+            EXACT, "TFLOP/s", **same, why="5 x the per-stack peak built from the paper's parts"),
+        Row("Logic-PIM bandwidth, device (4x HBM3)", LOGIC_PIM_TBPS, float(logic.bandwidth()) / 1e12, "rel", EXACT,
+            "TB/s", **same, why="4 x the HBM3 bandwidth the paper states"),
+        Row("Logic-PIM compute:bandwidth ratio", LOGIC_PIM_RATIO, float(logic.ridge_intensity()), "rel", EXACT,
+            "FLOP/B", **same, why="the two identity rows above divided"),
         Row("Logic-PIM area per stack (TSV + GEMM + buffers + softmax)", LOGIC_PIM_AREA_MM2,
-            _TSV_MM2 + _GEMM_MM2 + _BUFFER_MM2 + _SOFTMAX_MM2, "rel", 0.01, "mm^2"),
-        Row("Logic-PIM share of the 121 mm^2 logic die", LOGIC_PIM_AREA_SHARE, area / LOGIC_DIE_MM2, "rel", 0.01, ""),
+            _TSV_MM2 + _GEMM_MM2 + _BUFFER_MM2 + _SOFTMAX_MM2, "rel", EXACT, "mm^2", **same,
+            why="a sum of the paper's own area parts"),
+        Row("Logic-PIM share of the 121 mm^2 logic die", LOGIC_PIM_AREA_SHARE, area / LOGIC_DIE_MM2, "rel", EXACT, "",
+            **same, why="the summed area over the paper's 121 mm^2 die"),
         Row("roofline crossover: Logic-PIM faster than H100 below", CROSSOVER_OPB, roofline_crossover(_xpu(), logic),
-            "rel", 0.02, "FLOP/B"),
+            "rel", EXACT, "FLOP/B", **same,
+            why="Logic-PIM peak / H100 bandwidth: the paper's two figures divided"),
     ]
 
 
@@ -64,27 +75,27 @@ def _intensity_rows() -> list[Row]:
     for batch, paper in MOE_OPB_MIXTRAL.items():
         w = workload(mixtral, Scenario(phase="decode", batch=batch, context_len=1024))
         ours = float(w.total_flops(("moe_routed",)) / w.total_bytes("weights", ("moe_routed",)))
-        rows.append(Row(f"Mixtral MoE Op/B, decode batch {batch} (workload)", paper, ours, "rel", 0.01, "FLOP/B"))
+        rows.append(Row(f"Mixtral MoE Op/B, decode batch {batch} (workload)", paper, ours, "rel", EXACT, "FLOP/B"))
         run = ContinuousBatching(batch=batch, prompt_len=1024, gen_len=1024, n_steps=256)
         steps = run.simulate()
         opb = np.asarray(step_work(mixtral, steps, run).op_intensity()["moe_routed"])
         decode_only = ~steps.mixed
         rows.append(Row(f"Mixtral MoE Op/B, decode-only steps of a continuous batch {batch} (sampled routing)", paper,
-                        float(opb[decode_only].mean()), "rel", 0.05, "FLOP/B"))
+                        float(opb[decode_only].mean()), "rel", EXACT, "FLOP/B"))
     # mixed stage: B -> B - 1 + L_in (the note's rule), at batch 32, L_in 256, one admission
     run = ContinuousBatching(batch=32, prompt_len=256, gen_len=256, n_steps=512)
     steps = run.simulate()
     one = steps.prefill_requests == 1
     opb = np.asarray(step_work(mixtral, steps, run).op_intensity()["moe_routed"])
     rows.append(Row("Mixtral MoE Op/B, mixed step (B=32, one 256-token prefill: B -> B-1+L_in)",
-                    moe_intensity(8, 2, 32 - 1 + 256), float(opb[one].mean()), "rel", 0.01, "FLOP/B"))
+                    moe_intensity(8, 2, 32 - 1 + 256), float(opb[one].mean()), "rel", EXACT, "FLOP/B"))
     for label, key in MODELS.items():
         cfg = nets.zoo.get(key)
         for batch, ctx in ((32, 512), (128, 4096)):
             w = workload(cfg, Scenario(phase="decode", batch=batch, context_len=ctx))
             ours = float(w.total_flops(ATTENTION_CORE) / w.total_bytes("kv", ATTENTION_CORE))
             rows.append(Row(f"{label} decode attention Op/B = group size (batch {batch}, context {ctx})",
-                            float(GROUP_SIZE[label]), ours, "rel", 0.01, "FLOP/B"))
+                            float(GROUP_SIZE[label]), ours, "rel", EXACT, "FLOP/B"))
     return rows
 
 
@@ -105,11 +116,12 @@ def _gain_rows(table: list[dict]) -> list[Row]:
     for label in MODELS:
         gains = [r["coprocessing"] for r in table if r["model"] == label]
         rows.append(Row(f"{label} mean gain over H100 (co-processing; paper: all-model average)", GAIN_MEAN,
-                        float(np.mean(gains)), "rel", 1.0, "x"))
+                        float(np.mean(gains)), "rel", SIMULATED, "x", kind="reported",
+                        why="the paper prints no per-model mean, only the all-model average it is shown beside"))
     co = [r["coprocessing"] for r in table]
     plain = [r["dispatch"] for r in table]
     rows += [
-        Row("mean gain over H100, all models (co-processing)", GAIN_MEAN, float(np.mean(co)), "rel", 0.25, "x"),
+        Row("mean gain over H100, all models (co-processing)", GAIN_MEAN, float(np.mean(co)), "rel", SIMULATED, "x"),
         Row("max gain over H100, all models (co-processing; ideal >= simulated)", GAIN_MAX, float(np.max(co)),
             "at_least", 0.0, "x"),
         Row("max gain over H100, Duplex without co-processing (ideal >= simulated)", GAIN_MAX_DISPATCH,
