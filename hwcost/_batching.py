@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from nets import ModelConfig
+from nets import ModelConfig, fail
 from hwcost._scenario import Scenario
 from hwcost._workload import ATTENTION_CORE, OPS, Knobs, experts_touched, workload
 
@@ -36,10 +36,6 @@ from hwcost._workload import ATTENTION_CORE, OPS, Knobs, experts_touched, worklo
 # attention core and the routed experts, which `StepWork` keeps apart.
 LINEAR_OPS = tuple(op for op in OPS if op not in ATTENTION_CORE + ("moe_routed", "comm"))
 _BYTE_KINDS = ("weights", "kv", "activations")
-
-
-def _fail(field_name: str, value, allowed: str) -> None:
-    raise ValueError(f"{field_name}={value!r}: {allowed}")
 
 
 @dataclass(frozen=True)
@@ -105,13 +101,13 @@ class ContinuousBatching:
         for name in ("batch", "prompt_len", "gen_len"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                _fail(name, value, "must be a positive integer")
+                fail(name, value, "must be a positive integer")
         if isinstance(self.n_steps, bool) or not isinstance(self.n_steps, int) or self.n_steps < 0:
-            _fail("n_steps", self.n_steps, "must be a non-negative integer (0 = automatic)")
+            fail("n_steps", self.n_steps, "must be a non-negative integer (0 = automatic)")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            _fail("seed", self.seed, "must be an integer")
+            fail("seed", self.seed, "must be an integer")
         if not isinstance(self.spread, (int, float)) or not (0.0 <= self.spread < 1.0):
-            _fail("spread", self.spread, "must be a number in [0, 1)")
+            fail("spread", self.spread, "must be a number in [0, 1)")
         # the per-step Scenario carries the precisions and validates them
         self.scenario("decode")
 

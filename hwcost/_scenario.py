@@ -12,22 +12,20 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from nets import fail
+
 PHASES = ("prefill", "decode", "train")
-
-
-def _fail(field_name: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"{field_name}={value!r}: {allowed}")
 
 
 def _positive_int(field_name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        _fail(field_name, value, "must be a positive integer")
+        fail(field_name, value, "must be a positive integer")
 
 
 def _bits(field_name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or not 1 <= value <= 32:
-        _fail(field_name, value, "must be a number of bits between 1 and 32")
+        fail(field_name, value, "must be a number of bits between 1 and 32")
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ class Scenario:
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
-            _fail("phase", self.phase, f"must be one of {', '.join(PHASES)}")
+            fail("phase", self.phase, f"must be one of {', '.join(PHASES)}")
         for name in ("batch", "context_len", "gen_len"):
             _positive_int(name, getattr(self, name))
         for name in ("weight_bits", "kv_bits", "act_bits", "dispatch_bits", "combine_bits"):
