@@ -39,6 +39,9 @@ def sweep(
     batch: int = typer.Option(16, help="Sequences per step."),
     seq_len: int = typer.Option(64, help="Bytes per sequence."),
     seed: int = seed_option(),
+    on_nonfinite: str = typer.Option("stop", "--on-nonfinite",
+                                     help="A NaN or inf loss or gradient: 'stop' (exit 3, the last good "
+                                          "checkpoint kept) or 'skip' that update (counted in metrics)."),
     out: Path = out_option("the sweep (default: a fresh runs/sweep-* folder, printed)"),
     quiet: bool = quiet_option(),
     as_json: bool = json_option(),
@@ -49,7 +52,8 @@ def sweep(
     sc = SweepConfig(model=model, lams=parse_list(lams, "lams", float) if not budgets else (),
                      budgets=parse_list(budgets, "budgets", float), metric=metric, target=target,
                      hardware=parse_list(hardware, "hardware"), pretrain_steps=pretrain_steps, steps=steps,
-                     recovery_steps=recovery_steps, batch=batch, seq_len=seq_len, seed=seed)
+                     recovery_steps=recovery_steps, batch=batch, seq_len=seq_len, seed=seed,
+                     on_nonfinite=on_nonfinite)
     _sweep(sc, out_dir(out, "sweep"), quiet=quiet, as_json=as_json)
 
 
@@ -58,7 +62,13 @@ def _sweep(sc, out: Path, *, quiet: bool, as_json: bool) -> None:
 
     log = (lambda *_: None) if as_json else (lambda msg: print(msg, flush=True))
     log(f"codesign: {len(sc.points())} joint runs of {sc.model} against {sc.target} ({sc.metric}) -> {out}")
-    result = run_sweep(sc, out, progress=not quiet and not as_json, log=log)
+    from codesign._train import NonFiniteError
+
+    try:
+        result = run_sweep(sc, out, progress=not quiet and not as_json, log=log)
+    except NonFiniteError as err:
+        print(f"codesign: error: {err}", file=sys.stderr)
+        sys.exit(3)
     if as_json:
         print(json.dumps(json.loads((out / "summary.json").read_text()), indent=2, sort_keys=True))
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -24,6 +25,9 @@ def train(
     out: Path = out_option("the run (default: a fresh runs/train-* folder); an existing checkpoint there is "
                            "resumed exactly"),
     no_resume: bool = typer.Option(False, "--no-resume", help="Ignore checkpoints in --out."),
+    on_nonfinite: str = typer.Option("stop", "--on-nonfinite",
+                                     help="A NaN or inf loss or gradient: 'stop' (exit 3, the last good "
+                                          "checkpoint kept) or 'skip' that update (counted in metrics)."),
     quiet: bool = quiet_option(),
     as_json: bool = json_option(),
 ) -> None:
@@ -32,16 +36,20 @@ def train(
 
     tc = TrainConfig(model=model, steps=steps, batch=batch, seq_len=seq_len, lr=lr, seed=seed, dtype=dtype,
                      warmup_steps=min(20, steps // 10),
-                     eval_every=eval_every, ckpt_every=ckpt_every)
+                     eval_every=eval_every, ckpt_every=ckpt_every, on_nonfinite=on_nonfinite)
     _run(tc, out_dir(out, "train"), resume=not no_resume, quiet=quiet, as_json=as_json)
 
 
 def _run(tc, out: Path, *, resume: bool, quiet: bool, as_json: bool) -> None:
     if not as_json:
         print(f"codesign: training {tc.model} for {tc.steps} steps -> {out}")
-    from codesign._train import train as train_model
+    from codesign._train import NonFiniteError, train as train_model
 
-    result = train_model(tc, out, resume=resume, progress=not quiet)
+    try:
+        result = train_model(tc, out, resume=resume, progress=not quiet)
+    except NonFiniteError as err:
+        print(f"codesign: error: {err}", file=sys.stderr)
+        sys.exit(3)
     summary = json.loads((result.out_dir / "summary.json").read_text())
     if as_json:
         print(json.dumps(summary, indent=2, sort_keys=True))

@@ -8,6 +8,21 @@ The same code runs on one CPU, on CPU with forced host devices and on a multi-GP
 Exact resume: the batch of step s is drawn from `fold_in(data_key, s)`, and the
 checkpoint holds parameters, optimiser state and step, so N steps in one go equal
 N/2 steps + kill + resume N/2 bit for bit.
+
+Numerics guard: the step checks inside the jitted function that the objective, the
+gradients and the optimiser's updates are all finite, and selects (`jnp.where`) the new
+parameters and optimiser state only when they are, so a NaN or inf never reaches the
+state. A small on-device guard ({"skipped", "bad_step"}) rides along with the metrics;
+the host reads it only where the loop already synchronises (the logged metrics, a
+checkpoint, the end), so the guard adds no host round trip per step. With
+`TrainConfig.on_nonfinite`:
+    "stop": the first bad step (1-based, the numbering of metrics.jsonl) freezes the state
+            at the last good one; at the next synchronisation the loop saves that state as
+            the checkpoint of the last good step (never a poisoned one) and raises
+            `NonFiniteError` naming the bad step and that checkpoint.
+    "skip": a bad step leaves parameters and optimiser state unchanged (its optimiser step
+            count included) and training goes on; `skipped_steps` in metrics.jsonl and
+            summary.json counts them.
 """
 
 from __future__ import annotations
@@ -35,6 +50,22 @@ from codesign._metrics import MetricsWriter, read_metrics
 from codesign.data import eval_batches, load_byte_corpus, sample_batch
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "auto": None}
+ON_NONFINITE = ("stop", "skip")
+
+
+class NonFiniteError(FloatingPointError):
+    """A non-finite loss or gradient stopped training (`TrainConfig.on_nonfinite == "stop"`).
+
+    `step` is the bad step (1-based, as in metrics.jsonl); `last_good_step` the step of the
+    checkpoint left on disk with the state just before it (0: none was saved).
+    """
+
+    def __init__(self, step: int, last_good_step: int, checkpoint_dir: Path):
+        self.step, self.last_good_step, self.checkpoint_dir = step, last_good_step, checkpoint_dir
+        where = (f"the last good state (step {last_good_step}) is checkpointed in {checkpoint_dir}"
+                 if last_good_step > 0 else "no state was checkpointed (it failed before any good step)")
+        super().__init__(f"non-finite loss or gradient at step {step}; training stopped and {where} "
+                         "(on_nonfinite='skip' skips such steps instead)")
 
 
 def compute_dtype(name: str):
@@ -73,6 +104,7 @@ class TrainConfig:
     ckpt_every: int = 100
     seed: int = 0
     dtype: str = "auto"
+    on_nonfinite: str = "stop"   # a NaN/inf loss or gradient: "stop" the run or "skip" that update
 
     def __post_init__(self) -> None:
         resolve_model(self.model)  # an unknown model is the first error a user should see
@@ -88,6 +120,8 @@ class TrainConfig:
             value = getattr(self, name)
             _check(isinstance(value, (int, float)) and 0 <= value < float("inf"), name, value, "must be >= 0")
         _check(self.dtype in DTYPES, "dtype", self.dtype, f"must be one of {', '.join(DTYPES)}")
+        _check(self.on_nonfinite in ON_NONFINITE, "on_nonfinite", self.on_nonfinite,
+               f"must be one of {', '.join(ON_NONFINITE)}")
 
     def model_config(self) -> nets.ModelConfig:
         return resolve_model(self.model)
@@ -198,16 +232,30 @@ class Trainer:
         """(logits, aux) of the network the trainable state describes (step None: evaluation)."""
         return self.model_from(params)(inputs)
 
-    def _step(self, params: Any, opt_state: Any, train_data: jax.Array, step: jax.Array):
+    def _step(self, params: Any, opt_state: Any, train_data: jax.Array, step: jax.Array, guard: Any = None):
+        """One update; `guard` (see `init_guard`; None: a fresh one) is returned updated as metrics
+        "skipped_steps" and "bad_step" (see the module docstring)."""
         self.trace_count += 1  # runs only when jax traces: counts compilations
+        guard = init_guard() if guard is None else guard
         inputs, targets = sample_batch(train_data, jax.random.fold_in(self.data_key, step), self.tc.batch,
                                        self.tc.seq_len)
         inputs = jax.lax.with_sharding_constraint(inputs, self.batch_sharded)
         targets = jax.lax.with_sharding_constraint(targets, self.batch_sharded)
-        grads, metrics = jax.grad(self.objective, has_aux=True)(params, inputs, targets, step)
-        updates, opt_state = self.optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
+        (total, metrics), grads = jax.value_and_grad(self.objective, has_aux=True)(params, inputs, targets, step)
+        updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
         metrics["grad_norm"] = optax.tree.norm(grads)
+        finite = _all_finite((total, grads, updates))
+        skipped, bad_step = guard["skipped"], guard["bad_step"]
+        if self.tc.on_nonfinite == "stop":  # frozen from the first bad step on
+            apply = finite & (bad_step < 0)
+            bad_step = jnp.where(finite | (bad_step >= 0), bad_step, step + 1).astype(jnp.int32)
+        else:
+            apply = finite
+            skipped = skipped + (~finite).astype(jnp.int32)
+        params, opt_state = jax.tree.map(lambda new, old: jnp.where(apply, new, old),
+                                         (new_params, new_opt_state), (params, opt_state))
+        metrics["skipped_steps"], metrics["bad_step"] = skipped, bad_step
         return params, opt_state, metrics
 
     def _eval(self, params: Any, valid: tuple[jax.Array, jax.Array]) -> jax.Array:
@@ -222,6 +270,21 @@ class Trainer:
         return {"params": self.params, "opt_state": self.opt_state}
 
 
+def init_guard(skipped: int = 0) -> dict[str, jax.Array]:
+    """The step's numerics guard: updates skipped so far, and the first bad step (1-based; -1: none)."""
+    return {"skipped": jnp.asarray(skipped, jnp.int32), "bad_step": jnp.asarray(-1, jnp.int32)}
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    """True when every float leaf of `tree` is free of NaN and inf (one fused reduction per leaf)."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.asarray(True)
+
+
+def _guard_of(m: dict[str, Any]) -> dict[str, Any]:
+    return {"skipped": m["skipped_steps"], "bad_step": m["bad_step"]}
+
+
 def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress: bool = True,
           kill_at_step: int | None = None, trainer: Trainer | None = None) -> TrainResult:
     """Train `tc` into `out_dir` (checkpoints/, metrics.jsonl, summary.json, config.json).
@@ -229,6 +292,8 @@ def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress
     With `resume`, an existing checkpoint in `out_dir` is continued exactly.
     `kill_at_step` SIGKILLs this process right after the checkpoint of that step is
     written: the test of exact resume uses it to interrupt a real run.
+    A non-finite loss or gradient stops the run with `NonFiniteError` or skips that update,
+    per `tc.on_nonfinite` (module docstring); on a stop no checkpoint of poisoned state is written.
     """
     from tqdm.auto import tqdm
 
@@ -249,15 +314,21 @@ def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress
     first_val = trainer.evaluate()
     if start == 0:
         metrics.write({"step": 0, "val_loss": first_val})
+    skipped = _skipped_before(out, start) if latest is not None else 0
+    guard, logged_skipped = jax.device_put(init_guard(skipped), trainer.replicated), skipped
     bar = tqdm(total=tc.steps, initial=start, disable=not progress, desc="train", unit="step", dynamic_ncols=True)
     t_last, step_last, val = time.perf_counter(), start, first_val
     for step in range(start, tc.steps):
         trainer.params, trainer.opt_state, m = trainer.step_fn(trainer.params, trainer.opt_state, trainer.train_data,
-                                                               jnp.asarray(step, jnp.int32))
+                                                               jnp.asarray(step, jnp.int32), guard)
+        guard = _guard_of(m)
         done = step + 1
         bar.update(1)
         if done % tc.log_every == 0 or done == tc.steps:
-            m = jax.device_get(m)
+            m = jax.device_get(m)  # the loop's own synchronisation; the guard comes with it
+            _stop_if_bad(m, ckpt, trainer, metrics, bar)
+            logged_skipped = int(m["skipped_steps"])
+            m.pop("bad_step")
             now = time.perf_counter()
             tps = (done - step_last) * tokens_per_step / (now - t_last)
             t_last, step_last = now, done
@@ -268,6 +339,11 @@ def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress
             metrics.write(record)
             bar.set_postfix(loss=f"{record['loss']:.3f}", val=f"{val:.3f}")
         if done % tc.ckpt_every == 0 or done == tc.steps:
+            g = jax.device_get(guard)  # the save below synchronises anyway
+            _stop_if_bad({"bad_step": g["bad_step"]}, ckpt, trainer, metrics, bar)
+            if int(g["skipped"]) != logged_skipped:  # so a resume from this checkpoint counts them
+                metrics.write({"step": done, "skipped_steps": int(g["skipped"])})
+                logged_skipped = int(g["skipped"])
             ckpt.save(done, trainer.state())
             if kill_at_step is not None and done == kill_at_step:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -280,10 +356,35 @@ def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress
     summary = {"model": trainer.cfg.name, "steps": tc.steps, "first_val_loss": _first_val(out, first_val),
                "final_val_loss": final_val, "tokens_per_s_median": tps, "devices": jax.device_count(),
                "backend": jax.default_backend(), "params_total": nets.count_params(trainer.cfg).total,
-               "corpus_train_sha256": trainer.corpus.train_sha256}
+               "corpus_train_sha256": trainer.corpus.train_sha256, "skipped_steps": logged_skipped}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     return TrainResult(out_dir=out, steps=tc.steps, first_val_loss=summary["first_val_loss"], final_val_loss=final_val,
                        tokens_per_s=tps, params=trainer.params, model=trainer.model_from(trainer.params))
+
+
+def _stop_if_bad(m: dict[str, Any], ckpt: Checkpointer, trainer: Trainer, metrics: MetricsWriter, bar) -> None:
+    """If the fetched guard shows a bad step, checkpoint the last good state and raise NonFiniteError.
+
+    Under "stop" the state stopped changing at the bad step, so what the trainer holds is
+    the state after step bad-1; it is saved as that step's checkpoint unless one exists.
+    """
+    bad = int(m["bad_step"])
+    if bad < 0:
+        return
+    good = bad - 1
+    if good > 0 and good not in ckpt.all_steps():
+        ckpt.save(good, trainer.state())
+    bar.close()
+    metrics.close()
+    ckpt.close()
+    raise NonFiniteError(bad, good, ckpt.directory)
+
+
+def _skipped_before(out: Path, step: int) -> int:
+    """The skipped-update count recorded at or before `step` in out/metrics.jsonl (0 if none)."""
+    counts = [r["skipped_steps"] for r in read_metrics(out / "metrics.jsonl")
+              if r.get("step", 0) <= step and r.get("skipped_steps") is not None]
+    return int(counts[-1]) if counts else 0
 
 
 def _first_val(out: Path, fallback: float) -> float:
