@@ -36,15 +36,15 @@ from codesign._search import (Evaluator, PathTrainer, candidate_key, common_refe
 from codesign._space import WIDTH_MULTIPLE, DesignSpace, check_hardened, full_widths, soft_width_gate
 from codesign._sweep import SweepConfig, SweepResult, front_and_volume, run, summary_table, sweep
 from codesign._targets import make_target
-from codesign._train import (TrainConfig, TrainResult, Trainer, compute_dtype, resolve_model, train,
-                             training_flops_per_token)
+from codesign._train import (NonFiniteError, TrainConfig, TrainResult, Trainer, compute_dtype, init_guard,
+                             resolve_model, train, training_flops_per_token)
 
 verify = verify_deployment
 
 __all__ = [
     # train
     "TrainConfig", "TrainResult", "Trainer", "train", "resolve_model", "training_flops_per_token", "compute_dtype",
-    "Checkpointer",
+    "Checkpointer", "NonFiniteError", "init_guard",
     "MetricsWriter", "read_metrics",
     # joint
     "JointConfig", "JointTrainer", "METRICS", "cost_metric", "check_budget", "DesignSpace", "WIDTH_MULTIPLE",

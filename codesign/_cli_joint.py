@@ -9,10 +9,11 @@ from pathlib import Path
 
 import typer
 
-from codesign._cli_options import (json_option, out_dir, out_option, parse_list, quiet_option, seed_option,
-                                   target_option)
+from codesign._cli_options import (json_option, on_nonfinite_option, out_dir, out_option, parse_list, quiet_option,
+                                   seed_option, target_option)
 
-TARGETS_HELP = "a GPU preset (h800, h20, a800, ascend-910b, h100-sxm, h200) or xrnpe"
+TARGETS_HELP = ("a hwcost target name or calibrated preset file (hwcost.target_names() lists them: GPU and TPU "
+                "presets, afd, duplex, cambricon, spatten, xrnpe)")
 
 
 def run(
@@ -39,9 +40,7 @@ def sweep(
     batch: int = typer.Option(16, help="Sequences per step."),
     seq_len: int = typer.Option(64, help="Bytes per sequence."),
     seed: int = seed_option(),
-    on_nonfinite: str = typer.Option("stop", "--on-nonfinite",
-                                     help="A NaN or inf loss or gradient: 'stop' (exit 3, the last good "
-                                          "checkpoint kept) or 'skip' that update (counted in metrics)."),
+    on_nonfinite: str = on_nonfinite_option(),
     out: Path = out_option("the sweep (default: a fresh runs/sweep-* folder, printed)"),
     quiet: bool = quiet_option(),
     as_json: bool = json_option(),

@@ -46,6 +46,11 @@ def seed_option() -> typer.models.OptionInfo:
     return typer.Option(0, "--seed", help="Root PRNG seed.")
 
 
+def on_nonfinite_option() -> typer.models.OptionInfo:
+    return typer.Option("stop", "--on-nonfinite", help="A NaN or inf loss or gradient: 'stop' (exit 3, the last good "
+                                                         "checkpoint kept) or 'skip' that update (counted in metrics).")
+
+
 def parse_list(text: str, field: str, kind: Callable[[str], T] = str, *,
                choices: tuple[str, ...] | None = None) -> tuple[T, ...]:
     """A comma-separated option as a tuple: '' gives (), blanks around entries are dropped.

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from codesign._cli_options import json_option, out_dir, out_option, quiet_option, seed_option
+from codesign._cli_options import (json_option, on_nonfinite_option, out_dir, out_option, quiet_option,
+                                   seed_option)
 
 
 def train(
@@ -25,9 +26,7 @@ def train(
     out: Path = out_option("the run (default: a fresh runs/train-* folder); an existing checkpoint there is "
                            "resumed exactly"),
     no_resume: bool = typer.Option(False, "--no-resume", help="Ignore checkpoints in --out."),
-    on_nonfinite: str = typer.Option("stop", "--on-nonfinite",
-                                     help="A NaN or inf loss or gradient: 'stop' (exit 3, the last good "
-                                          "checkpoint kept) or 'skip' that update (counted in metrics)."),
+    on_nonfinite: str = on_nonfinite_option(),
     quiet: bool = quiet_option(),
     as_json: bool = json_option(),
 ) -> None:

@@ -14,9 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from codesign import (Checkpointer, DesignSpace, HardenedTrainer, JointConfig, JointTrainer, TrainConfig, Trainer,
-                      read_metrics, train)
-from codesign._train import NonFiniteError
+from codesign import (Checkpointer, DesignSpace, HardenedTrainer, JointConfig, JointTrainer, NonFiniteError,
+                      TrainConfig, Trainer, read_metrics, train)
 
 BAD = 4  # the poisoned step's loop index: the 5th update, "step 5" in metrics.jsonl
 
@@ -69,7 +68,7 @@ def _assert_tree_equal(a, b):
 
 def _clean_states(path, tc, n):
     """The (params, opt_state) of a clean run after each of the first `n` steps, stepped the loop's way."""
-    from codesign._train import init_guard
+    from codesign import init_guard
     trainer = _make(path, tc)
     guard = jax.device_put(init_guard(), trainer.replicated)
     states = []
@@ -115,7 +114,7 @@ def test_skip_leaves_the_state_unchanged_and_training_goes_on(path, tiny_json, t
     assert (tmp_path / "summary.json").read_text().count('"skipped_steps": 1') == 1
 
     # step by step: the poisoned step leaves parameters and optimiser state exactly as they were
-    from codesign._train import init_guard
+    from codesign import init_guard
     stepper = _make(path, tc, poison=BAD)
     guard = jax.device_put(init_guard(), stepper.replicated)
     for step in range(BAD + 1):
