@@ -80,7 +80,12 @@ def _clean_states(path, tc, n):
     return states
 
 
-@pytest.mark.parametrize("path", list(PATHS))
+# The joint and QAT trainers inherit the plain trainer's guarded step; their variants compile two more models
+# each, so they run in the slow suite (`pytest -m slow`) and the plain variant in the default one.
+SLOW_PATHS = [p if p == "plain" else pytest.param(p, marks=pytest.mark.slow) for p in PATHS]
+
+
+@pytest.mark.parametrize("path", SLOW_PATHS)
 def test_stop_names_the_step_and_keeps_the_last_good_checkpoint(path, tiny_json, tmp_path):
     tc = _tc(tiny_json)
     trainer = _make(path, tc, poison=BAD)
@@ -100,7 +105,7 @@ def test_stop_names_the_step_and_keeps_the_last_good_checkpoint(path, tiny_json,
     assert all(r.get("step", 0) < BAD + 1 for r in read_metrics(tmp_path / "metrics.jsonl"))
 
 
-@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("path", SLOW_PATHS)
 def test_skip_leaves_the_state_unchanged_and_training_goes_on(path, tiny_json, tmp_path):
     tc = _tc(tiny_json, on_nonfinite="skip")
     trainer = _make(path, tc, poison=BAD)
@@ -150,6 +155,7 @@ def test_bad_on_nonfinite_names_the_field(tiny_json):
         _tc(tiny_json, on_nonfinite="ignore")
 
 
+@pytest.mark.slow  # a second interpreter and a cold compile; the in-process tests above cover the guard itself
 def test_cli_divergence_stops_with_one_line_and_exit_3(tiny_json, tmp_path):
     # a learning rate of 1e30 blows the weights up after the warm-up step: a real divergence, no hook
     proc = subprocess.run([sys.executable, "-m", "codesign", "train", "--model", tiny_json, "--steps", "10",
