@@ -25,6 +25,11 @@ published FP32 figure (priced at BF16 by the fallback rule, `hwcost.GPU`). No ch
 Blackwell has FP4: its FP4 rate is its FP8 rate (dequantised on the FP8 path). NVLink 4 on
 H100/H200 SXM: 900 GB/s bidirectional per GPU (datasheets).
 
+NVIDIA A100 SXM4 80GB (NVIDIA A100 Tensor Core GPU datasheet, 2021, dense figures): 312 TFLOP/s
+BF16/FP16 Tensor Core, 156 TFLOP/s TF32, 19.5 TFLOP/s FP32, 624 TOPS INT8, no FP8 (8-bit rate = BF16),
+80 GB HBM2e at 2039 GB/s, 400 W, NVLink 3 600 GB/s bidirectional per GPU (12 links of 50 GB/s);
+GA100 826 mm^2 (A100 whitepaper). Price: no paper figure, the 2.00 USD/h placeholder.
+
 NVIDIA B200 (HGX/DGX B200, 1000 W per GPU): DGX B200 specification (NVIDIA, 2024) for 8 GPUs:
 72 PFLOP/s FP4 dense (144 sparse), 72 PFLOP/s FP8 sparse, 1440 GB HBM3e, 64 TB/s, 14.4 TB/s
 aggregate NVLink; per GPU: FP4 9 P, FP8 and INT8 4.5 P, BF16 2.25 P, TF32 1.125 P (the HGX
@@ -83,6 +88,7 @@ _SPECS: dict[str, tuple[float, float | None, float, float, float, float, float]]
     "h20": (1.48e14, 2.96e14, 4.00e12, 96e9, 0.80, 400.0, 814.0),
     "a800": (3.12e14, None, 2.00e12, 80e9, 0.75, 400.0, 826.0),
     "ascend-910b": (2.80e14, None, 1.60e12, 64e9, 0.67, 400.0, 456.0),
+    "a100-sxm": (3.12e14, None, 2.039e12, 80e9, 2.00, 400.0, 826.0),
     "h100-sxm": (9.89e14, 1.979e15, 3.35e12, 80e9, 2.00, 700.0, 814.0),
     "h200": (9.89e14, 1.979e15, 4.80e12, 141e9, 2.00, 700.0, 814.0),
     "b200": (2.25e15, 4.5e15, 8.0e12, 180e9, 2.00, 1000.0, 1628.0),
@@ -98,6 +104,7 @@ _WIDE_NARROW: dict[str, tuple[float | None, float | None, float | None]] = {
     "h20": (None, 7.4e13, 4.4e13),
     "a800": (None, 1.56e14, 1.95e13),
     "ascend-910b": (None, None, None),
+    "a100-sxm": (None, 1.56e14, 1.95e13),
     "h100-sxm": (None, 4.947e14, 6.7e13),
     "h200": (None, 4.947e14, 6.7e13),
     "b200": (9.0e15, 1.125e15, 7.5e13),
@@ -108,12 +115,12 @@ _WIDE_NARROW: dict[str, tuple[float | None, float | None, float | None]] = {
 # 8-bit integer peak [OP/s] (the 8-bit anchor is FP8; see hwcost.GPU) and chip-to-chip
 # bandwidth [bytes/s, bidirectional per chip: NVLink, or TPU ICI], sources in the docstring.
 INT8_PEAK_OPS: dict[str, float] = {
-    "h800": 1.979e15, "h100-sxm": 1.979e15, "h200": 1.979e15, "h20": 2.96e14, "a800": 6.24e14, "b200": 4.5e15,
+    "h800": 1.979e15, "h100-sxm": 1.979e15, "h200": 1.979e15, "h20": 2.96e14, "a800": 6.24e14, "a100-sxm": 6.24e14, "b200": 4.5e15,
     "tpu-v4": 2.75e14, "tpu-v5e": 3.93e14, "tpu-v6e": 1.836e15}
 LINK_BYTES_PER_S: dict[str, float] = {
-    "h100-sxm": 9.0e11, "h200": 9.0e11, "b200": 1.8e12, "tpu-v4": 6.0e11, "tpu-v5e": 4.0e11,
+    "a100-sxm": 6.0e11, "h100-sxm": 9.0e11, "h200": 9.0e11, "b200": 1.8e12, "tpu-v4": 6.0e11, "tpu-v5e": 4.0e11,
     "tpu-v5p": 1.2e12, "tpu-v6e": 8.0e11, "tpu7x": 1.2e12}
-_ALIASES = {"910b": "ascend-910b", "h100": "h100-sxm", "h200-sxm": "h200", "b200-sxm": "b200", "v4": "tpu-v4",
+_ALIASES = {"910b": "ascend-910b", "a100": "a100-sxm", "a100-80gb": "a100-sxm", "h100": "h100-sxm", "h200-sxm": "h200", "b200-sxm": "b200", "v4": "tpu-v4",
             "v5e": "tpu-v5e", "v5p": "tpu-v5p", "v6e": "tpu-v6e", "trillium": "tpu-v6e", "ironwood": "tpu7x",
             "tpu-ironwood": "tpu7x", "tpu-v7x": "tpu7x"}
 PRESETS: tuple[str, ...] = tuple(_SPECS)

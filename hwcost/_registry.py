@@ -1,8 +1,8 @@
 """`get_target`: the one lookup from a name (or a calibrated preset file) to a `hwcost.Target`.
 
 Names (case-insensitive; `target_names()` lists every fixed one):
-- accelerator presets: h800, h20, a800, ascend-910b, h100-sxm, h200, b200, tpu-v4, tpu-v5e,
-  tpu-v5p, tpu-v6e, tpu7x (aliases 910b, h100, h200-sxm, b200-sxm, v4, v5e, v5p, v6e,
+- accelerator presets: h800, h20, a800, ascend-910b, a100-sxm, h100-sxm, h200, b200, tpu-v4, tpu-v5e,
+  tpu-v5p, tpu-v6e, tpu7x (aliases 910b, a100, a100-80gb, h100, h200-sxm, b200-sxm, v4, v5e, v5p, v6e,
   trillium, ironwood, tpu-ironwood, tpu-v7x): `hwcost.gpu(name)` (a TPU is the same roofline
   of matrix-unit peak and HBM bandwidth; see hwcost._presets).
 - a path to a calibrated preset (a .json file written by `codesign calibrate` /
