@@ -67,3 +67,5 @@ __all__ = [
     "throughput_tgs", "transfer_bytes", "codesign_split_macs", "grid_search", "exhaustive_flash_search",
     "flash_size", "gradient_flash_search", "dequantize", "ecc_corruption", "inject_bit_flips", "quantize_int8",
 ]
+
+from hwcost import parallel  # noqa: E402  (after the names it uses; the parallel cost model)
