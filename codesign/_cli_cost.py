@@ -7,6 +7,7 @@ import json
 import typer
 
 import hwcost
+from codesign._cli_options import mesh_option, parse_mesh
 
 
 def _fmt(value, scale: float = 1.0, spec: str = ".4g", unit: str = "") -> str:
@@ -25,13 +26,19 @@ def cost(
     weight_bits: float = typer.Option(16.0, help="Weight precision (bits)."),
     kv_bits: float = typer.Option(16.0, help="KV-cache precision (bits)."),
     act_bits: float = typer.Option(16.0, help="Activation precision (bits)."),
+    mesh: str = mesh_option("also print the step's cost split over that many GPUs of the target (GPU presets; "
+                            "the batch is the global batch)"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Per-operation time, FLOPs and bytes of MODEL on any target, and the totals (None: not modelled)."""
     cfg = hwcost.load_model(model)
+    parallel = parse_mesh(mesh) if mesh else None
     scenario = hwcost.Scenario(phase=phase, batch=batch, context_len=context, gen_len=gen_len,
                                weight_bits=weight_bits, kv_bits=kv_bits, act_bits=act_bits)
-    report = hwcost.cost_report(cfg, hwcost.get_target(target), scenario)
+    device = hwcost.get_target(target)
+    report = hwcost.cost_report(cfg, device, scenario)
+    if parallel is not None:
+        report["parallel"] = hwcost.parallel.parallel_report(cfg, parallel, device, scenario)
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -55,6 +62,12 @@ def cost(
     scalars = {k: v for k, v in report["breakdown"].items() if isinstance(v, float)}
     if scalars:
         print("breakdown: " + ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
+    if parallel is not None:
+        par = report["parallel"]
+        print(f"parallel {phase} step on {par['devices']} x {report['target']} ({mesh}; topology {par['topology']}): "
+              f"{par['latency_s'] * 1e3:.4g} ms, {par['memory_bytes'] * 1e-9:.4g} GB per device, "
+              f"{par['dollars']:.4g} USD")
+        print("parts (ms): " + ", ".join(f"{k[:-2]} {v * 1e3:.4g}" for k, v in par["parts_s"].items() if v))
 
 
 def reproduce(

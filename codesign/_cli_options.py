@@ -6,6 +6,8 @@
 - `--json`: print the result as JSON (machine-readable) instead of a table.
 - `--quiet`: no progress bars.
 - `--seed`: the root PRNG seed.
+- `--mesh AXIS=SIZE,...`: a device mesh (axes data, fsdp, tensor, expert, pipeline), read by
+  `hwcost.parallel.parse_mesh`, whose error names the option and the bad entry.
 - Lists are one comma-separated value (`--lams 0,0.01,0.1`), read by `parse_list`, whose
   error names the option, the text and what each entry must be.
 """
@@ -49,6 +51,19 @@ def seed_option() -> typer.models.OptionInfo:
 def on_nonfinite_option() -> typer.models.OptionInfo:
     return typer.Option("stop", "--on-nonfinite", help="A NaN or inf loss or gradient: 'stop' (exit 3, the last good "
                                                          "checkpoint kept) or 'skip' that update (counted in metrics).")
+
+
+def mesh_option(what: str) -> typer.models.OptionInfo:
+    """`--mesh`, default '' (one device); `what` finishes the help text."""
+    return typer.Option("", "--mesh", help="Device mesh as AXIS=SIZE pairs, e.g. data=2,tensor=4 (axes: data, fsdp, "
+                                           f"tensor, expert, pipeline): {what}.")
+
+
+def parse_mesh(text: str, **options):
+    """The `--mesh` text as a `hwcost.parallel.Parallelism` (an `InputError` naming --mesh if bad)."""
+    import hwcost
+
+    return hwcost.parallel.parse_mesh(text, field="--mesh", **options)
 
 
 def parse_list(text: str, field: str, kind: Callable[[str], T] = str, *,

@@ -22,6 +22,7 @@ from hwcost.parallel._mesh import AXES, RECOMPUTE, Parallelism, parse_mesh
 from hwcost.parallel._step import (OPTIMIZER_BYTES_PER_PARAM, Overlap, inference_step, pipeline_bubble_fraction,
                                    training_step)
 from hwcost.parallel._topology import TOPOLOGIES, Topology, topology
+from hwcost.parallel._report import default_topology, parallel_report
 
 __all__ = [
     "Topology", "topology", "TOPOLOGIES",
@@ -29,5 +30,5 @@ __all__ = [
     "bus_bandwidth", "ALGORITHMS", "COLLECTIVES",
     "Parallelism", "parse_mesh", "AXES", "RECOMPUTE",
     "layer_work", "ATTENTION_KERNELS", "training_step", "inference_step", "Overlap", "pipeline_bubble_fraction",
-    "OPTIMIZER_BYTES_PER_PARAM",
+    "OPTIMIZER_BYTES_PER_PARAM", "parallel_report", "default_topology",
 ]
