@@ -23,6 +23,10 @@ transformer layer, before any splitting over devices:
 
 from __future__ import annotations
 
+import functools
+
+import equinox as eqx
+import jax
 import numpy as np
 
 import hwcost
@@ -30,6 +34,7 @@ import nets
 from nets import fail
 
 ATTENTION_KERNELS = ("unfused", "flash")
+_workload = eqx.filter_jit(hwcost.workload)  # one compiled program instead of hundreds of eager ops
 DENSE_GEMMS = ("q_proj", "kv_proj", "o_proj", "ffn_dense", "moe_shared", "router")
 
 
@@ -38,9 +43,16 @@ def layer_work(cfg: nets.ModelConfig, micro_batch: int, seq_len: int, act_bits: 
     """Forward work per layer ([n_layers] float64 arrays) and per model (scalars): see the module docstring."""
     if attention not in ATTENTION_KERNELS:
         fail("attention", attention, f"must be one of {', '.join(ATTENTION_KERNELS)}")
+    return {k: v.copy() for k, v in _layer_work(cfg, micro_batch, seq_len, float(act_bits), attention).items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _layer_work(cfg: nets.ModelConfig, micro_batch: int, seq_len: int, act_bits: float,
+                attention: str) -> dict[str, np.ndarray]:
     scenario = hwcost.Scenario(phase="prefill", batch=micro_batch, context_len=seq_len, weight_bits=act_bits,
                                kv_bits=act_bits, act_bits=act_bits)
-    work = hwcost.workload(cfg, scenario)
+    with jax.ensure_compile_time_eval():  # static shapes only: concrete numbers even inside a jit
+        work = _workload(cfg, scenario)
     n = cfg.n_layers
 
     def per_layer(table: dict, ops) -> np.ndarray:

@@ -124,6 +124,14 @@ def training_step(cfg: nets.ModelConfig, par: Parallelism, gpu: hwcost.GPU, topo
     if global_batch % (replicas * par.microbatches):
         fail("mesh.microbatches", par.microbatches, f"times data x fsdp x expert = {replicas} must divide "
                                                     f"global_batch={global_batch}")
+    return _training_step(cfg, par, gpu, topo, overlap, global_batch, seq_len, bits, attention,
+                          optimizer_bytes_per_param, grad_bits)
+
+
+@eqx.filter_jit  # one compiled program per (model, mesh, shapes): eager dispatch of its small ops is slower
+def _training_step(cfg, par, gpu, topo, overlap, global_batch, seq_len, bits, attention, optimizer_bytes_per_param,
+                   grad_bits) -> hwcost.Cost:
+    replicas = par.data * par.fsdp * par.expert
     micro_batch = global_batch // (replicas * par.microbatches)
     t, e, p, v, m = par.tensor, par.expert, par.pipeline, par.interleave, par.microbatches
     w = layer_work(cfg, micro_batch, seq_len, bits, attention)
@@ -232,6 +240,12 @@ def inference_step(cfg: nets.ModelConfig, par: Parallelism, gpu: hwcost.GPU, top
     replicas = par.data * par.fsdp * par.expert
     if scenario.batch % replicas:
         fail("mesh", f"data x fsdp x expert = {replicas}", f"must divide the batch {scenario.batch}")
+    return _inference_step(cfg, par, gpu, topo, scenario)
+
+
+@eqx.filter_jit
+def _inference_step(cfg, par, gpu, topo, scenario) -> hwcost.Cost:
+    replicas = par.data * par.fsdp * par.expert
     t, e, p = par.tensor, par.expert, par.pipeline
     local = scenario.replace(batch=scenario.batch // replicas)
     work = hwcost.workload(cfg, local)
