@@ -74,7 +74,8 @@ def _git_head() -> str:
         return "unknown"
 
 
-def predict() -> dict:
+def predict_iterations() -> list[dict]:
+    """The four Megatron cases priced by `hwcost.parallel.training_step` (nothing written)."""
     gpu = hwcost.gpu("a100-sxm", compute_efficiency=GEMM_EFFICIENCY, memory_efficiency=ELEMENTWISE_EFFICIENCY)
     topo = hwcost.parallel.topology("dgx-a100")
     rows = []
@@ -89,8 +90,14 @@ def predict() -> dict:
             parts = {k: float(v) for k, v in cost.breakdown.items()}
             rows.append({"model": name, "mode": mode, "gpus": mesh.devices, "predicted_s": float(cost.latency_s),
                          "memory_gib": float(cost.memory_bytes) / 2 ** 30, "breakdown": parts})
-            print(f"{name:>5} {mode:<7} predicted {float(cost.latency_s):7.3f} s/iteration  "
-                  + " ".join(f"{k}={v:.3f}" for k, v in parts.items() if k.endswith("_s")))
+    return rows
+
+
+def predict() -> dict:
+    rows = predict_iterations()
+    for row in rows:
+        print(f"{row['model']:>5} {row['mode']:<7} predicted {row['predicted_s']:7.3f} s/iteration  "
+              + " ".join(f"{k}={v:.3f}" for k, v in row["breakdown"].items() if k.endswith("_s")))
     h100 = hwcost.parallel.topology("dgx-h100")
     bus = []
     for n in (2, 4, 8):
