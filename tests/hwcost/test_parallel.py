@@ -134,11 +134,8 @@ def test_invalid_parallel_options():
                                parallel.topology("dgx-a100"), global_batch=8, seq_len=32)
 
 
-def test_cli_mesh(codesign_main):
-    ok = codesign_main("cost", "codesign-default", "--target", "a100", "--phase", "train", "--batch", "8",
-                       "--context", "64", "--mesh", "data=2,tensor=4")
-    assert ok.returncode == 0, ok.stderr
-    assert "parallel train step on 8 x a100-sxm" in ok.stdout
+def test_cli_bad_mesh_is_one_line(codesign_main):
+    # (a good --mesh runs in tests/test_docs.py: the cost guide's `codesign cost ... --mesh data=2,tensor=4`)
     bad = codesign_main("cost", "codesign-default", "--mesh", "data=2,tensr=4")
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "--mesh" in bad.stderr and "tensr" in bad.stderr
