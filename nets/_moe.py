@@ -21,7 +21,10 @@ on CPU; CODESIGN_GROUPED_MATMUL=reference forces the last everywhere). All shape
 static (T*k rows) so the layer jits once per input shape, differentiates (every
 implementation has both gradients), and batches under `nnx.vmap`/`nnx.scan`.
 The outputs are un-sorted with the inverse permutation (a gather, so the combination
-over the k experts is summed in a fixed order, deterministic on every backend).
+over the k experts is summed in a fixed order, deterministic on every backend). The two row
+gathers (tokens into expert order, outputs back) carry custom VJPs whose backward passes are
+gathers through the inverse permutation too, where autodiff would scatter-add: the layer has
+no scatter-add and no atomic update in either direction (`_dispatch_rows`, `_permute_rows`).
 
 Parameters (no biases; exactly what `nets._params` counts):
   router_kernel  (d_model, n_experts)
@@ -84,6 +87,53 @@ def _expert_init():
     return nnx.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
 
 
+# ---- dispatch: row gathers whose backward passes are gathers too (no scatter-add, no atomics) ----
+@jax.custom_vjp
+def _dispatch_rows(x_TxD: Array, order_N: Array, inverse_N: Array) -> Array:
+    """Slot rows in expert order: x[order // k] (N = T*k slots, slot n is token n // k, k = N // T).
+
+    Autodiff of this gather would scatter-add the cotangent into T rows (atomics on GPUs);
+    since `order` is a permutation of the slots, the same sum is the gather d[inverse]
+    reshaped (T, k, D) and summed over k.
+    """
+    return x_TxD[order_N // (order_N.shape[0] // x_TxD.shape[0])]
+
+
+def _dispatch_rows_fwd(x_TxD, order_N, inverse_N):
+    return _dispatch_rows(x_TxD, order_N, inverse_N), (order_N, inverse_N, x_TxD.shape[0])
+
+
+def _dispatch_rows_bwd(residuals, d_NxD):
+    order_N, inverse_N, T = residuals
+    d_TxKxD = d_NxD[inverse_N].reshape(T, -1, d_NxD.shape[-1])
+    return jnp.sum(d_TxKxD.astype(jnp.float32), axis=1).astype(d_NxD.dtype), None, None
+
+
+_dispatch_rows.defvjp(_dispatch_rows_fwd, _dispatch_rows_bwd)
+
+
+@jax.custom_vjp
+def _permute_rows(x_NxD: Array, perm_N: Array, inverse_N: Array) -> Array:
+    """x[perm] for a permutation `perm` with inverse `inverse`; the backward pass is the gather d[inverse].
+
+    Autodiff of a gather would scatter-add the cotangent; for a permutation the same result
+    is a plain gather, which GPUs do without atomics.
+    """
+    return x_NxD[perm_N]
+
+
+def _permute_rows_fwd(x_NxD, perm_N, inverse_N):
+    return x_NxD[perm_N], (perm_N, inverse_N)
+
+
+def _permute_rows_bwd(residuals, d_NxD):
+    _, inverse_N = residuals
+    return d_NxD[inverse_N], None, None
+
+
+_permute_rows.defvjp(_permute_rows_fwd, _permute_rows_bwd)
+
+
 class MoE(nnx.Module):
     """Routed mixture of `cfg.ffn.n_experts` FFN experts (top `cfg.ffn.top_k`) plus shared experts.
 
@@ -142,7 +192,8 @@ class MoE(nnx.Module):
         expert_N = experts_TxK.reshape(T * k)
         order_N = jnp.argsort(expert_N, stable=True)  # slot indices grouped by expert
         group_sizes_E = jnp.bincount(expert_N, length=E).astype(jnp.int32)
-        x_sorted_NxD = x_TxD[order_N // k]  # slot n belongs to token n // k
+        inverse_N = jnp.zeros_like(order_N).at[order_N].set(jnp.arange(T * k, dtype=order_N.dtype))
+        x_sorted_NxD = _dispatch_rows(x_TxD, order_N, inverse_N)  # x[order // k]: slot n is token n // k
 
         def grouped(lhs, weight):
             return grouped_matmul(lhs, weight[...].astype(self.dtype), group_sizes_E)
@@ -152,8 +203,7 @@ class MoE(nnx.Module):
         else:
             h_NxF = act(grouped(x_sorted_NxD, self.expert_up))
         y_sorted_NxD = grouped(h_NxF, self.expert_down)
-        inverse_N = jnp.zeros_like(order_N).at[order_N].set(jnp.arange(T * k, dtype=order_N.dtype))
-        y_TxKxD = y_sorted_NxD[inverse_N].reshape(T, k, D)
+        y_TxKxD = _permute_rows(y_sorted_NxD, inverse_N, order_N).reshape(T, k, D)
         y_TxD = jnp.einsum("tk,tkd->td", gates_TxK, y_TxKxD.astype(jnp.float32))
         return y_TxD.astype(self.dtype), group_sizes_E
 
