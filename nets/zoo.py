@@ -1,9 +1,16 @@
 """Published model configurations, each citing where its numbers come from.
 
 The cost models need only these configs: a 671B model is costed (and its
-parameters counted, see `nets.count_params`) without being allocated. The two
-`codesign-*` entries are this project's own models (the embedded default and the
-~100M benchmark model).
+parameters counted, see `nets.count_params`) without being allocated. The
+`codesign-*` entries are this project's own models (the embedded default, the
+~100M MoE benchmark model and the dense ~300M benchmark model).
+
+The benchmark models are frozen (a change would break the comparison of measurements over
+time): codesign-100m (12 layers, d_model 768, MFA with 12 query heads and one K/V head of 64,
+8 routed experts of 384 top-2 plus one shared, byte vocabulary) is benchmarked at batch 16 and
+32 x 1024 tokens; codesign-dense-300m (24 layers, d_model 1024, 16 MHA heads of 64, SwiGLU
+d_ff 2816, vocab 32000, untied; 308.3M parameters in the blocks, 373.9M in all) at batch
+16 x 2048 tokens.
 """
 
 from __future__ import annotations
@@ -104,6 +111,13 @@ _ENTRIES: tuple[ModelConfig, ...] = (
         ffn=FFNConfig(kind="moe", d_ff=2048, n_experts=8, top_k=2, n_shared_experts=1, d_expert=384,
                       moe_start=1),
         source="this project: a ~100M-parameter byte-level MFA + MoE decoder for throughput benchmarks"),
+    ModelConfig(
+        name="codesign-dense-300m", vocab_size=32000, d_model=1024, n_layers=24, max_seq_len=2048,
+        attention=AttentionConfig(kind="mha", n_heads=16, n_kv_heads=16, head_dim=64),
+        ffn=FFNConfig(kind="dense", activation="swiglu", d_ff=2816),
+        source="this project: a dense Llama-shaped decoder for throughput benchmarks, frozen: 24 layers, "
+               "d_model 1024, 16 MHA heads of 64, SwiGLU d_ff 2816, vocab 32000, untied embeddings "
+               "(308.3M parameters in the blocks, 373.9M total); benchmarked at batch 16 x 2048 tokens"),
 )
 
 ZOO: dict[str, ModelConfig] = {c.name: c for c in _ENTRIES}

@@ -45,3 +45,17 @@ def test_default_model_is_small_mfa_moe():
 def test_unknown_name_lists_the_zoo():
     with pytest.raises(ValueError, match="model='gpt-5': not in the zoo"):
         zoo.get("gpt-5")
+
+
+def test_dense_300m_benchmark_model_is_frozen_and_counted():
+    """The frozen dense benchmark model: its shape, and count_params against a count written out by hand."""
+    cfg = zoo.get("codesign-dense-300m")
+    a = cfg.attention
+    assert (cfg.n_layers, cfg.d_model, a.n_heads, a.n_kv_heads, a.head_dim, cfg.ffn.d_ff, cfg.vocab_size) == \
+        (24, 1024, 16, 16, 64, 2816, 32000)
+    d, layers, vocab = 1024, 24, 32000
+    per_layer = 4 * d * d + 3 * d * 2816 + 2 * d  # q, k, v, o; gate, up, down; two RMSNorm scales
+    counts = count_params(cfg)
+    assert counts.total == layers * per_layer + d + 2 * vocab * d  # + final norm, embedding and untied head
+    assert counts.active == counts.total - vocab * d
+    assert 300e6 < layers * per_layer < 320e6
