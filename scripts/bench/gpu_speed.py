@@ -220,11 +220,13 @@ def moe_items(rows, cfg, batch, seq, implementations, quick):
         rows.append(row)
         print(json.dumps(row), flush=True)
     if hasattr(_moe, "_permute_rows"):  # the same layer with autodiff's scatter-add backward of the row gathers
-        permute, _moe._permute_rows = _moe._permute_rows, lambda x, perm, inverse: x[perm]
+        saved = _moe._permute_rows, _moe._dispatch_rows
+        _moe._permute_rows = lambda x, perm, inverse: x[perm]
+        _moe._dispatch_rows = lambda x, order, inverse: x[order // (order.shape[0] // x.shape[0])]
         try:
             t = timed(vjp_fn(layer), params, x, cot, **timing)
         finally:
-            _moe._permute_rows = permute
+            _moe._permute_rows, _moe._dispatch_rows = saved
         row = {"item": f"moe layer {implementations[-1]} (gather backward by scatter-add)", "fwd_bwd_ms": t * 1e3}
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -239,6 +241,42 @@ def moe_items(rows, cfg, batch, seq, implementations, quick):
     finally:
         _moe.grouped_matmul = saved
     t_shared = timed(vjp_fn(shared_only), params, x, cot, **timing) if cfg.ffn.n_shared_experts else 0.0
+    # The parts of router + dispatch, each alone: the router (logits, softmax, top-k, gates; fwd+bwd),
+    # the sort (argsort, group sizes, inverse permutation; no gradient), and the row gathers
+    # (tokens into expert order, outputs back, gate-weighted combine; fwd+bwd).
+    m = nnx.merge(graphdef, params)
+    T, k = batch * seq, cfg.ffn.top_k
+    x_TxD = x.reshape(T, cfg.d_model)
+    experts = m.route(x_TxD)[2]
+
+    def router_part(p, x):
+        _, probs, _, gates = nnx.merge(graphdef, p).route(x)
+        return gates, jnp.mean(probs, axis=0)
+
+    def sort_part(experts):
+        expert_N = experts.reshape(-1)
+        order = jnp.argsort(expert_N, stable=True)
+        inverse = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
+        return order, inverse, jnp.bincount(expert_N, length=cfg.ffn.n_experts)
+
+    order, inverse, _ = jax.jit(sort_part)(experts)
+    gates = jax.random.uniform(jax.random.key(4), (T, k))
+
+    def gather_part(x, gates):
+        xs = _moe._dispatch_rows(x, order, inverse)
+        y = _moe._permute_rows(xs, inverse, order).reshape(T, k, -1)
+        return jnp.einsum("tk,tkd->td", gates, y.astype(jnp.float32)).astype(x.dtype)
+
+    parts = {}
+    r_f = jax.jit(lambda p, x, c: jax.vjp(router_part, p, x)[1](c))
+    r_cot = (jnp.ones((T, k), jnp.float32), jnp.ones((cfg.ffn.n_experts,), jnp.float32))
+    parts["router_ms"] = timed(r_f, params, x_TxD, r_cot, **timing) * 1e3
+    parts["sort_ms"] = timed(jax.jit(sort_part), experts, **timing) * 1e3
+    g_f = jax.jit(lambda x, g, c: jax.vjp(gather_part, x, g)[1](c))
+    parts["gathers_combine_ms"] = timed(g_f, x_TxD, gates, cot.reshape(T, -1), **timing) * 1e3
+    row = {"item": "moe router+dispatch parts", **parts}
+    rows.append(row)
+    print(json.dumps(row), flush=True)
     layer_rows = {r["item"]: r for r in rows if r.get("item", "").startswith("moe layer")}
     best = min(v["fwd_bwd_ms"] for v in layer_rows.values())
     row = {"item": "moe router+dispatch", "free_grouped_layer_ms": t_free * 1e3, "shared_experts_ms": t_shared * 1e3,

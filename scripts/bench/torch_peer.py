@@ -243,8 +243,8 @@ def main() -> None:
     for case in args.cases.split(","):
         name, b, s = case.split(":")
         try:
-            row = bench(name, int(b), int(s), warmup=2 if args.quick else 5, blocks=2 if args.quick else 5,
-                        steps=2 if args.quick else 10, compile_=not args.no_compile)
+            row = bench(name, int(b), int(s), warmup=2 if args.quick else 3, blocks=2 if args.quick else 5,
+                        steps=2 if args.quick else 8, compile_=not args.no_compile)
         except Exception as error:  # noqa: BLE001 - a failed case is a result, the next still runs
             traceback.print_exc(limit=3)
             row = {"model": name, "batch": int(b), "seq_len": int(s), "error": f"{type(error).__name__}: {error}"[:600]}

@@ -12,6 +12,9 @@ no recompute counted). Two peaks are reported: the datasheet's dense bf16 rate (
 The kernels the step uses follow CODESIGN_GROUPED_MATMUL and CODESIGN_ATTENTION (see
 `nets._grouped`, `nets._sdpa`; unset = "auto"): run once with both set to the reference
 ("reference", "einsum") and once unset to measure before/after on one machine.
+`--gemm-ceiling` also times every weight matmul of the step alone (forward and both gradients,
+bf16, the step's shapes; routed experts as dense matmuls of tokens x top_k rows): the TFLOP/s
+those shapes reach in isolation, the ceiling of the step's MFU.
 Timing: warm-up steps first (compilation excluded), then the median of repeated timed
 blocks, each ended by `block_until_ready`.
 """
@@ -43,6 +46,52 @@ def measured_matmul_tflops(n: int, repeats: int = 10) -> float:
         f(a, b).block_until_ready()
         times.append(time.perf_counter() - t)
     return 2 * n**3 / statistics.median(times) / 1e12
+
+
+def gemm_shapes(cfg: nets.ModelConfig, tokens: int) -> list[tuple[int, int, int, int]]:
+    """(rows, d_in, d_out, how many per step) of every weight matmul of a training step's forward pass.
+
+    Routed experts count as one dense matmul of tokens x top_k rows per expert matrix (the
+    ceiling a perfect grouped kernel reaches); the router and the attention core are left out.
+    """
+    a, f, D = cfg.attention, cfg.ffn, cfg.d_model
+    per_layer = ([(tokens, D, a.q_rank), (tokens, a.q_rank, a.n_heads * a.qk_head_dim)] if a.q_rank
+                 else [(tokens, D, a.n_heads * a.qk_head_dim)])
+    if a.kind == "mla":
+        per_layer += [(tokens, D, a.kv_rank + a.rope_dim), (tokens, a.kv_rank, 2 * a.n_heads * a.head_dim)]
+    else:
+        per_layer += [(tokens, D, a.n_kv_heads * a.head_dim)] * 2
+    per_layer.append((tokens, a.n_heads * a.head_dim, D))
+    m = 3 if f.activation == "swiglu" else 2
+    n_moe = sum(cfg.is_moe_layer(i) for i in range(cfg.n_layers))
+    out = [(r, i, o, cfg.n_layers) for r, i, o in per_layer]
+    out += [(tokens, D, f.d_ff, (m - 1) * (cfg.n_layers - n_moe)), (tokens, f.d_ff, D, cfg.n_layers - n_moe)]
+    if n_moe:
+        out += [(tokens * f.top_k, D, f.d_expert, (m - 1) * n_moe), (tokens * f.top_k, f.d_expert, D, n_moe)]
+        if f.n_shared_experts:
+            S = f.n_shared_experts * f.d_expert
+            out += [(tokens, D, S, (m - 1) * n_moe), (tokens, S, D, n_moe)]
+    out.append((tokens, D, cfg.vocab_size, 1))
+    return [row for row in out if row[3] > 0]
+
+
+def gemm_ceiling(cfg: nets.ModelConfig, tokens: int, repeats: int = 10) -> dict:
+    """TFLOP/s of the step's weight matmuls alone (forward, d input, d weight; bf16), FLOP-weighted."""
+    total_flops = total_s = 0.0
+    for rows, d_in, d_out, count in gemm_shapes(cfg, tokens):
+        x = jax.random.normal(jax.random.key(0), (rows, d_in), jnp.bfloat16)
+        w = jax.random.normal(jax.random.key(1), (d_in, d_out), jnp.bfloat16)
+        g = jax.random.normal(jax.random.key(2), (rows, d_out), jnp.bfloat16)
+        f = jax.jit(lambda x, w, g: (x @ w, g @ w.T, x.T @ g))
+        jax.block_until_ready(f(x, w, g))
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            jax.block_until_ready(f(x, w, g))
+            times.append(time.perf_counter() - t)
+        total_flops += count * 3 * 2 * rows * d_in * d_out
+        total_s += count * statistics.median(times)
+    return {"gemm_flops_per_step": total_flops, "gemm_s_per_step": total_s, "gemm_ceiling_tflops": total_flops / total_s / 1e12}
 
 
 def bench_model(model: str, batch: int, seq_len: int, dtype: str, warmup: int, blocks: int, steps_per_block: int):
@@ -82,8 +131,10 @@ def bench_model(model: str, batch: int, seq_len: int, dtype: str, warmup: int, b
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/bench/train_throughput.json")
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="datasheet dense bf16 TFLOP/s")
+    parser.add_argument("--peak-tflops", type=float, default=989.4, help="datasheet dense bf16 TFLOP/s")
     parser.add_argument("--quick", action="store_true", help="small sizes (CPU smoke run)")
+    parser.add_argument("--gemm-ceiling", action="store_true",
+                        help="also time each weight matmul of the step alone (the ceiling its GEMM shapes reach)")
     parser.add_argument("--cases", default="", help="model:batch:seq_len,... (default: the GPU or quick set)")
     args = parser.parse_args()
     on_gpu = jax.default_backend() == "gpu"
@@ -95,6 +146,12 @@ def main() -> None:
     measured = measured_matmul_tflops(8192 if on_gpu else 1024)
     rows = [bench_model(m, b, s, dtype, warmup=3 if args.quick else 10, blocks=3 if args.quick else 5,
                         steps_per_block=3 if args.quick else 20) for m, b, s in cases]
+    if args.gemm_ceiling:
+        for r in rows:
+            r.update(gemm_ceiling(nets.zoo.get(r["model"]), r["batch"] * r["seq_len"], repeats=3 if args.quick else 10))
+            r["gemm_share_of_step"] = r["gemm_s_per_step"] / r["step_s_median"]
+            print(f"{r['model']}: weight matmuls alone {r['gemm_ceiling_tflops']:.1f} TFLOP/s, "
+                  f"{r['gemm_s_per_step'] * 1e3:.2f} ms of the {r['step_s_median'] * 1e3:.2f} ms step", flush=True)
     for r in rows:
         r["mfu_vs_datasheet"] = r["achieved_tflops"] / args.peak_tflops
         r["mfu_vs_measured_matmul"] = r["achieved_tflops"] / measured
