@@ -1,8 +1,9 @@
 """The zoo's analytic parameter counts against the published totals (inputs to the test, not the code)."""
 
 import pytest
+from flax import nnx
 
-from nets import count_params, zoo
+from nets import TransformerLM, count_params, param_count, zoo
 
 # (total, active) in billions as published; active None where only a total is published.
 PUBLISHED = {
@@ -59,3 +60,5 @@ def test_dense_300m_benchmark_model_is_frozen_and_counted():
     assert counts.total == layers * per_layer + d + 2 * vocab * d  # + final norm, embedding and untied head
     assert counts.active == counts.total - vocab * d
     assert 300e6 < layers * per_layer < 320e6
+    built = nnx.eval_shape(lambda: TransformerLM(cfg, rngs=nnx.Rngs(0)))  # shapes only, nothing allocated
+    assert param_count(built) == counts.total
