@@ -85,7 +85,8 @@ if [[ $steps == *decode* ]]; then
   echo "decode rc=$?"; grep -v '^{' "$out/decode.log" | grep -v '^  File\|^Traceback\|^    ' | tail -30
 fi
 if [[ $steps == *qat* ]]; then
-  timeout ${QAT_S:-150} python3 scripts/bench/qat_step.py --steps ${QAT_STEPS:-60} --out "$out/qat.json" > "$out/qat.log" 2>&1
+  timeout ${QAT_S:-150} python3 scripts/bench/qat_step.py --steps ${QAT_STEPS:-60} \
+    --formats "${QAT_FORMATS:-posit(16,1);posit(8,0);fp8_e4m3;posit(4,1);fp4_e2m1}" --out "$out/qat.json" > "$out/qat.log" 2>&1
   echo "qat rc=$?"; tail -9 "$out/qat.log"
 fi
 if [[ -n ${hf_pid:-} ]]; then
