@@ -248,6 +248,13 @@ def main() -> None:
         except Exception as error:  # noqa: BLE001 - a failed case is a result, the next still runs
             traceback.print_exc(limit=3)
             row = {"model": name, "batch": int(b), "seq_len": int(s), "error": f"{type(error).__name__}: {error}"[:600]}
+            if not args.no_compile:  # the eager step still gives a peer figure (marked compiled: False)
+                try:
+                    row = {**bench(name, int(b), int(s), warmup=2, blocks=3, steps=5, compile_=False),
+                           "compile_error": row["error"]}
+                except Exception as eager_error:  # noqa: BLE001
+                    traceback.print_exc(limit=3)
+                    row["eager_error"] = f"{type(eager_error).__name__}: {eager_error}"[:600]
         rows.append(row)
         print(json.dumps(row), flush=True)
         if DEVICE == "cuda":
