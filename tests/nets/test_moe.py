@@ -304,6 +304,7 @@ def test_bad_inputs_raise():
         moe(jnp.zeros((3, D_MODEL)))
 
 
+@pytest.mark.slow  # two gradient compiles (~1 min on 2 cores); the default suite checks the same gradients by finite differences
 def test_dispatch_gather_backward_equals_autodiff_scatter_add(monkeypatch):
     """The custom VJPs of the row gathers (backward by gathers) give autodiff's gradients (scatter-add)."""
     import nets._moe as moe_module
