@@ -85,7 +85,9 @@ KNOWN: dict[str, dict[str, str]] = {
     "tests/codesign/test_search.py": {"codesign._search": _WHITE_BOX},
     "tests/codesign/test_sweep.py": {"codesign._cli_joint": _VIA_MAIN},
     "tests/nets/test_model.py": {"nets._model._Unit": _WHITE_BOX},
-    "tests/nets/test_moe.py": {"nets._moe._np_activation": "the NumPy reference activation the test compares against"},
+    "tests/nets/test_moe.py": {"nets._moe._np_activation": "the NumPy reference activation the test compares against",
+                               "nets._moe": "white box: the dispatch's custom VJPs swapped for plain gathers, to "
+                                            "compare their gradients with autodiff's"},
     "tests/nets/test_grouped.py": dict.fromkeys(
         ["nets._grouped", "nets._grouped.grouped_matmul", "nets._grouped.resolve_implementation",
          "nets._grouped.triton_grouped_matmul"], _KERNELS),
