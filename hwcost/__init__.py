@@ -21,27 +21,19 @@ from hwcost._scenario import PHASES, Scenario
 from hwcost._smooth import smooth_max, smooth_max2
 from hwcost._workload import (ATTENTION_CORE, ATTENTION_SIDE, FFN_GEMMS, FFN_SIDE, FOOTPRINT_KINDS, KINDS, OPS,
                               PROJECTIONS, Knobs, Workload, attention_intensity, cache_bytes_per_token, workload)
-from hwcost._target import Cost, Target
-from hwcost._gpu import GPU
-from hwcost._presets import PRESETS, gpu
-from hwcost._afd import (AFDCost, AFDTarget, afd, cheapest_per_side, decode_cost_per_token, min_moe_sparsity,
-                         paper_accounting, stage_budget_s, throughput_tgs, transfer_bytes)
-from hwcost._xrnpe import XRNPE, xrnpe
-from hwcost._batching import BatchSteps, ContinuousBatching, StepWork, step_work
-from hwcost._duplex import PIM, Duplex, DuplexCost, DuplexKnobs, codesign_split_macs, duplex, grid_search, pim
-from hwcost._spatten import SpAtten, SpAttenCost, SpAttenWorkload, pruning_knobs, spatten_knobs, spatten_workload
-from hwcost._cambricon import (FLASH_CONFIGS, CambriconLLM, cambricon, exhaustive_flash_search, flash_size,
-                               gradient_flash_search)
-from hwcost._ecc import dequantize, ecc_corruption, inject_bit_flips, quantize_int8
-from hwcost._calibrate import (DATA_SCHEMA, PRESET_SCHEMA, CalibratedGPU, Efficiency, KernelData, calibrate, calibrated,
-                               error_table, format_errors, item_kernels, load_data, load_preset, predict, save_preset)
+from hwcost.targets import (FLASH_CONFIGS, GPU, PIM, PRESETS, XRNPE, AFDCost, AFDTarget, BatchSteps, CambriconLLM,
+                            ContinuousBatching, Cost, Duplex, DuplexCost, DuplexKnobs, SpAtten, SpAttenCost,
+                            SpAttenWorkload, StepWork, Target, afd, cambricon, cheapest_per_side, codesign_split_macs,
+                            decode_cost_per_token, dequantize, duplex, ecc_corruption, exhaustive_flash_search,
+                            flash_size, gpu, gradient_flash_search, grid_search, inject_bit_flips, min_moe_sparsity,
+                            paper_accounting, pim, pruning_knobs, quantize_int8, spatten_knobs, spatten_workload,
+                            stage_budget_s, step_work, throughput_tgs, transfer_bytes, xrnpe)
+from hwcost.calibration import (DATA_SCHEMA, PRESET_SCHEMA, CalibratedGPU, Efficiency, KernelData, calibrate,
+                                calibrated, error_table, format_errors, item_kernels, load_data, load_preset, predict,
+                                save_preset)
 from hwcost._registry import get_target, target_names
-from hwcost._reproduce import PAPERS, Row, register, reproduce
+from hwcost.reproductions import PAPERS, Row, register, reproduce
 from hwcost._report import cost_report, load_model
-from hwcost import _reproduce_step3  # noqa: F401  (registers "step3")
-from hwcost import _reproduce_duplex  # noqa: F401  (registers "duplex")
-from hwcost import _reproduce_spatten  # noqa: F401  (registers "spatten")
-from hwcost import _reproduce_cambricon  # noqa: F401  (registers "cambricon")
 
 TARGETS: tuple[str, ...] = target_names()
 

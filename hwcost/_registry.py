@@ -4,7 +4,7 @@ Names (case-insensitive; `target_names()` lists every fixed one):
 - accelerator presets: h800, h20, a800, ascend-910b, a100-sxm, h100-sxm, h200, b200, tpu-v4, tpu-v5e,
   tpu-v5p, tpu-v6e, tpu7x (aliases 910b, a100, a100-80gb, h100, h200-sxm, b200-sxm, v4, v5e, v5p, v6e,
   trillium, ironwood, tpu-ironwood, tpu-v7x): `hwcost.gpu(name)` (a TPU is the same roofline
-  of matrix-unit peak and HBM bandwidth; see hwcost._presets).
+  of matrix-unit peak and HBM bandwidth; see hwcost.targets._presets).
 - a path to a calibrated preset (a .json file written by `codesign calibrate` /
   `hwcost.save_preset`): the `CalibratedGPU` it holds.
 - afd: Step-3's 2A2F attention-FFN disaggregation on H800s (16 attention + 16 FFN GPUs,
@@ -24,14 +24,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hwcost._afd import afd
-from hwcost._calibrate import load_preset
-from hwcost._cambricon import FLASH_CONFIGS, cambricon
-from hwcost._duplex import duplex
-from hwcost._presets import _ALIASES, PRESETS, gpu
-from hwcost._spatten import SpAtten
-from hwcost._target import Target
-from hwcost._xrnpe import xrnpe
+from hwcost.targets._afd import afd
+from hwcost.calibration._calibrate import load_preset
+from hwcost.targets._cambricon import FLASH_CONFIGS, cambricon
+from hwcost.targets._duplex import duplex
+from hwcost.targets._presets import _ALIASES, PRESETS, gpu
+from hwcost.targets._spatten import SpAtten
+from hwcost.targets._target import Target
+from hwcost.targets._xrnpe import xrnpe
 
 AFD_LINK_GBPS = 400.0  # network per attention GPU [Gbit/s]: one 400G NIC per GPU (Step-3's H800 nodes)
 _DUPLEX = {"duplex": "coprocessing", "duplex-dispatch": "dispatch", "duplex-gpu": "gpu"}

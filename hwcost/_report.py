@@ -15,7 +15,7 @@ import numpy as np
 import nets
 from hwcost._registry import get_target
 from hwcost._scenario import Scenario
-from hwcost._target import SCALARS, Target
+from hwcost.targets._target import SCALARS, Target
 from hwcost._workload import KINDS, OPS, workload
 
 

@@ -6,7 +6,7 @@
 Trains `codesign-default` briefly on the embedded byte corpus (codesign._train) or restores the
 checkpoint of a `codesign train` run directory, quantises every transformer-block weight matrix
 to int8 (per output channel, or per matrix with --granularity tensor), then for each raw
-bit-error rate injects flips (hwcost._ecc.inject_bit_flips, int8 stored as --encoding) with and
+bit-error rate injects flips (hwcost.inject_bit_flips, int8 stored as --encoding) with and
 without the on-die ECC,
 dequantises and measures the validation loss (mean over --seeds draws). The crossover rate of
 each variant is the smallest BER whose loss exceeds the clean int8 loss by --tolerance nats.

@@ -3,8 +3,8 @@
     PYTHONPATH=. python scripts/duplex_codesign.py [--model mixtral-8x7b] [--batch 64] [--out-dir runs/duplex_codesign]
 
 Objective: seconds per token x silicon area (H100 die + 5 Logic-PIM stacks), i.e. the
-inverse of tokens/s per mm^2, of a continuous batch on Mixtral (`hwcost._duplex.
-perf_per_area_objective`). Knobs: the number of least-loaded experts on the PIM in decode-only
+inverse of tokens/s per mm^2, of a continuous batch on Mixtral (the objective of
+`hwcost.codesign_split_macs`). Knobs: the number of least-loaded experts on the PIM in decode-only
 and in mixed steps (continuous) and the MACs per GEMM module. Adam (optax) on the relaxation,
 then integer splits and MACs rounded to a multiple of 64; the grid is every integer split
 pair x MACs in multiples of 64 up to 4096. Writes duplex_codesign.json and duplex_codesign.txt.

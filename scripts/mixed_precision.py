@@ -31,7 +31,7 @@ float (outside the per-layer knobs); the KV cache is not searched (16 bits in th
 
 Cost: `codesign._deploy.design_cost` of the hardened design on `hwcost.xrnpe()` (the
 paper's 1.72 GHz, 14 pJ per 16-bit MAC op, plus the documented assumptions of
-`hwcost/_xrnpe.py`) for a decode step of `scenario_batch` sequences at `scenario_context`
+`hwcost.xrnpe`) for a decode step of `scenario_batch` sequences at `scenario_context`
 tokens of context (default 1 x 256: one user on an XR headset, the model's full context).
 Energy per token [J] = energy of the step / tokens in the step; latency per token likewise [s].
 

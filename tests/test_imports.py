@@ -95,23 +95,23 @@ KNOWN: dict[str, dict[str, str]] = {
         ["nets._grouped", "nets._moe", "nets._grouped.grouped_matmul", "nets._grouped.triton_grouped_matmul"],
         _KERNELS),
     "tests/hwcost/test_calibrate.py": {
-        **dict.fromkeys(["hwcost._calibrate.CEILING_KIND", "hwcost._calibrate.GROUPS",
-                         "hwcost._calibrate.SCAN_CACHE_COPIES", "hwcost._calibrate.load_target",
-                         "hwcost._calibrate.roofline_seconds", "hwcost._calibrate.split_heldout",
-                         "hwcost._calibrate.workload_kernels"], _HWCOST),
+        **dict.fromkeys(["hwcost.calibration._calibrate.CEILING_KIND", "hwcost.calibration._calibrate.GROUPS",
+                         "hwcost.calibration._calibrate.SCAN_CACHE_COPIES", "hwcost.calibration._calibrate.load_target",
+                         "hwcost.calibration._calibrate.roofline_seconds", "hwcost.calibration._calibrate.split_heldout",
+                         "hwcost.calibration._calibrate.workload_kernels"], _HWCOST),
         "codesign._cli_calibrate": _VIA_MAIN, "codesign._cli_cost": _VIA_MAIN},
     "tests/hwcost/test_cambricon.py": dict.fromkeys(
-        ["hwcost._cambricon.flexgen_ssd", "hwcost._cambricon.paper_scenario", "hwcost._ecc._to_sign_magnitude",
-         "hwcost._reproduce_cambricon.ALPHA", "hwcost._reproduce_cambricon.FLEXGEN",
-         "hwcost._reproduce_cambricon.FIGURE9", "hwcost._reproduce_cambricon._ecc_rows",
-         "hwcost._reproduce_cambricon._motivation_rows", "hwcost._reproduce_cambricon._throughput_rows",
-         "hwcost._reproduce_cambricon._tile_alpha_rows"], _HWCOST),
+        ["hwcost.targets._cambricon.flexgen_ssd", "hwcost.targets._cambricon.paper_scenario", "hwcost.targets._ecc._to_sign_magnitude",
+         "hwcost.reproductions._cambricon.ALPHA", "hwcost.reproductions._cambricon.FLEXGEN",
+         "hwcost.reproductions._cambricon.FIGURE9", "hwcost.reproductions._cambricon._ecc_rows",
+         "hwcost.reproductions._cambricon._motivation_rows", "hwcost.reproductions._cambricon._throughput_rows",
+         "hwcost.reproductions._cambricon._tile_alpha_rows"], _HWCOST),
     "tests/hwcost/test_duplex.py": dict.fromkeys(
-        ["hwcost._batching.expert_token_counts", "hwcost._batching.moe_intensity", "hwcost._duplex.objective_at",
-         "hwcost._duplex.roofline_crossover", "hwcost._duplex.throughput_gains", "hwcost._duplex._xpu",
-         "hwcost._reproduce_duplex._hardware_rows", "hwcost._reproduce_duplex.reproduce_duplex"], _HWCOST),
+        ["hwcost.targets._batching.expert_token_counts", "hwcost.targets._batching.moe_intensity", "hwcost.targets._duplex.objective_at",
+         "hwcost.targets._duplex.roofline_crossover", "hwcost.targets._duplex.throughput_gains", "hwcost.targets._duplex._xpu",
+         "hwcost.reproductions._duplex._hardware_rows", "hwcost.reproductions._duplex.reproduce_duplex"], _HWCOST),
     "tests/hwcost/test_spatten.py": dict.fromkeys(
-        ["hwcost._reproduce_spatten", "hwcost._spatten.dram_reduction", "hwcost._spatten.kv_sram_bytes"], _HWCOST),
+        ["hwcost.targets._spatten.dram_reduction", "hwcost.targets._spatten.kv_sram_bytes"], _HWCOST),
 }
 
 

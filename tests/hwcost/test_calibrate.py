@@ -21,7 +21,7 @@ import hwcost
 import nets
 from hwcost import (DATA_SCHEMA, CalibratedGPU, Efficiency, calibrate, calibrated, error_table, item_kernels, load_data,
                     load_preset, predict, save_preset)
-from hwcost._calibrate import (CEILING_KIND, GROUPS, SCAN_CACHE_COPIES, load_target, roofline_seconds, split_heldout,
+from hwcost.calibration._calibrate import (CEILING_KIND, GROUPS, SCAN_CACHE_COPIES, load_target, roofline_seconds, split_heldout,
                                workload_kernels)
 
 H200_DATA = Path(__file__).resolve().parents[2] / "results" / "kernels_h200.json"

@@ -1,4 +1,4 @@
-"""Cambricon-LLM target, its on-die ECC and its reproduction (hwcost._cambricon, _ecc, _reproduce_cambricon)."""
+"""Cambricon-LLM target, its on-die ECC and its reproduction (hwcost.targets and hwcost.reproductions)."""
 
 import jax
 import jax.numpy as jnp
@@ -10,9 +10,9 @@ import hwcost
 import nets
 from hwcost import (FLASH_CONFIGS, CambriconLLM, cambricon, exhaustive_flash_search, gradient_flash_search,
                     ecc_corruption, inject_bit_flips, quantize_int8, Scenario, workload)
-from hwcost._cambricon import flexgen_ssd, paper_scenario
-from hwcost._ecc import _to_sign_magnitude
-from hwcost._reproduce_cambricon import (ALPHA, FIGURE9, FLEXGEN, _ecc_rows, _motivation_rows,
+from hwcost.targets._cambricon import flexgen_ssd, paper_scenario
+from hwcost.targets._ecc import _to_sign_magnitude
+from hwcost.reproductions._cambricon import (ALPHA, FIGURE9, FLEXGEN, _ecc_rows, _motivation_rows,
                                          _throughput_rows, _tile_alpha_rows)
 
 SMALL_OPT = nets.zoo.get("opt-6.7b").replace(n_layers=2)

@@ -13,9 +13,9 @@ import hwcost
 import nets
 from hwcost import (Scenario, workload, BatchSteps, ContinuousBatching, step_work, Duplex, DuplexKnobs,
                     codesign_split_macs, duplex, grid_search, pim)
-from hwcost._batching import expert_token_counts, moe_intensity
-from hwcost._duplex import objective_at, roofline_crossover, throughput_gains, _xpu
-from hwcost._reproduce_duplex import _hardware_rows, reproduce_duplex
+from hwcost.targets._batching import expert_token_counts, moe_intensity
+from hwcost.targets._duplex import objective_at, roofline_crossover, throughput_gains, _xpu
+from hwcost.reproductions._duplex import _hardware_rows, reproduce_duplex
 
 MIXTRAL = nets.zoo.get("mixtral-8x7b")
 TINY_MOE = nets.zoo.get("codesign-default")

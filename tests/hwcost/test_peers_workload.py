@@ -150,7 +150,7 @@ def test_full_space_throughput_and_script_end_to_end(tmp_path):
 
 
 def test_calibrated_preset_is_the_preset_on_its_own_spec(tmp_path):
-    cal = pytest.importorskip("hwcost._calibrate")
+    cal = pytest.importorskip("hwcost.calibration._calibrate")
     preset = cal.calibrated(hwcost.gpu("h200"), cal.Efficiency.default(), name="h200-calibrated")
     path = cal.save_preset(preset, tmp_path / "h200.json")
     target = peers.load_calibrated(str(path))

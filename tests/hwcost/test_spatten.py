@@ -12,9 +12,9 @@ import pytest
 
 import hwcost
 import nets
-from hwcost import (PAPERS, Scenario, ATTENTION_CORE, Knobs, workload, _reproduce_spatten, SpAtten, SpAttenWorkload,
+from hwcost import (PAPERS, Scenario, ATTENTION_CORE, Knobs, workload, SpAtten, SpAttenWorkload,
                     pruning_knobs, spatten_knobs, spatten_workload)
-from hwcost._spatten import dram_reduction, kv_sram_bytes
+from hwcost.targets._spatten import dram_reduction, kv_sram_bytes
 
 GPT2 = nets.zoo.get("gpt2-small")
 DECODE = Scenario(phase="decode", batch=1, context_len=992, gen_len=32, kv_bits=12)
@@ -30,7 +30,7 @@ def test_kv_sram_from_the_papers_sizes():
 def test_dram_reduction_at_the_papers_average_pruning():
     """Tokens/values 3.8x, heads 1.1x, 5.9% LSB re-fetch on GPT-2, against the reported 10.0x.
 
-    Assumptions (hwcost/_reproduce_spatten.py): fp32 unpruned baseline, 8+4-bit Q/K, V at 12 bits,
+    Assumptions (the SpAtten reproduction, hwcost.reproductions): fp32 unpruned baseline, 8+4-bit Q/K, V at 12 bits,
     the average keep on every layer. Pruning alone composes to 3.8 x 1.1; the precision adds the rest.
     """
     knobs = spatten_knobs(12, DECODE, token_keep=1 / 3.8, head_keep=1 / 1.1)

@@ -21,9 +21,9 @@ The GPT-2 row is out of that tolerance (13.2x against 10.0x): pruning composes t
 from __future__ import annotations
 
 import nets
-from hwcost._reproduce import SIMULATED, Row, register
+from hwcost.reproductions._rows import SIMULATED, Row, register
 from hwcost._scenario import Scenario
-from hwcost._spatten import dram_reduction, kv_sram_bytes, spatten_knobs, spatten_workload
+from hwcost.targets._spatten import dram_reduction, kv_sram_bytes, spatten_knobs, spatten_workload
 
 GPT2_TOKEN_FACTOR, AVERAGE_TOKEN_FACTOR, HEAD_FACTOR = 3.8, 1.9, 1.1
 LSB_FRACTION = 0.059

@@ -50,11 +50,11 @@ import numpy as np
 import optax
 
 import nets
-from hwcost._gpu import GPU, PRECISION_FIELDS, roofline_cost
-from hwcost._presets import gpu
+from hwcost.targets._gpu import GPU, PRECISION_FIELDS, roofline_cost
+from hwcost.targets._presets import gpu
 from hwcost._scenario import Scenario
 from hwcost._smooth import smooth_max2_inv
-from hwcost._target import ALL_MODELLED, Cost, Target, check_workload
+from hwcost.targets._target import ALL_MODELLED, Cost, Target, check_workload
 from hwcost._workload import ATTENTION_CORE, OPS, Workload, workload
 
 DATA_SCHEMA = "codesign.kernels/1"
@@ -608,7 +608,7 @@ def calibrate(data: str | Path | KernelData, base: str | GPU = "h200", *, steps:
 def save_preset(target: CalibratedGPU, path: str | Path, report: dict | None = None) -> Path:
     """Write a calibrated GPU as JSON (schema PRESET_SCHEMA); `load_target(path)` reads it back."""
     if not isinstance(target, CalibratedGPU):
-        raise ValueError(f"target={type(target).__name__}: must be a CalibratedGPU (see hwcost._calibrate.calibrate)")
+        raise ValueError(f"target={type(target).__name__}: must be a CalibratedGPU (see hwcost.calibrate)")
     fields = {f.name: float(getattr(target.device, f.name)) for f in dataclasses.fields(GPU) if f.name != "name"}
     body = {"schema": PRESET_SCHEMA, "name": target.name, "gpu": fields, "efficiency": target.efficiency.to_dict()}
     if report is not None:

@@ -1,8 +1,8 @@
 """Duplex (Yun et al., MICRO 2024, arXiv 2409.01141): every number of shared/reference/duplex.md we compute.
 
 The `paper` column holds the note's figures (Logic-PIM parts and totals, Op/B values, the
-roofline crossover, the headline gains); the `ours` column comes from `hwcost._duplex` and
-`hwcost._batching` and the zoo configs. Inputs taken from the paper besides those: the
+roofline crossover, the headline gains); the `ours` column comes from `hwcost.targets` (Duplex and
+continuous batching) and the zoo configs. Inputs taken from the paper besides those: the
 Logic-PIM parts (modules, MACs, clock, 4x bandwidth, area parts), the simulator's H100
 figures, Table I's models, batch sizes 32/64/128 and (L_in, L_out) spanning (256, 256) to
 (4096, 4096), FP16, uniform routing.
@@ -26,10 +26,10 @@ from __future__ import annotations
 import numpy as np
 
 import nets
-from hwcost._batching import ContinuousBatching, moe_intensity, step_work
-from hwcost._duplex import (_GEMM_MM2, _SOFTMAX_MM2, _BUFFER_MM2, _TSV_MM2, LOGIC_DIE_MM2, _xpu, pim,
+from hwcost.targets._batching import ContinuousBatching, moe_intensity, step_work
+from hwcost.targets._duplex import (_GEMM_MM2, _SOFTMAX_MM2, _BUFFER_MM2, _TSV_MM2, LOGIC_DIE_MM2, _xpu, pim,
                             roofline_crossover, throughput_gains)
-from hwcost._reproduce import EXACT, SIMULATED, Row, register
+from hwcost.reproductions._rows import EXACT, SIMULATED, Row, register
 from hwcost._scenario import Scenario
 from hwcost._workload import ATTENTION_CORE, workload
 

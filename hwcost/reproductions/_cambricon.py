@@ -3,7 +3,7 @@
 Published values (the `paper` column) come from shared/reference/cambricon_llm.md: the tile
 shape for configuration S, alpha for S/M/L, Figure 9's decode tokens/s (W8A8) on S/M/L, the
 FlexGen-SSD baselines and their ratios, the UFS 4.0 ceiling, the protected flip rate ~3x^2 and
-the motivation figures. Ours come from `hwcost._cambricon` and `hwcost._ecc` with the zoo
+the motivation figures. Ours come from `hwcost.cambricon` and `hwcost.ecc_corruption` with the zoo
 configs; the only deployment input not in the note is the sequence length (2048, see
 `paper_scenario`). Figure 9 and FlexGen-SSD rows are checked at `SIMULATED` (25%, the rule
 for a simulated end-to-end figure).
@@ -22,9 +22,9 @@ Identity rows: the tile (H*, W*), the paper's closed form on its own configurati
 from __future__ import annotations
 
 import nets
-from hwcost._cambricon import cambricon, flexgen_ssd, paper_scenario
-from hwcost._ecc import ecc_corruption
-from hwcost._reproduce import SIMULATED, Row, register
+from hwcost.targets._cambricon import cambricon, flexgen_ssd, paper_scenario
+from hwcost.targets._ecc import ecc_corruption
+from hwcost.reproductions._rows import SIMULATED, Row, register
 from hwcost._workload import OPS, workload
 
 MODELS = {"OPT-6.7B": "opt-6.7b", "OPT-66B": "opt-66b", "Llama2-70B": "llama-2-70b"}

@@ -29,8 +29,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from nets import ModelConfig
-from hwcost._gpu import GPU
-from hwcost._target import ALL_MODELLED, Cost, Target, check_phase, check_workload, whole_model_inputs
+from hwcost.targets._gpu import GPU
+from hwcost.targets._target import ALL_MODELLED, Cost, Target, check_phase, check_workload, whole_model_inputs
 from hwcost._scenario import Scenario
 from hwcost._smooth import smooth_max
 from hwcost._workload import ATTENTION_SIDE, FFN_SIDE, OPS, Knobs, Workload, workload

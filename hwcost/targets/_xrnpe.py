@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from hwcost._target import Cost, Target, check_workload
+from hwcost.targets._target import Cost, Target, check_workload
 from hwcost._smooth import smooth_max2
 from hwcost._workload import OPS, Workload
 from nets.formats import get_format

@@ -52,7 +52,7 @@ from jaxtyping import Array, Float
 from nets import ModelConfig
 from hwcost._scenario import Scenario
 from hwcost._smooth import smooth_max
-from hwcost._target import Cost, Target, check_phase, check_workload, whole_model_inputs
+from hwcost.targets._target import Cost, Target, check_phase, check_workload, whole_model_inputs
 from hwcost._workload import Knobs, Workload, _concrete
 
 

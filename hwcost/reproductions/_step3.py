@@ -6,7 +6,7 @@ section 4-5 text. Everything in the `ours` column is computed from the zoo confi
 and chip figures are deployment settings (8-bit precisions, context lengths, the 50 ms TPOT
 target, NIC speeds, the 2A2F layout and its batch sizes, the measured 47.5 ms TPOT).
 
-Tolerances (rules in `hwcost._reproduce`): figures derived exactly are checked at `EXACT`
+Tolerances (rules in `hwcost.Row`): figures derived exactly are checked at `EXACT`
 (1%); USD per 1M tokens and minimum sparsities, printed to three decimals, to one unit of
 that digit (0.001); roofline time and throughput are bounds of the measured ones. Rows that
 restate the paper's arithmetic on its own inputs (unit costs, the AFD budget example, the
@@ -16,10 +16,10 @@ measured TGS, the sparsity formula) are identity rows, shown but not counted.
 from __future__ import annotations
 
 import nets
-from hwcost._afd import (cheapest_per_side, decode_cost_per_token, min_moe_sparsity, stage_budget_s,
+from hwcost.targets._afd import (cheapest_per_side, decode_cost_per_token, min_moe_sparsity, stage_budget_s,
                          throughput_tgs, transfer_bytes, afd)
-from hwcost._presets import gpu
-from hwcost._reproduce import EXACT, Row, register
+from hwcost.targets._presets import gpu
+from hwcost.reproductions._rows import EXACT, Row, register
 from hwcost._scenario import Scenario
 from hwcost._workload import ATTENTION_CORE, ATTENTION_SIDE, FFN_GEMMS, PROJECTIONS, attention_intensity, workload
 

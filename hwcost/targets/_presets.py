@@ -77,7 +77,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from hwcost._gpu import GPU
+from hwcost.targets._gpu import GPU
 
 HBM_ENERGY_PER_BYTE_J = 3.9e-12 * 8
 DEFAULT_SHARPNESS = 20.0  # smooth max at most 5% above the sharp roofline (at a tie)

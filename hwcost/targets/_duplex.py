@@ -57,13 +57,13 @@ import optax
 from jaxtyping import Array, Float
 
 from nets import ModelConfig
-from hwcost._batching import LINEAR_OPS, BatchSteps, ContinuousBatching, StepWork, step_work
-from hwcost._descent import minimize
-from hwcost._gpu import GPU
-from hwcost._presets import HBM_ENERGY_PER_BYTE_J, gpu
+from hwcost.targets._batching import LINEAR_OPS, BatchSteps, ContinuousBatching, StepWork, step_work
+from hwcost.targets._descent import minimize
+from hwcost.targets._gpu import GPU
+from hwcost.targets._presets import HBM_ENERGY_PER_BYTE_J, gpu
 from hwcost._scenario import Scenario
 from hwcost._smooth import smooth_max2
-from hwcost._target import Cost, Target, check_phase, check_workload, whole_model_inputs
+from hwcost.targets._target import Cost, Target, check_phase, check_workload, whole_model_inputs
 from hwcost._workload import Workload, workload
 
 MODES = ("gpu", "dispatch", "coprocessing")

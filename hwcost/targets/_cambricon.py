@@ -51,8 +51,8 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from nets import ModelConfig
-from hwcost._descent import minimize
-from hwcost._target import Cost, Target, check_phase, check_workload
+from hwcost.targets._descent import minimize
+from hwcost.targets._target import Cost, Target, check_phase, check_workload
 from hwcost._scenario import Scenario
 from hwcost._smooth import smooth_max2
 from hwcost._workload import ATTENTION_CORE, OPS, Workload, workload

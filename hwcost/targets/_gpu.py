@@ -49,7 +49,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from hwcost._smooth import smooth_max2_inv
-from hwcost._target import ALL_MODELLED, Cost, Target, check_workload
+from hwcost.targets._target import ALL_MODELLED, Cost, Target, check_workload
 from hwcost._workload import ATTENTION_CORE, OPS, Workload
 
 _POSITIVE = ("peak_flops_bf16", "peak_flops_fp8", "mem_bandwidth", "mem_capacity", "compute_efficiency",

@@ -1,6 +1,6 @@
 """Paper reproductions: a registry of paper -> function returning rows (published vs ours).
 
-Each paper module (e.g. `_reproduce_step3.py`) registers a function with `@register("name")`
+Each paper module (e.g. `_step3.py` beside this one) registers a function with `@register("name")`
 that computes every number of the paper this package can compute and returns `Row`s. The
 paper's values appear only there, as the `paper` column; ours come from the library.
 `codesign reproduce PAPER` prints them and exits 1 if a counted row is out of tolerance.
