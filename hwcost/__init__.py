@@ -28,9 +28,10 @@ from hwcost.targets import (FLASH_CONFIGS, GPU, PIM, PRESETS, XRNPE, AFDCost, AF
                             flash_size, gpu, gradient_flash_search, grid_search, inject_bit_flips, min_moe_sparsity,
                             paper_accounting, pim, pruning_knobs, quantize_int8, spatten_knobs, spatten_workload,
                             stage_budget_s, step_work, throughput_tgs, transfer_bytes, xrnpe)
-from hwcost.calibration import (DATA_SCHEMA, PRESET_SCHEMA, CalibratedGPU, Efficiency, KernelData, calibrate,
-                                calibrated, error_table, format_errors, item_kernels, load_data, load_preset, predict,
-                                save_preset)
+from hwcost.calibration import (CEILING_KIND, DATA_SCHEMA, KERNEL_GROUPS, PRESET_SCHEMA, SCAN_CACHE_COPIES,
+                                CalibratedGPU, Efficiency, KernelData, calibrate, calibrated, error_table, format_errors,
+                                item_kernels, load_data, load_preset, predict, roofline_seconds, save_preset,
+                                split_heldout, workload_kernels)
 from hwcost._registry import get_target, target_names
 from hwcost.reproductions import PAPERS, Row, register, reproduce
 from hwcost._report import cost_report, load_model
@@ -51,7 +52,8 @@ __all__ = [
     "pruning_knobs", "XRNPE", "xrnpe",
     # calibration
     "Efficiency", "KernelData", "calibrate", "calibrated", "error_table", "format_errors", "load_data", "load_preset",
-    "predict", "save_preset", "item_kernels", "DATA_SCHEMA", "PRESET_SCHEMA",
+    "predict", "save_preset", "item_kernels", "workload_kernels", "roofline_seconds", "split_heldout", "KERNEL_GROUPS",
+    "SCAN_CACHE_COPIES", "CEILING_KIND", "DATA_SCHEMA", "PRESET_SCHEMA",
     # reports and reproductions
     "cost_report", "load_model", "PAPERS", "Row", "register", "reproduce",
     # paper-specific helpers (reproductions and demo scripts)

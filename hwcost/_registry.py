@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hwcost.targets._afd import afd
-from hwcost.calibration._calibrate import load_preset
+from hwcost.calibration._preset import load_preset
 from hwcost.targets._cambricon import FLASH_CONFIGS, cambricon
 from hwcost.targets._duplex import duplex
 from hwcost.targets._presets import _ALIASES, PRESETS, gpu

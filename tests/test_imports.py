@@ -94,12 +94,6 @@ KNOWN: dict[str, dict[str, str]] = {
     "scripts/bench/gpu_speed.py": dict.fromkeys(
         ["nets._grouped", "nets._moe", "nets._grouped.grouped_matmul", "nets._grouped.triton_grouped_matmul"],
         _KERNELS),
-    "tests/hwcost/test_calibrate.py": {
-        **dict.fromkeys(["hwcost.calibration._calibrate.CEILING_KIND", "hwcost.calibration._calibrate.GROUPS",
-                         "hwcost.calibration._calibrate.SCAN_CACHE_COPIES", "hwcost.calibration._calibrate.load_target",
-                         "hwcost.calibration._calibrate.roofline_seconds", "hwcost.calibration._calibrate.split_heldout",
-                         "hwcost.calibration._calibrate.workload_kernels"], _HWCOST),
-        "codesign._cli_calibrate": _VIA_MAIN, "codesign._cli_cost": _VIA_MAIN},
     "tests/hwcost/test_cambricon.py": dict.fromkeys(
         ["hwcost.targets._cambricon.flexgen_ssd", "hwcost.targets._cambricon.paper_scenario", "hwcost.targets._ecc._to_sign_magnitude",
          "hwcost.reproductions._cambricon.ALPHA", "hwcost.reproductions._cambricon.FLEXGEN",

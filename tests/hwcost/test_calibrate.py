@@ -15,14 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 import hwcost
 import nets
-from hwcost import (DATA_SCHEMA, CalibratedGPU, Efficiency, calibrate, calibrated, error_table, item_kernels, load_data,
-                    load_preset, predict, save_preset)
-from hwcost.calibration._calibrate import (CEILING_KIND, GROUPS, SCAN_CACHE_COPIES, load_target, roofline_seconds, split_heldout,
-                               workload_kernels)
+from hwcost import (CEILING_KIND, DATA_SCHEMA, KERNEL_GROUPS, SCAN_CACHE_COPIES, CalibratedGPU, Efficiency, calibrate,
+                    calibrated, error_table, get_target, item_kernels, load_data, load_preset, predict, roofline_seconds,
+                    save_preset, split_heldout, workload_kernels)
 
 H200_DATA = Path(__file__).resolve().parents[2] / "results" / "kernels_h200.json"
 # Held-out MAPE bounds on the measured H200 data (results/kernels_h200.json, 105 items): the error
@@ -167,29 +165,24 @@ def test_split_holds_out_every_model_step_and_is_deterministic():
 def test_preset_round_trip(tmp_path, synthetic_fit):
     _, target, report = synthetic_fit
     path = save_preset(target, tmp_path / "h200-cal.json", report)
-    loaded = load_target(str(path))
+    loaded = get_target(str(path))
     assert isinstance(loaded, CalibratedGPU) and loaded.name == target.name
     for field in ("compute_max", "launch_s", "memory_half_bytes"):
         np.testing.assert_allclose(getattr(loaded.efficiency, field), getattr(target.efficiency, field), rtol=1e-6)
-    assert type(load_target("h200")) is hwcost.GPU
+    assert type(get_target("h200")) is hwcost.GPU
 
 
-def test_cli_calibrate_then_cost(tmp_path):
-    import typer
-    from codesign import _cli_calibrate, _cli_cost
-    app = typer.Typer()
-    _cli_calibrate.register(app)
-    _cli_cost.register(app)
+def test_cli_calibrate_then_cost(tmp_path, codesign_main):
     data_file = tmp_path / "kernels.json"
     data_file.write_text(json.dumps(_synthetic()))
     out = tmp_path / "preset.json"
-    result = CliRunner().invoke(app, ["calibrate", str(data_file), "--target", "h200", "--out", str(out),
-                                      "--steps", str(FIT_STEPS), "--json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["calibrated"]["end_to_end"]["n"] == 4
-    result = CliRunner().invoke(app, ["cost", "codesign-100m", "--target", str(out), "--json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["target"] == "h200-calibrated"
+    result = codesign_main("calibrate", str(data_file), "--target", "h200", "--out", str(out), "--steps", str(FIT_STEPS),
+                           "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["calibrated"]["end_to_end"]["n"] == 4
+    result = codesign_main("cost", "codesign-100m", "--target", str(out), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["target"] == "h200-calibrated"
 
 
 def test_bad_input(tmp_path):
@@ -198,7 +191,7 @@ def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match=r"^data.schema='other': must be"):
         load_data({"schema": "other", "items": []})
     with pytest.raises(ValueError, match=r"^efficiency.compute_max=1.5: must be in \(0, 1\]"):
-        dataclasses.replace(Efficiency.default(), compute_max=jnp.full((len(GROUPS),), 1.5))
+        dataclasses.replace(Efficiency.default(), compute_max=jnp.full((len(KERNEL_GROUPS),), 1.5))
     with pytest.raises(ValueError, match=r"^describe.type='conv': must be one of"):
         item_kernels({"type": "conv"})
     with pytest.raises(ValueError, match=r"^fraction=1.5: must be in \(0, 1\)"):
@@ -208,7 +201,7 @@ def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match=r"^target.schema='nope': must be"):
         load_preset(bad)
     with pytest.raises(ValueError, match=r"^target='h300': must be one of"):
-        load_target("h300")
+        get_target("h300")
     with pytest.raises(ValueError, match=r"^base=.*already calibrated"):
         calibrate(load_data(_synthetic()), calibrated(hwcost.gpu("h200"), Efficiency.default()), steps=1)
 
@@ -247,7 +240,7 @@ def test_h200_held_out_error_under_bound(h200):
     # the fit beats the uncalibrated roofline on the held-out whole-model steps by far
     assert cal["end_to_end"]["mape"] < 0.3 * report["roofline"]["end_to_end"]["mape"]
     # the MoE waste exponent is fitted, not fixed: the dense-expanded ragged_dot costs ~E x the routed FLOPs
-    assert 0.8 < float(target.efficiency.waste_exponent[GROUPS.index("moe")]) < 1.2
+    assert 0.8 < float(target.efficiency.waste_exponent[KERNEL_GROUPS.index("moe")]) < 1.2
 
 
 def test_h200_ceilings_are_training_items(h200):

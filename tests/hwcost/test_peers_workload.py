@@ -150,13 +150,12 @@ def test_full_space_throughput_and_script_end_to_end(tmp_path):
 
 
 def test_calibrated_preset_is_the_preset_on_its_own_spec(tmp_path):
-    cal = pytest.importorskip("hwcost.calibration._calibrate")
-    preset = cal.calibrated(hwcost.gpu("h200"), cal.Efficiency.default(), name="h200-calibrated")
-    path = cal.save_preset(preset, tmp_path / "h200.json")
+    preset = hwcost.calibrated(hwcost.gpu("h200"), hwcost.Efficiency.default(), name="h200-calibrated")
+    path = hwcost.save_preset(preset, tmp_path / "h200.json")
     target = peers.load_calibrated(str(path))
     h200_case = peers.Case(peers.H200, "decode", 20, 2048)
     assert peers.ours(h200_case, target(peers.H200))["rows_ms"]["total"] == pytest.approx(
-        peers.ours(h200_case, cal.load_preset(path))["rows_ms"]["total"], rel=1e-6)
+        peers.ours(h200_case, hwcost.load_preset(path))["rows_ms"]["total"], rel=1e-6)
     # transferred to the A100: the A100's datasheet numbers, the H200's fitted curves, never below the roofline
     a100 = target(A100)
     assert float(a100.device.mem_bandwidth) == pytest.approx(A100.mem_bandwidth, rel=1e-6)

@@ -1,0 +1,137 @@
+"""Kernel data files (`scripts/bench/kernels.py`, schema DATA_SCHEMA): loading and the held-out split.
+
+The split is by shape (a hash of the item id), and every whole-model step is held out, so
+the end-to-end error is measured on steps the fit never saw. The data file's two ceiling
+measurements (a 512 MiB copy, an 8192^3 bf16 matmul) are training items too (kind
+CEILING_KIND).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hwcost.calibration._kernels import _RECORD, item_kernels
+
+DATA_SCHEMA = "codesign.kernels/1"
+MODEL_KINDS = ("decode_step", "prefill_step")
+CEILING_KIND = "ceiling"
+"""The kind of the data file's copy and matmul ceiling items: always trained on, never held out."""
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelData:
+    """A kernel data file, flattened for fitting.
+
+    ids, kinds [item]: item id and kind ('gemm', 'gemm_fp8', 'attention', 'moe', 'norm',
+    'decode_step', 'prefill_step'); measured_s [item]: median time [s]; heldout [item]: in
+    the held-out split; kernels: columns over all kernel rows (see `item_kernels`);
+    item_of_row [row]: the item each row belongs to; device: where it was measured.
+    """
+
+    ids: tuple[str, ...]
+    kinds: tuple[str, ...]
+    measured_s: np.ndarray
+    heldout: np.ndarray
+    kernels: dict[str, np.ndarray]
+    item_of_row: np.ndarray
+    device: dict
+    source: str
+
+    def subset(self, mask: np.ndarray) -> "KernelData":
+        keep = np.flatnonzero(mask)
+        rows = np.isin(self.item_of_row, keep)
+        remap = np.full(len(self.ids), -1)
+        remap[keep] = np.arange(len(keep))
+        return KernelData(ids=tuple(self.ids[i] for i in keep), kinds=tuple(self.kinds[i] for i in keep),
+                          measured_s=self.measured_s[keep], heldout=self.heldout[keep],
+                          kernels={k: v[rows] for k, v in self.kernels.items()},
+                          item_of_row=remap[self.item_of_row[rows]], device=self.device, source=self.source)
+
+
+def _bucket(item_id: str) -> int:
+    """A stable pseudo-random bucket 0..99 from the item's id (its kind, dtype and shape)."""
+    return int(hashlib.sha256(item_id.encode()).hexdigest()[:8], 16) % 100
+
+
+def split_heldout(ids: tuple[str, ...], kinds: tuple[str, ...], fraction: float = 0.25) -> np.ndarray:
+    """Held-out mask: every whole-model step, and a `fraction` of each kernel kind chosen by shape hash.
+
+    Deterministic (a hash of the id, no RNG). Each kernel kind with at least two items keeps
+    at least one item on each side.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction={fraction!r}: must be in (0, 1)")
+    held = np.asarray([k != CEILING_KIND and (k in MODEL_KINDS or _bucket(i) < 100 * fraction)
+                       for i, k in zip(ids, kinds)], bool)
+    for kind in set(kinds) - set(MODEL_KINDS) - {CEILING_KIND}:
+        members = [n for n, k in enumerate(kinds) if k == kind]
+        if len(members) < 2:
+            continue
+        ranked = sorted(members, key=lambda n: _bucket(ids[n]))
+        if not held[members].any():
+            held[ranked[0]] = True
+        if held[members].all():
+            held[ranked[-1]] = False
+    return held
+
+
+def _ceiling_items(ceilings: dict | None) -> list[dict]:
+    """The suite's two ceiling measurements (`scripts/bench/kernels.py`: `ceilings`) as training items.
+
+    A 512 MiB bf16 elementwise copy (x * 2: `copy_bytes` read plus written) and a square bf16
+    matmul of side `matmul_n`: the largest elementwise and GEMM launches measured, they pin
+    the saturated bandwidth and compute efficiency of those groups. Kind CEILING_KIND: always
+    trained on, never held out (they are not part of the held-out split's kinds).
+    """
+    if not isinstance(ceilings, dict):
+        return []
+    out = []
+    if ceilings.get("copy_bytes_per_s", 0) > 0 and ceilings.get("copy_bytes", 0) > 0:
+        elements = ceilings["copy_bytes"] / 4  # bf16: 2 bytes read + 2 written per element
+        out.append({"id": f"ceiling/copy/bf16/n{int(elements)}", "kind": CEILING_KIND, "dtype": "bf16",
+                    "describe": {"type": "copy", "elements": elements, "bits": 16},
+                    "timing": {"median_s": ceilings["copy_bytes"] / ceilings["copy_bytes_per_s"]}})
+    if ceilings.get("matmul_bf16_flops_per_s", 0) > 0 and ceilings.get("matmul_n", 0) > 0:
+        n = int(ceilings["matmul_n"])
+        out.append({"id": f"ceiling/gemm/bf16/m{n}_n{n}_k{n}", "kind": CEILING_KIND, "dtype": "bf16",
+                    "describe": {"type": "gemm", "m": n, "n": n, "k": n, "bits_in": 16, "bits_out": 16},
+                    "timing": {"median_s": 2.0 * n ** 3 / ceilings["matmul_bf16_flops_per_s"]}})
+    return out
+
+
+def load_data(source: str | Path | dict, fraction: float = 0.25) -> KernelData:
+    """Read a kernel data file (`scripts/bench/kernels.py`, schema DATA_SCHEMA) and split it."""
+    if isinstance(source, dict):
+        data, name = source, "<dict>"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"data={str(source)!r}: no such file (run scripts/bench/kernels.py to make one)")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"data={str(source)!r}: not valid JSON ({err})") from None
+        name = str(path)
+    if not isinstance(data, dict) or data.get("schema") != DATA_SCHEMA:
+        got = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"data.schema={got!r}: must be {DATA_SCHEMA!r}")
+    items = [i for i in data.get("items", []) if i.get("timing", {}).get("median_s", 0) > 0]
+    if len(items) < 2:
+        raise ValueError(f"data.items={len(items)}: need at least 2 measured items")
+    items = items + _ceiling_items(data.get("ceilings"))
+    ids = tuple(i["id"] for i in items)
+    kinds = tuple(i["kind"] + ("_fp8" if i.get("dtype") == "fp8" else "") for i in items)
+    tables, owners = [], []
+    for n, item in enumerate(items):
+        k = item_kernels(item["describe"])
+        tables.append(k)
+        owners.append(np.full(len(k["flops"]), n))
+    kernels = {c: np.concatenate([t[c] for t in tables]) for c in _RECORD}
+    return KernelData(ids=ids, kinds=kinds, measured_s=np.asarray([i["timing"]["median_s"] for i in items]),
+                      heldout=split_heldout(ids, kinds, fraction), kernels=kernels,
+                      item_of_row=np.concatenate(owners), device=data.get("device", {}), source=name)

@@ -1,0 +1,162 @@
+"""Fitting the efficiency curves to a kernel data file, and the error tables of the result.
+
+The parameters are fitted with optax (Adam) on log time to the training split of a kernel
+data file (`hwcost.load_data`); `calibrate` fits a preset GPU and returns a
+`hwcost.CalibratedGPU` with a report of the held-out errors, calibrated and uncalibrated.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hwcost.calibration._data import MODEL_KINDS, KernelData, load_data
+from hwcost.calibration._efficiency import _FIELDS, Efficiency, kernel_seconds
+from hwcost.calibration._preset import CalibratedGPU, calibrated
+from hwcost.targets._gpu import GPU
+from hwcost.targets._presets import gpu
+
+
+def predict(device: GPU, eff: Efficiency | None, data: KernelData):
+    """Predicted time [s] of every item: calibrated with `eff`, the plain roofline with None."""
+    columns = {c: jnp.asarray(v, jnp.int32 if c == "group" else jnp.float32) for c, v in data.kernels.items()}
+    return _predict_columns(device, eff, columns, jnp.asarray(data.item_of_row), len(data.ids))
+
+
+def _predict_columns(device, eff, k, item_of_row, n_items: int):
+    rows = kernel_seconds(device, eff, k["group"], k["flops"], k["bytes"], k["bits"], k["waste"], k["launches"],
+                          k["copy"], k["extra_bytes"])
+    return jax.ops.segment_sum(rows, item_of_row, num_segments=n_items)
+
+
+# Curve exponents in (0.05, 1]: at most 1 keeps a kernel's time non-decreasing in its work
+# (exponent 1 is Hockney's n_1/2 form, a constant floor half/peak for tiny launches).
+_EXP_LOW, _EXP_SPAN = 0.05, 0.95
+
+
+def _to_efficiency(u: dict) -> Efficiency:
+    sig = jax.nn.sigmoid
+    return Efficiency(compute_max=sig(u["compute_max"]), compute_half_flops=jnp.exp(u["compute_half_flops"]),
+                      compute_exponent=_EXP_LOW + _EXP_SPAN * sig(u["compute_exponent"]),
+                      memory_max=sig(u["memory_max"]), memory_half_bytes=jnp.exp(u["memory_half_bytes"]),
+                      memory_exponent=_EXP_LOW + _EXP_SPAN * sig(u["memory_exponent"]),
+                      waste_exponent=jnp.exp(u["waste_exponent"]), launch_s=jnp.exp(u["launch_s"]))
+
+
+def _from_efficiency(eff: Efficiency) -> dict:
+    logit = lambda p: jnp.log(p) - jnp.log1p(-jnp.minimum(p, 1 - 1e-6))  # noqa: E731
+    return {"compute_max": logit(eff.compute_max), "compute_half_flops": jnp.log(eff.compute_half_flops),
+            "compute_exponent": logit((eff.compute_exponent - _EXP_LOW) / _EXP_SPAN),
+            "memory_max": logit(eff.memory_max), "memory_half_bytes": jnp.log(eff.memory_half_bytes),
+            "memory_exponent": logit((eff.memory_exponent - _EXP_LOW) / _EXP_SPAN),
+            "waste_exponent": jnp.log(eff.waste_exponent), "launch_s": jnp.log(eff.launch_s)}
+
+
+def fit(data: KernelData, base: GPU, *, steps: int = 3000, learning_rate: float = 0.05,
+        init: Efficiency | None = None, regularisation: float = 1e-4) -> tuple[Efficiency, dict]:
+    """Fit the efficiency curves to the training split of `data` (optax Adam on log time).
+
+    Loss: mean over training items of (log predicted - log measured)^2, plus
+    `regularisation` * squared distance of the unconstrained parameters from the start, so
+    that groups with no training data stay at the starting point. Returns the fitted
+    `Efficiency` and {"loss": [first, last], "steps", "train_items"}.
+    """
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps={steps!r}: must be a positive integer")
+    if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
+        raise ValueError(f"learning_rate={learning_rate!r}: must be a positive number")
+    train = data.subset(~data.heldout)
+    if len(train.ids) == 0:
+        raise ValueError("data: no training items (everything is held out)")
+    u0 = _from_efficiency(init or Efficiency.default())
+    base32 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32) if eqx.is_array(x) else x, base)
+    columns = {c: jnp.asarray(v, jnp.int32 if c == "group" else jnp.float32) for c, v in train.kernels.items()}
+    u, losses, final = _fit_run(u0, base32, columns, jnp.asarray(train.item_of_row),
+                                jnp.log(jnp.asarray(train.measured_s, jnp.float32)), n_items=len(train.ids),
+                                steps=steps, learning_rate=float(learning_rate), regularisation=float(regularisation))
+    eff = jax.tree.map(np.asarray, _to_efficiency(u))
+    return Efficiency(**{k: jnp.asarray(getattr(eff, k)) for k in _FIELDS}), {
+        "loss": [float(losses[0]), float(final)], "steps": steps, "train_items": len(train.ids)}
+
+
+@functools.partial(jax.jit, static_argnames=("n_items", "steps", "learning_rate", "regularisation"))
+def _fit_run(u0, base, columns, item_of_row, log_measured, *, n_items, steps, learning_rate, regularisation):
+    """`steps` Adam steps (cosine-decayed rate) in one compiled scan; (u, per-step losses, final loss)."""
+    def loss_fn(u):
+        predicted = _predict_columns(base, _to_efficiency(u), columns, item_of_row, n_items)
+        penalty = sum(jnp.sum((u[k] - u0[k]) ** 2) for k in u)
+        return jnp.mean((jnp.log(predicted) - log_measured) ** 2) + regularisation * penalty
+
+    optimiser = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.01))
+
+    def step(carry, _):
+        u, state = carry
+        loss, grads = jax.value_and_grad(loss_fn)(u)
+        updates, state = optimiser.update(grads, state, u)
+        return (optax.apply_updates(u, updates), state), loss
+
+    (u, _), losses = jax.lax.scan(step, (u0, optimiser.init(u0)), None, length=steps)
+    return u, losses, loss_fn(u)
+
+
+def error_table(device: GPU, eff: Efficiency | None, data: KernelData) -> dict:
+    """Absolute percentage errors of `predict` against the measurements, by kind and split.
+
+    {"by_kind": {kind: {"train"|"heldout": {"mape", "max_ape", "n"}}}, "end_to_end": held-out
+    whole-model steps, "kernels_heldout": held-out kernels, "lower_bound": fraction of items
+    where the prediction is not above the measurement}.
+    """
+    predicted = np.asarray(predict(device, eff, data), np.float64)
+    ape = np.abs(predicted - data.measured_s) / data.measured_s
+
+    def summary(mask):
+        mask = np.asarray(mask, bool)
+        if not mask.any():
+            return {"mape": None, "max_ape": None, "n": 0}
+        return {"mape": float(np.mean(ape[mask])), "max_ape": float(np.max(ape[mask])), "n": int(mask.sum())}
+
+    kinds = np.asarray(data.kinds)
+    model = np.isin(kinds, MODEL_KINDS)
+    return {"by_kind": {k: {"train": summary((kinds == k) & ~data.heldout), "heldout": summary((kinds == k) & data.heldout)}
+                        for k in sorted(set(data.kinds))},
+            "end_to_end": summary(model & data.heldout), "kernels_heldout": summary(~model & data.heldout),
+            "lower_bound": float(np.mean(predicted <= data.measured_s * (1 + 1e-6))),
+            "predicted_s": predicted.tolist()}
+
+def calibrate(data: str | Path | KernelData, base: str | GPU = "h200", *, steps: int = 3000,
+              name: str | None = None) -> tuple[CalibratedGPU, dict]:
+    """Fit `base` to `data`; returns the calibrated GPU and a report (fit, error tables, split)."""
+    data = data if isinstance(data, KernelData) else load_data(data)
+    device = gpu(base) if isinstance(base, str) else base
+    if isinstance(device, CalibratedGPU):
+        raise ValueError(f"base={device.name!r}: already calibrated; start from a preset GPU")
+    eff, history = fit(data, device, steps=steps)
+    target = calibrated(device, eff, name or f"{device.name}-calibrated")
+    report = {"data": data.source, "device": data.device, "base": device.name, "fit": history,
+              "heldout_ids": [i for i, h in zip(data.ids, data.heldout) if h],
+              "calibrated": error_table(device, eff, data), "roofline": error_table(device, None, data)}
+    return target, report
+
+
+
+def format_errors(report: dict) -> str:
+    """A human-readable table of a `calibrate` report: MAPE by kind and split, roofline vs calibrated."""
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    cal, roof = report["calibrated"], report["roofline"]
+    lines = [f"{'kind':<14} {'n train':>7} {'n held':>6} {'roofline held':>13} {'calib train':>11} "
+             f"{'calib held':>10} {'calib held max':>14}"]
+    for kind, row in cal["by_kind"].items():
+        lines.append(f"{kind:<14} {row['train']['n']:>7} {row['heldout']['n']:>6} "
+                     f"{pct(roof['by_kind'][kind]['heldout']['mape']):>13} {pct(row['train']['mape']):>11} "
+                     f"{pct(row['heldout']['mape']):>10} {pct(row['heldout']['max_ape']):>14}")
+    for label, key in (("kernels, held", "kernels_heldout"), ("end to end", "end_to_end")):
+        lines.append(f"{label:<14} {'':>7} {cal[key]['n']:>6} {pct(roof[key]['mape']):>13} {'':>11} "
+                     f"{pct(cal[key]['mape']):>10} {pct(cal[key]['max_ape']):>14}")
+    lines.append(f"uncalibrated roofline below the measurement on {100 * roof['lower_bound']:.1f}% of items")
+    return "\n".join(lines)

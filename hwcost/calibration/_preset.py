@@ -1,0 +1,123 @@
+"""`CalibratedGPU`: a GPU target whose kernel times follow fitted efficiency curves, and its JSON preset.
+
+`save_preset` writes one (schema PRESET_SCHEMA); `load_preset` reads it back, and
+`hwcost.get_target(path)` finds it by path like any other target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from hwcost._workload import ATTENTION_CORE, OPS, Workload
+from hwcost.calibration._efficiency import Efficiency, kernel_seconds
+from hwcost.calibration._kernels import SCAN_CACHE_COPIES, workload_kernels
+from hwcost.targets._gpu import GPU, PRECISION_FIELDS, roofline_cost
+from hwcost.targets._target import ALL_MODELLED, Cost, Target, check_workload
+
+PRESET_SCHEMA = "codesign.calibrated-gpu/1"
+
+
+class CalibratedGPU(Target):
+    """A GPU whose kernel times follow fitted efficiency curves (`Efficiency`) plus launch cost.
+
+    Composition, not a subclass: `device` is the `GPU` whose peaks, bandwidth, prices and
+    energies are used (its scalar efficiencies are 1: the curves replace them), `efficiency`
+    the fitted curves. Kernel times are `kernel_seconds` of `workload_kernels`; energy,
+    dollars, memory and area are the GPU's formulas (`roofline_cost`) applied to them. The
+    attention core (score and value) is one fused kernel, its time shared back to the two
+    classes in proportion to their compute plus memory times, as in `GPU`.
+    """
+
+    device: GPU
+    efficiency: Efficiency
+    name: str = eqx.field(static=True, default="gpu-calibrated")
+    modelled: ClassVar[frozenset[str]] = ALL_MODELLED
+
+    def _op_times(self, work: Workload):
+        compute, memory, _, hbm = self.device._op_times(work)
+        kernels = workload_kernels(work, self.device.activation_traffic, cache_copies=SCAN_CACHE_COPIES)
+        roofline = {}
+        copy = kernels.pop("kv_copy", None)
+        for name, k in kernels.items():
+            t = kernel_seconds(self.device, self.efficiency, int(k["group"]), k["flops"], k["bytes"], k["bits"],
+                               k["waste"], 1.0, 0.0, k["extra_bytes"])
+            if name == "attention" and copy is not None:  # the cache copies are charged to the attention core
+                t = t + kernel_seconds(self.device, self.efficiency, int(copy["group"]), copy["flops"],
+                                       copy["bytes"], copy["bits"], copy["waste"], 1.0)
+            if name != "attention":
+                roofline[name] = t
+                continue
+            core = [op for op in ATTENTION_CORE if op in compute]
+            parts = [compute[op] + memory[op] for op in core]
+            total = sum(parts)
+            positive = total > 0
+            for op, part in zip(core, parts):
+                roofline[op] = t * jnp.where(positive, part / jnp.where(positive, total, 1.0), 1.0 / len(core))
+        return compute, memory, roofline, hbm
+
+    def cost(self, work: Workload) -> Cost:
+        """Latency (calibrated kernel times), energy, dollars, memory and area of `work`."""
+        check_workload(self.name, work)
+        _, _, roofline, hbm = self._op_times(work)
+        return roofline_cost(self.device, work, roofline, hbm, self.name)
+
+    def op_times(self, work: Workload) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(compute, memory, calibrated kernel time) per `[op, slot]` [s]; the first two are the GPU's roofline parts."""
+        zeros = jnp.zeros_like(work.op_flops["lm_head"])
+        parts = self._op_times(work)[:3]
+        return tuple(jnp.stack([zeros + part.get(op, 0.0) for op in OPS]) for part in parts)
+
+    def fits(self, work: Workload) -> jax.Array:
+        """Whether the workload's resident bytes fit in the device's memory (bool array)."""
+        return self.device.fits(work)
+
+
+def calibrated(base: GPU, eff: Efficiency, name: str | None = None) -> CalibratedGPU:
+    """`base` with the efficiency curves `eff` (its scalar efficiencies must be 1: the curves replace them)."""
+    if not isinstance(base, GPU):
+        raise ValueError(f"base={type(base).__name__}: must be a hwcost.GPU")
+    return CalibratedGPU(device=base, efficiency=eff, name=base.name if name is None else name)
+
+def save_preset(target: CalibratedGPU, path: str | Path, report: dict | None = None) -> Path:
+    """Write a calibrated GPU as JSON (schema PRESET_SCHEMA); `load_preset(path)` (or `hwcost.get_target(path)`) reads it back."""
+    if not isinstance(target, CalibratedGPU):
+        raise ValueError(f"target={type(target).__name__}: must be a CalibratedGPU (see hwcost.calibrate)")
+    fields = {f.name: float(getattr(target.device, f.name)) for f in dataclasses.fields(GPU) if f.name != "name"}
+    body = {"schema": PRESET_SCHEMA, "name": target.name, "gpu": fields, "efficiency": target.efficiency.to_dict()}
+    if report is not None:
+        body["fit"] = {k: v for k, v in report.items() if k not in ("calibrated", "roofline")}
+        body["errors"] = {split: {k: v for k, v in report[split].items() if k != "predicted_s"}
+                          for split in ("calibrated", "roofline")}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body, indent=1))
+    return path
+
+
+def load_preset(path: str | Path) -> CalibratedGPU:
+    """Read a calibrated GPU written by `save_preset`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"target={str(path)!r}: no such calibrated preset file")
+    try:
+        body = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"target={str(path)!r}: not valid JSON ({err})") from None
+    if not isinstance(body, dict) or body.get("schema") != PRESET_SCHEMA:
+        got = body.get("schema") if isinstance(body, dict) else type(body).__name__
+        raise ValueError(f"target.schema={got!r}: must be {PRESET_SCHEMA!r}")
+    names = {f.name for f in dataclasses.fields(GPU)} - {"name"}
+    # a preset written before the per-precision rates existed lacks them: GPU's fallback rule fills them
+    if not set(body["gpu"]) <= names or not names - set(body["gpu"]) <= set(PRECISION_FIELDS):
+        raise ValueError(f"target.gpu={sorted(body['gpu'])}: must have exactly the GPU fields {sorted(names)} "
+                         f"({', '.join(PRECISION_FIELDS)} optional)")
+    fields = {k: jnp.asarray(v, jnp.float32) for k, v in body["gpu"].items()}
+    return CalibratedGPU(device=GPU(name=str(body["name"]), **fields), efficiency=Efficiency.from_dict(body["efficiency"]),
+                         name=str(body["name"]))
