@@ -21,13 +21,15 @@ from hwcost._scenario import PHASES, Scenario
 from hwcost._smooth import smooth_max, smooth_max2
 from hwcost._workload import (ATTENTION_CORE, ATTENTION_SIDE, FFN_GEMMS, FFN_SIDE, FOOTPRINT_KINDS, KINDS, OPS,
                               PROJECTIONS, Knobs, Workload, attention_intensity, cache_bytes_per_token, workload)
-from hwcost.targets import (FLASH_CONFIGS, GPU, PIM, PRESETS, XRNPE, AFDCost, AFDTarget, BatchSteps, CambriconLLM,
-                            ContinuousBatching, Cost, Duplex, DuplexCost, DuplexKnobs, SpAtten, SpAttenCost,
-                            SpAttenWorkload, StepWork, Target, afd, cambricon, cheapest_per_side, codesign_split_macs,
-                            decode_cost_per_token, dequantize, duplex, ecc_corruption, exhaustive_flash_search,
-                            flash_size, gpu, gradient_flash_search, grid_search, inject_bit_flips, min_moe_sparsity,
-                            paper_accounting, pim, pruning_knobs, quantize_int8, spatten_knobs, spatten_workload,
-                            stage_budget_s, step_work, throughput_tgs, transfer_bytes, xrnpe)
+from hwcost.targets import (ENCODINGS, FLASH_CONFIGS, GPU, PIM, PRESETS, XRNPE, AFDCost, AFDTarget, BatchSteps,
+                            CambriconLLM, ContinuousBatching, Cost, Duplex, DuplexCost, DuplexKnobs, FlexGenSSD, SpAtten,
+                            SpAttenCost, SpAttenWorkload, StepWork, Target, afd, cambricon, cheapest_per_side,
+                            codesign_split_macs, decode_cost_per_token, dequantize, dram_reduction, duplex, duplex_xpu,
+                            ecc_corruption, exhaustive_flash_search, expert_token_counts, flash_size, flexgen_ssd, gpu,
+                            gradient_flash_search, grid_search, inject_bit_flips, kv_sram_bytes, min_moe_sparsity,
+                            moe_intensity, objective_at, paper_accounting, pim, pruning_knobs, quantize_int8,
+                            roofline_crossover, spatten_knobs, spatten_workload, stage_budget_s, step_work,
+                            stored_bytes, throughput_gains, throughput_tgs, transfer_bytes, xrnpe)
 from hwcost.calibration import (CEILING_KIND, DATA_SCHEMA, KERNEL_GROUPS, PRESET_SCHEMA, SCAN_CACHE_COPIES,
                                 CalibratedGPU, Efficiency, KernelData, calibrate, calibrated, error_table, format_errors,
                                 item_kernels, load_data, load_preset, predict, roofline_seconds, save_preset,
@@ -47,9 +49,9 @@ __all__ = [
     "Target", "Cost", "get_target", "target_names", "TARGETS",
     # targets (each also keeps its own richer API)
     "GPU", "gpu", "PRESETS", "CalibratedGPU", "AFDTarget", "AFDCost", "afd", "Duplex", "DuplexCost", "DuplexKnobs",
-    "duplex", "PIM", "pim", "BatchSteps", "ContinuousBatching", "StepWork", "step_work", "CambriconLLM", "cambricon",
-    "FLASH_CONFIGS", "SpAtten", "SpAttenCost", "SpAttenWorkload", "spatten_workload", "spatten_knobs",
-    "pruning_knobs", "XRNPE", "xrnpe",
+    "duplex", "duplex_xpu", "PIM", "pim", "BatchSteps", "ContinuousBatching", "StepWork", "step_work", "CambriconLLM",
+    "cambricon", "FLASH_CONFIGS", "FlexGenSSD", "flexgen_ssd", "SpAtten", "SpAttenCost", "SpAttenWorkload",
+    "spatten_workload", "spatten_knobs", "pruning_knobs", "kv_sram_bytes", "dram_reduction", "XRNPE", "xrnpe",
     # calibration
     "Efficiency", "KernelData", "calibrate", "calibrated", "error_table", "format_errors", "load_data", "load_preset",
     "predict", "save_preset", "item_kernels", "workload_kernels", "roofline_seconds", "split_heldout", "KERNEL_GROUPS",
@@ -58,8 +60,10 @@ __all__ = [
     "cost_report", "load_model", "PAPERS", "Row", "register", "reproduce",
     # paper-specific helpers (reproductions and demo scripts)
     "cheapest_per_side", "decode_cost_per_token", "min_moe_sparsity", "paper_accounting", "stage_budget_s",
-    "throughput_tgs", "transfer_bytes", "codesign_split_macs", "grid_search", "exhaustive_flash_search",
-    "flash_size", "gradient_flash_search", "dequantize", "ecc_corruption", "inject_bit_flips", "quantize_int8",
+    "throughput_tgs", "transfer_bytes", "codesign_split_macs", "grid_search", "objective_at", "throughput_gains",
+    "roofline_crossover", "expert_token_counts", "moe_intensity", "exhaustive_flash_search", "flash_size",
+    "gradient_flash_search", "dequantize", "ecc_corruption", "inject_bit_flips", "quantize_int8", "stored_bytes",
+    "ENCODINGS",
 ]
 
 from hwcost import parallel  # noqa: E402  (after the names it uses; the parallel cost model)

@@ -78,7 +78,6 @@ def violations(path: pathlib.Path, root: pathlib.Path = ROOT) -> list[str]:
 # list can only shrink. Keyed by file, then by the dotted path imported.
 _WHITE_BOX = "white-box test: monkeypatches or inspects module internals; to go through a public hook"
 _VIA_MAIN = "calls a command function directly; to run through codesign.cli.main(argv)"
-_HWCOST = "a paper constant or helper hwcost keeps private; to be exported or tested through hwcost.reproduce"
 _KERNELS = "the grouped-GEMM kernels by implementation, monkeypatched per backend; to be exported"
 KNOWN: dict[str, dict[str, str]] = {
     "tests/codesign/test_atts_pipeline.py": {"codesign.atts._pipeline": _WHITE_BOX},
@@ -94,18 +93,6 @@ KNOWN: dict[str, dict[str, str]] = {
     "scripts/bench/gpu_speed.py": dict.fromkeys(
         ["nets._grouped", "nets._moe", "nets._grouped.grouped_matmul", "nets._grouped.triton_grouped_matmul"],
         _KERNELS),
-    "tests/hwcost/test_cambricon.py": dict.fromkeys(
-        ["hwcost.targets._cambricon.flexgen_ssd", "hwcost.targets._cambricon.paper_scenario", "hwcost.targets._ecc._to_sign_magnitude",
-         "hwcost.reproductions._cambricon.ALPHA", "hwcost.reproductions._cambricon.FLEXGEN",
-         "hwcost.reproductions._cambricon.FIGURE9", "hwcost.reproductions._cambricon._ecc_rows",
-         "hwcost.reproductions._cambricon._motivation_rows", "hwcost.reproductions._cambricon._throughput_rows",
-         "hwcost.reproductions._cambricon._tile_alpha_rows"], _HWCOST),
-    "tests/hwcost/test_duplex.py": dict.fromkeys(
-        ["hwcost.targets._batching.expert_token_counts", "hwcost.targets._batching.moe_intensity", "hwcost.targets._duplex.objective_at",
-         "hwcost.targets._duplex.roofline_crossover", "hwcost.targets._duplex.throughput_gains", "hwcost.targets._duplex._xpu",
-         "hwcost.reproductions._duplex._hardware_rows", "hwcost.reproductions._duplex.reproduce_duplex"], _HWCOST),
-    "tests/hwcost/test_spatten.py": dict.fromkeys(
-        ["hwcost.targets._spatten.dram_reduction", "hwcost.targets._spatten.kv_sram_bytes"], _HWCOST),
 }
 
 
@@ -151,7 +138,8 @@ def test_checker_flags_exactly_private_cross_package_imports(tmp_path, where, so
     assert [v.split(": ", 1)[1] for v in violations(path, tmp_path)] == expected
 
 
-@pytest.mark.parametrize("package", ["nets", "hwcost", "codesign", "codesign.atts", "codesign.data"])
+@pytest.mark.parametrize("package", ["nets", "hwcost", "hwcost.targets", "hwcost.calibration", "hwcost.reproductions",
+                                     "codesign", "codesign.atts", "codesign.data"])
 def test_public_api_is_explicit_and_resolves(package):
     """Each package's `__all__` lists public names only, once each, and every one of them exists."""
     import importlib
@@ -161,3 +149,15 @@ def test_public_api_is_explicit_and_resolves(package):
     assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})
     assert not [n for n in names if _is_private(n)]
     assert not [n for n in names if not hasattr(module, n)]
+
+
+@pytest.mark.parametrize("subpackage", ["hwcost.targets", "hwcost.calibration", "hwcost.reproductions"])
+def test_hwcost_reexports_every_subpackage_name(subpackage):
+    """`hwcost` is the one public API: each subpackage's names are hwcost's names, the same objects."""
+    import importlib
+
+    import hwcost
+
+    module = importlib.import_module(subpackage)
+    assert not set(module.__all__) - set(hwcost.__all__)
+    assert all(getattr(hwcost, name) is getattr(module, name) for name in module.__all__)

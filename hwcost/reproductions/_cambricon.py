@@ -17,6 +17,10 @@ One model, consistent across the models, cannot match both (a test recomputes bo
 the table).
 
 Identity rows: the tile (H*, W*), the paper's closed form on its own configuration S.
+
+Parts (`hwcost.reproduce("cambricon", parts=...)`): "tiling" (tile and alpha), "throughput"
+(Figure 9, FlexGen-SSD, UFS), "motivation" (the 70B per-token figures), "ecc" (the protected
+flip rate).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ INCONSISTENT_FLEXGEN = {"OPT-6.7B": "the paper's FlexGen-SSD cells stream 0.8 x 
                                     "OPT-6.7B against 0.1 x 66 = 6.6 GB/s for OPT-66B: inconsistent with its own table"}
 
 
+@register("cambricon", part="tiling")
 def _tile_alpha_rows() -> list[Row]:
     height, width = cambricon("S").tile()
     why = "the paper's closed form (H* = sqrt(cores x page), W* = channels x H*) on its own configuration S"
@@ -56,6 +61,7 @@ def _tile_alpha_rows() -> list[Row]:
     return rows
 
 
+@register("cambricon", part="throughput")
 def _throughput_rows() -> list[Row]:
     rows = []
     targets = {c: cambricon(c) for c in "SML"}
@@ -89,6 +95,7 @@ def _throughput_rows() -> list[Row]:
     return rows
 
 
+@register("cambricon", part="motivation")
 def _motivation_rows() -> list[Row]:
     work = workload(nets.zoo.get(MODELS["Llama2-70B"]), paper_scenario())
     ops = float(work.total_flops(tuple(op for op in OPS if op not in ("attn_score", "attn_value"))))
@@ -100,14 +107,9 @@ def _motivation_rows() -> list[Row]:
                 0.02, "ops/byte")]
 
 
+@register("cambricon", part="ecc")
 def _ecc_rows() -> list[Row]:
     ber = 1e-4
     voted = float(ecc_corruption(ber)["protected_bit_error"])
     return [Row("protected bit flip rate / x^2 at x = 1e-4 (~3x^2)", PROTECTED_FLIP_FACTOR, voted / ber**2, "rel", 0.01,
                 "")]
-
-
-@register("cambricon")
-def reproduce_cambricon() -> list[Row]:
-    """Tiling, alpha, Figure 9 throughput, FlexGen-SSD ratios, UFS ceiling, ECC and motivation figures."""
-    return _tile_alpha_rows() + _throughput_rows() + _motivation_rows() + _ecc_rows()

@@ -19,6 +19,9 @@ roofline-vs-measured rows).
 Identity rows: Logic-PIM's peak, bandwidth, their ratio, its area and area share, and the
 roofline crossover are the paper's arithmetic on its own module, clock, bandwidth and area
 figures (and the H100's), shown but not counted.
+
+Parts (`hwcost.reproduce("duplex", parts=...)`): "hardware" (Logic-PIM and the crossover),
+"intensity" (Op/B per op), "gains" (the throughput table: the slow part, minutes on a CPU).
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ import numpy as np
 
 import nets
 from hwcost.targets._batching import ContinuousBatching, moe_intensity, step_work
-from hwcost.targets._duplex import (_GEMM_MM2, _SOFTMAX_MM2, _BUFFER_MM2, _TSV_MM2, LOGIC_DIE_MM2, _xpu, pim,
-                            roofline_crossover, throughput_gains)
+from hwcost.targets._duplex import (_GEMM_MM2, _SOFTMAX_MM2, _BUFFER_MM2, _TSV_MM2, LOGIC_DIE_MM2, duplex_xpu, pim,
+                                    roofline_crossover, throughput_gains)
 from hwcost.reproductions._rows import EXACT, SIMULATED, Row, register
 from hwcost._scenario import Scenario
 from hwcost._workload import ATTENTION_CORE, workload
@@ -44,6 +47,7 @@ CROSSOVER_OPB = 32.0
 GAIN_MAX, GAIN_MEAN, GAIN_MAX_DISPATCH = 2.67, 2.07, 2.51
 
 
+@register("duplex", part="hardware")
 def _hardware_rows() -> list[Row]:
     logic = pim("logic-pim")
     area = float(logic.area_per_stack_mm2())
@@ -63,12 +67,13 @@ def _hardware_rows() -> list[Row]:
             why="a sum of the paper's own area parts"),
         Row("Logic-PIM share of the 121 mm^2 logic die", LOGIC_PIM_AREA_SHARE, area / LOGIC_DIE_MM2, "rel", EXACT, "",
             **same, why="the summed area over the paper's 121 mm^2 die"),
-        Row("roofline crossover: Logic-PIM faster than H100 below", CROSSOVER_OPB, roofline_crossover(_xpu(), logic),
+        Row("roofline crossover: Logic-PIM faster than H100 below", CROSSOVER_OPB, roofline_crossover(duplex_xpu(), logic),
             "rel", EXACT, "FLOP/B", **same,
             why="Logic-PIM peak / H100 bandwidth: the paper's two figures divided"),
     ]
 
 
+@register("duplex", part="intensity")
 def _intensity_rows() -> list[Row]:
     rows = []
     mixtral = nets.zoo.get("mixtral-8x7b")
@@ -132,7 +137,7 @@ def _gain_rows(table: list[dict]) -> list[Row]:
     return rows
 
 
-@register("duplex")
-def reproduce_duplex() -> list[Row]:
-    """Logic-PIM from its parts, Op/B per op, the crossover, and throughput gains over the H100."""
-    return _hardware_rows() + _intensity_rows() + _gain_rows(gain_table())
+@register("duplex", part="gains")
+def _gains() -> list[Row]:
+    """Throughput gains over the H100 for every model, batch and length of the reproduction (the slow part)."""
+    return _gain_rows(gain_table())

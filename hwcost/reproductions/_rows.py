@@ -1,7 +1,9 @@
 """Paper reproductions: a registry of paper -> function returning rows (published vs ours).
 
 Each paper module (e.g. `_step3.py` beside this one) registers a function with `@register("name")`
-that computes every number of the paper this package can compute and returns `Row`s. The
+that computes every number of the paper this package can compute and returns `Row`s (or
+several functions, one per named part: `@register("name", part="...")`, so that
+`reproduce(paper, parts=...)` can run the quick parts of a slow reproduction). The
 paper's values appear only there, as the `paper` column; ours come from the library.
 `codesign reproduce PAPER` prints them and exits 1 if a counted row is out of tolerance.
 
@@ -94,19 +96,36 @@ class Row:
 
 
 PAPERS: dict[str, Callable[[], list[Row]]] = {}
+_PARTS: dict[str, dict[str, Callable[[], list[Row]]]] = {}  # paper -> part -> rows, for papers registered in parts
 
 
-def register(paper: str) -> Callable[[Callable[[], list[Row]]], Callable[[], list[Row]]]:
-    """Decorator: make `fn` the reproduction of `paper` (a lowercase key such as 'step3')."""
+def register(paper: str, part: str | None = None) -> Callable[[Callable[[], list[Row]]], Callable[[], list[Row]]]:
+    """Decorator: make `fn` the reproduction of `paper` (a lowercase key such as 'step3'), or one named part of it.
+
+    A paper registered in parts reproduces as all its parts in the order they were registered;
+    `reproduce(paper, parts=...)` runs only some of them (a quick check of a slow reproduction).
+    """
     def add(fn: Callable[[], list[Row]]) -> Callable[[], list[Row]]:
-        PAPERS[paper] = fn
+        if part is None:
+            _PARTS.pop(paper, None)
+            PAPERS[paper] = fn
+            return fn
+        parts = _PARTS.setdefault(paper, {})
+        parts[part] = fn
+        PAPERS[paper] = lambda: [row for rows in parts.values() for row in rows()]
         return fn
     return add
 
 
-def reproduce(paper: str) -> list[Row]:
-    """All rows of `paper`'s reproduction (see PAPERS for the names)."""
+def reproduce(paper: str, parts: tuple[str, ...] | None = None) -> list[Row]:
+    """The rows of `paper`'s reproduction (see PAPERS for the names): all of them, or those of the named `parts`."""
     key = paper.lower() if isinstance(paper, str) else paper
     if key not in PAPERS:
         raise ValueError(f"paper={paper!r}: must be one of {', '.join(sorted(PAPERS))}")
-    return PAPERS[key]()
+    if parts is None:
+        return PAPERS[key]()
+    named = _PARTS.get(key, {})
+    if isinstance(parts, str) or not parts or any(part not in named for part in parts):
+        allowed = ", ".join(named) if named else f"none: {key} is reproduced as a whole"
+        raise ValueError(f"parts={parts!r}: must be a non-empty tuple of {key}'s parts ({allowed})")
+    return [row for part in parts for row in named[part]()]

@@ -25,13 +25,16 @@ from hwcost.targets._presets import PRESETS, gpu
 from hwcost.targets._afd import (AFDCost, AFDTarget, afd, cheapest_per_side, decode_cost_per_token, min_moe_sparsity,
                                  paper_accounting, stage_budget_s, throughput_tgs, transfer_bytes)
 from hwcost.targets._xrnpe import XRNPE, xrnpe
-from hwcost.targets._batching import BatchSteps, ContinuousBatching, StepWork, step_work
-from hwcost.targets._duplex import PIM, Duplex, DuplexCost, DuplexKnobs, codesign_split_macs, duplex, grid_search, pim
-from hwcost.targets._spatten import (SpAtten, SpAttenCost, SpAttenWorkload, pruning_knobs, spatten_knobs,
-                                     spatten_workload)
-from hwcost.targets._cambricon import (FLASH_CONFIGS, CambriconLLM, cambricon, exhaustive_flash_search, flash_size,
-                                       gradient_flash_search)
-from hwcost.targets._ecc import dequantize, ecc_corruption, inject_bit_flips, quantize_int8
+from hwcost.targets._batching import (BatchSteps, ContinuousBatching, StepWork, expert_token_counts, moe_intensity,
+                                      step_work)
+from hwcost.targets._duplex import (PIM, Duplex, DuplexCost, DuplexKnobs, duplex, duplex_xpu, pim, roofline_crossover,
+                                    throughput_gains)
+from hwcost.targets._duplex_codesign import codesign_split_macs, grid_search, objective_at
+from hwcost.targets._spatten import (SpAtten, SpAttenCost, SpAttenWorkload, dram_reduction, kv_sram_bytes,
+                                     pruning_knobs, spatten_knobs, spatten_workload)
+from hwcost.targets._cambricon import (FLASH_CONFIGS, CambriconLLM, FlexGenSSD, cambricon, exhaustive_flash_search,
+                                       flash_size, flexgen_ssd, gradient_flash_search)
+from hwcost.targets._ecc import ENCODINGS, dequantize, ecc_corruption, inject_bit_flips, quantize_int8, stored_bytes
 
 __all__ = [
     # the protocol
@@ -42,13 +45,16 @@ __all__ = [
     "AFDTarget", "AFDCost", "afd", "cheapest_per_side", "decode_cost_per_token", "min_moe_sparsity",
     "paper_accounting", "stage_budget_s", "throughput_tgs", "transfer_bytes",
     # Duplex and continuous batching
-    "Duplex", "DuplexCost", "DuplexKnobs", "duplex", "PIM", "pim", "BatchSteps", "ContinuousBatching", "StepWork",
-    "step_work", "codesign_split_macs", "grid_search",
-    # Cambricon-LLM and its on-die ECC
+    "Duplex", "DuplexCost", "DuplexKnobs", "duplex", "duplex_xpu", "PIM", "pim", "roofline_crossover",
+    "throughput_gains", "BatchSteps", "ContinuousBatching", "StepWork", "step_work", "expert_token_counts",
+    "moe_intensity", "codesign_split_macs", "grid_search", "objective_at",
+    # Cambricon-LLM, its flash-offloading baseline and its on-die ECC
     "CambriconLLM", "cambricon", "FLASH_CONFIGS", "exhaustive_flash_search", "flash_size", "gradient_flash_search",
-    "dequantize", "ecc_corruption", "inject_bit_flips", "quantize_int8",
+    "FlexGenSSD", "flexgen_ssd", "dequantize", "ecc_corruption", "inject_bit_flips", "quantize_int8", "stored_bytes",
+    "ENCODINGS",
     # SpAtten
     "SpAtten", "SpAttenCost", "SpAttenWorkload", "spatten_workload", "spatten_knobs", "pruning_knobs",
+    "kv_sram_bytes", "dram_reduction",
     # XR-NPE
     "XRNPE", "xrnpe",
 ]

@@ -28,7 +28,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int8
+from jaxtyping import Array, Float, Int8, UInt8
 
 PAGE_WEIGHTS = 16384  # int8 weights per 16 KB page
 PROTECTED_FRACTION = 0.01
@@ -159,6 +159,17 @@ _CODECS = {
     "twos": (_to_twos, _from_twos, lambda byte: jnp.abs(_from_twos(byte).astype(jnp.int16))),
     "sign_magnitude": (_to_sign_magnitude, _from_sign_magnitude, lambda byte: (byte & 0x7F).astype(jnp.int16)),
 }
+
+
+def stored_bytes(weights: Int8[Array, "..."], encoding: str = "twos") -> UInt8[Array, "..."]:
+    """The bytes that int8 `weights` are stored as under `encoding` (ENCODINGS): the bits `inject_bit_flips` flips.
+
+    "twos": two's complement (the int8's own bits); "sign_magnitude": sign in bit 7, magnitude
+    in bits 0-6 (-128 saturates to -127).
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding={encoding!r}: must be one of {', '.join(ENCODINGS)}")
+    return _CODECS[encoding][0](jnp.asarray(weights))
 
 
 def quantize_int8(weights: Float[Array, "... d_in d_out"], per_channel: bool = True

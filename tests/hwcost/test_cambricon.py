@@ -1,5 +1,7 @@
 """Cambricon-LLM target, its on-die ECC and its reproduction (hwcost.targets and hwcost.reproductions)."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,12 +10,8 @@ from jax.flatten_util import ravel_pytree
 
 import hwcost
 import nets
-from hwcost import (FLASH_CONFIGS, CambriconLLM, cambricon, exhaustive_flash_search, gradient_flash_search,
-                    ecc_corruption, inject_bit_flips, quantize_int8, Scenario, workload)
-from hwcost.targets._cambricon import flexgen_ssd, paper_scenario
-from hwcost.targets._ecc import _to_sign_magnitude
-from hwcost.reproductions._cambricon import (ALPHA, FIGURE9, FLEXGEN, _ecc_rows, _motivation_rows,
-                                         _throughput_rows, _tile_alpha_rows)
+from hwcost import (FLASH_CONFIGS, CambriconLLM, cambricon, exhaustive_flash_search, flexgen_ssd, gradient_flash_search,
+                    ecc_corruption, inject_bit_flips, quantize_int8, stored_bytes, Scenario, workload)
 
 SMALL_OPT = nets.zoo.get("opt-6.7b").replace(n_layers=2)
 
@@ -24,17 +22,38 @@ def _x64():
 
 
 # ---- reproduction ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def throughput_rows():
+    return hwcost.reproduce("cambricon", parts=("throughput",))
+
+
+def _paper_tables(rows) -> tuple[dict, dict]:
+    """Figure 9 ({model: tokens/s on S, M, L}) and the FlexGen-SSD cells ({model: tokens/s}) as the
+    reproduction's `paper` column holds them: the paper's numbers, nothing of ours."""
+    cells: dict[str, dict[str, float]] = {}
+    for r in rows:
+        match = re.fullmatch(r"(.+) decode on ([SML]) \(Figure 9\)", r.name)
+        if match:
+            cells.setdefault(match[1], {})[match[2]] = r.paper
+    figure9 = {model: tuple(v[c] for c in "SML") for model, v in cells.items()}
+    flexgen = {r.name.removesuffix(" FlexGen-SSD decode"): r.paper for r in rows if r.name.endswith(" FlexGen-SSD decode")}
+    return figure9, flexgen
+
+
 def test_tile_alpha_ecc_and_motivation_rows_reproduce():
-    rows = _tile_alpha_rows() + _ecc_rows() + _motivation_rows()
+    rows = hwcost.reproduce("cambricon", parts=("tiling", "ecc", "motivation"))
+    assert len(rows) == 9  # tile H* and W*, alpha for S, M and L, the ECC factor, 3 motivation figures
     bad = [r.to_dict() for r in rows if not r.ok]
     assert not bad, bad
-    assert {r.name.split()[-1] for r in rows if "alpha" in r.name} == set(ALPHA)
+    assert {r.name.split()[-1] for r in rows if "alpha" in r.name} == set(FLASH_CONFIGS)
 
 
-def test_figure9_and_flexgen_counted_rows_within_tolerance_inconsistent_cells_reported():
-    rows = _throughput_rows()
+def test_figure9_and_flexgen_counted_rows_within_tolerance_inconsistent_cells_reported(throughput_rows):
+    rows = throughput_rows
+    figure9, _ = _paper_tables(rows)
+    assert set(figure9) == {"OPT-6.7B", "OPT-66B", "Llama2-70B"}
     fig9 = [r for r in rows if "Figure 9" in r.name]
-    assert len(fig9) == sum(len(v) for v in FIGURE9.values())
+    assert len(fig9) == sum(len(v) for v in figure9.values())
     assert all(np.isfinite(r.ours) and r.ours > 0 for r in rows)
     simulated = [r for r in rows if r.check == "rel" and ("Figure 9" in r.name or "FlexGen" in r.name)]
     assert all(r.tolerance == hwcost.Row.SIMULATED for r in simulated)
@@ -46,12 +65,12 @@ def test_figure9_and_flexgen_counted_rows_within_tolerance_inconsistent_cells_re
                         "OPT-6.7B speed-up of L over FlexGen-SSD", "OPT-66B speed-up of L over FlexGen-SSD"}
     assert all("inconsistent" in r.why for r in rows if r.kind == "reported")
     # throughput rises with the configuration for every model
-    for label in FIGURE9:
+    for label in figure9:
         ours = [r.ours for r in fig9 if r.name.startswith(label + " ")]
         assert ours == sorted(ours)
 
 
-def test_the_papers_table_is_inconsistent_where_rows_are_reported():
+def test_the_papers_table_is_inconsistent_where_rows_are_reported(throughput_rows):
     """Recomputed from Figure 9 and the FlexGen-SSD cells (the paper's values, nothing of ours).
 
     One flash system scales every model from M to L by about the same factor; the paper's
@@ -59,19 +78,21 @@ def test_the_papers_table_is_inconsistent_where_rows_are_reported():
     every weight per token, so tokens/s x parameters (the weight rate) is one SSD's rate for
     every model; the paper's OPT-6.7B cell implies a rate 19% below its OPT-66B cell.
     """
-    l_over_m = {model: v[2] / v[1] for model, v in FIGURE9.items()}
+    figure9, flexgen = _paper_tables(throughput_rows)
+    assert set(flexgen) == {"OPT-6.7B", "OPT-66B"}
+    l_over_m = {model: v[2] / v[1] for model, v in figure9.items()}
     assert round(l_over_m["OPT-6.7B"], 2) == 3.32 and round(l_over_m["Llama2-70B"], 2) == 3.44
     assert round(l_over_m["OPT-66B"], 2) == 2.25
     consistent = (l_over_m["OPT-6.7B"], l_over_m["Llama2-70B"])
     assert max(consistent) / min(consistent) - 1 < 0.05  # the two agreeing models, within 5%
     assert l_over_m["OPT-66B"] < min(consistent) * (1 - hwcost.Row.SIMULATED)  # 66B's outside the 25% rule
     billions = {"OPT-6.7B": 6.7, "OPT-66B": 66.0}
-    weight_rate = {model: FLEXGEN[model] * billions[model] for model in FLEXGEN}
+    weight_rate = {model: flexgen[model] * billions[model] for model in flexgen}
     assert weight_rate["OPT-6.7B"] / weight_rate["OPT-66B"] == pytest.approx(0.812, abs=1e-3)
     # our model streams at one rate for both, so the 66B cell it matches puts 6.7B outside the rule
     zoo = {"OPT-6.7B": "opt-6.7b", "OPT-66B": "opt-66b"}
-    ours = {m: float(flexgen_ssd().decode_tokens_per_s(nets.zoo.get(zoo[m]))) for m in FLEXGEN}
-    miss = {m: abs(ours[m] / FLEXGEN[m] - 1) for m in FLEXGEN}
+    ours = {m: float(flexgen_ssd().decode_tokens_per_s(nets.zoo.get(zoo[m]))) for m in flexgen}
+    miss = {m: abs(ours[m] / flexgen[m] - 1) for m in flexgen}
     assert miss["OPT-66B"] < hwcost.Row.SIMULATED < miss["OPT-6.7B"]
 
 
@@ -148,7 +169,7 @@ def test_zero_ber_changes_nothing(protect):
 def test_flips_land_at_the_requested_rate(encoding):
     q = _int8_weights()
     stored = (lambda x: np.asarray(x).view(np.uint8)) if encoding == "twos" else (
-        lambda x: np.asarray(_to_sign_magnitude(x)))
+        lambda x: np.asarray(stored_bytes(x, encoding)))
     for ber in (1e-3, 2e-2):
         out = inject_bit_flips(jax.random.key(7), q, ber, protect=False, encoding=encoding)
         flips = np.unpackbits(stored(q) ^ stored(out)).sum()
@@ -221,5 +242,5 @@ def test_gradient_search_finds_the_exhaustive_answer_on_a_small_grid():
     assert (found["channels"], found["chips_per_channel"]) == (exhaustive["channels"], exhaustive["chips_per_channel"])
     # the paper's configurations are on the grid and agree with the vmapped costing
     for name, (ch, chips) in FLASH_CONFIGS.items():
-        direct = float(cambricon(name).decode_tokens_per_s(cfg, paper_scenario()))
+        direct = float(cambricon(name).decode_tokens_per_s(cfg))  # the paper's scenario (the default)
         assert direct > 0 and (name != "M" or direct >= 10.0) and (name != "S" or direct < 10.0)

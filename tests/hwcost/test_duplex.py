@@ -12,10 +12,8 @@ from jax.flatten_util import ravel_pytree
 import hwcost
 import nets
 from hwcost import (Scenario, workload, BatchSteps, ContinuousBatching, step_work, Duplex, DuplexKnobs,
-                    codesign_split_macs, duplex, grid_search, pim)
-from hwcost.targets._batching import expert_token_counts, moe_intensity
-from hwcost.targets._duplex import objective_at, roofline_crossover, throughput_gains, _xpu
-from hwcost.reproductions._duplex import _hardware_rows, reproduce_duplex
+                    codesign_split_macs, duplex, duplex_xpu, expert_token_counts, grid_search, moe_intensity,
+                    objective_at, pim, roofline_crossover, throughput_gains)
 
 MIXTRAL = nets.zoo.get("mixtral-8x7b")
 TINY_MOE = nets.zoo.get("codesign-default")
@@ -42,10 +40,10 @@ def test_logic_pim_from_parts_and_crossover():
     assert float(logic.ridge_intensity()) == pytest.approx(8.0, rel=0.01)
     assert float(pim("bank-pim").ridge_intensity()) == pytest.approx(1.0, rel=1e-5)
     assert float(pim("bank-pim").bandwidth() / logic.bandwidth()) == pytest.approx(4.0, rel=1e-6)
-    assert roofline_crossover(_xpu(), logic) == pytest.approx(32.0, rel=0.02)
+    assert roofline_crossover(duplex_xpu(), logic) == pytest.approx(32.0, rel=0.02)
     # the crossover moves with the PIM's compute: half the MACs, half the crossover
-    half = roofline_crossover(_xpu(), pim("logic-pim", macs_per_module=256.0))
-    assert half == pytest.approx(roofline_crossover(_xpu(), logic) / 2, rel=1e-3)
+    half = roofline_crossover(duplex_xpu(), pim("logic-pim", macs_per_module=256.0))
+    assert half == pytest.approx(roofline_crossover(duplex_xpu(), logic) / 2, rel=1e-3)
 
 
 def test_batching_slots_stay_full_and_admissions_follow_gen_len():
@@ -103,7 +101,7 @@ def test_gpu_mode_equals_the_gpu_target_and_jit_equals_eager():
     batch, ctx = 6, 40
     run = ContinuousBatching(batch=batch, prompt_len=ctx, gen_len=8)
     work = step_work(DENSE, _one_step(decode=batch, context=ctx), run)
-    xpu = _xpu(sharpness=jnp.inf)
+    xpu = duplex_xpu(sharpness=jnp.inf)
     ours = duplex("gpu", xpu=xpu).batching_cost(work)
     ref = xpu.cost(workload(DENSE, Scenario(phase="decode", batch=batch, context_len=ctx)))
     assert float(ours.latency_s) == pytest.approx(float(ref.latency_s), rel=1e-5)
@@ -116,7 +114,7 @@ def test_gpu_mode_equals_the_gpu_target_and_jit_equals_eager():
 def test_dispatch_and_coprocessing_ordering():
     run = ContinuousBatching(batch=32, prompt_len=128, gen_len=64, n_steps=48, seed=2)
     work = step_work(MIXTRAL, run.simulate(), run)
-    sharp = dict(xpu=_xpu(sharpness=jnp.inf), sharpness=jnp.inf)
+    sharp = dict(xpu=duplex_xpu(sharpness=jnp.inf), sharpness=jnp.inf)
     base = duplex("gpu", **sharp).batching_cost(work)
     plain = duplex("dispatch", **sharp).batching_cost(work)
     co = duplex("coprocessing", **sharp).batching_cost(work)
@@ -146,7 +144,7 @@ def test_gradients_finite_and_equal_finite_differences():
         work = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64) if eqx.is_inexact_array(x) else x, work)
 
         def random_point():
-            system = duplex("coprocessing", dtype=jnp.float64, xpu=_xpu(jnp.float64, sharpness=rng.uniform(5, 30)),
+            system = duplex("coprocessing", dtype=jnp.float64, xpu=duplex_xpu(jnp.float64, sharpness=rng.uniform(5, 30)),
                             macs_per_module=rng.uniform(100, 2000), clock_hz=rng.uniform(3e8, 1e9),
                             bandwidth_multiple=rng.uniform(1.5, 8), sharpness=rng.uniform(5, 30))
             knobs = DuplexKnobs(jnp.asarray(rng.uniform(0.2, 7.8)), jnp.asarray(rng.uniform(0.2, 7.8)))
@@ -209,7 +207,7 @@ def test_bad_input_errors():
 
 
 def test_hardware_rows_within_tolerance():
-    rows = _hardware_rows()  # the Op/B rows run in the slow full reproduction (test_op_b_* covers them here)
+    rows = hwcost.reproduce("duplex", parts=("hardware",))  # the rest is in the slow full reproduction
     bad = [r.to_dict() for r in rows if not r.ok]
     assert not bad, bad
     assert len(rows) == 7
@@ -231,7 +229,7 @@ def test_codesign_gradient_answer_matches_coarse_grid():
 
 @pytest.mark.slow
 def test_reproduce_duplex_rows_all_within_tolerance():
-    rows = reproduce_duplex()
+    rows = hwcost.reproduce("duplex")
     bad = [r.to_dict() for r in rows if r.failed]
     assert not bad, bad
     # the paper prints only an all-model mean gain: per-model means are reported, not gated

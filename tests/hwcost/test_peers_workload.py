@@ -1,4 +1,4 @@
-"""Our GPU cost of the peers' workload (Llama-2-7B on an A100-80GB spec, scripts/bench/peers.py).
+"""Our GPU cost of the peers' workload (Llama-2-7B on an A100-80GB spec, scripts/bench/peers*.py).
 
 Checks our roofline against first-principles byte counts and against GenZ, an independent
 roofline, where both count an operation the same way; checks that every tool is handed the
@@ -73,8 +73,9 @@ def test_every_tool_holds_the_same_spec(monkeypatch):
             held = record["as_held_by_each_tool_si"][tool]
             assert held["mem_bandwidth"] == pytest.approx(record["spec"]["mem_bandwidth"], rel=1e-6)
     # a unit slip (GenZ's GB/s read as 1e9 instead of 2^30) is caught
-    real = peers.genz_system
-    monkeypatch.setattr(peers, "genz_system", lambda spec: {**real(spec), "Memory_BW": spec.mem_bandwidth / 1e9})
+    real = peers.peers_tools.genz_system
+    monkeypatch.setattr(peers.peers_tools, "genz_system",
+                        lambda spec: {**real(spec), "Memory_BW": spec.mem_bandwidth / 1e9})
     with pytest.raises(ValueError, match=r"^genz\.mem_bandwidth="):
         peers._check_specs([A100])
 

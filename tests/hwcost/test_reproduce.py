@@ -50,6 +50,24 @@ def test_row_checks_can_fail():
         hwcost.reproduce("nope")
 
 
+def test_a_paper_in_parts_reproduces_as_all_its_parts_or_the_named_ones():
+    first, second = [hwcost.Row("a", 1.0, 1.0)], [hwcost.Row("b", 2.0, 2.0), hwcost.Row("c", 3.0, 3.0)]
+    hwcost.register("fake-parts", part="first")(lambda: first)
+    hwcost.register("fake-parts", part="second")(lambda: second)
+    try:
+        assert hwcost.reproduce("fake-parts") == first + second
+        assert hwcost.reproduce("fake-parts", parts=("second", "first")) == second + first
+        with pytest.raises(ValueError, match=r"^parts=\('third',\): must be a non-empty tuple of fake-parts's parts "
+                                             r"\(first, second\)"):
+            hwcost.reproduce("fake-parts", parts=("third",))
+        with pytest.raises(ValueError, match=r"^parts='first': must be a non-empty tuple"):
+            hwcost.reproduce("fake-parts", parts="first")
+        with pytest.raises(ValueError, match=r"^parts=\('all',\): .*none: step3 is reproduced as a whole"):
+            hwcost.reproduce("step3", parts=("all",))
+    finally:
+        del hwcost.PAPERS["fake-parts"]
+
+
 def test_only_counted_rows_fail_and_uncounted_rows_say_why():
     assert hwcost.Row("x", 1.0, 2.0).failed
     assert not hwcost.Row("x", 1.0, 2.0, kind="identity", why="a sum of the paper's parts").failed

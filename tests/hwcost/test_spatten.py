@@ -12,9 +12,8 @@ import pytest
 
 import hwcost
 import nets
-from hwcost import (PAPERS, Scenario, ATTENTION_CORE, Knobs, workload, SpAtten, SpAttenWorkload,
-                    pruning_knobs, spatten_knobs, spatten_workload)
-from hwcost.targets._spatten import dram_reduction, kv_sram_bytes
+from hwcost import (PAPERS, Scenario, ATTENTION_CORE, Knobs, workload, SpAtten, SpAttenWorkload, dram_reduction,
+                    kv_sram_bytes, pruning_knobs, spatten_knobs, spatten_workload)
 
 GPT2 = nets.zoo.get("gpt2-small")
 DECODE = Scenario(phase="decode", batch=1, context_len=992, gen_len=32, kv_bits=12)
