@@ -11,10 +11,19 @@ is the one lookup (`hwcost.target_names()` lists the names); a Cost field a targ
 model is NaN and raises when asked for (`Cost.value`). `hwcost.reproduce("step3")` checks a
 paper's numbers.
 
-The public API is `__all__`, in groups: workloads; the target protocol and lookup; the
-targets with their own richer APIs; calibration; reproductions. The last group's
-paper-specific helpers (Step-3's cost accounting, the Duplex and Cambricon co-design demos,
-the flash bit-error study) serve the reproductions and demo scripts, not the joint loop.
+Layout: the workload (`Scenario`, `Knobs`, `Workload`, `workload`), the smooth maximum, the
+one target lookup (`get_target`) and the cost report sit at the top; the parts are
+subpackages, each with its own small `__all__`: `hwcost.targets` (the `Target` protocol and
+every target), `hwcost.calibration` (fitting a GPU's efficiency curves to measured kernels,
+the `CalibratedGPU`), `hwcost.reproductions` (published tables recomputed row by row).
+Dependencies point down: reproductions and the lookup use targets and calibration;
+calibration uses targets; targets use the workload.
+
+The public API is this module's `__all__` (every subpackage's names are re-exported here),
+in groups: workloads; the target protocol and lookup; the targets with their own richer
+APIs; calibration; reproductions. The last group's paper-specific helpers (Step-3's cost
+accounting, the Duplex and Cambricon co-design demos, the flash bit-error study) serve the
+reproductions and demo scripts, not the joint loop.
 """
 
 from hwcost._scenario import PHASES, Scenario

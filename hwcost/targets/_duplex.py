@@ -41,7 +41,8 @@ decode scenario is a decode-only step of `batch` requests attending context_len 
 1)/2 tokens each, a prefill scenario a step that prefills `batch` prompts (a mixed step);
 routed experts get tokens by one seeded multinomial draw (`expert_token_counts`, seed 0).
 Dollars are not modelled (no price for the PIM). `Duplex.batching_cost(step_work(...))`
-costs a whole continuous-batching run.
+costs a whole continuous-batching run. The co-design demo (expert split and MACs per module)
+is in `_duplex_codesign`.
 """
 
 from __future__ import annotations
