@@ -15,11 +15,13 @@ Layout: the workload (`Scenario`, `Knobs`, `Workload`, `workload`), the smooth m
 one target lookup (`get_target`) and the cost report sit at the top; the parts are
 subpackages, each with its own small `__all__`: `hwcost.targets` (the `Target` protocol and
 every target), `hwcost.calibration` (fitting a GPU's efficiency curves to measured kernels,
-the `CalibratedGPU`), `hwcost.reproductions` (published tables recomputed row by row).
-Dependencies point down: reproductions and the lookup use targets and calibration;
-calibration uses targets; targets use the workload.
+the `CalibratedGPU`), `hwcost.reproductions` (published tables recomputed row by row), and
+`hwcost.parallel` (a step split over many GPUs; used through its own namespace).
+Dependencies: targets use the workload; calibration uses targets; the reproductions and the
+lookup use targets and calibration; parallel uses the public names of this module.
 
-The public API is this module's `__all__` (every subpackage's names are re-exported here),
+The public API is this module's `__all__` (the names of targets, calibration and
+reproductions are re-exported here),
 in groups: workloads; the target protocol and lookup; the targets with their own richer
 APIs; calibration; reproductions. The last group's paper-specific helpers (Step-3's cost
 accounting, the Duplex and Cambricon co-design demos, the flash bit-error study) serve the

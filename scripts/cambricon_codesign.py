@@ -4,7 +4,7 @@ model at a target rate, found by gradient on relaxed counts and checked by exhau
     PYTHONPATH=. python scripts/cambricon_codesign.py [--models opt-6.7b llama-2-7b llama-2-13b]
         [--min-tokens-per-s 10] [--max-channels 32] [--max-chips 8] [--out-dir runs/cambricon_codesign]
 
-Size = dies + 4 x channels (die-equivalents; `hwcost._cambricon.flash_size`), 2 dies per chip, the
+Size = dies + 4 x channels (die-equivalents; `hwcost.flash_size`), 2 dies per chip, the
 rest of configuration S (tR 30 us, 16 KB pages, 1 GB/s channels, NPU 2 TOPS, LPDDR 40 GB/s).
 Gradient: Adam on (channels, chips per channel) relaxed to reals with a quadratic penalty on the
 log-throughput shortfall, then rounded (`gradient_flash_search`). Exhaustive: every integer point

@@ -139,7 +139,7 @@ def test_checker_flags_exactly_private_cross_package_imports(tmp_path, where, so
 
 
 @pytest.mark.parametrize("package", ["nets", "hwcost", "hwcost.targets", "hwcost.calibration", "hwcost.reproductions",
-                                     "codesign", "codesign.atts", "codesign.data"])
+                                     "hwcost.parallel", "codesign", "codesign.atts", "codesign.data"])
 def test_public_api_is_explicit_and_resolves(package):
     """Each package's `__all__` lists public names only, once each, and every one of them exists."""
     import importlib
