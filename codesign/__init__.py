@@ -12,7 +12,7 @@ The public API, by part:
   `soft_width_gate`, `check_hardened`, `full_widths`, `make_target`, and the pruning space
   (`PruningSpace`, `PruningJointTrainer`, `HardenedPruningTrainer`, `pruned_params`)
 - deploy: `HardenedTrainer`, `design_cost`, `harden_and_recover`, `write_deployment`, `load_deployment`,
-  `verify` (= `verify_deployment`), `Check`
+  `verify` (= `verify_deployment`), `Check`, `IntegrityError` (a deployment or its checkpoint modified after export)
 - search: `SweepConfig`, `SweepResult`, `sweep`, `run`, `summary_table`, `front_and_volume`, `pareto_mask`,
   `hypervolume`, `plot_front`, and the black-box baselines (`Evaluator`, `random_search`, `tpe_search`,
   `gradient_path`, `timed_sweep`, `hv_curve`, `common_reference`, `speedup`, `time_to_reach`, ...)
@@ -26,6 +26,7 @@ from codesign._checkpoint import Checkpointer
 from codesign._deploy import (SCHEMA_VERSION, Check, HardenedTrainer, design_cost, harden_and_recover, load_deployment,
                               verify_deployment, write_deployment)
 from codesign._io import fresh_run_dir
+from codesign._integrity import IntegrityError
 from codesign._joint import METRICS, JointConfig, JointTrainer, check_budget, cost_metric
 from codesign._metrics import MetricsWriter, read_metrics
 from codesign._pareto import hypervolume, pareto_mask, plot_front
@@ -58,5 +59,5 @@ __all__ = [
     "plot_front", "Evaluator", "PathTrainer", "candidate_key", "common_reference", "gradient_path", "hv_curve",
     "random_candidate", "random_search", "speedup", "time_to_reach", "timed_sweep", "tpe_search", "width_choices",
     # outputs and subpackages
-    "fresh_run_dir", "data",
+    "fresh_run_dir", "IntegrityError", "data",
 ]

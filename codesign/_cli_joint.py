@@ -80,7 +80,8 @@ def verify(
     deployment: Path = typer.Argument(..., help="A deployment.json written by codesign run / sweep."),
     as_json: bool = json_option(),
 ) -> None:
-    """Rebuild a deployment from its file and checkpoint; exit 1 if its loss or cost no longer holds."""
+    """Rebuild a deployment from its file and checkpoint; exit 1 if its loss or cost no longer holds, exit 2 if the
+    file or its checkpoint was modified after export (SHA-256 digests recorded in the file)."""
     from codesign._deploy import verify_deployment
 
     checks = verify_deployment(deployment)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import math
 import platform
 import subprocess
@@ -44,7 +43,7 @@ import jax.numpy as jnp
 
 import hwcost
 import nets
-from codesign import _targets
+from codesign import _integrity, _targets
 from codesign._checkpoint import Checkpointer
 from codesign._space import DesignSpace
 from codesign._train import TrainConfig, Trainer
@@ -145,8 +144,10 @@ def harden_and_recover(trainer, out_dir: Path, *, recovery_steps: int, progress:
 
 
 def write_deployment(path: Path, record: dict[str, Any]) -> None:
-    """Write the record; its checkpoint path is made relative to the file's folder."""
-    nets.atomic_write_json(path, record)
+    """Write the record sealed with SHA-256 digests of its checkpoint files and of itself (`codesign._integrity`).
+
+    The record's checkpoint path is relative to the file's folder."""
+    nets.atomic_write_json(path, _integrity.seal(record, Path(path).parent))
 
 
 # ---- reading and verifying ------------------------------------------------------------
@@ -155,19 +156,24 @@ def load_deployment(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"deployment={str(path)!r}: no such file")
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"deployment={str(path)!r}: not valid JSON ({err.__class__.__name__}: {err})") from None
+    record = nets.read_json_file(path, "deployment", what="a deployment file (codesign run / sweep)")
     if not isinstance(record, dict) or record.get("kind") != KIND:
         raise ValueError(f"deployment={str(path)!r}: kind={record.get('kind') if isinstance(record, dict) else None!r}: "
                          f"must be {KIND!r}")
     if record.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"schema_version={record.get('schema_version')!r}: this codesign reads version {SCHEMA_VERSION}")
+        raise ValueError(f"{path}: schema_version={record.get('schema_version')!r}: this codesign reads version "
+                         f"{SCHEMA_VERSION}")
     for key in ("model", "design_space", "hardened", "target", "scenario", "objective", "cost", "validation",
                 "checkpoint", "train", "provenance"):
         if key not in record:
-            raise ValueError(f"deployment.{key}: missing")
+            raise ValueError(f"{path}: deployment.{key}: missing (a deployment file has {key})")
+        if not isinstance(record[key], dict):
+            nets.fail(f"deployment.{key}", type(record[key]).__name__, "must be an object", file=str(path))
+    ckpt = record["checkpoint"]
+    if not isinstance(ckpt.get("path"), str) or not isinstance(ckpt.get("step"), int) or ckpt["step"] < 0:
+        nets.fail("deployment.checkpoint", {k: ckpt.get(k) for k in ("path", "step")},
+                  "must have a path (string) and a step (integer >= 0)", file=str(path))
+    _integrity.check_record(record, path)
     return record
 
 
@@ -207,6 +213,7 @@ def verify_deployment(path: str | Path) -> list[Check]:
     step = record["checkpoint"]["step"]
     if not ckpt_dir.is_dir():
         raise ValueError(f"checkpoint={str(ckpt_dir)!r}: no such folder next to the deployment file")
+    _integrity.check_checkpoint(record, ckpt_dir, path)
     checker = Checkpointer(ckpt_dir)
     if step not in checker.all_steps():
         checker.close()

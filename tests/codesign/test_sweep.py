@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from codesign import (_cli_joint, Checkpointer, load_deployment, verify_deployment, read_metrics, JointConfig,
-                      JointTrainer, cost_metric, DesignSpace, SweepConfig, sweep, TrainConfig, train)
+                      JointTrainer, cost_metric, DesignSpace, SweepConfig, sweep, TrainConfig, train, write_deployment)
 
 
 def _sc(tiny_json, **kw):
@@ -58,7 +59,7 @@ def test_tampered_deployment_fails_verify_with_exit_1(swept, tmp_path):
     record = json.loads((out / "deployment.json").read_text())
     record["validation"]["loss"] *= 1.01
     bad = out / "tampered.json"
-    bad.write_text(json.dumps(record))
+    write_deployment(bad, record)  # re-sealed, so the recomputed loss is what disagrees
     with pytest.raises(SystemExit) as exc:
         _cli_joint.verify(bad, as_json=True)
     assert exc.value.code == 1
@@ -66,16 +67,59 @@ def test_tampered_deployment_fails_verify_with_exit_1(swept, tmp_path):
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda text: text[: len(text) // 2], "not valid JSON"),
-    (lambda text: text.replace('"schema_version": 1', '"schema_version": 99'), "^schema_version=99"),
+    (lambda text: text.replace('"schema_version": 1', '"schema_version": 99'), "schema_version=99"),
     (lambda text: json.dumps({**json.loads(text), "model": {**json.loads(text)["model"], "d_model": 32}}),
      "cannot be restored"),
 ])
 def test_corrupted_or_mismatched_deployment_is_a_clear_error(swept, mutate, message):
     out, _ = swept
     bad = out / "bad.json"
-    bad.write_text(mutate((out / "deployment.json").read_text()))
+    text = mutate((out / "deployment.json").read_text())
+    bad.write_text(text)
+    if message == "cannot be restored":  # re-sealed: past the integrity check, the restore itself must fail
+        write_deployment(bad, json.loads(text))
     with pytest.raises(ValueError, match=message):
         verify_deployment(bad)
+
+
+def _swap_checkpoint(out):
+    """The chosen point's recovery checkpoint replaced by the other point's (same step, same shapes)."""
+    record = json.loads((out / "deployment.json").read_text())
+    step = record["checkpoint"]["step"]
+    mine = out / record["checkpoint"]["path"] / str(step)
+    other = next(p for p in out.glob(f"point-*/recovery/checkpoints/{step}") if p != mine)
+    shutil.rmtree(mine)
+    shutil.copytree(other, mine)
+
+
+def _flip_checkpoint_byte(out):
+    record = json.loads((out / "deployment.json").read_text())
+    name = max(record["checkpoint"]["sha256"], key=lambda n: (out / record["checkpoint"]["path"] / n).stat().st_size)
+    path = out / record["checkpoint"]["path"] / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _edit_deployment(out):
+    record = json.loads((out / "deployment.json").read_text())
+    record["validation"]["loss"] -= 0.1  # a better-looking design, not re-sealed
+    (out / "deployment.json").write_text(json.dumps(record, indent=2))
+
+
+@pytest.mark.parametrize("tamper, field", [(_swap_checkpoint, "checkpoint.sha256"),
+                                           (_flip_checkpoint_byte, "checkpoint.sha256"),
+                                           (_edit_deployment, "integrity.record_sha256")])
+def test_verify_rejects_a_swapped_or_modified_checkpoint_or_deployment(swept, tmp_path, codesign_main, tamper,
+                                                                       field):
+    out = tmp_path / "copy"
+    shutil.copytree(swept[0], out)
+    assert codesign_main("verify", str(out / "deployment.json"), "--json").returncode == 0
+    tamper(out)
+    result = codesign_main("verify", str(out / "deployment.json"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0] and "deployment.json" in lines[0], result.stderr
 
 
 def test_rerun_reads_finished_points_back(swept, tiny_json):
