@@ -12,11 +12,12 @@ The public API, by part:
   `soft_width_gate`, `check_hardened`, `full_widths`, `make_target`, and the pruning space
   (`PruningSpace`, `PruningJointTrainer`, `HardenedPruningTrainer`, `pruned_params`)
 - deploy: `HardenedTrainer`, `design_cost`, `harden_and_recover`, `write_deployment`, `load_deployment`,
-  `verify` (= `verify_deployment`), `Check`, `IntegrityError` (a deployment or its checkpoint modified after export)
+  `verify` (= `verify_deployment`), `Check`
 - search: `SweepConfig`, `SweepResult`, `sweep`, `run`, `summary_table`, `front_and_volume`, `pareto_mask`,
   `hypervolume`, `plot_front`, and the black-box baselines (`Evaluator`, `random_search`, `tpe_search`,
   `gradient_path`, `timed_sweep`, `hv_curve`, `common_reference`, `speedup`, `time_to_reach`, ...)
-- `fresh_run_dir`: the default output folder (`runs/<kind>-<time>`)
+- `fresh_run_dir`: the default output folder (`runs/<kind>-<time>`); `output_lock`: one writer per output folder;
+  `IntegrityError`: a deployment file or its checkpoint modified after export
 - subpackages: `codesign.data` (embedded data sets), `codesign.atts` (conformal test-time scaling),
   `codesign.cli` (the command line).
 """
@@ -27,6 +28,7 @@ from codesign._deploy import (SCHEMA_VERSION, Check, HardenedTrainer, design_cos
                               verify_deployment, write_deployment)
 from codesign._io import fresh_run_dir
 from codesign._integrity import IntegrityError
+from codesign._lock import output_lock
 from codesign._joint import METRICS, JointConfig, JointTrainer, check_budget, cost_metric
 from codesign._metrics import MetricsWriter, read_metrics
 from codesign._pareto import hypervolume, pareto_mask, plot_front
@@ -59,5 +61,5 @@ __all__ = [
     "plot_front", "Evaluator", "PathTrainer", "candidate_key", "common_reference", "gradient_path", "hv_curve",
     "random_candidate", "random_search", "speedup", "time_to_reach", "timed_sweep", "tpe_search", "width_choices",
     # outputs and subpackages
-    "fresh_run_dir", "IntegrityError", "data",
+    "fresh_run_dir", "output_lock", "IntegrityError", "data",
 ]

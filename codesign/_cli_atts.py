@@ -63,10 +63,15 @@ def calibrate(
     PipelineConfig(mode="calibrate", m=m, max_turns=max_turns, **turns)   # bad settings fail before loading
     pair = _load(ckpt)
     problems = list(pair.task.dataset(n, seed, "valid").problems)
-    bank = collect_bank(pair.draft, pair.target, problems, m=m, max_turns=max_turns, key=jax.random.key(seed),
-                        **turns)
-    save_bank(out, bank, bank_settings(pair.draft, pair.target, max_turns=max_turns, turn_end_prob=turn_end_prob,
-                                       max_chunk=max_chunk, buf_len=buf_len))
+    from codesign._lock import output_lock
+    from codesign._phase import phase
+
+    with output_lock(out.parent, f".{out.name}.lock"):  # one writer of this bank at a time
+        bank = collect_bank(pair.draft, pair.target, problems, m=m, max_turns=max_turns, key=jax.random.key(seed),
+                            **turns)
+        with phase("file"):
+            save_bank(out, bank, bank_settings(pair.draft, pair.target, max_turns=max_turns,
+                                               turn_end_prob=turn_end_prob, max_chunk=max_chunk, buf_len=buf_len))
     per_turn = [{"turn": t, "n": int(np.isfinite(bank[:, :, t]).sum()),
                  "median": float(np.nanmedian(bank[:, :, t])) if np.isfinite(bank[:, :, t]).any() else None,
                  "q90": float(np.nanpercentile(bank[:, :, t], 90)) if np.isfinite(bank[:, :, t]).any() else None}

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 import hwcost
+from codesign._phase import phase
 from codesign._cli_options import json_option, out_option, target_option
 
 
@@ -20,9 +21,14 @@ def calibrate(
     as_json: bool = json_option(),
 ) -> None:
     """Fit TARGET's efficiency curves to DATA's training split; print held-out errors; write the preset."""
-    device, report = hwcost.calibrate(data, target, steps=steps)
-    out = out or Path("runs/calibrate") / f"{device.name}.json"
-    hwcost.save_preset(device, out, report)
+    from codesign._lock import output_lock
+
+    kernels = hwcost.load_data(data)  # a bad file fails before anything is written
+    out = Path(out) if out else Path("runs/calibrate") / f"{hwcost.gpu(target).name}-calibrated.json"
+    with output_lock(out.parent, f".{out.name}.lock"):  # one writer of this preset at a time
+        device, report = hwcost.calibrate(kernels, target, steps=steps)
+        with phase("file"):
+            hwcost.save_preset(device, out, report)
     report["preset"] = str(out)
     if as_json:
         print(json.dumps({k: v for k, v in report.items() if k != "heldout_ids"} | {

@@ -63,8 +63,11 @@ def _sweep(sc, out: Path, *, quiet: bool, as_json: bool) -> None:
     log(f"codesign: {len(sc.points())} joint runs of {sc.model} against {sc.target} ({sc.metric}) -> {out}")
     from codesign._train import NonFiniteError
 
+    from codesign._lock import output_lock
+
     try:
-        result = run_sweep(sc, out, progress=not quiet and not as_json, log=log)
+        with output_lock(out):  # a second command writing here refuses (exit 2)
+            result = run_sweep(sc, out, progress=not quiet and not as_json, log=log)
     except NonFiniteError as err:
         print(f"codesign: error: {err}", file=sys.stderr)
         sys.exit(3)

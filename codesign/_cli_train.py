@@ -44,8 +44,11 @@ def _run(tc, out: Path, *, resume: bool, quiet: bool, as_json: bool) -> None:
         print(f"codesign: training {tc.model} for {tc.steps} steps -> {out}")
     from codesign._train import NonFiniteError, train as train_model
 
+    from codesign._lock import output_lock
+
     try:
-        result = train_model(tc, out, resume=resume, progress=not quiet)
+        with output_lock(out):  # a second command writing here refuses (exit 2)
+            result = train_model(tc, out, resume=resume, progress=not quiet)
     except NonFiniteError as err:
         print(f"codesign: error: {err}", file=sys.stderr)
         sys.exit(3)
