@@ -28,7 +28,6 @@ checkpoint, the end), so the guard adds no host round trip per step. With
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import time
@@ -46,6 +45,7 @@ from jax.sharding import PartitionSpec as P
 
 import nets
 from codesign._checkpoint import Checkpointer
+from codesign._phase import phase
 from codesign._metrics import MetricsWriter, read_metrics
 from codesign.data import eval_batches, load_byte_corpus, sample_batch
 
@@ -107,7 +107,7 @@ class TrainConfig:
     on_nonfinite: str = "stop"   # a NaN/inf loss or gradient: "stop" the run or "skip" that update
 
     def __post_init__(self) -> None:
-        resolve_model(self.model)  # an unknown model is the first error a user should see
+        cfg = resolve_model(self.model)  # an unknown model is the first error a user should see
         for name in ("steps", "batch", "seq_len", "log_every", "eval_every", "eval_batches", "ckpt_every"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value > 0, name, value, "must be a positive integer")
@@ -122,6 +122,9 @@ class TrainConfig:
         _check(self.dtype in DTYPES, "dtype", self.dtype, f"must be one of {', '.join(DTYPES)}")
         _check(self.on_nonfinite in ON_NONFINITE, "on_nonfinite", self.on_nonfinite,
                f"must be one of {', '.join(ON_NONFINITE)}")
+        from codesign._limits import check_train_limits  # sizes bounded before anything is allocated
+
+        check_train_limits(self, cfg)
 
     def model_config(self) -> nets.ModelConfig:
         return resolve_model(self.model)
@@ -307,8 +310,8 @@ def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress
         restored = ckpt.restore(latest, trainer.state())
         trainer.params, trainer.opt_state = restored["params"], restored["opt_state"]
         start = latest
-    (out / "config.json").write_text(json.dumps({"train": dataclasses.asdict(tc), "model": trainer.cfg.to_dict()},
-                                                indent=2, sort_keys=True))
+    with phase("file"):
+        nets.atomic_write_json(out / "config.json", {"train": dataclasses.asdict(tc), "model": trainer.cfg.to_dict()})
     metrics = MetricsWriter(out / "metrics.jsonl", resume_step=start if latest is not None else None)
     tokens_per_step = tc.batch * tc.seq_len
     first_val = trainer.evaluate()
@@ -319,8 +322,10 @@ def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress
     bar = tqdm(total=tc.steps, initial=start, disable=not progress, desc="train", unit="step", dynamic_ncols=True)
     t_last, step_last, val = time.perf_counter(), start, first_val
     for step in range(start, tc.steps):
-        trainer.params, trainer.opt_state, m = trainer.step_fn(trainer.params, trainer.opt_state, trainer.train_data,
-                                                               jnp.asarray(step, jnp.int32), guard)
+        with phase("compile" if step == start else "step"):
+            trainer.params, trainer.opt_state, m = trainer.step_fn(trainer.params, trainer.opt_state,
+                                                                   trainer.train_data, jnp.asarray(step, jnp.int32),
+                                                                   guard)
         guard = _guard_of(m)
         done = step + 1
         bar.update(1)
@@ -344,7 +349,8 @@ def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress
             if int(g["skipped"]) != logged_skipped:  # so a resume from this checkpoint counts them
                 metrics.write({"step": done, "skipped_steps": int(g["skipped"])})
                 logged_skipped = int(g["skipped"])
-            ckpt.save(done, trainer.state())
+            with phase("checkpoint"):
+                ckpt.save(done, trainer.state())
             if kill_at_step is not None and done == kill_at_step:
                 os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
@@ -357,7 +363,8 @@ def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress
                "final_val_loss": final_val, "tokens_per_s_median": tps, "devices": jax.device_count(),
                "backend": jax.default_backend(), "params_total": nets.count_params(trainer.cfg).total,
                "corpus_train_sha256": trainer.corpus.train_sha256, "skipped_steps": logged_skipped}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    with phase("file"):
+        nets.atomic_write_json(out / "summary.json", summary)
     return TrainResult(out_dir=out, steps=tc.steps, first_val_loss=summary["first_val_loss"], final_val_loss=final_val,
                        tokens_per_s=tps, params=trainer.params, model=trainer.model_from(trainer.params))
 

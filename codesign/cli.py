@@ -4,8 +4,8 @@ Subcommands live in `codesign/_cli_*.py` modules, each with a `register(app)` th
 commands; this file only assembles them, so each concern stays in its own file. Every command
 spells its common options the same way (`--out/-o`, `--target/-t`, `--json`, `--quiet`,
 `--seed`; lists as one comma-separated value) and writes under `runs/` unless told otherwise:
-see `codesign/_cli_options.py`. Bad input is a ValueError (`nets.InputError`) that `main`
-prints as one line, exiting with status 2.
+see `codesign/_cli_options.py`. Bad input is a ValueError (`nets.InputError`), or an option
+or argument the parser rejects, that `main` prints as one line, exiting with status 2.
 """
 
 from __future__ import annotations
@@ -45,7 +45,25 @@ def main(argv: list[str] | None = None) -> None:
     entry point runs in-process, e.g. from a test, without starting another Python.
     """
     try:
-        app(args=argv)
+        code = app(args=argv, prog_name="codesign", standalone_mode=False)
     except ValueError as err:
         print(f"codesign: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except typer.Abort:
+        print("codesign: aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:
+        # the parser's usage errors (bad option, value or argument; click's UsageError, vendored or not):
+        # one line too, the command and then what is wrong
+        if getattr(err, "exit_code", None) != 2 or not hasattr(err, "format_message"):
+            raise
+        message = " ".join(err.format_message().split())
+        if not message:  # no command given: the help was printed
+            sys.exit(2)
+        ctx = getattr(err, "ctx", None)
+        where = ctx.command_path if ctx is not None else "codesign"
+        print(f"codesign: error: {where}: {message} (see {where} --help)",
+              file=sys.stderr)
+        sys.exit(2)
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -72,12 +72,24 @@ def load_config(spec: str | Path, *, ignore: tuple[str, ...] = ()) -> ModelConfi
         path = path / "config.json"
     if not path.is_file():
         raise InputError("model", spec, "no such JSON file (give a zoo name or an existing config path)")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError("model", spec, f"not valid JSON ({err})") from None
-    if isinstance(data, dict) and ("model_type" in data or "architectures" in data):
-        from nets._hf_config import from_hf  # the Hugging Face mapping, read only for such files
+    from nets._safe_read import read_json_file
 
-        return from_hf(data, ignore=ignore)
-    return ModelConfig.from_dict(data)
+    data = read_json_file(path, "model", what="a ModelConfig JSON or Hugging Face config.json")
+    if not isinstance(data, dict):
+        raise InputError("model", type(data).__name__, "must be a JSON object (ModelConfig or Hugging Face config)",
+                         file=str(path))
+    try:
+        if "model_type" in data or "architectures" in data:
+            from nets._hf_config import from_hf  # the Hugging Face mapping, read only for such files
+
+            return from_hf(data, ignore=ignore)
+        return ModelConfig.from_dict(data)
+    except InputError as err:  # name the file the bad field came from (the HF mapping says "config.json (family)")
+        where = str(path) if not err.file else err.file.replace("config.json", str(path), 1)
+        raise err if str(path) in (err.file or "") else InputError(err.field, err.value, err.allowed,
+                                                                   file=where) from None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as err:
+        # a value of the wrong type deep in the mapping: still one line naming the file
+        what = f"missing key {err.args[0]!r}" if isinstance(err, KeyError) else " ".join(str(err).split())[:200]
+        raise InputError("model", spec, f"not a valid ModelConfig or Hugging Face config ({what})",
+                         file=str(path)) from None

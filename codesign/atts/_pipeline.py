@@ -887,12 +887,9 @@ def save_bank(path, scores_QxmxT, settings: dict) -> None:
 def load_bank(path, settings: dict | None = None) -> np.ndarray:
     """Calibration scores (Q, m, T) from `save_bank` (or any npz with 'scores'). With `settings`, every one
     the file recorded must match (a bank collected with other turns or models would give wrong rates)."""
-    try:
-        data = np.load(path)
-        scores = data["scores"]
-    except (OSError, KeyError, ValueError) as err:
-        raise InputError("bank", str(path), f"must be an .npz with 'scores' (codesign atts calibrate): {err}") from None
-    saved = json.loads(str(data["settings"])) if "settings" in data.files else {}
+    from codesign.atts._bank_file import read_bank_file  # sizes and dtype checked before loading
+
+    scores, saved = read_bank_file(path)
     here = json.loads(json.dumps(settings or {}))   # as the file holds them (tuples become lists)
     differ = {k: (saved[k], v) for k, v in here.items() if k in saved and saved[k] != v}
     if differ:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 
+import nets
+from hwcost.calibration import _input_check
 from hwcost.calibration._kernels import _RECORD, item_kernels
 
 DATA_SCHEMA = "codesign.kernels/1"
@@ -112,23 +113,22 @@ def load_data(source: str | Path | dict, fraction: float = 0.25) -> KernelData:
         path = Path(source)
         if not path.is_file():
             raise ValueError(f"data={str(source)!r}: no such file (run scripts/bench/kernels.py to make one)")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"data={str(source)!r}: not valid JSON ({err})") from None
+        data = nets.read_json_file(path, "data", what=f"a kernel data file ({DATA_SCHEMA})")
         name = str(path)
     if not isinstance(data, dict) or data.get("schema") != DATA_SCHEMA:
         got = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"data.schema={got!r}: must be {DATA_SCHEMA!r}")
-    items = [i for i in data.get("items", []) if i.get("timing", {}).get("median_s", 0) > 0]
+        raise nets.InputError("data.schema", got, f"must be {DATA_SCHEMA!r}", file=None if name == "<dict>" else name)
+    items = _input_check.measured_items(data, name)
     if len(items) < 2:
-        raise ValueError(f"data.items={len(items)}: need at least 2 measured items")
+        raise nets.InputError("data.items", len(items), "need at least 2 measured items", file=name)
     items = items + _ceiling_items(data.get("ceilings"))
     ids = tuple(i["id"] for i in items)
     kinds = tuple(i["kind"] + ("_fp8" if i.get("dtype") == "fp8" else "") for i in items)
     tables, owners = [], []
     for n, item in enumerate(items):
-        k = item_kernels(item["describe"])
+        with _input_check.as_input_error(name, f"items[{n}].describe", "must describe a gemm, norm, copy or "
+                                         "workload with finite sizes (see hwcost.item_kernels)"):
+            k = item_kernels(item["describe"])
         tables.append(k)
         owners.append(np.full(len(k["flops"]), n))
     kernels = {c: np.concatenate([t[c] for t in tables]) for c in _RECORD}

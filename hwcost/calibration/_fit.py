@@ -38,6 +38,7 @@ def _predict_columns(device, eff, k, item_of_row, n_items: int):
 # Curve exponents in (0.05, 1]: at most 1 keeps a kernel's time non-decreasing in its work
 # (exponent 1 is Hockney's n_1/2 form, a constant floor half/peak for tiny launches).
 _EXP_LOW, _EXP_SPAN = 0.05, 0.95
+MAX_FIT_STEPS = 1_000_000  # one compiled scan; far above the 3000 a fit needs, far below a hang
 
 
 def _to_efficiency(u: dict) -> Efficiency:
@@ -67,8 +68,8 @@ def fit(data: KernelData, base: GPU, *, steps: int = 3000, learning_rate: float 
     that groups with no training data stay at the starting point. Returns the fitted
     `Efficiency` and {"loss": [first, last], "steps", "train_items"}.
     """
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps={steps!r}: must be a positive integer")
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_FIT_STEPS:
+        raise ValueError(f"steps={steps!r}: must be an integer in [1, {MAX_FIT_STEPS}]")
     if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
         raise ValueError(f"learning_rate={learning_rate!r}: must be a positive number")
     train = data.subset(~data.heldout)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import ClassVar
 
@@ -15,7 +16,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+import nets
 from hwcost._workload import ATTENTION_CORE, OPS, Workload
+from hwcost.calibration import _input_check
 from hwcost.calibration._efficiency import Efficiency, kernel_seconds
 from hwcost.calibration._kernels import SCAN_CACHE_COPIES, workload_kernels
 from hwcost.targets._gpu import GPU, PRECISION_FIELDS, roofline_cost
@@ -97,7 +100,7 @@ def save_preset(target: CalibratedGPU, path: str | Path, report: dict | None = N
                           for split in ("calibrated", "roofline")}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(body, indent=1))
+    nets.atomic_write(path, json.dumps(body, indent=1))  # a kill mid-write never leaves half a preset
     return path
 
 
@@ -106,13 +109,22 @@ def load_preset(path: str | Path) -> CalibratedGPU:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"target={str(path)!r}: no such calibrated preset file")
-    try:
-        body = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"target={str(path)!r}: not valid JSON ({err})") from None
+    body = nets.read_json_file(path, "target", what=f"a calibrated preset ({PRESET_SCHEMA})")
     if not isinstance(body, dict) or body.get("schema") != PRESET_SCHEMA:
         got = body.get("schema") if isinstance(body, dict) else type(body).__name__
-        raise ValueError(f"target.schema={got!r}: must be {PRESET_SCHEMA!r}")
+        raise nets.InputError("target.schema", got, f"must be {PRESET_SCHEMA!r}", file=str(path))
+    with _input_check.as_input_error(str(path), "target", f"must be a calibrated preset written by "
+                                     f"hwcost.save_preset ({PRESET_SCHEMA}: name, gpu, efficiency)"):
+        return _preset_of(body)
+
+
+def _preset_of(body: dict) -> CalibratedGPU:
+    if not isinstance(body.get("gpu"), dict) or not isinstance(body.get("name"), str):
+        raise ValueError("gpu must be an object of numbers and name a string")
+    bad = sorted(k for k, v in body["gpu"].items() if not (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                           and math.isfinite(v) and v >= 0))
+    if bad:
+        raise ValueError(f"gpu.{bad[0]}={body['gpu'][bad[0]]!r} must be a finite number >= 0")
     names = {f.name for f in dataclasses.fields(GPU)} - {"name"}
     # a preset written before the per-precision rates existed lacks them: GPU's fallback rule fills them
     if not set(body["gpu"]) <= names or not names - set(body["gpu"]) <= set(PRECISION_FIELDS):

@@ -198,7 +198,7 @@ def test_bad_input(tmp_path):
         split_heldout(("a", "b"), ("gemm", "gemm"), fraction=1.5)
     bad = tmp_path / "preset.json"
     bad.write_text(json.dumps({"schema": "nope"}))
-    with pytest.raises(ValueError, match=r"^target.schema='nope': must be"):
+    with pytest.raises(ValueError, match=r"preset.json: target.schema='nope': must be"):
         load_preset(bad)
     with pytest.raises(ValueError, match=r"^target='h300': must be one of"):
         get_target("h300")
