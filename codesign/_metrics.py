@@ -1,6 +1,7 @@
 """Metrics as JSON lines: one object per line, flushed as written, so nothing is lost on a kill.
 
-On resume from a checkpoint at step S the lines after S are dropped first (the
+On resume from a checkpoint at step S the lines after S (and a partial last line left by a
+kill) are dropped first (the
 resumed run recomputes them bit for bit), so the file never holds a step twice; that
 rewrite is atomic (`nets.atomic_write`), so a kill during it loses no earlier line.
 """
@@ -23,7 +24,7 @@ class MetricsWriter:
             self.path.write_text("")
         elif self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+                    if _parses(line) and json.loads(line).get("step", 0) <= resume_step]
             nets.atomic_write(self.path, "".join(line + "\n" for line in kept))
         self._file = self.path.open("a")
 
@@ -37,5 +38,14 @@ class MetricsWriter:
         self._file.close()
 
 
+def _parses(line: str) -> bool:
+    """A complete record: a kill mid-write can leave a partial last line, which a resume drops."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except json.JSONDecodeError:
+        return False
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """Every complete record (a partial last line left by a kill is skipped)."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if _parses(line)]

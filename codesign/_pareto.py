@@ -66,6 +66,12 @@ def plot_front(points_Nx2: np.ndarray, labels: Sequence[str], path: str | Path, 
     ax.legend()
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path)
+    import io
+
+    import nets
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
+    nets.atomic_write(path, buffer.getvalue())  # a kill mid-write never leaves half a plot
     return path

@@ -37,6 +37,7 @@ import numpy as np
 
 from nets import atomic_write_json
 from codesign._io import fresh_run_dir
+from codesign._phase import phase
 from codesign._deploy import harden_and_recover, load_deployment, write_deployment
 from codesign._joint import METRICS, JointConfig, JointTrainer
 from codesign._metrics import MetricsWriter
@@ -182,7 +183,8 @@ def sweep(sc: SweepConfig, out_dir: str | Path | None = None, *, progress: bool 
             train(tc, pdir, progress=progress, trainer=trainer)
             record = harden_and_recover(trainer, pdir, recovery_steps=sc.recovery_steps, progress=progress)
             record["objective"].update(point)
-            write_deployment(deployment, record)
+            with phase("file"):
+                write_deployment(deployment, record)
         row = _point_row(index, point, record)
         rows.append(row)
         metrics.write({"step": index, **{k: v for k, v in row.items() if not isinstance(v, (list, dict))}})
@@ -193,14 +195,16 @@ def sweep(sc: SweepConfig, out_dir: str | Path | None = None, *, progress: bool 
     chosen = min(eligible, key=lambda i: rows[i]["cost"])
     record = load_deployment(out / f"point-{chosen}" / "deployment.json")
     record["checkpoint"]["path"] = f"point-{chosen}/{record['checkpoint']['path']}"
-    write_deployment(out / "deployment.json", record)
+    with phase("file"):
+        write_deployment(out / "deployment.json", record)
     labels = [", ".join(f"{k}={r[k]:g}" for k in ("lam", "budget") if k in r) for r in rows]
     pts = np.array([[r["val_loss"], r["cost"]] for r in rows])
     plot_front(pts, labels, out / "pareto.png", cost_label=f"{sc.metric} on {sc.target} (log)")
     front = {"rows": rows, "front_mask": [bool(m) for m in mask], "hypervolume": volume,
              "hypervolume_space": "(val_loss, log10 cost)", "reference": list(reference), "chosen": chosen,
              "metric": sc.metric, "target": sc.target}
-    atomic_write_json(out / "front.json", front)
+    with phase("file"):
+        atomic_write_json(out / "front.json", front)
     seconds = time.perf_counter() - t0
     atomic_write_json(out / "summary.json", {**front, "seconds": seconds})
     return SweepResult(out_dir=out, rows=rows, front_mask=[bool(m) for m in mask], hypervolume=volume,
