@@ -199,6 +199,10 @@ def verify_deployment(path: str | Path) -> list[Check]:
     """Rebuild the deployment from its file and checkpoint; re-measure loss and cost (see module docstring)."""
     path = Path(path)
     record = load_deployment(path)
+    ckpt_dir = path.parent / str(record["checkpoint"]["path"])
+    if not ckpt_dir.is_dir():
+        raise ValueError(f"checkpoint={str(ckpt_dir)!r}: no such folder next to the deployment file")
+    _integrity.check_checkpoint(record, ckpt_dir, path)  # before anything is rebuilt from it
     try:
         cfg = nets.ModelConfig.from_dict(record["model"])
         space = DesignSpace.from_dict(record["design_space"])
@@ -209,11 +213,7 @@ def verify_deployment(path: str | Path) -> list[Check]:
         tc_dict = {k: v for k, v in record["train"].items() if k in train_fields}
     except (KeyError, TypeError) as err:
         raise ValueError(f"deployment={str(path)!r}: malformed ({err.__class__.__name__}: {err})") from None
-    ckpt_dir = path.parent / str(record["checkpoint"]["path"])
     step = record["checkpoint"]["step"]
-    if not ckpt_dir.is_dir():
-        raise ValueError(f"checkpoint={str(ckpt_dir)!r}: no such folder next to the deployment file")
-    _integrity.check_checkpoint(record, ckpt_dir, path)
     checker = Checkpointer(ckpt_dir)
     if step not in checker.all_steps():
         checker.close()
