@@ -1,4 +1,4 @@
-"""SpAtten pruning on the embedded data: validation loss against SpAtten DRAM traffic (issue 8, result 4).
+"""SpAtten pruning on the embedded data: validation loss against SpAtten DRAM traffic.
 
 Two tasks built from the embedded byte corpus (`codesign.data`):
   decoder  byte-LM, SpAtten's GPT-2 setting in miniature: each window is a prompt of

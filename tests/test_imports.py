@@ -81,8 +81,7 @@ _VIA_MAIN = "calls a command function directly; to run through codesign.cli.main
 _KERNELS = "the grouped-GEMM kernels by implementation, monkeypatched per backend; to be exported"
 KNOWN: dict[str, dict[str, str]] = {
     "tests/codesign/test_atts_pipeline.py": {"codesign.atts._pipeline": _WHITE_BOX},
-    "tests/codesign/test_search.py": {"codesign._search": _WHITE_BOX},
-    "tests/codesign/test_sweep.py": {"codesign._cli_joint": _VIA_MAIN},
+    "tests/codesign/test_search.py": {"codesign.search._baselines": _WHITE_BOX},
     "tests/nets/test_model.py": {"nets._model._Unit": _WHITE_BOX},
     "tests/nets/test_moe.py": {"nets._moe._np_activation": "the NumPy reference activation the test compares against",
                                "nets._moe": "white box: the dispatch's custom VJPs swapped for plain gathers, to "
@@ -139,7 +138,8 @@ def test_checker_flags_exactly_private_cross_package_imports(tmp_path, where, so
 
 
 @pytest.mark.parametrize("package", ["nets", "hwcost", "hwcost.targets", "hwcost.calibration", "hwcost.reproductions",
-                                     "hwcost.parallel", "codesign", "codesign.atts", "codesign.data"])
+                                     "hwcost.parallel", "codesign", "codesign.training", "codesign.joint",
+                                     "codesign.search", "codesign.cli", "codesign.atts", "codesign.data"])
 def test_public_api_is_explicit_and_resolves(package):
     """Each package's `__all__` lists public names only, once each, and every one of them exists."""
     import importlib

@@ -80,7 +80,7 @@ def test_tpe_search_is_seeded_and_proposes_valid_designs(tiny_json):
 
 def test_evaluate_builds_its_trainer_from_exactly_the_candidate(tiny_json, monkeypatch):
     """Fast wiring check (no compile): the trainer gets the candidate, the shared weights and the step budget."""
-    import codesign._search as search
+    import codesign.search._baselines as search
 
     built = []
 

@@ -45,8 +45,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import nets
-from codesign._checkpoint import Checkpointer
-from codesign._metrics import MetricsWriter, read_metrics
+from codesign.training._checkpoint import Checkpointer
+from codesign.training._metrics import MetricsWriter, read_metrics
 from codesign.data import eval_batches, load_byte_corpus, sample_batch
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "auto": None}

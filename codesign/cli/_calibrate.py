@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 import hwcost
-from codesign._cli_options import json_option, out_option, target_option
+from codesign.cli._options import json_option, out_option, target_option
 
 
 def calibrate(
