@@ -86,9 +86,12 @@ class Evaluator:
     target, metric and scenario; `init_net_params` are the shared pretrained network weights.
     The row has the sweep's row fields (val_loss, cost = metric value, latency_s, energy_j,
     formats, kv_formats, act_formats, ffn_widths) plus `seconds` [s] spent evaluating.
+    `trainer_class` trains a candidate: called as `trainer_class(tc, space, hardened, init_params=...)`,
+    then `advance(step)` for every step and `evaluate()` (default `HardenedTrainer`; a test passes a
+    recorder to check what it is given without compiling).
     """
 
-    def __init__(self, sc: SweepConfig, init_net_params: Any = None):
+    def __init__(self, sc: SweepConfig, init_net_params: Any = None, *, trainer_class: type = HardenedTrainer):
         if tuple(sc.hardware):
             raise ValueError(f"hardware={tuple(sc.hardware)!r}: black-box search costs designs on the preset target; "
                              "give hardware=() so both methods search the same space")
@@ -99,6 +102,7 @@ class Evaluator:
         self.target = _targets.make_target(sc.target)
         self.scenario = sc.joint_config(sc.points()[0]).scenario()
         self.init_net_params = init_net_params
+        self.trainer_class = trainer_class
         self.cache: dict[str, dict[str, Any]] = {}
 
     def cost(self, hardened: dict[str, Any]) -> dict[str, Any]:
@@ -116,10 +120,9 @@ class Evaluator:
 
     def train_and_measure(self, hardened: dict[str, Any], init_net_params: Any, tc) -> dict[str, Any]:
         """Train `hardened` from `init_net_params` for `tc.steps` steps; the row of val loss and cost."""
-        trainer = HardenedTrainer(tc, self.space, hardened, init_params=init_net_params)
+        trainer = self.trainer_class(tc, self.space, hardened, init_params=init_net_params)
         for step in range(tc.steps):
-            trainer.params, trainer.opt_state, _ = trainer.step_fn(trainer.params, trainer.opt_state,
-                                                                   trainer.train_data, jnp.asarray(step, jnp.int32))
+            trainer.advance(step)
         val_loss = trainer.evaluate()
         cost = self.cost(hardened)
         return {"val_loss": val_loss, "cost": cost["metric_value"], "metric": cost["metric"],
