@@ -76,22 +76,7 @@ def violations(path: pathlib.Path, root: pathlib.Path = ROOT) -> list[str]:
 # Private imports still made, each with the reason it is not yet a public one. The test fails
 # on any private import not listed here AND on a listed one that is no longer made, so the
 # list can only shrink. Keyed by file, then by the dotted path imported.
-_WHITE_BOX = "white-box test: monkeypatches or inspects module internals; to go through a public hook"
-_VIA_MAIN = "calls a command function directly; to run through codesign.cli.main(argv)"
-_KERNELS = "the grouped-GEMM kernels by implementation, monkeypatched per backend; to be exported"
 KNOWN: dict[str, dict[str, str]] = {
-    "tests/codesign/test_atts_pipeline.py": {"codesign.atts._pipeline": _WHITE_BOX},
-    "tests/codesign/test_search.py": {"codesign.search._baselines": _WHITE_BOX},
-    "tests/nets/test_model.py": {"nets._model._Unit": _WHITE_BOX},
-    "tests/nets/test_moe.py": {"nets._moe._np_activation": "the NumPy reference activation the test compares against",
-                               "nets._moe": "white box: the dispatch's custom VJPs swapped for plain gathers, to "
-                                            "compare their gradients with autodiff's"},
-    "tests/nets/test_grouped.py": dict.fromkeys(
-        ["nets._grouped", "nets._grouped.grouped_matmul", "nets._grouped.resolve_implementation",
-         "nets._grouped.triton_grouped_matmul"], _KERNELS),
-    "scripts/bench/gpu_speed.py": dict.fromkeys(
-        ["nets._grouped", "nets._moe", "nets._grouped.grouped_matmul", "nets._grouped.triton_grouped_matmul"],
-        _KERNELS),
 }
 
 
