@@ -106,7 +106,7 @@ def _check_models(draft, target):
 def run_pipeline(draft: nets.TransformerLM, target: nets.TransformerLM, problems: list[ArithProblem],
                  cfg: PipelineConfig, *, key: jax.Array, calibrator=None, cal_state=None,
                  max_ticks: int | None = None) -> RunResult:
-    """Solve `problems`, m samples each, all in one pool, under `cfg` (see the module docstring).
+    """Solve `problems`, m samples each, all in one pool, under `cfg` (the engine's documentation, `codesign/atts/_engine.py`, describes a run).
 
     calibrator / cal_state: a `codesign.atts` calibrator and its initial state (mode "atts" only;
     e.g. `StaticBank(n).init_state(bank_scores)`). The state evolves during the run (online

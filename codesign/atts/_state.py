@@ -28,7 +28,11 @@ NEWLINE, END, ANSWER = 10, ord("$"), ord("A")
 class PipelineConfig:
     """How a batch of questions is solved.
 
-    mode: see the module table. takeover: "regenerate", "append" or "ordinal".
+    mode: "atts" (each sample's own conformal p-value decides a takeover), "sync" (the top-B scores of
+      a question's m samples per turn, behind a per-turn barrier), "target_only", "draft_only", or
+      "calibrate" (draft_only with every chunk scored: collects a calibration bank); the engine's
+      documentation (`codesign/atts/_engine.py`) has the full table.
+    takeover: "regenerate", "append" or "ordinal".
     m: samples per question. max_turns: T, turns per sample (one line each).
     alpha: rejection level in (0, 1) (ATTS budget form alpha = B / m; "sync" takes over the
       top round(alpha x #scored) of each question per turn). alpha_regenerate: the second,
@@ -42,7 +46,7 @@ class PipelineConfig:
       It stands in for the blank-line-delimited paragraphs of real reasoning, whose lengths vary
       (ATTS' chunks run up to 500 tokens); on the arithmetic task every line has the same length,
       so with one-line turns the m samples of a question never straggle.
-    slots: the pool size S (a multiple of m), or None for one slot per sample (module docstring).
+    slots: the pool size S (a multiple of m), or None for one slot per sample (admission: see the engine's documentation).
     overlap: the target's calls of a tick read the tick's starting state (a chunk is scored the tick
       after it ends, a taken-over turn is written from the tick after the decision), so the draft's
       call is independent of the target's and the two can run at once, as the paper's draft and
