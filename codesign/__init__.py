@@ -5,42 +5,39 @@
     result = codesign.sweep(codesign.SweepConfig(lams=(0, 0.1), target="h100-sxm"), "runs/mine")
     checks = codesign.verify("runs/mine/deployment.json")    # rebuild the export, recheck loss and cost
 
-The public API, by part:
-- train: `TrainConfig`, `train`, `Trainer`, `TrainResult`, `resolve_model`, `training_flops_per_token`, `compute_dtype`,
-  `Checkpointer`, `MetricsWriter`, `read_metrics`
-- joint: `JointConfig`, `JointTrainer`, `METRICS`, `cost_metric`, `check_budget`, `DesignSpace`,
-  `soft_width_gate`, `check_hardened`, `full_widths`, `make_target`, and the pruning space
-  (`PruningSpace`, `PruningJointTrainer`, `HardenedPruningTrainer`, `pruned_params`)
-- deploy: `HardenedTrainer`, `design_cost`, `harden_and_recover`, `write_deployment`, `load_deployment`,
-  `verify` (= `verify_deployment`), `Check`
-- search: `SweepConfig`, `SweepResult`, `sweep`, `run`, `summary_table`, `front_and_volume`, `pareto_mask`,
-  `hypervolume`, `plot_front`, and the black-box baselines (`Evaluator`, `random_search`, `tpe_search`,
-  `gradient_path`, `timed_sweep`, `hv_curve`, `common_reference`, `speedup`, `time_to_reach`, ...)
-- `fresh_run_dir`: the default output folder (`runs/<kind>-<time>`); `output_lock`: one writer per output folder;
-  `IntegrityError`: a deployment file or its checkpoint modified after export
-- subpackages: `codesign.data` (embedded data sets), `codesign.atts` (conformal test-time scaling),
+The public API, by part (each part is a subpackage with its own `__all__`; the names are
+re-exported here so user code needs only `import codesign`):
+- `codesign.training`: `TrainConfig`, `train`, `Trainer` (the one training loop), `TrainResult`,
+  `resolve_model`, `training_flops_per_token`, `compute_dtype`, `Checkpointer`, `MetricsWriter`,
+  `read_metrics`, `fresh_run_dir` (the default output folder, `runs/<kind>-<time>`)
+- `codesign.joint`: `JointConfig`, `JointTrainer`, `METRICS`, `cost_metric`, `check_budget`, `DesignSpace`,
+  `soft_width_gate`, `check_hardened`, `full_widths`, `make_target`, the pruning space
+  (`PruningSpace`, `PruningJointTrainer`, `HardenedPruningTrainer`, `pruned_params`) and deployment
+  (`HardenedTrainer`, `design_cost`, `harden_and_recover`, `write_deployment`, `load_deployment`,
+  `verify` (= `verify_deployment`), `Check`)
+- `codesign.search`: `SweepConfig`, `SweepResult`, `sweep`, `run`, `summary_table`, `front_and_volume`,
+  `pareto_mask`, `hypervolume`, `plot_front`, and the black-box baselines (`Evaluator`, `random_search`,
+  `tpe_search`, `gradient_path`, `timed_sweep`, `hv_curve`, `common_reference`, `speedup`, `time_to_reach`, ...)
+- reliability: `output_lock` (one writer per output folder), `IntegrityError` (a deployment file or its
+  checkpoint modified after export)
+- `codesign.data` (embedded data sets), `codesign.atts` (conformal test-time scaling),
   `codesign.cli` (the command line).
 """
 
 from codesign import data
-from codesign._checkpoint import Checkpointer
-from codesign._deploy import (SCHEMA_VERSION, Check, HardenedTrainer, design_cost, harden_and_recover, load_deployment,
-                              verify_deployment, write_deployment)
-from codesign._io import fresh_run_dir
 from codesign._integrity import IntegrityError
 from codesign._lock import output_lock
-from codesign._joint import METRICS, JointConfig, JointTrainer, check_budget, cost_metric
-from codesign._metrics import MetricsWriter, read_metrics
-from codesign._pareto import hypervolume, pareto_mask, plot_front
-from codesign._prune_space import HardenedPruningTrainer, PruningJointTrainer, PruningSpace, pruned_params
-from codesign._search import (Evaluator, PathTrainer, candidate_key, common_reference, gradient_path, hv_curve,
-                              random_candidate, random_search, speedup, time_to_reach, timed_sweep, tpe_search,
-                              width_choices)
-from codesign._space import WIDTH_MULTIPLE, DesignSpace, check_hardened, full_widths, soft_width_gate
-from codesign._sweep import SweepConfig, SweepResult, front_and_volume, run, summary_table, sweep
-from codesign._targets import make_target
-from codesign._train import (NonFiniteError, TrainConfig, TrainResult, Trainer, compute_dtype, init_guard,
-                             resolve_model, train, training_flops_per_token)
+from codesign.joint import (METRICS, SCHEMA_VERSION, WIDTH_MULTIPLE, Check, DesignSpace, HardenedPruningTrainer,
+                            HardenedTrainer, JointConfig, JointTrainer, PruningJointTrainer, PruningSpace, check_budget,
+                            check_hardened, cost_metric, design_cost, full_widths, harden_and_recover, load_deployment,
+                            make_target, pruned_params, soft_width_gate, verify_deployment, write_deployment)
+from codesign.search import (Evaluator, PathTrainer, SweepConfig, SweepResult, candidate_key, common_reference,
+                             front_and_volume, gradient_path, hv_curve, hypervolume, pareto_mask, plot_front,
+                             random_candidate, random_search, run, speedup, summary_table, sweep, time_to_reach,
+                             timed_sweep, tpe_search, width_choices)
+from codesign.training import (Checkpointer, MetricsWriter, NonFiniteError, TrainConfig, TrainResult, Trainer,
+                               compute_dtype, fresh_run_dir, init_guard, read_metrics, resolve_model, train,
+                               training_flops_per_token)
 
 verify = verify_deployment
 

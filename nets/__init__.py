@@ -10,7 +10,9 @@ from nets._attention import Attention, cache_bytes_per_token_per_layer, cache_sh
 from nets._attention import init_cache as init_layer_cache  # one attention layer's cache (init_cache: the model's)
 from nets._layer_quant import LayerQuant, one_hot_quant
 from nets._layers import MLP, activation_fn, apply_rope, make_norm
-from nets._moe import MoE, moe_reference
+from nets import grouped, moe
+from nets.grouped import grouped_matmul
+from nets.moe import MoE, moe_reference
 from nets._pruning import (ProgressiveQuant, attended_keep, gather_rows, kept_count, local_value_prune, paper_schedule,
                            progressive_probs, quantize_split, select_tokens, soft_keep_mask, softmax_l1_bound,
                            temperature_schedule, token_importance)
@@ -34,5 +36,5 @@ __all__ = [
     "gather_rows", "local_value_prune", "progressive_probs", "quantize_split", "select_tokens", "softmax_l1_bound",
     "temperature_schedule", "token_importance",
     "HFMapping", "from_hf", "map_hf", "to_hf", "load_hf_checkpoint", "load_safetensors", "save_safetensors",
-    "attention_implementation", "init_layer_cache",
+    "attention_implementation", "init_layer_cache", "grouped", "grouped_matmul", "moe",
 ]

@@ -63,7 +63,7 @@ def layer_segments(cfg: ModelConfig) -> tuple[Segment, ...]:
 
 
 class Block(nnx.Module):
-    """One pre-norm transformer layer; `kind` 'dense' (MLP of width d_ff) or 'moe' (`nets._moe.MoE`)."""
+    """One pre-norm transformer layer; `kind` 'dense' (MLP of width d_ff) or 'moe' (`nets.MoE`)."""
 
     def __init__(self, cfg: ModelConfig, kind: str, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
         if kind not in ("dense", "moe"):
@@ -74,7 +74,7 @@ class Block(nnx.Module):
         self.attn = Attention(cfg, **kw)
         self.ffn_norm = make_norm(cfg, cfg.d_model, **kw)
         if kind == "moe":
-            from nets._moe import MoE  # written alongside; imported here so dense models never need it
+            from nets.moe import MoE  # written alongside; imported here so dense models never need it
             self.ffn = MoE(cfg, **kw)
         else:
             self.ffn = MLP(cfg, cfg.ffn.d_ff, use_bias=cfg.use_bias, **kw)

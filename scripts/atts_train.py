@@ -3,7 +3,7 @@
     PYTHONPATH=. python scripts/atts_train.py --out runs/atts-models [--size full|tiny]
 
 The target must reach >= 99% step accuracy and the draft a step error in [10%, 30%] on
-held-out test problems (codesign.atts._models.train_pair); the exit status is 1 if either
+held-out test problems (codesign.atts.train_pair); the exit status is 1 if either
 is missed. Writes <out>/{draft,target}/ (config + orbax params) and <out>/report.json.
 """
 

@@ -3,7 +3,7 @@
     PYTHONPATH=. python scripts/cambricon_ber.py [--steps 300] [--ckpt RUN_DIR] [--granularity channel]
                                                  [--out-dir runs/cambricon_ber]
 
-Trains `codesign-default` briefly on the embedded byte corpus (codesign._train) or restores the
+Trains `codesign-default` briefly on the embedded byte corpus (codesign.train) or restores the
 checkpoint of a `codesign train` run directory, quantises every transformer-block weight matrix
 to int8 (per output channel, or per matrix with --granularity tensor), then for each raw
 bit-error rate injects flips (hwcost.inject_bit_flips, int8 stored as --encoding) with and

@@ -1,4 +1,4 @@
-"""Layer-adaptive mixed precision against the XR-NPE target, and uniform-format baselines (issue 5, deliverable 4).
+"""Layer-adaptive mixed precision against the XR-NPE target, and uniform-format baselines.
 
     PYTHONPATH=. python scripts/mixed_precision.py [--model codesign-default] [--lams 0.001 0.01 0.1]
         [--pretrain-steps 150] [--steps 24] [--recovery-steps 8] [--out results/mixed_precision]
@@ -14,7 +14,7 @@ ended above the pretrained loss):
   per-layer format logits of weights AND activations (both GEMM operands: the XR-NPE lane
   split needs both at the low width, arXiv 2508.13049, section III), `steps` joint steps, then
   argmax hardening and `recovery_steps` of fine-tuning with the hardened formats applied exactly
-  (`codesign._deploy.harden_and_recover`);
+  (`codesign.harden_and_recover`);
 - uniform arms: every layer in one format, weights and activations, trained with
   `HardenedTrainer` for `steps + recovery_steps` steps: BF16 (the unquantised-training reference
   at 16 bits; XR-NPE prices it like any 16-bit format), Posit(16,1), Posit(8,0), Posit(4,1), FP4.
@@ -29,7 +29,7 @@ for FP4 (the OCP MX rule). "FP4" is E2M1 with the same per-channel scale (4.0 bi
 be 4.25 bits with a per-32 block scale). Embeddings, LM head, norms and the MoE router stay
 float (outside the per-layer knobs); the KV cache is not searched (16 bits in the cost).
 
-Cost: `codesign._deploy.design_cost` of the hardened design on `hwcost.xrnpe()` (the
+Cost: `codesign.design_cost` of the hardened design on `hwcost.xrnpe()` (the
 paper's 1.72 GHz, 14 pJ per 16-bit MAC op, plus the documented assumptions of
 `hwcost.xrnpe`) for a decode step of `scenario_batch` sequences at `scenario_context`
 tokens of context (default 1 x 256: one user on an XR headset, the model's full context).

@@ -1,4 +1,4 @@
-"""SpAtten pruning on the embedded data: validation loss against SpAtten DRAM traffic (issue 8, result 4).
+"""SpAtten pruning on the embedded data: validation loss against SpAtten DRAM traffic.
 
 Two tasks built from the embedded byte corpus (`codesign.data`):
   decoder  byte-LM, SpAtten's GPT-2 setting in miniature: each window is a prompt of
@@ -37,6 +37,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from codesign import TrainConfig, Trainer
 from codesign.data import eval_batches, load_byte_corpus, sample_batch
 from hwcost import Scenario, SpAtten, pruning_knobs, spatten_workload, Knobs
 from nets import ModelConfig, PrunedLM, PrunePlan, monotone_keep, ProgressiveQuant, temperature_schedule
@@ -93,68 +94,83 @@ def dram_bytes(task, cfg, seq, prompt, token_keep, head_keep, lsb_fraction=0.0):
     return jnp.sum(spatten_workload(cfg, sc, knobs, lsb_fraction=lsb_fraction, lsb_bits=PQ.lsb_bits).dram_bytes)
 
 
-# ---- training loops (functional: nnx.split / merge inside one jitted step) ----------------------------
+# ---- training: codesign's one training step (`codesign.Trainer`), with this script's model, data and loss -----
+class FineTuner(Trainer):
+    """One arm's training: the PrunedLM `model` under a fixed `plan` (hard), or, with `lam`, its weights AND
+    per-layer token/head keep logits under soft masks (temperature annealed) plus lam * DRAM(keep)/DRAM(unpruned).
+
+    Batches come from `make_batch` with `fold_in(key, step)`; Adam(W) without clipping or warm-up, the
+    network's rate `lr` (cosine decay when hard), the knobs' `opts.lr_knobs`.
+    """
+
+    def __init__(self, model, task, data, opts, steps, key, lr, *, plan=None, lam=None, dram_full=None):
+        self.model, self.task, self.data, self.opts, self.key = model, task, data, opts, key
+        self.plan, self.lam, self.dram_full = plan, lam, dram_full
+        self.n_prunable = opts.prompt if task == "decoder" else None
+        tc = TrainConfig(steps=steps, batch=opts.batch, seq_len=opts.seq, lr=lr, warmup_steps=0, weight_decay=0.0,
+                         aux_weight=0.0, seed=opts.seed, dtype="float32")
+        super().__init__(tc, cfg=model.cfg)
+
+    def build_model(self, key):
+        return self.model
+
+    def load_data(self):
+        return jax.device_put(self.data, self.replicated), None
+
+    def sample(self, train_data, step):
+        return make_batch(self.task, train_data, jax.random.fold_in(self.key, step), self.opts.batch, self.opts.seq)
+
+    def init_trainable(self, net_params):
+        if self.lam is None:
+            return net_params
+        init_logit = math.log(0.95 / 0.05)
+        n_layers = self.cfg.n_layers
+        return net_params, {"token": jnp.full((n_layers,), init_logit), "head": jnp.full((n_layers,), init_logit)}
+
+    def build_optimizer(self):
+        if self.lam is None:
+            return optax.adamw(optax.cosine_decay_schedule(self.tc.lr, self.tc.steps), weight_decay=0.0)
+        return optax.multi_transform({"net": optax.adam(self.tc.lr), "knobs": optax.adam(self.opts.lr_knobs)},
+                                     ("net", "knobs"))
+
+    def objective(self, params, tokens, targets, step):
+        opts = self.opts
+        if self.lam is None:
+            logits, _ = self.model_from(params)(tokens, plan=self.plan, n_prunable=self.n_prunable)
+            loss = task_loss(self.task, logits, targets, opts.prompt)
+            return loss, {"loss": loss}
+        net, knobs = params
+        token_keep, head_keep = keeps(knobs)
+        temperature = temperature_schedule(step, self.tc.steps, 0.5, 0.02)
+        logits, _ = self.model_from(net).soft(tokens, token_keep=token_keep, head_keep=head_keep,
+                                              temperature=temperature, n_prunable=self.n_prunable)
+        cost = dram_bytes(self.task, self.cfg, opts.seq, opts.prompt, token_keep, head_keep) / self.dram_full
+        loss = task_loss(self.task, logits, targets, opts.prompt) + self.lam * cost
+        return loss, {"loss": loss}
+
+
+def keeps(knobs):
+    """Per-layer (token, head) keep ratios from their logits, non-increasing over the layers."""
+    return monotone_keep(jax.nn.sigmoid(knobs["token"])), monotone_keep(jax.nn.sigmoid(knobs["head"]))
+
+
 def train_hard(model, plan, task, data, opts, steps, key, lr):
-    graphdef, params, state = nnx.split(model, nnx.Param, ...)
-    opt = optax.adamw(optax.cosine_decay_schedule(lr, steps), weight_decay=0.0)
-    opt_state = opt.init(params)
-    n_prunable = opts.prompt if task == "decoder" else None
-
-    @jax.jit
-    def step(params, opt_state, i):
-        tokens, targets = make_batch(task, data, jax.random.fold_in(key, i), opts.batch, opts.seq)
-
-        def loss_fn(p):
-            m = nnx.merge(graphdef, p, state)
-            logits, _ = m(tokens, plan=plan, n_prunable=n_prunable)
-            return task_loss(task, logits, targets, opts.prompt)
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
+    """Fine-tune `model`'s weights under the fixed `plan`; returns the last step's loss."""
+    trainer = FineTuner(model, task, data, opts, steps, key, lr, plan=plan)
     for i in range(steps):
-        params, opt_state, loss = step(params, opt_state, jnp.asarray(i))
-    nnx.update(model, params)
-    return float(loss)
+        metrics = trainer.advance(i)
+    nnx.update(model, trainer.params)
+    return float(metrics["loss"])
 
 
 def train_learned(model, task, data, opts, steps, key, lam, dram_full):
-    """Soft-mask fine-tuning of the weights AND per-layer token/head keep logits with a DRAM cost term."""
-    cfg = model.cfg
-    graphdef, params, state = nnx.split(model, nnx.Param, ...)
-    init_logit = math.log(0.95 / 0.05)
-    knobs = {"token": jnp.full((cfg.n_layers,), init_logit), "head": jnp.full((cfg.n_layers,), init_logit)}
-    opt = optax.multi_transform({"net": optax.adam(opts.lr_finetune), "knobs": optax.adam(opts.lr_knobs)},
-                                ("net", "knobs"))
-    opt_state = opt.init((params, knobs))
-    n_prunable = opts.prompt if task == "decoder" else None
-
-    def keeps(k):
-        return monotone_keep(jax.nn.sigmoid(k["token"])), monotone_keep(jax.nn.sigmoid(k["head"]))
-
-    @jax.jit
-    def step(params, knobs, opt_state, i):
-        tokens, targets = make_batch(task, data, jax.random.fold_in(key, i), opts.batch, opts.seq)
-        temperature = temperature_schedule(i, steps, 0.5, 0.02)
-
-        def loss_fn(pk):
-            p, k = pk
-            token_keep, head_keep = keeps(k)
-            m = nnx.merge(graphdef, p, state)
-            logits, _ = m.soft(tokens, token_keep=token_keep, head_keep=head_keep, temperature=temperature,
-                               n_prunable=n_prunable)
-            cost = dram_bytes(task, cfg, opts.seq, opts.prompt, token_keep, head_keep) / dram_full
-            return task_loss(task, logits, targets, opts.prompt) + lam * cost
-
-        loss, grads = jax.value_and_grad(loss_fn)((params, knobs))
-        updates, opt_state = opt.update(grads, opt_state, (params, knobs))
-        params, knobs = optax.apply_updates((params, knobs), updates)
-        return params, knobs, opt_state, loss
-
+    """Soft-mask fine-tuning of the weights AND per-layer token/head keep logits with a DRAM cost term;
+    returns the learned (token, head) keep ratios."""
+    trainer = FineTuner(model, task, data, opts, steps, key, opts.lr_finetune, lam=lam, dram_full=dram_full)
     for i in range(steps):
-        params, knobs, opt_state, loss = step(params, knobs, opt_state, jnp.asarray(i))
-    nnx.update(model, params)
+        trainer.advance(i)
+    net, knobs = trainer.params
+    nnx.update(model, net)
     token_keep, head_keep = keeps(knobs)
     return np.asarray(token_keep), np.asarray(head_keep)
 

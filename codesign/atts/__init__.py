@@ -4,8 +4,11 @@ Part 1, calibration: conformal p-values of draft-chunk scores against a calibrat
 bank calibrators for a drifting stream (static, sliding window, Mondrian per turn, ACI),
 ordinal graded decisions, the budget form alpha = B / m, and the experiments that check the
 finite-sample guarantee (with the exact distributions they are tested against). Part 2, the
-draft/target pipeline on the embedded arithmetic task: the models and their training, the
-batched engine, calibration banks on disk, and the benchmark. Public functions check
+draft/target pipeline on the embedded arithmetic task: the models and their training
+(`_models`, through `codesign.Trainer`), the engine (`_state`: its configuration, slots and
+named counters; `_calls`: the model calls on a pool of slots; `_engine`: one tick of the pool,
+stage by stage, inside one `jax.lax.while_loop`), the runner (`_runner`), calibration banks on
+disk (`_bank`), statistics (`_stats`) and the benchmark (`_bench`). Public functions check
 concrete inputs eagerly (ValueError naming the argument) and are safe to call under jit,
 where only shapes are checked.
 """
@@ -17,10 +20,12 @@ from codesign.atts._guarantee import (CATEGORICAL_PROBS, beta_binomial_pmf, bino
                                       guarantee_experiment, kolmogorov_sf, ks_discrete, ks_monte_carlo_p,
                                       randomized_count_pmf, run_stream)
 from codesign.atts._ordinal import OrdinalThresholds, alpha_from_budget, ordinal_levels
-from codesign.atts._pipeline import (BENCH_PARTS, CALIBRATORS, MODES, TAKEOVERS, PipelineConfig, RunResult,
-                                     bank_settings, bench, collect_bank, format_bench, load_bank, majority_vote,
-                                     make_calibrator, paired_bootstrap, row_forward, run_batched, run_pipeline,
-                                     save_bank)
+from codesign.atts._bank import CALIBRATORS, bank_settings, collect_bank, load_bank, make_calibrator, save_bank
+from codesign.atts._bench import BENCH_PARTS, bench, format_bench
+from codesign.atts._calls import row_buckets, row_forward
+from codesign.atts._runner import RunResult, majority_vote, run_batched, run_pipeline
+from codesign.atts._state import MODES, TAKEOVERS, Counters, PipelineConfig
+from codesign.atts._stats import paired_bootstrap, turn_rates
 from codesign.atts._models import (ArithTask, ModelPair, TrainSpec, draft_config, load_model, load_pair, save_model,
                                    step_accuracy, target_config, task_for, train_model, train_pair)
 
@@ -36,7 +41,7 @@ __all__ = [
     "ArithTask", "TrainSpec", "ModelPair", "task_for", "draft_config", "target_config", "train_model", "train_pair",
     "save_model", "load_model", "load_pair", "step_accuracy",
     # pipeline, banks and benchmark
-    "MODES", "TAKEOVERS", "CALIBRATORS", "BENCH_PARTS", "PipelineConfig", "RunResult", "run_pipeline", "run_batched",
-    "row_forward", "majority_vote", "make_calibrator", "collect_bank", "bank_settings", "save_bank", "load_bank",
-    "paired_bootstrap", "bench", "format_bench",
+    "MODES", "TAKEOVERS", "CALIBRATORS", "BENCH_PARTS", "PipelineConfig", "Counters", "RunResult", "run_pipeline",
+    "run_batched", "row_forward", "row_buckets", "majority_vote", "make_calibrator", "collect_bank", "bank_settings",
+    "save_bank", "load_bank", "paired_bootstrap", "turn_rates", "bench", "format_bench",
 ]

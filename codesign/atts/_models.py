@@ -32,6 +32,7 @@ from flax import nnx
 import nets
 from nets import InputError
 from codesign.data import ArithDataset, arith_dataset, max_text_len
+from codesign.training import TrainConfig, Trainer
 
 __all__ = ["ArithTask", "TrainSpec", "ModelPair", "draft_config", "target_config", "task_for", "train_model",
            "step_accuracy", "save_model", "load_model", "train_pair", "load_pair"]
@@ -172,49 +173,62 @@ def step_accuracy(model: nets.TransformerLM, dataset: ArithDataset, *, batch: in
     return {"step": step_ok / step_total, "answer": answer_ok / n, "exact": exact_ok / n}
 
 
-def _loss(model, inputs_BxL, targets_BxL, mask_BxL):
-    logits, _ = model(inputs_BxL)
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets_BxL)
-    return (nll * mask_BxL).sum() / jnp.maximum(mask_BxL.sum(), 1.0)
+class _ArithTrainer(Trainer):
+    """The project's one training step on the arithmetic task: batches of whole examples drawn from a
+    fixed training set, the next-byte loss on the completion only (the prompt's bytes are masked out),
+    AdamW with the `TrainSpec`'s schedule; computed in float32 on every backend."""
+
+    def __init__(self, cfg: nets.ModelConfig, task: ArithTask, spec: TrainSpec):
+        self.task, self.spec = task, spec
+        tc = TrainConfig(steps=spec.steps, batch=spec.batch, seq_len=task.seq_len, lr=spec.lr,
+                         warmup_steps=spec.warmup_steps, weight_decay=spec.weight_decay, clip_norm=1.0, aux_weight=0.0,
+                         seed=spec.seed, dtype="float32")
+        super().__init__(tc, cfg=cfg)
+
+    def load_data(self):
+        train = self.task.dataset(self.spec.train_n, self.spec.seed, "train")
+        arrays = tuple(jnp.asarray(a) for a in (train.inputs, train.targets, train.target_mask))
+        return jax.device_put(arrays, self.replicated), None
+
+    def sample(self, train_data, step):
+        inputs, targets, masks = train_data
+        rows = jax.random.randint(jax.random.fold_in(self.root_key, step + 1), (self.spec.batch,), 0, inputs.shape[0])
+        return inputs[rows], (targets[rows], masks[rows])
+
+    def build_optimizer(self):
+        spec = self.spec
+        schedule = optax.warmup_cosine_decay_schedule(0.0, spec.lr, spec.warmup_steps, spec.steps, spec.lr * 0.05)
+        return optax.chain(optax.clip_by_global_norm(1.0),
+                           optax.adamw(schedule, b1=0.9, b2=0.98, weight_decay=spec.weight_decay))
+
+    def objective(self, params, inputs_BxL, targets_and_mask, step):
+        targets_BxL, mask_BxL = targets_and_mask
+        logits, _ = self.forward(params, inputs_BxL, step)
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets_BxL)
+        loss = (nll * mask_BxL).sum() / jnp.maximum(mask_BxL.sum(), 1.0)
+        return loss, {"loss": loss}
 
 
 def train_model(cfg: nets.ModelConfig, task: ArithTask, spec: TrainSpec, *,
                 select: Callable[[dict[str, float]], bool] | None = None,
                 stop_at_step_accuracy: float | None = None,
                 log: Callable[[str], None] | None = print) -> tuple[nets.TransformerLM, list[dict]]:
-    """Train `cfg` on `task`; returns (model, history of evaluations).
+    """Train `cfg` on `task` through `codesign.Trainer`; returns (model, history of evaluations).
 
     `select(metrics)`: if given, the parameters of the latest evaluation for which it returns True
     are kept (and training stops at the first such evaluation once the step error is below 20%),
     which is how the draft is stopped inside its error band; if none qualifies, the final model.
     `stop_at_step_accuracy`: stop at the first evaluation whose step accuracy reaches it (target).
     """
-    key = jax.random.key(spec.seed)
-    model = nets.TransformerLM(cfg, rngs=nnx.Rngs(params=jax.random.fold_in(key, 0)))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, spec.lr, spec.warmup_steps, spec.steps, spec.lr * 0.05)
-    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, b1=0.9, b2=0.98,
-                                                                  weight_decay=spec.weight_decay))
-    opt_state = tx.init(params)
-    train = task.dataset(spec.train_n, spec.seed, "train")
+    trainer = _ArithTrainer(cfg, task, spec)
     valid = task.dataset(spec.eval_n, spec.seed, "valid")
-    inputs, targets, masks = (jnp.asarray(a) for a in (train.inputs, train.targets, train.target_mask))
-
-    @jax.jit
-    def step_fn(params, opt_state, step):
-        rows = jax.random.randint(jax.random.fold_in(key, step + 1), (spec.batch,), 0, inputs.shape[0])
-        loss, grads = jax.value_and_grad(
-            lambda p: _loss(nnx.merge(graphdef, p, rest), inputs[rows], targets[rows], masks[rows]))(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
     history, kept = [], None
     start = time.perf_counter()
     for step in range(spec.steps):
-        params, opt_state, loss = step_fn(params, opt_state, jnp.asarray(step, jnp.int32))
+        metrics = trainer.advance(step)
         if (step + 1) % spec.eval_every == 0 or step + 1 == spec.steps:
-            acc = step_accuracy(nnx.merge(graphdef, params, rest), valid)
-            entry = {"step": step + 1, "loss": float(loss), "step_accuracy": acc["step"],
+            acc = step_accuracy(trainer.model_from(trainer.params), valid)
+            entry = {"step": step + 1, "loss": float(metrics["loss"]), "step_accuracy": acc["step"],
                      "answer_accuracy": acc["answer"], "exact": acc["exact"],
                      "elapsed_s": time.perf_counter() - start}
             history.append(entry)
@@ -222,12 +236,12 @@ def train_model(cfg: nets.ModelConfig, task: ArithTask, spec: TrainSpec, *,
                 log(f"  {cfg.name} step {step + 1:>5}  loss {entry['loss']:.4f}  step acc {acc['step']:.4f}  "
                     f"answer acc {acc['answer']:.4f}  {entry['elapsed_s']:.0f} s")
             if select is not None and select(acc):
-                kept = jax.tree.map(lambda x: x, params)
+                kept = jax.tree.map(jnp.copy, trainer.params)   # a copy: the next step donates the trainer's buffers
                 if 1.0 - acc["step"] <= 0.2:
                     break
             if stop_at_step_accuracy is not None and acc["step"] >= stop_at_step_accuracy:
                 break
-    return nnx.merge(graphdef, kept if kept is not None else params, rest), history
+    return trainer.model_from(kept if kept is not None else trainer.params), history
 
 
 def save_model(model: nets.TransformerLM, directory: str | Path, meta: dict | None = None) -> None:

@@ -3,7 +3,7 @@ one-byte decode step and the target's scoring prefill of a chunk window, for the
 
     PYTHONPATH=. python scripts/bench/atts_calls.py --out results/atts
 
-The pipeline (`codesign.atts._pipeline`) runs every call on all slots of its pool; this table
+The pipeline (`codesign.atts.run_batched`) runs every call on all slots of its pool; this table
 says whether a call's time follows the rows it serves (compute-bound) or not (launch-bound), which
 decides what an idle slot costs. Writes <out>/atts_calls.json and <out>/atts_calls.txt.
 Weights are random (the time does not depend on them); the median of `--reps` timed calls after

@@ -6,7 +6,7 @@
 Without --ckpt the pair is trained first (scripts/atts_train.py does the same, with checks).
 Writes <out>/atts_speedup.json and <out>/atts_speedup.txt (the table that is also printed), rewritten
 after every run, so a run cut by a time limit keeps what it measured ("complete": false).
-The experiments are `codesign.atts._pipeline.bench`; this file only parses arguments.
+The experiments are `codesign.atts.bench`; this file only parses arguments.
 """
 
 from __future__ import annotations

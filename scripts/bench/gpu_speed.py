@@ -30,8 +30,8 @@ import numpy as np
 from flax import nnx
 
 import nets
-from nets import _grouped, _moe
-from nets._grouped import grouped_matmul, triton_grouped_matmul
+from nets import grouped as _grouped, moe as _moe
+from nets.grouped import grouped_matmul, triton_grouped_matmul
 
 BF16 = jnp.bfloat16
 

@@ -30,7 +30,7 @@ try:
     print("pallas-triton grouped kernels: present")
 except Exception as e:
     print("pallas-triton grouped kernels: MISSING", e)
-from nets._grouped import resolve_implementation
+from nets.grouped import resolve_implementation
 print("grouped auto ->", resolve_implementation("auto"))
 PY
 fi

@@ -1,16 +1,16 @@
 """Gradient co-design against black-box search (random, TPE) by hypervolume over wall-clock time.
 
-Issue 4, deliverable 7. One run, one model, one pretrained network, one target, metric and
+One run, one model, one pretrained network, one target, metric and
 scenario for every method:
   1. pretrain the network alone (`sc.pretrain_steps`), shared by all methods (not timed);
   2. the gradient method, two ways over the same `--lams` and step budget per point (joint +
      recovery steps):
-     "gradient": `codesign._sweep.sweep` (what `codesign run`/`sweep` do: independent points from
+     "gradient": `codesign.sweep` (what `codesign run`/`sweep` do: independent points from
      the pretrained network, each compiled, checkpointed and exported), timed by
-     `codesign._search.timed_sweep`;
-     "gradient-path": `codesign._search.gradient_path`, one continuation path over ascending
+     `codesign.timed_sweep`;
+     "gradient-path": `codesign.gradient_path`, one continuation path over ascending
      lambdas with warm starts and one compiled joint step (the search without the export);
-  3. random search and multi-objective TPE (`codesign._search`), each candidate trained from the
+  3. random search and multi-objective TPE (`codesign.random_search`, `codesign.tpe_search`), each candidate trained from the
      pretrained weights for the same steps + recovery_steps, each method given
      `--blackbox-factor` x the slower gradient variant's wall time (and at most `--trials` candidates);
   4. hypervolume in (val loss, log10 cost) against wall time with ONE common reference, the

@@ -10,7 +10,7 @@ the score and value products; "active" excludes the embedding lookup, includes t
 no recompute counted). Two peaks are reported: the datasheet's dense bf16 rate (--peak-tflops,
 989 for an H100/H200 SXM) and a bf16 matmul measured in the same run (8192^3 on GPU).
 The kernels the step uses follow CODESIGN_GROUPED_MATMUL and CODESIGN_ATTENTION (see
-`nets._grouped`, `nets._sdpa`; unset = "auto"): run once with both set to the reference
+`nets.grouped`, `nets._sdpa`; unset = "auto"): run once with both set to the reference
 ("reference", "einsum") and once unset to measure before/after on one machine.
 `--gemm-ceiling` also times every weight matmul of the step alone (forward and both gradients,
 bf16, the step's shapes; routed experts as dense matmuls of tokens x top_k rows): the TFLOP/s

@@ -1,4 +1,4 @@
-"""ATTS pipeline (codesign.atts._pipeline) at tiny size with randomly initialised models.
+"""ATTS pipeline (codesign.atts.run_pipeline) at tiny size with randomly initialised models.
 
 Greedy decoding makes every run deterministic, so scheduling can be checked exactly against
 `nets.generate` and against a cache-free reference: a pipeline that always regenerates must
@@ -140,16 +140,14 @@ def test_a_pool_smaller_than_the_queue_writes_what_one_slot_per_sample_writes(mo
 
 
 @pytest.mark.parametrize("mode", ["atts", "sync"])
-def test_calls_on_a_bucket_of_rows_write_what_calls_on_every_row_write(models, mode, monkeypatch):
-    from codesign.atts import _pipeline
+def test_calls_on_a_bucket_of_rows_write_what_calls_on_every_row_write(models, mode):
+    from codesign.atts import row_buckets
 
     problems = [make_problem(i, 3) for i in range(2)]
     bank = jnp.linspace(0.0, 8.0, BANK)                        # some chunks rejected, some not
     bucketed = _run(models, mode, problems, bank, m=16)        # 32 slots: calls on 16 or 32 rows
-    assert _pipeline._buckets(32) == (16, 32)
-    monkeypatch.setattr(_pipeline, "_buckets", lambda S: (S,))
-    monkeypatch.setattr(_pipeline, "_COMPILED", {})
-    every = _run(models, mode, problems, bank, m=16)
+    assert row_buckets(32) == (16, 32)
+    every = _run(models, mode, problems, bank, m=16, buckets=False)   # every call on all 32 rows
     assert bucketed.texts == every.texts
     np.testing.assert_array_equal(bucketed.levels, every.levels)
     assert 0 < (bucketed.levels > 0).sum() < (bucketed.levels >= 0).sum()
@@ -187,7 +185,7 @@ def test_draft_and_target_on_two_devices_write_what_one_device_writes(models):
         from flax import nnx
         import nets
         from codesign.atts import StaticBank
-        from codesign.atts._pipeline import PipelineConfig, run_pipeline
+        from codesign.atts import PipelineConfig, run_pipeline
         from codesign.data import make_problem
         assert jax.device_count() == 2, jax.devices()
 
@@ -360,27 +358,23 @@ def test_turn_end_prob_outside_zero_one_is_a_clear_error():
             PipelineConfig(turn_end_prob=bad)
 
 
-def test_a_saved_bank_is_reused_only_with_the_same_settings_and_models(models, tmp_path, monkeypatch):
-    from codesign.atts import _pipeline
-    from codesign.atts import ArithTask
+def test_a_saved_bank_is_reused_only_with_the_same_settings_and_models(models, tmp_path):
+    from codesign.atts import ArithTask, bench, load_bank
 
     kw = dict(ms=(2,), n_accuracy=1, m_accuracy=2, n_speed=1, n_calibration=3, max_turns=3, parts=("speed",),
               max_chunk=5, buf_len=64, log=None, bank_file=tmp_path / "bank.npz")
-    first = _pipeline.bench(*models, ArithTask(3, 3), **kw)
+    first = bench(*models, ArithTask(3, 3), **kw)
     assert (tmp_path / "bank.npz").exists() and first["calibration"]["scores_by_turn"] > 0
-
-    def no_collection(*args, **kwargs):
-        raise AssertionError("the saved bank should have been read")
-
-    monkeypatch.setattr(_pipeline, "collect_bank", no_collection)
-    second = _pipeline.bench(*models, ArithTask(3, 3), **kw)
-    assert second["calibration"] == first["calibration"]
+    assert first["calibration"]["collected"]
+    second = bench(*models, ArithTask(3, 3), **kw)
+    assert not second["calibration"]["collected"], "the saved bank should have been read"
+    assert {**second["calibration"], "collected": True} == first["calibration"]
     with pytest.raises(ValueError, match="max_chunk: file 5, here 6"):
-        _pipeline.bench(*models, ArithTask(3, 3), **{**kw, "max_chunk": 6})
+        bench(*models, ArithTask(3, 3), **{**kw, "max_chunk": 6})
     with pytest.raises(ValueError, match="models: file"):                  # another pair scored it
-        _pipeline.bench(models[1], models[0], ArithTask(3, 3), **kw)
+        bench(models[1], models[0], ArithTask(3, 3), **kw)
     with pytest.raises(ValueError, match="bank=.*must be an .npz"):
-        _pipeline.load_bank(tmp_path / "missing.npz")
+        load_bank(tmp_path / "missing.npz")
 
 
 @pytest.mark.slow

@@ -78,28 +78,25 @@ def test_tpe_search_is_seeded_and_proposes_valid_designs(tiny_json):
     assert all(r["t_s"] >= 0 for r in a) and [r["t_s"] for r in a] == sorted(r["t_s"] for r in a)
 
 
-def test_evaluate_builds_its_trainer_from_exactly_the_candidate(tiny_json, monkeypatch):
+def test_evaluate_builds_its_trainer_from_exactly_the_candidate(tiny_json):
     """Fast wiring check (no compile): the trainer gets the candidate, the shared weights and the step budget."""
-    import codesign._search as search
-
     built = []
 
     class Recorder:
         def __init__(self, tc, space, hardened, init_params=None):
             built.append((tc, space, hardened, init_params))
-            self.params, self.opt_state, self.train_data, self.steps = {}, {}, None, []
+            self.steps = []
 
-        def step_fn(self, params, opt_state, data, step):
+        def advance(self, step):
             self.steps.append(int(step))
-            return params, opt_state, {}
+            return {}
 
         def evaluate(self):
             return float(len(self.steps))
 
-    monkeypatch.setattr(search, "HardenedTrainer", Recorder)
     sc = _sc(tiny_json, steps=3, recovery_steps=2)
     shared = {"weights": np.ones(3)}
-    ev = Evaluator(sc, shared)
+    ev = Evaluator(sc, shared, trainer_class=Recorder)
     hardened = random_candidate(ev.space, ev.cfg, np.random.default_rng(5))
     row = ev(hardened)
     (tc, space, got, init), = built

@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from codesign import (_cli_joint, Checkpointer, load_deployment, verify_deployment, read_metrics, JointConfig,
-                      JointTrainer, cost_metric, DesignSpace, SweepConfig, sweep, TrainConfig, train, write_deployment)
+from codesign import (Checkpointer, load_deployment, verify_deployment, read_metrics, JointConfig,
+                      JointTrainer, cost_metric, DesignSpace, SweepConfig, sweep, TrainConfig, train,
+                      write_deployment)
 
 
 def _sc(tiny_json, **kw):
@@ -54,15 +55,15 @@ def test_exported_deployment_verifies(swept):
     assert all(w % 8 == 0 for w in record["hardened"]["ffn_widths"])
 
 
-def test_tampered_deployment_fails_verify_with_exit_1(swept, tmp_path):
+def test_tampered_deployment_fails_verify_with_exit_1(swept, tmp_path, codesign_main):
     out, _ = swept
     record = json.loads((out / "deployment.json").read_text())
     record["validation"]["loss"] *= 1.01
     bad = out / "tampered.json"
     write_deployment(bad, record)  # re-sealed, so the recomputed loss is what disagrees
-    with pytest.raises(SystemExit) as exc:
-        _cli_joint.verify(bad, as_json=True)
-    assert exc.value.code == 1
+    result = codesign_main("verify", str(bad), "--json")
+    assert result.returncode == 1, result.stderr
+    assert not all(check["ok"] for check in json.loads(result.stdout)["checks"])
 
 
 @pytest.mark.parametrize("mutate, message", [
@@ -179,8 +180,8 @@ def test_joint_resume_after_kill_is_bitwise_equal(tiny_json, tmp_path):
     tc = _tc(tiny_json, steps=8)
     train(tc, straight, progress=False, trainer=JointTrainer(tc, JointConfig(lam=0.1)))
     code = f"""
-        from codesign._joint import JointConfig, JointTrainer
-        from codesign._train import TrainConfig, train
+        from codesign.joint._trainer import JointConfig, JointTrainer
+        from codesign.training._trainer import TrainConfig, train
         tc = TrainConfig(**{json.dumps(tc.__dict__)})
         train(tc, {str(killed)!r}, progress=False, kill_at_step=4, trainer=JointTrainer(tc, JointConfig(lam=0.1)))
         """

@@ -49,7 +49,7 @@ def test_resume_after_kill_is_bitwise_equal(tiny_json, tmp_path):
     tc = _tc(tiny_json)
     train(tc, straight, progress=False)
     code = f"""
-        from codesign._train import TrainConfig, train
+        from codesign.training._trainer import TrainConfig, train
         tc = TrainConfig(**{json.dumps(tc.__dict__)})
         train(tc, {str(killed)!r}, progress=False, kill_at_step=4)
         """
@@ -72,7 +72,7 @@ def test_four_host_devices_give_the_same_loss_curve(tiny_json, tmp_path):
     code = f"""
         import jax
         assert jax.device_count() == 4, jax.devices()
-        from codesign._train import TrainConfig, train
+        from codesign.training._trainer import TrainConfig, train
         train(TrainConfig(**{json.dumps(tc.__dict__)}), {str(tmp_path / 'four')!r}, progress=False)
         """
     proc = _run_in_subprocess(code, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4",

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nets import _grouped
-from nets._grouped import grouped_matmul, resolve_implementation, triton_grouped_matmul
+from nets import grouped as grouped_kernels
+from nets.grouped import grouped_matmul, resolve_implementation, triton_grouped_matmul
 
 F32_TOL = 1e-5
 BF16_TOL = 2e-2  # relative to the largest |value|: 8 mantissa bits over a K-term sum
@@ -120,11 +120,11 @@ def test_triton_custom_vjp_wiring_matches_numpy(sizes):
 def test_mosaic_custom_vjp_wiring_matches_numpy(k, m):
     """Forward, d lhs (the forward kernel on the transposed weight) and d rhs (the transposed kernel), jitted."""
     lhs, rhs, sizes, cot = problem(n_rows=40, k=k, m=m, sizes=(9, 0, 17, 14))
-    fn = jax.jit(_grouped.mosaic_grouped_matmul(kernels=(MosaicRaggedTwin, MosaicTransposedTwin)))
+    fn = jax.jit(grouped_kernels.mosaic_grouped_matmul(kernels=(MosaicRaggedTwin, MosaicTransposedTwin)))
     assert_matches(value_and_grads(fn, lhs, rhs, sizes, cot), numpy_reference(lhs, rhs, sizes, cot), F32_TOL)
 
 
-@pytest.mark.skipif(_grouped._triton_kernels() is None, reason="this jax ships no Pallas-Triton grouped kernels")
+@pytest.mark.skipif(not grouped_kernels.triton_kernels_available(), reason="this jax ships no Pallas-Triton grouped kernels")
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, F32_TOL), (jnp.bfloat16, BF16_TOL)])
 def test_triton_kernels_in_interpret_mode_match_numpy(dtype, tol):
     lhs, rhs, sizes, cot = problem(n_rows=48, k=32, m=32, sizes=(20, 0, 13, 9), dtype=dtype)
@@ -135,7 +135,7 @@ def test_triton_kernels_in_interpret_mode_match_numpy(dtype, tol):
 @pytest.mark.slow
 def test_megablox_in_interpret_mode_matches_numpy():
     lhs, rhs, sizes, cot = problem(n_rows=40, k=24, m=20, sizes=(9, 0, 17, 14))
-    got = value_and_grads(lambda a, b, s: _grouped.megablox_grouped_matmul(a, b, s, interpret=True),
+    got = value_and_grads(lambda a, b, s: grouped_kernels.megablox_grouped_matmul(a, b, s, interpret=True),
                           lhs, rhs, sizes, cot)
     assert_matches(got, numpy_reference(lhs, rhs, sizes, cot), F32_TOL)
 
@@ -143,12 +143,12 @@ def test_megablox_in_interpret_mode_matches_numpy():
 def test_auto_is_reference_on_cpu_and_env_forces_a_choice(monkeypatch):
     if jax.default_backend() != "cpu":
         pytest.skip("checks the CPU choice")
-    monkeypatch.delenv(_grouped.ENV_VAR, raising=False)
+    monkeypatch.delenv(grouped_kernels.ENV_VAR, raising=False)
     assert resolve_implementation() == "reference"
-    monkeypatch.setenv(_grouped.ENV_VAR, "megablox")
+    monkeypatch.setenv(grouped_kernels.ENV_VAR, "megablox")
     assert resolve_implementation() == "megablox"
     assert resolve_implementation("reference") == "reference"  # the argument wins over the environment
-    monkeypatch.setenv(_grouped.ENV_VAR, "cublas")
+    monkeypatch.setenv(grouped_kernels.ENV_VAR, "cublas")
     with pytest.raises(ValueError, match="CODESIGN_GROUPED_MATMUL='cublas'"):
         resolve_implementation()
 

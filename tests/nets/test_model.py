@@ -215,8 +215,6 @@ def test_moe_model_reports_load_balance_and_decodes():
 
 def test_scan_equals_explicit_loop_over_layers():
     """The scanned stack applies each layer's own parameters, in order (checked eagerly, unjitted)."""
-    from nets._model import _Unit
-
     model = TransformerLM(small_cfg("gqa", n_layers=3), rngs=nnx.Rngs(0))
     toks = tokens(length=5)
     (kinds, repeats), = model.segments_plan
@@ -229,7 +227,7 @@ def test_scan_equals_explicit_loop_over_layers():
     positions = jnp.broadcast_to(jnp.arange(5), (2, 5))
     for r in range(repeats):
         unit = nnx.merge(graphdef, jax.tree.map(lambda v: v[r], state))
-        assert isinstance(unit, _Unit)
+        assert type(unit) is type(model.segments[0])   # one layer of the stack, not the stacked segment
         x, _, _ = unit(x, positions_BxL=positions, cache=None, cache_index=None)
     loop_logits = model.lm_head(model.final_norm(x))
     assert_close(model(toks)[0], loop_logits)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from nets import ModelConfig, count_params, activation_fn, MoE, moe_reference
-from nets._moe import _np_activation
+from nets.moe import numpy_activation
 
 TOL = 1e-5
 D_MODEL, N_EXPERTS, D_EXPERT = 16, 6, 12
@@ -73,7 +73,7 @@ def test_matches_naive_per_token_reference(activation, n_shared):
 def test_reference_activations_are_the_layers_activations():
     z = np.linspace(-6.0, 6.0, 101)
     for name in ("swiglu", "gelu", "relu"):
-        assert_close(_np_activation(name, z), activation_fn(name)(jnp.asarray(z, jnp.float32)))
+        assert_close(numpy_activation(name, z), activation_fn(name)(jnp.asarray(z, jnp.float32)))
 
 
 @pytest.mark.parametrize("n_shared", [0, 1])
@@ -307,7 +307,7 @@ def test_bad_inputs_raise():
 @pytest.mark.slow  # two gradient compiles (~1 min on 2 cores); the default suite checks the same gradients by finite differences
 def test_dispatch_gather_backward_equals_autodiff_scatter_add(monkeypatch):
     """The custom VJPs of the row gathers (backward by gathers) give autodiff's gradients (scatter-add)."""
-    import nets._moe as moe_module
+    import nets.moe as moe_module
     top_k = 3
     moe = MoE(moe_cfg("swiglu", n_shared=1, top_k=top_k), rngs=nnx.Rngs(3))
     x = inputs(length=11, seed=5)

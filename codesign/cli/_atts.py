@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import typer
 
-from codesign._cli_options import json_option, out_dir, out_option, parse_list, seed_option
+from codesign.cli._options import json_option, out_dir, out_option, parse_list, seed_option
 
 atts_app = typer.Typer(name="atts", help="ATTS: a draft model writes, a target model takes over where a conformal "
                                         "test says the draft's chunk is unlikely.", no_args_is_help=True)

@@ -1,8 +1,8 @@
-"""SpAtten keep ratios as knobs of the joint loop (issue 8, deliverable 2).
+"""SpAtten keep ratios as knobs of the joint loop.
 
 Cascade token and head pruning (SpAtten, Wang, Zhang & Han, HPCA 2021, arXiv 2012.09852,
 section III-A) gets one learnable keep ratio per layer, next to the weight-format and
-FFN-width knobs of `codesign._space.DesignSpace`:
+FFN-width knobs of `codesign.joint._space.DesignSpace`:
 
   token_keep_logit [L]   keep_l = cummin_{m<=l} sigmoid(logit_m): kept fraction of the
                          prunable tokens AFTER layer l's attention (cumulative, a pruned
@@ -45,9 +45,9 @@ from flax import nnx
 
 import hwcost
 import nets
-from codesign._joint import JointConfig, JointTrainer
-from codesign._space import WIDTH_MULTIPLE, DesignSpace, _key_name, _segment_starts
-from codesign._train import TrainConfig, Trainer
+from codesign.joint._trainer import JointConfig, JointTrainer
+from codesign.joint._space import WIDTH_MULTIPLE, DesignSpace, _key_name, _segment_starts
+from codesign.training._trainer import TrainConfig, Trainer
 
 _BIG_LOGIT = 30.0
 

@@ -90,6 +90,6 @@ def parse_list(text: str, field: str, kind: Callable[[str], T] = str, *,
 
 def out_dir(out: Path | str | None, command: str) -> Path:
     """`out`, or a fresh `runs/<command>-<time>` folder (not created)."""
-    from codesign._io import fresh_run_dir
+    from codesign.training._io import fresh_run_dir
 
     return Path(out) if out else fresh_run_dir(command)

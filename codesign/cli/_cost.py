@@ -7,7 +7,7 @@ import json
 import typer
 
 import hwcost
-from codesign._cli_options import mesh_option, parse_mesh
+from codesign.cli._options import mesh_option, parse_mesh
 
 
 def _fmt(value, scale: float = 1.0, spec: str = ".4g", unit: str = "") -> str:

@@ -36,14 +36,14 @@ import jax
 import numpy as np
 
 from nets import atomic_write_json
-from codesign._io import fresh_run_dir
+from codesign.training._io import fresh_run_dir
 from codesign._phase import phase
-from codesign._deploy import harden_and_recover, load_deployment, write_deployment
-from codesign._joint import METRICS, JointConfig, JointTrainer
-from codesign._metrics import MetricsWriter
-from codesign._pareto import hypervolume, pareto_mask, plot_front
-from codesign._space import DesignSpace
-from codesign._train import TrainConfig, _check
+from codesign.joint._deploy import harden_and_recover, load_deployment, write_deployment
+from codesign.joint._trainer import METRICS, JointConfig, JointTrainer
+from codesign.training._metrics import MetricsWriter
+from codesign.search._pareto import hypervolume, pareto_mask, plot_front
+from codesign.joint._space import DesignSpace
+from codesign.training._trainer import TrainConfig, _check
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def front_and_volume(rows: Sequence[dict[str, Any]], reference: tuple[float, flo
 def sweep(sc: SweepConfig, out_dir: str | Path | None = None, *, progress: bool = True, log=print) -> SweepResult:
     """Run (or resume) the sweep into `out_dir` (default: a fresh `runs/sweep-*`); the module docstring says what
     it writes."""
-    from codesign._joint import check_budget
+    from codesign.joint._trainer import check_budget
 
     for point in sc.points():  # every error a user can make surfaces before anything is written
         check_budget(sc.train_config().model_config(), sc.space(), sc.joint_config(point))
@@ -154,7 +154,7 @@ def sweep(sc: SweepConfig, out_dir: str | Path | None = None, *, progress: bool 
     atomic_write_json(out / "sweep_config.json", dataclasses.asdict(sc))
     tc = sc.train_config()
     space = sc.space()
-    from codesign._train import Trainer, train
+    from codesign.training._trainer import Trainer, train
 
     init = None
     if sc.pretrain_steps:

@@ -1,6 +1,6 @@
 """Black-box search over the hardened design space: the baselines the gradient method is measured against.
 
-Issue 4, deliverable 7 ("against black-box search"). The gradient method (`codesign._sweep.sweep`)
+The gradient method (`codesign.search._sweep.sweep`)
 relaxes every discrete choice and moves it by gradient; a black-box method instead samples
 discrete designs and trains each one. Both search the SAME space, the hardened choices of a
 `DesignSpace` (see `DesignSpace.harden`):
@@ -10,10 +10,10 @@ discrete designs and trains each one. Both search the SAME space, the hardened c
     the multiples of 8 up to the full width (the full width itself when it is not a multiple).
 
 A candidate is a `hardened` dict, exactly what `harden` returns. `Evaluator(sc, init)(candidate)`
-trains the network with that design applied exactly (`codesign._deploy.HardenedTrainer`) from
+trains the network with that design applied exactly (`codesign.joint._deploy.HardenedTrainer`) from
 the shared pretrained weights for `sc.steps + sc.recovery_steps` steps, the step budget of
 one gradient point (joint steps + recovery steps), then measures the validation loss
-[nats/byte] and the predicted cost (`codesign._deploy.design_cost`, the same call the sweep
+[nats/byte] and the predicted cost (`codesign.joint._deploy.design_cost`, the same call the sweep
 uses). It writes no checkpoints (a gradient point writes three): that favours the baselines.
 
 Two searchers, each returning its evaluated rows with wall-clock offsets `t_s` [s]:
@@ -27,7 +27,7 @@ Two searchers, each returning its evaluated rows with wall-clock offsets `t_s` [
 A candidate already evaluated is answered from a cache at no time cost (the evaluation is
 deterministic: same seed, same batches).
 
-Hypervolume is `codesign._sweep.front_and_volume`'s: (val loss, log10 cost) space, with ONE
+Hypervolume is `codesign.search._sweep.front_and_volume`'s: (val loss, log10 cost) space, with ONE
 reference point shared by every method (`common_reference`), so curves are comparable.
 `hv_curve` gives hypervolume after each evaluation against wall time (monotone: a fixed
 reference and a growing point set), `time_to_reach` when a curve first reaches a level, and
@@ -47,11 +47,11 @@ import numpy as np
 import optax
 
 import nets
-from codesign import _targets
-from codesign._deploy import HardenedTrainer, design_cost, recovery_config
-from codesign._joint import JointTrainer
-from codesign._space import WIDTH_MULTIPLE, DesignSpace, check_hardened, full_widths
-from codesign._sweep import SweepConfig, front_and_volume
+from codesign.joint import _targets
+from codesign.joint._deploy import HardenedTrainer, design_cost, recovery_config
+from codesign.joint._trainer import JointTrainer
+from codesign.joint._space import WIDTH_MULTIPLE, DesignSpace, check_hardened, full_widths
+from codesign.search._sweep import SweepConfig, front_and_volume
 
 
 def width_choices(cfg: nets.ModelConfig, multiple: int = WIDTH_MULTIPLE) -> list[list[int]]:
@@ -86,9 +86,12 @@ class Evaluator:
     target, metric and scenario; `init_net_params` are the shared pretrained network weights.
     The row has the sweep's row fields (val_loss, cost = metric value, latency_s, energy_j,
     formats, kv_formats, act_formats, ffn_widths) plus `seconds` [s] spent evaluating.
+    `trainer_class` trains a candidate: called as `trainer_class(tc, space, hardened, init_params=...)`,
+    then `advance(step)` for every step and `evaluate()` (default `HardenedTrainer`; a test passes a
+    recorder to check what it is given without compiling).
     """
 
-    def __init__(self, sc: SweepConfig, init_net_params: Any = None):
+    def __init__(self, sc: SweepConfig, init_net_params: Any = None, *, trainer_class: type = HardenedTrainer):
         if tuple(sc.hardware):
             raise ValueError(f"hardware={tuple(sc.hardware)!r}: black-box search costs designs on the preset target; "
                              "give hardware=() so both methods search the same space")
@@ -99,6 +102,7 @@ class Evaluator:
         self.target = _targets.make_target(sc.target)
         self.scenario = sc.joint_config(sc.points()[0]).scenario()
         self.init_net_params = init_net_params
+        self.trainer_class = trainer_class
         self.cache: dict[str, dict[str, Any]] = {}
 
     def cost(self, hardened: dict[str, Any]) -> dict[str, Any]:
@@ -116,10 +120,9 @@ class Evaluator:
 
     def train_and_measure(self, hardened: dict[str, Any], init_net_params: Any, tc) -> dict[str, Any]:
         """Train `hardened` from `init_net_params` for `tc.steps` steps; the row of val loss and cost."""
-        trainer = HardenedTrainer(tc, self.space, hardened, init_params=init_net_params)
+        trainer = self.trainer_class(tc, self.space, hardened, init_params=init_net_params)
         for step in range(tc.steps):
-            trainer.params, trainer.opt_state, _ = trainer.step_fn(trainer.params, trainer.opt_state,
-                                                                   trainer.train_data, jnp.asarray(step, jnp.int32))
+            trainer.advance(step)
         val_loss = trainer.evaluate()
         cost = self.cost(hardened)
         return {"val_loss": val_loss, "cost": cost["metric_value"], "metric": cost["metric"],
@@ -237,7 +240,7 @@ def gradient_path(sc: SweepConfig, init_net_params: Any, *, log=print) -> list[d
     `harden_and_recover`) and measured like a black-box candidate. Rows carry `t_s` [s] from the start
     (after the shared pretraining), `lam` and `point`.
 
-    Unlike `codesign._sweep.sweep` (independent points from the pretrained network, each with its own
+    Unlike `codesign.search._sweep.sweep` (independent points from the pretrained network, each with its own
     compilation, checkpoints and deployment file), the path compiles one joint step for all lambdas
     and writes nothing: it is the search, not the export."""
     if sc.budgets:
@@ -320,14 +323,14 @@ def speedup(curves: dict[str, Sequence[tuple[float, float]]], gradient: str = "g
 
 
 def timed_sweep(sc: SweepConfig, out_dir: str | Path, *, progress: bool = False, log=print):
-    """Run `codesign._sweep.sweep` and give each point a wall-clock offset `t_s` [s].
+    """Run `codesign.search._sweep.sweep` and give each point a wall-clock offset `t_s` [s].
 
     The clock starts when the first point starts (after the shared pretraining, which every
     method shares); point k's time is the modification time of its deployment.json (written
     when its joint + recovery run is finished). Returns (SweepResult, rows with t_s). Give a fresh
     `out_dir`: points read back from an earlier run would get times before the start.
     """
-    from codesign._sweep import sweep
+    from codesign.search._sweep import sweep
 
     marks: dict[str, float] = {}
 

@@ -15,7 +15,7 @@ unnormalised p_e, a choice not offered here).
 
 Experts are dropless (no capacity factor, no token dropped): the T*k (token, expert)
 assignments are sorted by expert, the tokens gathered in that order, and each expert
-matmul is ONE grouped matmul with the per-expert group sizes (`nets._grouped.grouped_matmul`,
+matmul is ONE grouped matmul with the per-expert group sizes (`nets.grouped.grouped_matmul`,
 which picks the backend's kernel: Pallas-Triton on GPU, megablox on TPU, `jax.lax.ragged_dot`
 on CPU; CODESIGN_GROUPED_MATMUL=reference forces the last everywhere). All shapes are
 static (T*k rows) so the layer jits once per input shape, differentiates (every
@@ -73,10 +73,10 @@ from flax import nnx
 from jax import Array
 
 from nets._config import ModelConfig
-from nets._grouped import grouped_matmul
+from nets.grouped import grouped_matmul
 from nets._layers import activation_fn
 
-__all__ = ["MoE", "moe_reference"]
+__all__ = ["MoE", "moe_reference", "numpy_activation"]
 
 _ROUTER_PRECISION = jax.lax.Precision.HIGHEST
 
@@ -239,7 +239,7 @@ class MoE(nnx.Module):
 
 
 # ---- naive reference (tests only) ---------------------------------------------------
-def _np_activation(name: str, x: np.ndarray) -> np.ndarray:
+def numpy_activation(name: str, x: np.ndarray) -> np.ndarray:
     """float64 numpy twins of `nets._layers.activation_fn` (jax.nn.gelu is the tanh approximation)."""
     if name == "swiglu":
         return x / (1.0 + np.exp(-x))
@@ -267,8 +267,8 @@ def moe_reference(moe: MoE, x_BxLxD) -> tuple[np.ndarray, dict]:
 
     def ffn(prefix: str, index: int, x_D: np.ndarray) -> np.ndarray:
         up = x_D @ params[prefix + "_up"][index]
-        h = _np_activation(name, x_D @ params[prefix + "_gate"][index]) * up if name == "swiglu" else \
-            _np_activation(name, up)
+        h = numpy_activation(name, x_D @ params[prefix + "_gate"][index]) * up if name == "swiglu" else \
+            numpy_activation(name, up)
         return h @ params[prefix + "_down"][index]
 
     y_TxD = np.zeros_like(x_TxD)

@@ -1,10 +1,10 @@
 """The `codesign` command line: thin wrappers that parse arguments and call one library function.
 
-Subcommands live in `codesign/_cli_*.py` modules, each with a `register(app)` that adds its
+Subcommands live in `codesign/cli/_*.py` modules, each with a `register(app)` that adds its
 commands; this file only assembles them, so each concern stays in its own file. Every command
 spells its common options the same way (`--out/-o`, `--target/-t`, `--json`, `--quiet`,
 `--seed`; lists as one comma-separated value) and writes under `runs/` unless told otherwise:
-see `codesign/_cli_options.py`. Bad input is a ValueError (`nets.InputError`), or an option
+see `codesign/cli/_options.py`. Bad input is a ValueError (`nets.InputError`), or an option
 or argument the parser rejects, that `main` prints as one line, exiting with status 2.
 """
 
@@ -14,7 +14,7 @@ import sys
 
 import typer
 
-from codesign._cli_options import parse_list  # the list parser of every command, for scripts too
+from codesign.cli._options import parse_list  # the list parser of every command, for scripts too
 
 __all__ = ["app", "main", "parse_list"]
 
@@ -29,9 +29,9 @@ app = typer.Typer(
 
 
 def _register_all() -> None:
-    from codesign import _cli_atts, _cli_calibrate, _cli_cost, _cli_joint, _cli_models, _cli_train
+    from codesign.cli import _atts, _calibrate, _cost, _joint, _models, _train
 
-    for module in (_cli_models, _cli_train, _cli_joint, _cli_cost, _cli_calibrate, _cli_atts):
+    for module in (_models, _train, _joint, _cost, _calibrate, _atts):
         module.register(app)
 
 

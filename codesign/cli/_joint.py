@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from codesign._cli_options import (json_option, on_nonfinite_option, out_dir, out_option, parse_list, quiet_option,
+from codesign.cli._options import (json_option, on_nonfinite_option, out_dir, out_option, parse_list, quiet_option,
                                    seed_option, target_option)
 
 TARGETS_HELP = ("a hwcost target name or calibrated preset file (hwcost.target_names() lists them: GPU and TPU "
@@ -22,7 +22,7 @@ def run(
     as_json: bool = json_option(),
 ) -> None:
     """The main job: the default MFA + MoE model co-designed with the XR-NPE target for four lambdas."""
-    from codesign._sweep import SweepConfig
+    from codesign.search._sweep import SweepConfig
 
     _sweep(SweepConfig(), out_dir(out, "run"), quiet=quiet, as_json=as_json)
 
@@ -46,7 +46,7 @@ def sweep(
     as_json: bool = json_option(),
 ) -> None:
     """A lambda (or budget) sweep: one joint run per point, the Pareto front, its hypervolume and the plot."""
-    from codesign._sweep import SweepConfig
+    from codesign.search._sweep import SweepConfig
 
     sc = SweepConfig(model=model, lams=parse_list(lams, "lams", float) if not budgets else (),
                      budgets=parse_list(budgets, "budgets", float), metric=metric, target=target,
@@ -57,11 +57,11 @@ def sweep(
 
 
 def _sweep(sc, out: Path, *, quiet: bool, as_json: bool) -> None:
-    from codesign._sweep import summary_table, sweep as run_sweep
+    from codesign.search._sweep import summary_table, sweep as run_sweep
 
     log = (lambda *_: None) if as_json else (lambda msg: print(msg, flush=True))
     log(f"codesign: {len(sc.points())} joint runs of {sc.model} against {sc.target} ({sc.metric}) -> {out}")
-    from codesign._train import NonFiniteError
+    from codesign.training._trainer import NonFiniteError
 
     from codesign._lock import output_lock
 
@@ -85,7 +85,7 @@ def verify(
 ) -> None:
     """Rebuild a deployment from its file and checkpoint; exit 1 if its loss or cost no longer holds, exit 2 if the
     file or its checkpoint was modified after export (SHA-256 digests recorded in the file)."""
-    from codesign._deploy import verify_deployment
+    from codesign.joint._deploy import verify_deployment
 
     checks = verify_deployment(deployment)
     ok = all(c.ok for c in checks)

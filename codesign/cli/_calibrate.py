@@ -9,7 +9,7 @@ import typer
 
 import hwcost
 from codesign._phase import phase
-from codesign._cli_options import json_option, out_option, target_option
+from codesign.cli._options import json_option, out_option, target_option
 
 
 def calibrate(

@@ -9,15 +9,15 @@ Constrained form (cost <= budget), by a Lagrange multiplier mu >= 0 with dual as
 dollars [USD], the energy-delay product edp [J*s] or the energy-delay-area product edap
 [J*s*mm^2] of one scenario step.
 
-The network and the workload read the same knobs (`codesign._space.DesignSpace`); the
-target's learnable hardware parameters (`codesign._targets`) sit beside them. One
+The network and the workload read the same knobs (`codesign.joint._space.DesignSpace`); the
+target's learnable hardware parameters (`codesign.joint._targets`) sit beside them. One
 `jax.grad` over {"net", "knobs", "hw", "dual"} reaches all of them, and `optax.partition`
 gives each group its own optimiser: AdamW with the training schedule for the network, Adam
 at `knob_lr` for the knobs, Adam at `hw_lr` for log hardware parameters, projected gradient
 ascent for the multiplier. The log makes lambda a trade-off between relative changes: a 1%
 cheaper design is worth lam/100 nats wherever the cost sits. The gate temperature anneals
 geometrically from `temperature_start` to `temperature_end`. Everything else (sharded step,
-checkpoints, exact resume, metrics) is `codesign._train`'s.
+checkpoints, exact resume, metrics) is `codesign.training._trainer`'s.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ import optax
 from flax import nnx
 
 import hwcost
-from codesign import _targets
-from codesign._space import DesignSpace
-from codesign._train import TrainConfig, Trainer, lm_loss, make_optimizer
+from codesign.joint import _targets
+from codesign.joint._space import DesignSpace
+from codesign.training._trainer import TrainConfig, Trainer, lm_loss, make_optimizer
 
 METRICS = ("latency", "energy", "dollars", "edp", "edap")
 # the Cost fields each metric reads: a target that does not model one cannot be optimised for it

@@ -1,4 +1,4 @@
-"""One grouped matrix product for the routed experts, on the fastest correct path per backend.
+"""`nets.grouped`: one grouped matrix product for the routed experts, on the fastest correct path per backend.
 
     out[n] = lhs[n] @ rhs[g(n)]     lhs (N, K), rhs (G, K, M), group_sizes (G,) -> out (N, M)
 
@@ -30,6 +30,10 @@ integer sizes get none):
 IMPLEMENTATIONS; unset means "auto"); "auto" takes the backend's fastest kernel that can
 take the shapes and dtype, `reference` elsewhere (CPU). The choice is made at trace time,
 so a jitted caller compiles one program per choice.
+
+`grouped_matmul` is the entry point (`nets.MoE` calls it); the kernels are also public one by one
+(`mosaic_grouped_matmul`, `triton_grouped_matmul`, `megablox_grouped_matmul`, with their tile
+settings), so tests and benchmarks can compare and time each against the reference.
 """
 
 from __future__ import annotations
@@ -42,7 +46,9 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-__all__ = ["IMPLEMENTATIONS", "grouped_matmul", "resolve_implementation"]
+__all__ = ["IMPLEMENTATIONS", "ENV_VAR", "grouped_matmul", "resolve_implementation", "mosaic_refusal",
+           "triton_kernels_available", "grouped_vjp", "mosaic_grouped_matmul", "triton_grouped_matmul",
+           "megablox_grouped_matmul", "MOSAIC_FORWARD", "MOSAIC_TRANSPOSED", "TRITON_BLOCKS"]
 
 ENV_VAR = "CODESIGN_GROUPED_MATMUL"
 IMPLEMENTATIONS = ("auto", "reference", "mosaic_gpu", "pallas_triton", "megablox")
@@ -73,6 +79,11 @@ def _triton_kernels():
     except ImportError:
         return None
     return triton_ragged_dot
+
+
+def triton_kernels_available() -> bool:
+    """Whether this jax ships the Pallas-Triton grouped kernels (`triton_grouped_matmul` can run)."""
+    return _triton_kernels() is not None
 
 
 def _mosaic_kernels():

@@ -44,9 +44,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import nets
-from codesign._checkpoint import Checkpointer
 from codesign._phase import phase
-from codesign._metrics import MetricsWriter, read_metrics
+from codesign.training._checkpoint import Checkpointer
+from codesign.training._metrics import MetricsWriter, read_metrics
 from codesign.data import eval_batches, load_byte_corpus, sample_batch
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "auto": None}
@@ -81,8 +81,9 @@ def compute_dtype(name: str):
 
 
 def _check(ok: bool, field: str, value: Any, allowed: str) -> None:
+    """`nets.fail(field, value, allowed)` unless `ok` (the one error convention, as a guard)."""
     if not ok:
-        raise ValueError(f"{field}={value!r}: {allowed}")
+        nets.fail(field, value, allowed)
 
 
 @dataclass(frozen=True)
@@ -174,12 +175,20 @@ class TrainResult:
 
 
 class Trainer:
-    """Builds the model, optimiser, sharded state and the jitted step for one TrainConfig."""
+    """Builds the model, optimiser, sharded state and the jitted step for one TrainConfig.
 
-    def __init__(self, tc: TrainConfig, init_net_params: Any = None):
-        """`init_net_params` (network parameters of the same config) replaces the fresh initialisation."""
+    This is the one training step of the project: every trainer (joint, hardened, pruning, ATTS's
+    draft and target, the SpAtten script's fine-tuning) is this class with some hooks overridden:
+    `build_model` (the network), `load_data` / `sample` (where batches come from), `init_trainable`
+    / `build_optimizer` (what moves and how), `forward` / `objective` (the loss). `train` runs it
+    with checkpoints and metrics on disk; `advance` runs one step in memory.
+    """
+
+    def __init__(self, tc: TrainConfig, init_net_params: Any = None, *, cfg: nets.ModelConfig | None = None):
+        """`init_net_params` (network parameters of the same config) replaces the fresh initialisation;
+        `cfg` (a config built in code) replaces the one `tc.model` names."""
         self.tc = tc
-        self.cfg = tc.model_config()
+        self.cfg = tc.model_config() if cfg is None else cfg
         self.mesh = data_mesh()
         n_dev = self.mesh.devices.size
         _check(tc.batch % n_dev == 0, "batch", tc.batch, f"must be a multiple of the device count {n_dev}")
@@ -188,9 +197,9 @@ class Trainer:
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharded = NamedSharding(self.mesh, P("data"))
         root = jax.random.key(tc.seed)
+        self.root_key = root
         self.data_key = jax.random.fold_in(root, 1)
-        model = nets.TransformerLM(self.cfg, rngs=nnx.Rngs(params=jax.random.fold_in(root, 0)),
-                                   dtype=compute_dtype(tc.dtype))
+        model = self.build_model(jax.random.fold_in(root, 0))
         self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
         if init_net_params is not None:
             if jax.tree.structure(init_net_params) != jax.tree.structure(params):
@@ -201,16 +210,30 @@ class Trainer:
         self.optimizer = self.build_optimizer()
         self.params = jax.device_put(trainable, self.replicated)
         self.opt_state = jax.device_put(self.optimizer.init(trainable), self.replicated)
-        corpus = load_byte_corpus()
-        self.corpus = corpus
-        self.train_data = jax.device_put(jnp.asarray(corpus.train), self.replicated)
-        valid_x, valid_y = eval_batches(corpus.valid, tc.batch, tc.seq_len, tc.eval_batches)
-        self.valid = jax.device_put((jnp.asarray(valid_x), jnp.asarray(valid_y)), self.batch_sharded_eval())
+        self.train_data, self.valid = self.load_data()
         self.trace_count = 0
         self.step_fn = jax.jit(self._step, donate_argnums=(0, 1))
         self.eval_fn = jax.jit(self._eval)
 
-    # ---- hooks a subclass (the joint co-design trainer) overrides ----------------------
+    # ---- hooks a subclass (the joint co-design trainer, ATTS's models, ...) overrides ----
+    def build_model(self, key: jax.Array) -> nnx.Module:
+        """The network, freshly initialised from `key` (its parameters are what `nnx.Param` selects)."""
+        return nets.TransformerLM(self.cfg, rngs=nnx.Rngs(params=key), dtype=compute_dtype(self.tc.dtype))
+
+    def load_data(self) -> tuple[Any, Any]:
+        """(training data, validation batches), both on the device: the embedded byte corpus and
+        `tc.eval_batches` fixed validation batches of it."""
+        corpus = load_byte_corpus()
+        self.corpus = corpus
+        valid_x, valid_y = eval_batches(corpus.valid, self.tc.batch, self.tc.seq_len, self.tc.eval_batches)
+        return (jax.device_put(jnp.asarray(corpus.train), self.replicated),
+                jax.device_put((jnp.asarray(valid_x), jnp.asarray(valid_y)), self.batch_sharded_eval()))
+
+    def sample(self, train_data: Any, step: jax.Array) -> tuple[jax.Array, Any]:
+        """The batch of `step` (traced): (inputs, targets), drawn from `fold_in(data_key, step)` so a
+        resumed run sees the same batches. `targets` may be any pytree the objective reads."""
+        return sample_batch(train_data, jax.random.fold_in(self.data_key, step), self.tc.batch, self.tc.seq_len)
+
     def init_trainable(self, net_params: Any) -> Any:
         """The pytree the optimiser moves; plain training moves the network parameters only."""
         return net_params
@@ -240,8 +263,7 @@ class Trainer:
         "skipped_steps" and "bad_step" (see the module docstring)."""
         self.trace_count += 1  # runs only when jax traces: counts compilations
         guard = init_guard() if guard is None else guard
-        inputs, targets = sample_batch(train_data, jax.random.fold_in(self.data_key, step), self.tc.batch,
-                                       self.tc.seq_len)
+        inputs, targets = self.sample(train_data, step)
         inputs = jax.lax.with_sharding_constraint(inputs, self.batch_sharded)
         targets = jax.lax.with_sharding_constraint(targets, self.batch_sharded)
         (total, metrics), grads = jax.value_and_grad(self.objective, has_aux=True)(params, inputs, targets, step)
@@ -260,6 +282,15 @@ class Trainer:
                                          (new_params, new_opt_state), (params, opt_state))
         metrics["skipped_steps"], metrics["bad_step"] = skipped, bad_step
         return params, opt_state, metrics
+
+    def advance(self, step: int) -> dict[str, jax.Array]:
+        """Run the update of `step` (0-based) on the trainer's own state, in memory (no checkpoint, no
+        file): the loop of a caller that keeps its own schedule of evaluations. Returns the step's
+        metrics (on the device); a non-finite step leaves the state unchanged and shows in its
+        "bad_step" / "skipped_steps"."""
+        self.params, self.opt_state, metrics = self.step_fn(self.params, self.opt_state, self.train_data,
+                                                            jnp.asarray(step, jnp.int32))
+        return metrics
 
     def _eval(self, params: Any, valid: tuple[jax.Array, jax.Array]) -> jax.Array:
         xs, ys = valid

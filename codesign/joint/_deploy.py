@@ -43,10 +43,11 @@ import jax.numpy as jnp
 
 import hwcost
 import nets
-from codesign import _integrity, _targets
-from codesign._checkpoint import Checkpointer
-from codesign._space import DesignSpace
-from codesign._train import TrainConfig, Trainer
+from codesign import _integrity
+from codesign.joint import _targets
+from codesign.training._checkpoint import Checkpointer
+from codesign.joint._space import DesignSpace
+from codesign.training._trainer import TrainConfig, Trainer
 
 SCHEMA_VERSION = 1
 KIND = "codesign.deployment"
@@ -75,7 +76,7 @@ class HardenedTrainer(Trainer):
 def design_cost(cfg: nets.ModelConfig, space: DesignSpace, hardened: dict[str, Any], target, scenario: hwcost.Scenario,
                 metric: str) -> dict[str, Any]:
     """Predicted cost of a hardened design: every Cost field, the metric's value, per-op latency."""
-    from codesign._joint import cost_metric
+    from codesign.joint._trainer import cost_metric
 
     knobs = space.hard_workload_knobs(cfg, hardened, scenario)
     cost = target.cost(hwcost.workload(cfg, scenario, knobs))
@@ -117,7 +118,7 @@ def recovery_config(tc, steps: int):
 def harden_and_recover(trainer, out_dir: Path, *, recovery_steps: int, progress: bool = False) -> dict[str, Any]:
     """Harden a finished `JointTrainer`, fine-tune `recovery_steps` steps into out_dir/recovery/, and
     return the deployment record (not yet written; see `write_deployment`)."""
-    from codesign._train import train
+    from codesign.training._trainer import train
 
     space, cfg = trainer.space, trainer.cfg
     params = jax.device_get(trainer.params)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from codesign._cli_options import (json_option, on_nonfinite_option, out_dir, out_option, quiet_option,
+from codesign.cli._options import (json_option, on_nonfinite_option, out_dir, out_option, quiet_option,
                                    seed_option)
 
 
@@ -31,7 +31,7 @@ def train(
     as_json: bool = json_option(),
 ) -> None:
     """Train a model config on the embedded byte corpus (no cost term)."""
-    from codesign._train import TrainConfig
+    from codesign.training._trainer import TrainConfig
 
     tc = TrainConfig(model=model, steps=steps, batch=batch, seq_len=seq_len, lr=lr, seed=seed, dtype=dtype,
                      warmup_steps=min(20, steps // 10),
@@ -42,7 +42,7 @@ def train(
 def _run(tc, out: Path, *, resume: bool, quiet: bool, as_json: bool) -> None:
     if not as_json:
         print(f"codesign: training {tc.model} for {tc.steps} steps -> {out}")
-    from codesign._train import NonFiniteError, train as train_model
+    from codesign.training._trainer import NonFiniteError, train as train_model
 
     from codesign._lock import output_lock
 

@@ -1,0 +1,159 @@
+"""The model calls of the ATTS engine: each model on a pool of slots, every slot at its own position.
+
+Rows run vmapped (`row_forward`), so the slots of a pool never move in lockstep. A call serves the
+slots in a mask on the smallest bucket of rows that holds them (`row_buckets`: S, S/2, S/4, S/8),
+as a serving engine with padded batch buckets does, so its cost follows the slots it serves. With
+two devices (`PipelineConfig.devices`) the draft's calls run on device 0 and the target's on
+device 1 (`on_role`), and `exchange` hands each model's results to both in one all-reduce.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from codesign.atts._state import PipelineConfig
+
+
+def row_forward(graphdef, state, tokens_SxW, cache, start_S):
+    """Run the model on W tokens per slot, each slot at its own cache position (rows vmapped;
+    `nnx.vmap` broadcasts the weights, which plain `jax.vmap` cannot lift into nnx's scan)."""
+
+    def one(model, tokens_W, cache_row, start):
+        cache_1 = jax.tree.map(lambda c: c[:, :, None], cache_row)
+        logits, aux = model(tokens_W[None], cache=cache_1, cache_index=start)
+        return logits[0], jax.tree.map(lambda c: c[:, :, 0], aux["cache"])
+
+    model = nnx.merge(graphdef, state)
+    return nnx.vmap(one, in_axes=(None, 0, 2, 0), out_axes=(0, 2))(model, tokens_SxW, cache, start_S)
+
+
+def sample(logits_SxV, key, temperature: float):
+    if temperature == 0:
+        return jnp.argmax(logits_SxV, -1).astype(jnp.int32)
+    return jax.random.categorical(key, logits_SxV.astype(jnp.float32) / temperature, -1).astype(jnp.int32)
+
+
+def window(buf_SxL, start_S, width: int):
+    return jax.vmap(lambda row, s: jax.lax.dynamic_slice(row, (s,), (width,)))(buf_SxL, start_S)
+
+
+def cache_rows(cache, idx_A):
+    return jax.tree.map(lambda c: c[:, :, jnp.minimum(idx_A, c.shape[2] - 1)], cache)
+
+
+def set_cache_rows(cache, idx_A, rows):
+    return jax.tree.map(lambda c, r: c.at[:, :, idx_A].set(r, mode="drop"), cache, rows)
+
+
+def row_buckets(S: int) -> tuple[int, ...]:
+    """Row counts a model call may run on, ascending: S, S/2, S/4, S/8 (those of at least 16 rows)."""
+    return tuple(sorted({S >> k for k in range(4) if S % (1 << k) == 0 and (S >> k) >= 16} | {S}))
+
+
+def forward_some(gd, state, buf, cache, mask_S, pos_S, width: int, scratch: int, sizes: tuple[int, ...]):
+    """The model on `width` bytes from pos_S for the slots in mask_S: (logits (S, width, V), cache).
+
+    The call runs on the smallest of `sizes` (`row_buckets(S)`, or `(S,)`) rows that holds every masked slot (rows
+    gathered, cache rows gathered and scattered back), so its cost follows the slots it serves, as
+    in a serving engine; unmasked slots get zero logits and keep their cache. With all S rows the
+    unmasked slots compute on scratch positions instead (no gather).
+    """
+    S = buf.shape[0]
+
+    def every(args):
+        cache, state = args
+        pos = jnp.where(mask_S, pos_S, scratch)
+        return row_forward(gd, state, window(buf, pos, width), cache, pos)
+
+    def some(C, args):
+        cache, state = args
+        idx = jnp.nonzero(mask_S, size=C, fill_value=S)[0]
+        at = jnp.minimum(idx, S - 1)
+        logits_C, rows = row_forward(gd, state, window(buf[at], pos_S[at], width), cache_rows(cache, idx), pos_S[at])
+        logits = jnp.zeros((S,) + logits_C.shape[1:], logits_C.dtype).at[idx].set(logits_C, mode="drop")
+        return logits, set_cache_rows(cache, idx, rows)
+
+    if len(sizes) == 1:
+        return every((cache, state))
+    n = mask_S.sum(dtype=jnp.int32)
+    pick = (jnp.asarray(sizes[:-1], jnp.int32) < n).sum(dtype=jnp.int32)
+    return jax.lax.switch(pick, [functools.partial(some, C) for C in sizes[:-1]] + [every], (cache, state))
+
+
+DRAFT_ROLE, TARGET_ROLE = 0, 1
+_ROLE_AXIS = "role"
+
+
+def role_mesh() -> jax.sharding.Mesh:
+    """The first two devices: the draft's (role 0) and the target's (role 1)."""
+    return jax.sharding.Mesh(np.asarray(jax.devices()[:2]), (_ROLE_AXIS,))
+
+
+def on_role(cfg: PipelineConfig, role: int, pred, fn, skip, args):
+    """`fn(args)` if `pred`, else `skip(args)`; with two devices only on the device of `role` (the other skips)."""
+    if cfg.devices == 2:
+        pred = pred & (jax.lax.axis_index(_ROLE_AXIS) == role)
+    return jax.lax.cond(pred, fn, skip, args)
+
+
+def exchange(d_tok, score_out, g_tok):
+    """Each device's results of its own model's calls to both devices: ONE all-reduce of (4, S) int32 (the
+    device that did not compute a row holds zeros there, so the sum is exact; scores travel as bits)."""
+    role = jax.lax.axis_index(_ROLE_AXIS)
+    score_S, first_tok = score_out
+    target_rows = jnp.stack([first_tok, g_tok, jax.lax.bitcast_convert_type(score_S, jnp.int32)])
+    packed = jnp.concatenate([jnp.where(role == DRAFT_ROLE, d_tok, 0)[None],
+                              jnp.where(role == TARGET_ROLE, target_rows, 0)])
+    packed = jax.lax.psum(packed, _ROLE_AXIS)
+    return packed[0], (jax.lax.bitcast_convert_type(packed[3], jnp.float32), packed[1]), packed[2]
+
+
+def score_call(cfg: PipelineConfig, target_gd, target_state, buf, tcache, scoring, length, frontier, key,
+               sizes: tuple[int, ...]):
+    """The target's prefill of [length-1, length-1+W) for the scoring slots: ((mean NLL of the chunk, the
+    target's own first byte), cache); zeros and the cache untouched where nothing is scored."""
+    S, L = buf.shape
+    W = cfg.max_chunk + 1
+    scratch = L - W
+
+    def score_step(args):
+        buf, tcache, target_state = args
+        logits, tcache = forward_some(target_gd, target_state, buf, tcache, scoring, length - 1, W, scratch,
+                                       sizes)
+        chunk = window(buf, jnp.where(scoring, length, scratch), W)
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+        nll_SxW = -jnp.take_along_axis(logp, chunk[..., None], -1)[..., 0]
+        n_chunk = frontier - length + 1
+        inside = jnp.arange(W)[None, :] < n_chunk[:, None]
+        mean_nll = (nll_SxW * inside).sum(-1) / jnp.maximum(n_chunk, 1)
+        first_tok = sample(logits[:, 0], key, cfg.target_temperature)
+        return (jnp.where(scoring, mean_nll, 0.0), first_tok), tcache
+
+    zero = lambda a: ((jnp.zeros(S, jnp.float32), jnp.zeros(S, jnp.int32)), a[1])
+    return on_role(cfg, TARGET_ROLE, scoring.any(), score_step, zero, (buf, tcache, target_state))
+
+
+def gen_call(cfg: PipelineConfig, target_gd, target_state, buf, tcache, gen, frontier, key, sizes: tuple[int, ...]):
+    """The target's next byte for every slot it has taken over: (bytes, cache)."""
+    S, L = buf.shape
+    scratch = L - cfg.max_chunk - 1
+
+    def gen_step(args):
+        buf, tcache, target_state = args
+        logits, tcache = forward_some(target_gd, target_state, buf, tcache, gen, frontier, 1, scratch, sizes)
+        return sample(logits[:, 0], key, cfg.target_temperature), tcache
+
+    return on_role(cfg, TARGET_ROLE, gen.any(), gen_step, lambda a: (jnp.zeros(S, jnp.int32), a[1]),
+                    (buf, tcache, target_state))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "width"))
+def prefill(graphdef, state, buf, cache, *, width: int):
+    start = jnp.zeros(buf.shape[0], jnp.int32)
+    _, cache = row_forward(graphdef, state, buf[:, :width], cache, start)
+    return cache

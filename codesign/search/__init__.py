@@ -1,0 +1,19 @@
+"""Search over designs: lambda and budget sweeps of the joint loop, Pareto fronts, black-box baselines.
+
+`sweep` / `run` train one joint point per lambda (or budget) and export the front;
+`random_search`, `tpe_search` and `gradient_path` are the baselines the gradient sweep is
+measured against, compared by hypervolume over wall-clock time (`hv_curve`, `speedup`).
+"""
+
+from codesign.search._baselines import (Evaluator, PathTrainer, candidate_key, common_reference, gradient_path,
+                                        hv_curve, random_candidate, random_search, speedup, time_to_reach,
+                                        timed_sweep, tpe_search, width_choices)
+from codesign.search._pareto import hypervolume, pareto_mask, plot_front
+from codesign.search._sweep import SweepConfig, SweepResult, front_and_volume, run, summary_table, sweep
+
+__all__ = [
+    "SweepConfig", "SweepResult", "sweep", "run", "summary_table", "front_and_volume",
+    "pareto_mask", "hypervolume", "plot_front",
+    "Evaluator", "PathTrainer", "candidate_key", "common_reference", "gradient_path", "hv_curve",
+    "random_candidate", "random_search", "speedup", "time_to_reach", "timed_sweep", "tpe_search", "width_choices",
+]
