@@ -6,6 +6,7 @@
 - `--json`: print the result as JSON (machine-readable) instead of a table.
 - `--quiet`: no progress bars.
 - `--seed`: the root PRNG seed.
+- `--mesh data=2,fsdp=4`: the device mesh (`codesign.parallel.ParallelConfig`).
 - Lists are one comma-separated value (`--lams 0,0.01,0.1`), read by `parse_list`, whose
   error names the option, the text and what each entry must be.
 """
@@ -49,6 +50,11 @@ def seed_option() -> typer.models.OptionInfo:
 def on_nonfinite_option() -> typer.models.OptionInfo:
     return typer.Option("stop", "--on-nonfinite", help="A NaN or inf loss or gradient: 'stop' (exit 3, the last good "
                                                          "checkpoint kept) or 'skip' that update (counted in metrics).")
+
+
+def mesh_option() -> typer.models.OptionInfo:
+    return typer.Option("", "--mesh", help="Device mesh as AXIS=SIZE pairs over data, fsdp, tensor, expert, e.g. "
+                                           "'data=2,fsdp=4' (default: data parallel over every device).")
 
 
 def parse_list(text: str, field: str, kind: Callable[[str], T] = str, *,

@@ -48,6 +48,7 @@ import nets
 from codesign._checkpoint import Checkpointer
 from codesign._metrics import MetricsWriter, read_metrics
 from codesign.data import eval_batches, load_byte_corpus, sample_batch
+from codesign.parallel import make_mesh, mesh_rules, parse_mesh
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "auto": None}
 ON_NONFINITE = ("stop", "skip")
@@ -105,6 +106,7 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "auto"
     on_nonfinite: str = "stop"   # a NaN/inf loss or gradient: "stop" the run or "skip" that update
+    mesh: str = ""               # device mesh, e.g. "data=2,fsdp=4" (codesign.parallel; "": data over all devices)
 
     def __post_init__(self) -> None:
         resolve_model(self.model)  # an unknown model is the first error a user should see
@@ -122,6 +124,7 @@ class TrainConfig:
         _check(self.dtype in DTYPES, "dtype", self.dtype, f"must be one of {', '.join(DTYPES)}")
         _check(self.on_nonfinite in ON_NONFINITE, "on_nonfinite", self.on_nonfinite,
                f"must be one of {', '.join(ON_NONFINITE)}")
+        parse_mesh(self.mesh)
 
     def model_config(self) -> nets.ModelConfig:
         return resolve_model(self.model)
@@ -173,17 +176,22 @@ class TrainResult:
 class Trainer:
     """Builds the model, optimiser, sharded state and the jitted step for one TrainConfig."""
 
+    devices: Any = None  # the devices of the mesh (None: every device); a one-device reference sets [device]
+
     def __init__(self, tc: TrainConfig, init_net_params: Any = None):
         """`init_net_params` (network parameters of the same config) replaces the fresh initialisation."""
         self.tc = tc
         self.cfg = tc.model_config()
-        self.mesh = data_mesh()
-        n_dev = self.mesh.devices.size
-        _check(tc.batch % n_dev == 0, "batch", tc.batch, f"must be a multiple of the device count {n_dev}")
+        self.mesh = make_mesh(tc.mesh, self.devices)
+        self.rules = mesh_rules(self.mesh)  # logical axis names -> mesh axes (codesign.parallel.RULES)
+        batch_axes = self.rules.mesh_axes("activation_batch")
+        n_split = int(np.prod([self.mesh.shape[a] for a in batch_axes]))
+        _check(tc.batch % n_split == 0, "batch", tc.batch,
+               f"must be a multiple of {n_split}, the devices the batch is split over ({'x'.join(batch_axes)})")
         _check(tc.seq_len <= self.cfg.max_seq_len, "seq_len", tc.seq_len,
                f"must be at most the model's max_seq_len={self.cfg.max_seq_len}")
         self.replicated = NamedSharding(self.mesh, P())
-        self.batch_sharded = NamedSharding(self.mesh, P("data"))
+        self.batch_sharded = NamedSharding(self.mesh, P(batch_axes or None))
         root = jax.random.key(tc.seed)
         self.data_key = jax.random.fold_in(root, 1)
         model = nets.TransformerLM(self.cfg, rngs=nnx.Rngs(params=jax.random.fold_in(root, 0)),
@@ -196,8 +204,9 @@ class Trainer:
             params = init_net_params
         trainable = self.init_trainable(params)
         self.optimizer = self.build_optimizer()
-        self.params = jax.device_put(trainable, self.replicated)
-        self.opt_state = jax.device_put(self.optimizer.init(trainable), self.replicated)
+        self.params = jax.device_put(trainable, self.rules.tree_shardings(trainable))
+        opt_state = self.optimizer.init(self.params)
+        self.opt_state = jax.device_put(opt_state, self.rules.tree_shardings(opt_state))
         corpus = load_byte_corpus()
         self.corpus = corpus
         self.train_data = jax.device_put(jnp.asarray(corpus.train), self.replicated)
@@ -223,7 +232,7 @@ class Trainer:
         return task + self.tc.aux_weight * balance, {"loss": task, "load_balance_loss": balance}
 
     def batch_sharded_eval(self) -> NamedSharding:
-        return NamedSharding(self.mesh, P(None, "data"))
+        return NamedSharding(self.mesh, P(None, self.batch_sharded.spec[0]))
 
     def model_from(self, params: Any) -> nnx.Module:
         return nnx.merge(self.graphdef, params, self.rest)
@@ -236,6 +245,13 @@ class Trainer:
         """One update; `guard` (see `init_guard`; None: a fresh one) is returned updated as metrics
         "skipped_steps" and "bad_step" (see the module docstring)."""
         self.trace_count += 1  # runs only when jax traces: counts compilations
+        with nets.sharding_rules(self.rules):  # activation constraints, expert dispatch (read while tracing)
+            params, opt_state, metrics = self._update(params, opt_state, train_data, step, guard)
+        # out shardings: the state leaves the step laid out as it came in (one compilation per shape)
+        return (jax.lax.with_sharding_constraint(params, self.rules.tree_shardings(params)),
+                jax.lax.with_sharding_constraint(opt_state, self.rules.tree_shardings(opt_state)), metrics)
+
+    def _update(self, params: Any, opt_state: Any, train_data: jax.Array, step: jax.Array, guard: Any):
         guard = init_guard() if guard is None else guard
         inputs, targets = sample_batch(train_data, jax.random.fold_in(self.data_key, step), self.tc.batch,
                                        self.tc.seq_len)
@@ -260,6 +276,10 @@ class Trainer:
 
     def _eval(self, params: Any, valid: tuple[jax.Array, jax.Array]) -> jax.Array:
         xs, ys = valid
+        with nets.sharding_rules(self.rules):
+            return self._eval_batches(params, xs, ys)
+
+    def _eval_batches(self, params: Any, xs: jax.Array, ys: jax.Array) -> jax.Array:
         # a few fixed batches, unrolled: NNX modules cannot cross into a lax.map body
         return jnp.mean(jnp.stack([lm_loss(self.forward(params, xs[i], None)[0], ys[i]) for i in range(xs.shape[0])]))
 
