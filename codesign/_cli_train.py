@@ -33,7 +33,9 @@ def train(
 ) -> None:
     """Train a model config on the embedded byte corpus (no cost term)."""
     from codesign._train import TrainConfig
+    from codesign.parallel import initialize_distributed
 
+    initialize_distributed()  # several processes (JAX_COORDINATOR_ADDRESS set): join them before any JAX work
     tc = TrainConfig(model=model, steps=steps, batch=batch, seq_len=seq_len, lr=lr, seed=seed, dtype=dtype,
                      warmup_steps=min(20, steps // 10),
                      eval_every=eval_every, ckpt_every=ckpt_every, on_nonfinite=on_nonfinite, mesh=mesh)

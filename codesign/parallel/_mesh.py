@@ -97,14 +97,16 @@ def initialize_distributed() -> bool:
     auto = os.environ.get("CODESIGN_DISTRIBUTED") == "auto"
     if not address and not auto:
         return False
+    if address:
+        for name in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+            if not os.environ.get(name, "").isdigit():
+                nets.fail(name, os.environ.get(name),
+                          "must be a non-negative integer when JAX_COORDINATOR_ADDRESS is set")
     if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS") == "cpu":
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    if auto:
+    if address:
+        jax.distributed.initialize(coordinator_address=address, num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                                   process_id=int(os.environ["JAX_PROCESS_ID"]))
+    else:
         jax.distributed.initialize()
-        return True
-    for name in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
-        if not os.environ.get(name, "").isdigit():
-            nets.fail(name, os.environ.get(name), "must be a non-negative integer when JAX_COORDINATOR_ADDRESS is set")
-    jax.distributed.initialize(coordinator_address=address, num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-                               process_id=int(os.environ["JAX_PROCESS_ID"]))
     return True

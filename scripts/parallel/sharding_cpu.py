@@ -116,10 +116,37 @@ def max_abs(a, b) -> float:
     return float(max(np.max(np.abs(x - y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
 
 
+def train_config(path: str, mesh_name: str | None, steps: int) -> codesign.TrainConfig:
+    return codesign.TrainConfig(model=path, steps=max(steps, 2), batch=16, seq_len=32, lr=3e-3, warmup_steps=1,
+                                dtype="float32", mesh="" if mesh_name is None else MESHES[mesh_name])
+
+
+def remesh(trainer: codesign.Trainer, path: str, mesh_name: str, steps: int, directory: str) -> dict:
+    """Save `trainer`'s state as a sharded orbax checkpoint, restore it onto `mesh_name`, take one step on both.
+
+    Returns the restored state's largest difference (must be 0), whether every restored array carries
+    the new mesh's sharding, and the next step's loss on both meshes.
+    """
+    ckpt = codesign.Checkpointer(directory)
+    ckpt.save(steps, trainer.state())
+    other = codesign.Trainer(train_config(path, mesh_name, steps))
+    restored = ckpt.restore(steps, other.state())
+    ckpt.close()
+    on_new_mesh = all(leaf.sharding.is_equivalent_to(want, leaf.ndim) for leaf, want in zip(
+        jax.tree.leaves(restored), jax.tree.leaves(other.rules.tree_shardings(other.state()))))
+    diff = max_abs(jax.device_get(restored), jax.device_get(trainer.state()))
+    losses = []
+    for t, state in ((trainer, trainer.state()), (other, restored)):
+        _, _, metrics = t.step_fn(state["params"], state["opt_state"], t.train_data, jnp.asarray(steps, jnp.int32))
+        losses.append(float(metrics["loss"]))
+    return {"from_mesh": trainer.tc.mesh, "to_mesh": other.tc.mesh, "restored_max_abs_diff": diff,
+            "restored_on_new_mesh": bool(on_new_mesh), "next_loss_from": losses[0], "next_loss_to": losses[1],
+            "next_loss_abs_diff": abs(losses[0] - losses[1])}
+
+
 def run_case(config_name: str, mesh_name: str | None, steps: int, path: str) -> dict:
     """Every figure of one (config, mesh); mesh None is the one-device reference."""
-    tc = codesign.TrainConfig(model=path, steps=max(steps, 2), batch=16, seq_len=32, lr=3e-3, warmup_steps=1,
-                              dtype="float32", mesh="" if mesh_name is None else MESHES[mesh_name])
+    tc = train_config(path, mesh_name, steps)
     trainer = (OneDevice if mesh_name is None else codesign.Trainer)(tc)
     t0 = time.perf_counter()
     loss, grads = step0(trainer)
@@ -134,7 +161,8 @@ def run_case(config_name: str, mesh_name: str | None, steps: int, path: str) -> 
     }
     values = curve(trainer, steps)
     record.update(val_curve=values, step_compilations=trainer.trace_count, seconds=time.perf_counter() - t0)
-    return record, {"grads": grads, "experts": experts, "tokens_per_expert": tokens_per_expert, "moe_out": moe_out}
+    return record, {"trainer": trainer, "grads": grads, "experts": experts, "tokens_per_expert": tokens_per_expert,
+                    "moe_out": moe_out}
 
 
 def compare(record: dict, arrays: dict, ref: dict, ref_arrays: dict) -> dict:
@@ -165,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--meshes", default=",".join(MESHES))
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", default="results/parallel/sharding_cpu.json")
+    parser.add_argument("--remesh", default="data2xtensor4",
+                        help="Restore the last mesh's checkpoint onto this mesh ('' : skip).")
     parser.add_argument("--workdir", default=None, help="Where the tiny config JSON files go (default: a temp dir).")
     args = parser.parse_args(argv)
     import tempfile
@@ -186,14 +216,34 @@ def main(argv: list[str] | None = None) -> int:
             record.update(compare(record, arrays, ref, ref_arrays))
             entry["meshes"][mesh_name] = record
             ok &= record["ok"]
+            results["configs"][config_name] = entry
+            if args.out:  # so far, in case the run is cut short
+                nets.atomic_write_json(args.out, {**results, "complete": False, "ok": bool(ok)})
             print(f"{config_name} {mesh_name:>22}: loss diff {record['step0_loss_abs_diff']:.2e}, grad diff "
                   f"{record['step0_grad_max_abs_diff']:.2e}, routing equal {record['routing_experts_equal']}, "
                   f"curve diff {record['val_curve_max_abs_diff']:.2e}, params/dev {record['param_bytes_per_device']} "
                   f"(x{record['param_bytes_ratio']:.2f} less), opt/dev {record['opt_bytes_per_device']} "
                   f"(x{record['opt_bytes_ratio']:.2f} less), compilations {record['step_compilations']}, "
                   f"{'ok' if record['ok'] else 'MISS'} ({record['seconds']:.0f} s)", flush=True)
+        if args.remesh and len(entry["meshes"]) and config_name == next(iter(CONFIGS)):
+            last = list(entry["meshes"])[-1]
+            target = args.remesh if args.remesh != last else "data8"
+            try:
+                r = remesh(arrays["trainer"], path, target, args.steps,
+                           os.path.join(workdir, f"ckpt-{config_name}"))
+                r["ok"] = bool(r["restored_max_abs_diff"] == 0 and r["restored_on_new_mesh"]
+                               and r["next_loss_abs_diff"] <= TOL_STEP0)
+            except Exception as err:  # recorded, not hidden: the run goes on to the other figures
+                r = {"from_mesh": MESHES[last], "to_mesh": MESHES[target], "error": repr(err), "ok": False,
+                     "restored_max_abs_diff": float("nan"), "next_loss_from": float("nan"),
+                     "next_loss_to": float("nan")}
+            entry["checkpoint_remesh"] = r
+            ok &= r["ok"]
+            print(f"{config_name}: checkpoint of {r['from_mesh']} restored onto {r['to_mesh']}: max diff "
+                  f"{r['restored_max_abs_diff']:.1e}, next-step loss {r['next_loss_from']:.6f} vs "
+                  f"{r['next_loss_to']:.6f} ({'ok' if r['ok'] else 'MISS'})", flush=True)
         results["configs"][config_name] = entry
-    results["ok"] = bool(ok)
+    results["ok"], results["complete"] = bool(ok), True
     if args.out:
         nets.atomic_write_json(args.out, results)
         print(f"wrote {args.out}")

@@ -60,14 +60,14 @@ def test_every_parameter_has_logical_names(cfg):
         assert any(n is not None for n in names), jax.tree_util.keystr(path)
     names = nets.tree_logical_axes(params)
     attn = names["segments"][0]["blocks"][0]["attn"]
-    assert attn["wq_b"]["kernel"].value == ("layers", "q_lora", "heads")
+    assert attn["wq_b"]["kernel"].get_value() == ("layers", "q_lora", "heads")
     if cfg.attention.kind == "mla":
-        assert attn["wkv_a"]["kernel"].value == ("layers", "embed", "kv_lora")
-        assert attn["wkv_b"]["kernel"].value == ("layers", "kv_lora", "heads")
+        assert attn["wkv_a"]["kernel"].get_value() == ("layers", "embed", "kv_lora")
+        assert attn["wkv_b"]["kernel"].get_value() == ("layers", "kv_lora", "heads")
     else:
-        assert attn["wk"]["kernel"].value == ("layers", "embed", "kv_heads")
+        assert attn["wk"]["kernel"].get_value() == ("layers", "embed", "kv_heads")
     ffn = names["segments"][1]["blocks"][0]["ffn"]
-    assert ffn["expert_up"].value == ("layers", "expert", "embed", "mlp")
+    assert ffn["expert_up"].get_value() == ("layers", "expert", "embed", "mlp")
     assert nets.logical_axes(("knobs", "ratio"), 1) == (None,)  # unknown leaves: replicated
 
 
@@ -82,3 +82,15 @@ def test_rules_map_names_to_mesh_axes_where_they_divide():
     assert tuple(nets.logical_spec(("embed", "kv_lora"), (64, 40), mesh, parallel.RULES)) == ("fsdp", None)
     assert tuple(nets.logical_spec(("activation_batch", None), (16, 8), mesh, parallel.RULES)) == (("fsdp", "expert"),
                                                                                                    None)
+
+
+def test_distributed_start_up_reads_the_environment(monkeypatch):
+    for name in ("JAX_COORDINATOR_ADDRESS", "CODESIGN_DISTRIBUTED"):
+        monkeypatch.delenv(name, raising=False)
+    assert parallel.initialize_distributed() is False  # one process: nothing to start
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:12345")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
+    monkeypatch.setenv("JAX_PROCESS_ID", "0")
+    with pytest.raises(nets.InputError) as err:
+        parallel.initialize_distributed()
+    assert err.value.field == "JAX_NUM_PROCESSES"

@@ -4,7 +4,8 @@ The device count is fixed when JAX starts, so the meshes run in ONE child proces
 script), which writes its figures as JSON; the tests read them. The default suite runs the
 one mesh that uses every axis kind but data (fsdp 2 x tensor 2 x expert 2, the expert-parallel
 all-to-all included) on the MFA+MoE config for 3 steps; the slow test runs the whole matrix
-(two configs x five meshes, 20-step curves) and rewrites nothing in results/.
+(two configs x five meshes, 20-step curves, a checkpoint restored onto another mesh) and
+rewrites nothing in results/.
 """
 
 from __future__ import annotations
@@ -57,13 +58,20 @@ def check(results: dict, steps: int) -> None:
             assert r["moe_all_to_all"] == ("expert" in mesh), where
             if mesh == "fsdp8":
                 assert r["param_bytes_ratio"] > 6, where  # all but the few tiny vectors split 8 ways
-        assert results["ok"]
+        if "checkpoint_remesh" in entry:  # a sharded orbax checkpoint restored onto another mesh
+            r = entry["checkpoint_remesh"]
+            assert r["from_mesh"] != r["to_mesh"] and r["restored_on_new_mesh"]
+            assert r["restored_max_abs_diff"] == 0 and r["next_loss_abs_diff"] <= 1e-5
+    assert results["ok"]
 
 
 def test_sharded_step_matches_one_device_on_the_mixed_mesh(tmp_path):
-    check(run_script(tmp_path, "--configs", "mfa-moe", "--meshes", "fsdp2xtensor2xexpert2", "--steps", "3"), 3)
+    check(run_script(tmp_path, "--configs", "mfa-moe", "--meshes", "fsdp2xtensor2xexpert2", "--steps", "3",
+                     "--remesh", ""), 3)
 
 
 @pytest.mark.slow
 def test_every_mesh_matches_one_device_for_20_steps(tmp_path):
-    check(run_script(tmp_path, "--steps", "20"), 20)
+    results = run_script(tmp_path, "--steps", "20")
+    assert "checkpoint_remesh" in results["configs"]["mfa-moe"]
+    check(results, 20)
