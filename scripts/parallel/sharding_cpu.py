@@ -238,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                      "restored_max_abs_diff": float("nan"), "next_loss_from": float("nan"),
                      "next_loss_to": float("nan")}
             entry["checkpoint_remesh"] = r
+            if args.out:
+                nets.atomic_write_json(args.out, {**results, "complete": False, "ok": bool(ok)})
             ok &= r["ok"]
             print(f"{config_name}: checkpoint of {r['from_mesh']} restored onto {r['to_mesh']}: max diff "
                   f"{r['restored_max_abs_diff']:.1e}, next-step loss {r['next_loss_from']:.6f} vs "

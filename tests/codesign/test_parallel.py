@@ -94,3 +94,11 @@ def test_distributed_start_up_reads_the_environment(monkeypatch):
     with pytest.raises(nets.InputError) as err:
         parallel.initialize_distributed()
     assert err.value.field == "JAX_NUM_PROCESSES"
+
+
+def test_cli_mesh_option_is_validated_before_any_work(codesign_main, tmp_path):
+    result = codesign_main("train", "--mesh", "data=2,pipe=4", "--out", str(tmp_path / "run"), "--quiet")
+    assert result.returncode == 2
+    assert "mesh='data=2,pipe=4'" in result.stderr and "data, fsdp, tensor, expert" in result.stderr
+    result = codesign_main("sweep", "--mesh", "tensor=x", "--out", str(tmp_path / "sweep"), "--quiet")
+    assert result.returncode == 2 and "mesh.tensor='x'" in result.stderr
