@@ -33,6 +33,10 @@ from nets._attention import Attention, cache_shapes
 from nets._config import ModelConfig
 from nets._layer_quant import LayerQuant
 from nets._layers import MLP, make_norm
+from nets._sharding import constrain
+
+# The residual stream's layout under `nets.sharding_rules`: split by batch, d_model whole on every shard.
+_RESIDUAL = ("activation_batch", None, None)
 
 Segment = tuple[tuple[str, ...], int]
 _MAX_UNIT = 8
@@ -95,7 +99,7 @@ class Block(nnx.Module):
             balance = jnp.asarray(moe_aux["load_balance_loss"], jnp.float32)
         else:
             f_BxLxD, balance = self.ffn(act(self.ffn_norm(x_BxLxD))), jnp.zeros((), jnp.float32)
-        return x_BxLxD + f_BxLxD, new_cache, balance
+        return constrain(x_BxLxD + f_BxLxD, _RESIDUAL), new_cache, balance
 
 
 class _Unit(nnx.Module):
@@ -184,6 +188,7 @@ class TransformerLM(nnx.Module):
         x_BxLxD = self.embed(tokens_BxL)
         if cfg.positions == "learned":
             x_BxLxD = x_BxLxD + self.pos_embed(positions_BxL)
+        x_BxLxD = constrain(x_BxLxD, _RESIDUAL)
         new_cache, balance, first = [], jnp.zeros((), jnp.float32), 0
         for i, segment in enumerate(self.segments):
             kinds, repeats = self.segments_plan[i]
@@ -196,6 +201,7 @@ class TransformerLM(nnx.Module):
             balance = balance + seg_balance.sum()
         x_BxLxD = self.final_norm(x_BxLxD)
         logits_BxLxV = self.embed.attend(x_BxLxD) if cfg.tie_embeddings else self.lm_head(x_BxLxD)
+        logits_BxLxV = constrain(logits_BxLxV, ("activation_batch", None, "activation_vocab"))
         return logits_BxLxV, {"load_balance_loss": balance, "cache": None if cache is None else tuple(new_cache)}
 
 

@@ -75,6 +75,7 @@ from jax import Array
 from nets._config import ModelConfig
 from nets.grouped import grouped_matmul
 from nets._layers import activation_fn
+from nets._moe_ep import expert_parallel_routed
 
 __all__ = ["MoE", "moe_reference", "numpy_activation"]
 
@@ -190,6 +191,9 @@ class MoE(nnx.Module):
         E, k = self.n_experts, self.top_k
         act = activation_fn(self.activation)
         expert_N = experts_TxK.reshape(T * k)
+        y_parallel_TxD = expert_parallel_routed(self, x_TxD, experts_TxK, gates_TxK)  # None: no expert mesh axis
+        if y_parallel_TxD is not None:
+            return y_parallel_TxD, jnp.bincount(expert_N, length=E).astype(jnp.int32)
         order_N = jnp.argsort(expert_N, stable=True)  # slot indices grouped by expert
         group_sizes_E = jnp.bincount(expert_N, length=E).astype(jnp.int32)
         inverse_N = jnp.zeros_like(order_N).at[order_N].set(jnp.arange(T * k, dtype=order_N.dtype))

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import typer
 
-from codesign.cli._options import (json_option, on_nonfinite_option, out_dir, out_option, parse_list, quiet_option,
-                                   seed_option, target_option)
+from codesign.cli._options import (json_option, mesh_option, on_nonfinite_option, out_dir, out_option, parse_list,
+                                   quiet_option, seed_option, target_option)
 
 TARGETS_HELP = ("a hwcost target name or calibrated preset file (hwcost.target_names() lists them: GPU and TPU "
                 "presets, afd, duplex, cambricon, spatten, xrnpe)")
@@ -41,6 +41,7 @@ def sweep(
     seq_len: int = typer.Option(64, help="Bytes per sequence."),
     seed: int = seed_option(),
     on_nonfinite: str = on_nonfinite_option(),
+    mesh: str = mesh_option("the training mesh; data=* (the default) takes the devices the other axes leave"),
     out: Path = out_option("the sweep (default: a fresh runs/sweep-* folder, printed)"),
     quiet: bool = quiet_option(),
     as_json: bool = json_option(),
@@ -52,7 +53,7 @@ def sweep(
                      budgets=parse_list(budgets, "budgets", float), metric=metric, target=target,
                      hardware=parse_list(hardware, "hardware"), pretrain_steps=pretrain_steps, steps=steps,
                      recovery_steps=recovery_steps, batch=batch, seq_len=seq_len, seed=seed,
-                     on_nonfinite=on_nonfinite)
+                     on_nonfinite=on_nonfinite, mesh=mesh)
     _sweep(sc, out_dir(out, "sweep"), quiet=quiet, as_json=as_json)
 
 

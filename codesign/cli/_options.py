@@ -7,7 +7,8 @@
 - `--quiet`: no progress bars.
 - `--seed`: the root PRNG seed.
 - `--mesh AXIS=SIZE,...`: a device mesh (axes data, fsdp, tensor, expert, pipeline), read by
-  `hwcost.parallel.parse_mesh`, whose error names the option and the bad entry.
+  `hwcost.parallel.parse_mesh`, whose error names the option and the bad entry. Training commands read it
+  as a `codesign.parallel.ParallelConfig` (axes data, fsdp, tensor, expert).
 - Lists are one comma-separated value (`--lams 0,0.01,0.1`), read by `parse_list`, whose
   error names the option, the text and what each entry must be.
 """

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from codesign.cli._options import (json_option, on_nonfinite_option, out_dir, out_option, quiet_option,
+from codesign.cli._options import (json_option, mesh_option, on_nonfinite_option, out_dir, out_option, quiet_option,
                                    seed_option)
 
 
@@ -27,15 +27,18 @@ def train(
                            "resumed exactly"),
     no_resume: bool = typer.Option(False, "--no-resume", help="Ignore checkpoints in --out."),
     on_nonfinite: str = on_nonfinite_option(),
+    mesh: str = mesh_option("the training mesh; data=* (the default) takes the devices the other axes leave"),
     quiet: bool = quiet_option(),
     as_json: bool = json_option(),
 ) -> None:
     """Train a model config on the embedded byte corpus (no cost term)."""
     from codesign.training._trainer import TrainConfig
+    from codesign.parallel import initialize_distributed
 
+    initialize_distributed()  # several processes (JAX_COORDINATOR_ADDRESS set): join them before any JAX work
     tc = TrainConfig(model=model, steps=steps, batch=batch, seq_len=seq_len, lr=lr, seed=seed, dtype=dtype,
                      warmup_steps=min(20, steps // 10),
-                     eval_every=eval_every, ckpt_every=ckpt_every, on_nonfinite=on_nonfinite)
+                     eval_every=eval_every, ckpt_every=ckpt_every, on_nonfinite=on_nonfinite, mesh=mesh)
     _run(tc, out_dir(out, "train"), resume=not no_resume, quiet=quiet, as_json=as_json)
 
 

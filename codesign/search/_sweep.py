@@ -70,6 +70,7 @@ class SweepConfig:
     scenario_context: int = 2048
     loss_tolerance: float = 0.02
     on_nonfinite: str = "stop"   # TrainConfig.on_nonfinite of every phase (pretrain, joint, recovery)
+    mesh: str = ""               # TrainConfig.mesh of every phase ("data=2,fsdp=4"; "": data over all devices)
 
     def __post_init__(self) -> None:
         lams, budgets = tuple(self.lams), tuple(self.budgets)
@@ -101,7 +102,7 @@ class SweepConfig:
         return TrainConfig(model=self.model, steps=steps, batch=self.batch, seq_len=self.seq_len, lr=self.lr,
                            warmup_steps=min(10, steps // 10), eval_every=steps, eval_batches=self.eval_batches,
                            ckpt_every=max(1, steps // 2), log_every=max(1, min(10, steps)), seed=self.seed,
-                           on_nonfinite=self.on_nonfinite)
+                           on_nonfinite=self.on_nonfinite, mesh=self.mesh)
 
     def joint_config(self, point: dict[str, float]) -> JointConfig:
         return JointConfig(lam=point.get("lam", 0.0), budget=point.get("budget"), metric=self.metric,

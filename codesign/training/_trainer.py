@@ -45,6 +45,7 @@ from jax.sharding import PartitionSpec as P
 
 import nets
 from codesign._phase import phase
+from codesign.parallel import make_mesh, mesh_rules, parse_mesh
 from codesign.training._checkpoint import Checkpointer
 from codesign.training._metrics import MetricsWriter, read_metrics
 from codesign.data import eval_batches, load_byte_corpus, sample_batch
@@ -106,6 +107,7 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "auto"
     on_nonfinite: str = "stop"   # a NaN/inf loss or gradient: "stop" the run or "skip" that update
+    mesh: str = ""               # device mesh, e.g. "data=2,fsdp=4" (codesign.parallel; "": data over all devices)
 
     def __post_init__(self) -> None:
         cfg = resolve_model(self.model)  # an unknown model is the first error a user should see
@@ -126,6 +128,7 @@ class TrainConfig:
         from codesign._limits import check_train_limits  # sizes bounded before anything is allocated
 
         check_train_limits(self, cfg)
+        parse_mesh(self.mesh)
 
     def model_config(self) -> nets.ModelConfig:
         return resolve_model(self.model)
@@ -144,11 +147,6 @@ def training_flops_per_token(cfg: nets.ModelConfig, seq_len: int) -> float:
     """
     a = cfg.attention
     return 6.0 * nets.count_params(cfg).active + 12.0 * cfg.n_layers * a.n_heads * a.qk_head_dim * seq_len
-
-
-def data_mesh() -> jax.sharding.Mesh:
-    """A one-axis mesh over every local device, axis name "data"."""
-    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
@@ -184,18 +182,23 @@ class Trainer:
     with checkpoints and metrics on disk; `advance` runs one step in memory.
     """
 
+    devices: Any = None  # the devices of the mesh (None: every device); a one-device reference sets [device]
+
     def __init__(self, tc: TrainConfig, init_net_params: Any = None, *, cfg: nets.ModelConfig | None = None):
         """`init_net_params` (network parameters of the same config) replaces the fresh initialisation;
         `cfg` (a config built in code) replaces the one `tc.model` names."""
         self.tc = tc
         self.cfg = tc.model_config() if cfg is None else cfg
-        self.mesh = data_mesh()
-        n_dev = self.mesh.devices.size
-        _check(tc.batch % n_dev == 0, "batch", tc.batch, f"must be a multiple of the device count {n_dev}")
+        self.mesh = make_mesh(tc.mesh, self.devices)
+        self.rules = mesh_rules(self.mesh)  # logical axis names -> mesh axes (codesign.parallel.RULES)
+        batch_axes = self.rules.mesh_axes("activation_batch")
+        n_split = int(np.prod([self.mesh.shape[a] for a in batch_axes]))
+        _check(tc.batch % n_split == 0, "batch", tc.batch,
+               f"must be a multiple of {n_split}, the devices the batch is split over ({'x'.join(batch_axes)})")
         _check(tc.seq_len <= self.cfg.max_seq_len, "seq_len", tc.seq_len,
                f"must be at most the model's max_seq_len={self.cfg.max_seq_len}")
         self.replicated = NamedSharding(self.mesh, P())
-        self.batch_sharded = NamedSharding(self.mesh, P("data"))
+        self.batch_sharded = NamedSharding(self.mesh, P(batch_axes or None))
         root = jax.random.key(tc.seed)
         self.root_key = root
         self.data_key = jax.random.fold_in(root, 1)
@@ -208,8 +211,9 @@ class Trainer:
             params = init_net_params
         trainable = self.init_trainable(params)
         self.optimizer = self.build_optimizer()
-        self.params = jax.device_put(trainable, self.replicated)
-        self.opt_state = jax.device_put(self.optimizer.init(trainable), self.replicated)
+        self.params = jax.device_put(trainable, self.rules.tree_shardings(trainable))
+        opt_state = self.optimizer.init(self.params)
+        self.opt_state = jax.device_put(opt_state, self.rules.tree_shardings(opt_state))
         self.train_data, self.valid = self.load_data()
         self.trace_count = 0
         self.step_fn = jax.jit(self._step, donate_argnums=(0, 1))
@@ -249,7 +253,7 @@ class Trainer:
         return task + self.tc.aux_weight * balance, {"loss": task, "load_balance_loss": balance}
 
     def batch_sharded_eval(self) -> NamedSharding:
-        return NamedSharding(self.mesh, P(None, "data"))
+        return NamedSharding(self.mesh, P(None, self.batch_sharded.spec[0]))
 
     def model_from(self, params: Any) -> nnx.Module:
         return nnx.merge(self.graphdef, params, self.rest)
@@ -262,6 +266,13 @@ class Trainer:
         """One update; `guard` (see `init_guard`; None: a fresh one) is returned updated as metrics
         "skipped_steps" and "bad_step" (see the module docstring)."""
         self.trace_count += 1  # runs only when jax traces: counts compilations
+        with nets.sharding_rules(self.rules):  # activation constraints, expert dispatch (read while tracing)
+            params, opt_state, metrics = self._update(params, opt_state, train_data, step, guard)
+        # out shardings: the state leaves the step laid out as it came in (one compilation per shape)
+        return (jax.lax.with_sharding_constraint(params, self.rules.tree_shardings(params)),
+                jax.lax.with_sharding_constraint(opt_state, self.rules.tree_shardings(opt_state)), metrics)
+
+    def _update(self, params: Any, opt_state: Any, train_data: jax.Array, step: jax.Array, guard: Any):
         guard = init_guard() if guard is None else guard
         inputs, targets = self.sample(train_data, step)
         inputs = jax.lax.with_sharding_constraint(inputs, self.batch_sharded)
@@ -294,6 +305,10 @@ class Trainer:
 
     def _eval(self, params: Any, valid: tuple[jax.Array, jax.Array]) -> jax.Array:
         xs, ys = valid
+        with nets.sharding_rules(self.rules):
+            return self._eval_batches(params, xs, ys)
+
+    def _eval_batches(self, params: Any, xs: jax.Array, ys: jax.Array) -> jax.Array:
         # a few fixed batches, unrolled: NNX modules cannot cross into a lax.map body
         return jnp.mean(jnp.stack([lm_loss(self.forward(params, xs[i], None)[0], ys[i]) for i in range(xs.shape[0])]))
 

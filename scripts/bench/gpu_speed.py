@@ -386,7 +386,7 @@ def main() -> None:
         grouped_items(rows, n_rows, cfg.d_model, f.d_expert, f.n_experts, sweep, args.quick, only_ref, mosaic_sweep)
         grouped_items(rows, n_rows, f.d_expert, cfg.d_model, f.n_experts, sweep[:2], args.quick, only_ref,
                       mosaic_sweep[:2])
-        if not args.quick:  # the E=64 shape quoted in nets._moe; a ragged one (an empty group, odd sizes)
+        if not args.quick:  # the E=64 shape quoted in nets.moe; a ragged one (an empty group, odd sizes)
             grouped_items(rows, 8192, 2048, 1024, 64, sweep[:2], args.quick, only_ref)
             grouped_items(rows, 1000, 128, 192, 5, sweep[:1], args.quick, only_ref)
     if "moe" in sections:
