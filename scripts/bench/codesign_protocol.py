@@ -1,0 +1,434 @@
+"""A fair comparison of co-design methods against uniform formats and practitioners' heuristics.
+
+    PYTHONPATH=. python scripts/bench/codesign_protocol.py                # the CPU protocol (tiny4, 5 seeds)
+    PYTHONPATH=. python scripts/bench/codesign_protocol.py --quick        # a 2-layer smoke version (minutes)
+
+THE PROTOCOL (fixed before any result was seen; the numbers below are the defaults, --quick shrinks them
+and the JSON records what ran):
+- Model, data, target: the "tiny4" decoder of scripts/codesign_diagnosis.py (4 layers, d_model 64,
+  MFA + MoE), the embedded byte-level corpus, XR-NPE energy of one decode step (batch 1, context 256).
+- Space (every method searches the same one): the weight format of each layer in
+  {bf16, posit(8,0)@channel, mxfp4, posit(4,1)@channel}; activations, KV cache, FFN widths, embeddings and
+  LM head are not searched (scenario defaults / float).
+- Budgets: B1, B2, B3 = the energy of uniform Posit(8,0), MXFP4 and Posit(4,1) designs. A method's design
+  at budget B is its best design (by its own search signal) with cost <= B.
+- One shared pretraining (seed 0, `--pretrain-steps`, float32). Every design that is compared — uniform
+  arms, every method's chosen designs — is retrained from those pretrained weights for the same
+  `--retrain-steps` steps at `--finetune-lr`, with the design applied exactly (`codesign.HardenedTrainer`),
+  under `--seeds` paired seeds (seed s: the same data order for every design). Search signals never enter
+  the comparison.
+- Methods and their tuning budgets (stated in the JSON):
+  gradient path: `codesign.PathTrainer` over `--lams` ascending, `--path-steps` joint steps per lambda
+    (the continuation path of `codesign.gradient_path`, on this space), hardened after each segment;
+    signal: the path's post-quantisation loss of the hardened design at the path's weights;
+  random search: `--trials` designs drawn uniformly (`codesign.random_candidate`); signal: post-training
+    quantisation (PTQ) validation loss at the pretrained weights;
+  Optuna TPE: `--trials` multi-objective (PTQ loss, log10 energy) trials, seed 0, 5 start-up trials;
+  HAWQ-like: per-layer empirical-Fisher sensitivity sum_i F_ii (w_i - Q(w_i))^2 (F from `--fisher-batches`
+    squared-gradient batches), bits lowered greedily by least sensitivity per energy saved until the budget
+    holds; one design per budget, no tuning;
+  practitioner's rule: first and last layer bf16 (embeddings and LM head are float anyway), the rest in
+    the budget's low format; reported at its own cost (it may exceed the budget: then it says so).
+- Statistics: per design, mean and sample std of the retrained loss over seeds. The uniform front at
+  budget B: uniform arms' losses per seed, the lower envelope over cost, linearly interpolated in log10
+  cost, evaluated AT B (the strict reading: the joint design must beat the front at the full budget).
+  Paired difference per seed (competitor - joint), 95% paired bootstrap CI (10000 resamples, seed 0).
+  "Beats" = mean difference > 2 x the pooled seed std sqrt((s_joint^2 + s_other^2) / 2) AND joint cost <= B.
+  Goal: beats the front and both heuristics at >= 2 of the 3 budgets.
+- Hypervolume in (mean retrained loss, log10 energy), reference fixed in advance from the uniform arms
+  only: (max uniform mean loss + 0.05 nats, log10 of the uniform bf16 energy).
+
+Writes --out/protocol.json, protocol.md (table) and protocol.png (loss vs energy, seed std bars).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import nets
+from codesign import (DesignSpace, HardenedTrainer, JointConfig, PathTrainer, TrainConfig, Trainer, design_cost,
+                      full_widths, hypervolume, make_target, random_candidate)
+from nets import atomic_write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import codesign_diagnosis as diag  # noqa: E402  (the shared step loop, PTQ evaluator and tiny4 config)
+
+FORMATS = ("bf16", "posit(8,0)@channel", "mxfp4", "posit(4,1)@channel")
+BUDGET_FORMATS = (("Posit(8,0)", "posit(8,0)@channel"), ("MXFP4", "mxfp4"), ("Posit(4,1)", "posit(4,1)@channel"))
+QUICK = dict(name="tiny2-mfa-moe", d_model=32, n_layers=2, max_seq_len=32,
+             attention={"n_heads": 2, "head_dim": 16, "q_rank": 16},
+             ffn={"d_ff": 64, "n_experts": 2, "top_k": 1, "d_expert": 32})
+
+
+class Bench:
+    """The shared pieces: model, space, target, scenario, pretrained weights, the PTQ evaluator."""
+
+    def __init__(self, a, model: str, log):
+        self.a, self.log = a, log
+        self.tc = TrainConfig(model=model, steps=a.retrain_steps, batch=a.batch, seq_len=a.seq_len,
+                              lr=a.finetune_lr, warmup_steps=min(10, a.retrain_steps // 10),
+                              eval_batches=a.eval_batches, seed=0)
+        self.cfg = self.tc.model_config()
+        self.n = self.cfg.n_layers
+        self.space = DesignSpace(formats=FORMATS, kv_formats=(), act_formats=(), search_ffn_width=False)
+        self.widths = [int(w) for w in full_widths(self.cfg)]
+        self.target = make_target("xrnpe")
+        self.scenario = self.joint_config(0.0).scenario()
+        ptc = TrainConfig(model=model, steps=a.pretrain_steps, batch=a.batch, seq_len=a.seq_len, lr=a.lr,
+                          warmup_steps=min(10, a.pretrain_steps // 10), eval_batches=a.eval_batches, seed=0)
+        pre = Trainer(ptc)
+        diag.train_steps(pre, a.pretrain_steps)
+        self.init = jax.device_get(pre.params)
+        self.pretrain_loss = pre.evaluate()
+        self.ptq_eval = diag.make_eval(pre)
+        log(f"pretrained {a.pretrain_steps} steps: val loss {self.pretrain_loss:.4f}")
+
+    def joint_config(self, lam: float) -> JointConfig:
+        return JointConfig(lam=float(lam), metric="energy", target="xrnpe", knob_lr=self.a.knob_lr,
+                           scenario_batch=1, scenario_context=256)
+
+    def design(self, formats: list[str]) -> dict[str, Any]:
+        return {"formats": list(formats), "kv_formats": [], "act_formats": [], "ffn_widths": self.widths}
+
+    def cost(self, formats: list[str]) -> float:
+        return design_cost(self.cfg, self.space, self.design(formats), self.target, self.scenario,
+                           "energy")["energy_j"]
+
+    def ptq(self, formats: list[str], params: Any = None) -> float:
+        net = self.space.apply_hard(self.cfg, self.init if params is None else params, self.design(formats))
+        return self.ptq_eval(net, None)
+
+    def retrain(self, formats: list[str]) -> list[float]:
+        """The comparison: `--seeds` paired retrainings of the design from the pretrained weights."""
+        t = HardenedTrainer(self.tc, self.space, self.design(formats), init_params=self.init)
+        losses = []
+        for seed in range(self.a.seeds):
+            t.params = jax.device_put(self.init, t.replicated)
+            t.opt_state = jax.device_put(t.optimizer.init(self.init), t.replicated)
+            diag.run_steps(t, t, self.tc.steps, start=seed * 1_000_000)
+            losses.append(t.evaluate())
+        return losses
+
+
+# ---- the methods: each returns candidate rows {formats, cost, signal} ------------------------
+def gradient_path(b: Bench) -> list[dict[str, Any]]:
+    a = b.a
+    tc = TrainConfig(model=b.tc.model, steps=a.path_steps, batch=a.batch, seq_len=a.seq_len, lr=a.finetune_lr,
+                     warmup_steps=min(10, a.path_steps // 10), eval_batches=a.eval_batches, seed=0)
+    trainer = PathTrainer(tc, b.joint_config(0.0), b.space, init_net_params=b.init)
+    params, opt_state, step, rows = trainer.params, trainer.opt_state, 0, []
+    for lam in sorted(a.lams):
+        params = trainer.with_lam(params, lam)
+        for _ in range(a.path_steps):
+            params, opt_state, _ = trainer.step_fn(params, opt_state, trainer.train_data, jnp.asarray(step, jnp.int32))
+            step += 1
+        snap = jax.device_get(params)
+        formats = b.space.harden(b.cfg, snap["knobs"])["formats"]
+        rows.append({"formats": formats, "cost": b.cost(formats), "signal": b.ptq(formats, snap["net"]), "lam": lam})
+        b.log(f"gradient path lam={lam:g}: {formats}, signal {rows[-1]['signal']:.4f}")
+    return rows
+
+
+def random_search(b: Bench) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(b.a.trials):
+        formats = random_candidate(b.space, b.cfg, rng)["formats"]
+        rows.append({"formats": formats, "cost": b.cost(formats), "signal": b.ptq(formats)})
+    return rows
+
+
+def tpe_search(b: Bench) -> list[dict[str, Any]]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["minimize", "minimize"],
+                                sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))
+    rows = []
+    for _ in range(b.a.trials):
+        trial = study.ask()
+        formats = [trial.suggest_categorical(f"layer_{i}", list(FORMATS)) for i in range(b.n)]
+        row = {"formats": formats, "cost": b.cost(formats), "signal": b.ptq(formats)}
+        study.tell(trial, [row["signal"], math.log10(row["cost"])])
+        rows.append(row)
+    return rows
+
+
+def fisher_sensitivity(b: Bench) -> np.ndarray:
+    """[layer, format] sum_i F_ii (w_i - Q_f(w_i))^2, F the mean squared gradient of the loss."""
+    trainer = Trainer(b.tc, init_net_params=b.init)
+    xs, ys = trainer.valid
+
+    def loss(params, x, y):
+        logits = trainer.model_from(params)(x)[0].astype(jnp.float32)
+        return jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(logits), y[..., None], -1))
+    grad = jax.jit(jax.grad(loss))
+    batches = min(b.a.fisher_batches, xs.shape[0])
+    fisher = jax.tree.map(jnp.zeros_like, b.init)
+    for i in range(batches):
+        g = grad(b.init, xs[i], ys[i])
+        fisher = jax.tree.map(lambda f, gi: f + gi * gi / batches, fisher, g)
+    out = np.zeros((b.n, len(FORMATS)))
+    for layer in range(b.n):
+        for j, fmt in enumerate(FORMATS):
+            names = ["bf16"] * b.n
+            names[layer] = fmt
+            q = b.space.apply_hard(b.cfg, b.init, b.design(names))
+            out[layer, j] = float(sum(jnp.sum(f * (w - wq) ** 2) for f, w, wq in
+                                      zip(jax.tree.leaves(fisher), jax.tree.leaves(b.init), jax.tree.leaves(q))))
+    return out
+
+
+def hawq_greedy(b: Bench, sens: np.ndarray, budget: float) -> list[str]:
+    """Start at bf16 everywhere; lower the (layer, next format) move with the least sensitivity increase
+    per energy saved until the budget holds (formats ordered by bits in FORMATS)."""
+    choice = [0] * b.n
+    while b.cost([FORMATS[c] for c in choice]) > budget:
+        best, best_score = None, math.inf
+        now = b.cost([FORMATS[c] for c in choice])
+        for layer in range(b.n):
+            for j in range(choice[layer] + 1, len(FORMATS)):
+                trial = list(choice)
+                trial[layer] = j
+                saved = now - b.cost([FORMATS[c] for c in trial])
+                if saved > 0 and (score := (sens[layer, j] - sens[layer, choice[layer]]) / saved) < best_score:
+                    best, best_score = trial, score
+        if best is None:
+            break
+        choice = best
+    return [FORMATS[c] for c in choice]
+
+
+def practitioner_rule(b: Bench, low: str) -> list[str]:
+    return ["bf16"] + [low] * (b.n - 2) + ["bf16"] if b.n > 2 else ["bf16"] * b.n
+
+
+def pick(rows: list[dict[str, Any]], budget: float) -> dict[str, Any] | None:
+    ok = [r for r in rows if r["cost"] <= budget * (1 + 1e-9)]
+    return min(ok, key=lambda r: r["signal"]) if ok else None
+
+
+# ---- statistics -------------------------------------------------------------------------
+def front_at(uniform: list[dict[str, Any]], budget: float, seed: int) -> float:
+    """Uniform front at `budget` for one seed: lower envelope over cost, linear in log10 cost."""
+    pts = sorted((math.log10(u["cost"]), u["losses"][seed]) for u in uniform)
+    env, best = [], math.inf
+    for x, y in pts:  # cheapest first; the front keeps only improvements
+        if y < best:
+            env.append((x, y))
+            best = y
+    x = math.log10(budget)
+    below = [p for p in env if p[0] <= x + 1e-12]
+    if not below:
+        return math.nan
+    left = below[-1]
+    right = next((p for p in env if p[0] > x + 1e-12), None)
+    if right is None or abs(left[0] - x) < 1e-12:
+        return left[1]
+    return left[1] + (right[1] - left[1]) * (x - left[0]) / (right[0] - left[0])
+
+
+def paired(joint: list[float], other: list[float], other_std: float | None = None) -> dict[str, Any]:
+    """Paired comparison other - joint (positive: the joint design is better), bootstrap CI, 2-std rule."""
+    d = np.asarray(other) - np.asarray(joint)
+    rng = np.random.default_rng(0)
+    boots = d[rng.integers(0, len(d), (10_000, len(d)))].mean(axis=1)
+    s_j = float(np.std(joint, ddof=1))
+    s_o = float(np.std(other, ddof=1)) if other_std is None else other_std
+    pooled = math.sqrt((s_j ** 2 + s_o ** 2) / 2)
+    return {"mean_diff": float(d.mean()), "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
+            "pooled_seed_std": pooled, "beats": bool(d.mean() > 2 * pooled)}
+
+
+def summarise(arm: str, formats: list[str], cost: float, losses: list[float], **extra) -> dict[str, Any]:
+    return {"arm": arm, "formats": formats, "cost": cost, "losses": losses, "mean": float(np.mean(losses)),
+            "std": float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0, **extra}
+
+
+def run(a, log) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="codesign-protocol-"))
+    if a.quick:
+        model = str(work / "quick.json")
+        Path(model).write_text(nets.zoo.default_config().replace(**QUICK).to_json())
+    else:
+        model = diag.model_spec(a.model, work)
+    b = Bench(a, model, log)
+    uniform = []
+    for label, fmt in (("BF16", "bf16"),) + BUDGET_FORMATS:
+        formats = [fmt] * b.n
+        uniform.append(summarise(label, formats, b.cost(formats), b.retrain(formats)))
+        log(f"uniform {label}: {uniform[-1]['mean']:.4f} +- {uniform[-1]['std']:.4f}")
+    budgets = {label: b.cost([fmt] * b.n) for label, fmt in BUDGET_FORMATS}
+    reference = (max(u["mean"] for u in uniform) + 0.05, math.log10(uniform[0]["cost"]))  # before any method
+    timings, searched = {}, {}
+    for name, method in (("gradient path", gradient_path), ("random", random_search), ("tpe", tpe_search)):
+        t = time.perf_counter()
+        searched[name] = method(b)
+        timings[name] = time.perf_counter() - t
+        log(f"{name}: {len(searched[name])} candidates in {timings[name]:.1f}s")
+    t = time.perf_counter()
+    sens = fisher_sensitivity(b)
+    timings["hawq"] = time.perf_counter() - t
+    retrained: dict[str, dict[str, Any]] = {}  # design key -> losses (a design chosen twice is retrained once)
+
+    def retrain_once(formats):
+        key = repr(formats)
+        if key not in retrained:
+            retrained[key] = b.retrain(formats)
+        return retrained[key]
+    rows = []
+    for (label, fmt), (_, budget) in zip(BUDGET_FORMATS, budgets.items()):
+        designs = {name: pick(rows_, budget) for name, rows_ in searched.items()}
+        designs["hawq"] = {"formats": hawq_greedy(b, sens, budget)}
+        designs["rule"] = {"formats": practitioner_rule(b, fmt)}
+        at_budget = {}
+        for name, d in designs.items():
+            if d is None:
+                at_budget[name] = None
+                continue
+            cost = b.cost(d["formats"])
+            at_budget[name] = summarise(name, d["formats"], cost, retrain_once(d["formats"]),
+                                        within_budget=bool(cost <= budget * (1 + 1e-9)))
+            log(f"budget {label}: {name} {d['formats']} -> {at_budget[name]['mean']:.4f} +- {at_budget[name]['std']:.4f}")
+        front = [front_at(uniform, budget, s) for s in range(a.seeds)]
+        front_std = float(np.mean([u["std"] for u in uniform]))
+        joint = at_budget["gradient path"]
+        verdict = None
+        if joint is not None:
+            verdict = {"vs_uniform_front": paired(joint["losses"], front, front_std),
+                       **{f"vs_{h}": paired(joint["losses"], at_budget[h]["losses"]) for h in ("hawq", "rule")}}
+            verdict["beats_all"] = bool(joint["within_budget"] and all(v["beats"] for v in verdict.values()))
+        rows.append({"budget": label, "budget_cost": budget, "uniform_front": front, "designs": at_budget,
+                     "verdict": verdict})
+    hv = {}
+    for name in ("gradient path", "random", "tpe", "hawq", "rule"):
+        pts = [(r["designs"][name]["mean"], math.log10(r["designs"][name]["cost"])) for r in rows
+               if r["designs"][name] is not None]
+        hv[name] = hypervolume(np.asarray(pts), reference) if pts else 0.0
+    hv["uniform"] = hypervolume(np.asarray([(u["mean"], math.log10(u["cost"])) for u in uniform]), reference)
+    wins = sum(bool(r["verdict"] and r["verdict"]["beats_all"]) for r in rows)
+    return {"protocol": "see the script's docstring", "reduced": bool(a.quick or a.reduced), "config": vars(a),
+            "formats": FORMATS, "pretrain_val_loss": b.pretrain_loss, "uniform": uniform, "budgets": rows,
+            "tuning_budget": {"gradient path": f"{len(a.lams)} lambdas x {a.path_steps} joint steps",
+                              "random": f"{a.trials} PTQ evaluations", "tpe": f"{a.trials} PTQ evaluations",
+                              "hawq": f"{a.fisher_batches} Fisher batches, greedy, no tuning",
+                              "rule": "none"},
+            "search_seconds": timings, "fisher_sensitivity": sens.tolist(), "hv_reference": list(reference),
+            "hypervolume": hv, "goal_met": wins >= 2, "budgets_won": wins, "wall_s": time.perf_counter() - t0,
+            "where": {"backend": jax.default_backend(), "host": platform.node(), "jax": jax.__version__}}
+
+
+def table(rec: dict[str, Any]) -> str:
+    lines = [f"Fair protocol ({'REDUCED / quick' if rec['reduced'] else 'full'}): {rec['config']['seeds']} paired "
+             f"seeds, {rec['config']['retrain_steps']} retrain steps; loss mean +- seed std; energy in uJ", "",
+             "| budget | arm | formats | energy | loss | within budget |", "| --- | --- | --- | --- | --- | --- |"]
+    for u in rec["uniform"]:
+        lines.append(f"| - | uniform {u['arm']} | {' '.join(u['formats'])} | {u['cost'] * 1e6:.2f} | "
+                     f"{u['mean']:.4f} +- {u['std']:.4f} | - |")
+    for r in rec["budgets"]:
+        lines.append(f"| {r['budget']} | uniform front | - | {r['budget_cost'] * 1e6:.2f} | "
+                     f"{np.mean(r['uniform_front']):.4f} | - |")
+        for name, d in r["designs"].items():
+            if d is not None:
+                lines.append(f"| {r['budget']} | {name} | {' '.join(d['formats'])} | {d['cost'] * 1e6:.2f} | "
+                             f"{d['mean']:.4f} +- {d['std']:.4f} | {d['within_budget']} |")
+        v = r["verdict"]
+        if v:
+            lines.append(f"| {r['budget']} | verdict | " + "; ".join(
+                f"{k}: diff {x['mean_diff']:+.4f} CI [{x['ci95'][0]:+.4f}, {x['ci95'][1]:+.4f}] 2sd "
+                f"{2 * x['pooled_seed_std']:.4f} beats={x['beats']}" for k, x in v.items() if k != "beats_all")
+                + f" | beats all: {v['beats_all']} |")
+    lines += ["", "hypervolume (reference " + ", ".join(f"{x:.4f}" for x in rec["hv_reference"]) + "): "
+              + ", ".join(f"{k} {v:.4f}" for k, v in rec["hypervolume"].items()),
+              f"goal (beats front and both heuristics at >= 2 of 3 budgets): {rec['goal_met']} "
+              f"({rec['budgets_won']}/3); ran in {rec['wall_s']:.0f}s on {rec['where']['backend']}"]
+    return "\n".join(lines)
+
+
+def plot(rec: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.6, 4.4), dpi=120)
+    u = sorted(rec["uniform"], key=lambda r: r["cost"])
+    ax.errorbar([r["cost"] * 1e6 for r in u], [r["mean"] for r in u], yerr=[r["std"] for r in u], fmt="s-", c="0.4",
+                label="uniform formats", capsize=3)
+    for r in u:
+        ax.annotate(r["arm"], (r["cost"] * 1e6, r["mean"]), xytext=(5, 4), textcoords="offset points", fontsize=7)
+    styles = {"gradient path": ("o", "C3"), "random": ("x", "C0"), "tpe": ("+", "C1"), "hawq": ("^", "C2"),
+              "rule": ("v", "C4")}
+    for name, (m, c) in styles.items():
+        pts = [b["designs"][name] for b in rec["budgets"] if b["designs"][name] is not None]
+        ax.errorbar([p["cost"] * 1e6 for p in pts], [p["mean"] for p in pts], yerr=[p["std"] for p in pts], fmt=m,
+                    c=c, label=name, capsize=3, ls="none")
+    for b in rec["budgets"]:
+        ax.axvline(b["budget_cost"] * 1e6, c="0.8", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("XR-NPE energy per decode step [uJ] (log)")
+    ax.set_ylabel("validation loss after retraining [nats/byte]")
+    ax.set_title("fair protocol" + (" (REDUCED)" if rec["reduced"] else ""), fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny4")
+    p.add_argument("--quick", action="store_true", help="2-layer model, tiny budgets (a smoke run, minutes)")
+    p.add_argument("--reduced", action="store_true", help="mark the record as a reduced run (fewer seeds/steps)")
+    p.add_argument("--seeds", type=int, default=None)
+    p.add_argument("--pretrain-steps", type=int, default=None)
+    p.add_argument("--retrain-steps", type=int, default=None)
+    p.add_argument("--path-steps", type=int, default=None)
+    p.add_argument("--lams", type=float, nargs="+", default=None)
+    p.add_argument("--trials", type=int, default=None)
+    p.add_argument("--fisher-batches", type=int, default=4)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=None)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--finetune-lr", type=float, default=1e-3)
+    p.add_argument("--knob-lr", type=float, default=0.1)
+    p.add_argument("--eval-batches", type=int, default=4)
+    p.add_argument("--out", default="results/codesign")
+    a = p.parse_args(argv)
+    defaults = dict(seeds=(2, 5), pretrain_steps=(20, 150), retrain_steps=(8, 40), path_steps=(4, 16),
+                    lams=([0.0, 0.1, 1.0], [0.0, 0.01, 0.03, 0.1, 0.3, 1.0]), trials=(6, 40), seq_len=(32, 64))
+    for name, (quick, full) in defaults.items():
+        if getattr(a, name) is None:
+            setattr(a, name, quick if a.quick else full)
+    if a.quick:
+        a.eval_batches = min(a.eval_batches, 2)
+    if a.seeds < 2:
+        nets.fail("seeds", a.seeds, "must be at least 2 (a seed spread needs two)")
+    t0 = time.perf_counter()
+    log = lambda msg: print(f"[{time.perf_counter() - t0:7.1f}s] protocol: {msg}", flush=True)  # noqa: E731
+    rec = run(a, log)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / ("protocol_quick" if a.quick else "protocol")
+    atomic_write_json(stem.with_suffix(".json"), rec)
+    stem.with_suffix(".md").write_text(table(rec) + "\n")
+    plot(rec, stem.with_suffix(".png"))
+    print(table(rec))
+    return rec
+
+
+if __name__ == "__main__":
+    main()
