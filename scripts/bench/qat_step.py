@@ -28,6 +28,8 @@ def run(trainer: Trainer, steps: int, timed_blocks: int, block: int) -> tuple[fl
 
     def go(n: int) -> float:
         nonlocal step
+        if n == 0:
+            return 0.0
         t = time.perf_counter()
         for _ in range(n):
             trainer.params, trainer.opt_state, m = trainer.step_fn(trainer.params, trainer.opt_state,

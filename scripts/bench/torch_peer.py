@@ -41,7 +41,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: a smoke run of t
 
 def sync() -> None:
     if DEVICE == "cuda":
-        sync()
+        torch.cuda.synchronize()
 
 
 class RMSNorm(nn.Module):
@@ -176,7 +176,7 @@ class Decoder(nn.Module):
             x, b = block(x)
             balance = balance + b
         logits = self.head(self.norm(x))
-        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.view(-1))
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
         return loss + 0.01 * balance
 
 
