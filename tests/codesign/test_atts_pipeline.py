@@ -124,8 +124,14 @@ def _run(models, mode, problems=PROBLEMS, bank=None, **kw):
     return run_pipeline(*models, problems, cfg, key=jax.random.key(0), calibrator=cal, cal_state=cal.init_state(bank))
 
 
-@pytest.mark.parametrize("mode, bank", [("atts", jnp.full(BANK, -1.0)), ("atts", jnp.full(BANK, 1e6)),
-                                        ("sync", None), ("target_only", None)])
+# one representative case per property in the default suite (each costs 15-25 s of compiles on 2 cores)
+_SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("mode, bank", [("atts", jnp.full(BANK, -1.0)),
+                                        pytest.param("atts", jnp.full(BANK, 1e6), marks=_SLOW),
+                                        pytest.param("sync", None, marks=_SLOW),
+                                        pytest.param("target_only", None, marks=_SLOW)])
 def test_a_pool_smaller_than_the_queue_writes_what_one_slot_per_sample_writes(models, mode, bank):
     problems = [make_problem(i, 3) for i in range(5)]          # 10 samples
     alone = _run(models, mode, problems, bank)
@@ -139,7 +145,7 @@ def test_a_pool_smaller_than_the_queue_writes_what_one_slot_per_sample_writes(mo
     assert (alone.latency_ticks <= alone.counts["ticks"]).all() and alone.counts["prefill_calls"] == 0
 
 
-@pytest.mark.parametrize("mode", ["atts", "sync"])
+@pytest.mark.parametrize("mode", ["atts", pytest.param("sync", marks=_SLOW)])
 def test_calls_on_a_bucket_of_rows_write_what_calls_on_every_row_write(models, mode):
     from codesign.atts import row_buckets
 
@@ -153,8 +159,9 @@ def test_calls_on_a_bucket_of_rows_write_what_calls_on_every_row_write(models, m
     assert 0 < (bucketed.levels > 0).sum() < (bucketed.levels >= 0).sum()
 
 
-@pytest.mark.parametrize("mode, takeover", [("atts", "regenerate"), ("atts", "append"), ("sync", "regenerate"),
-                                            ("calibrate", "regenerate")])
+@pytest.mark.parametrize("mode, takeover", [("atts", "regenerate"), pytest.param("atts", "append", marks=_SLOW),
+                                            pytest.param("sync", "regenerate", marks=_SLOW),
+                                            pytest.param("calibrate", "regenerate", marks=_SLOW)])
 def test_overlapped_ticks_write_what_fused_ticks_write(models, mode, takeover):
     # overlap: the target's calls read the tick's starting state, so scoring and takeover lag a tick
     problems = [make_problem(i, 3) for i in range(3)]
@@ -336,8 +343,10 @@ def _newline_writer(name):
     return model
 
 
-@pytest.mark.parametrize("mode", ["draft_only", "target_only"])
-@pytest.mark.parametrize("p", [1.0, 0.5, 0.25])
+@pytest.mark.parametrize("mode, p", [("draft_only", 0.25), ("target_only", 1.0),
+                                     *(pytest.param(m, q, marks=_SLOW) for m, q in
+                                       [("draft_only", 1.0), ("draft_only", 0.5), ("target_only", 0.5),
+                                        ("target_only", 0.25)])])
 def test_turns_are_paragraphs_of_a_geometric_number_of_lines(mode, p):
     writer = _newline_writer("writer")
     T, m = 8, 64
