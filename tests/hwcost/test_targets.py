@@ -20,7 +20,6 @@ import pytest
 import codesign
 import hwcost
 import nets
-from codesign.cli import main as cli_main
 
 # decode, batch 48 = AFD's 16 attention GPUs x 3 micro-batches (every target takes it)
 SCENARIO = hwcost.Scenario(phase="decode", batch=48, context_len=128)
@@ -182,13 +181,12 @@ def test_calibrated_preset_file_is_a_target(preset_path):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_cost_cli_on_every_target(name, preset_path, capsys):
+def test_cost_cli_on_every_target(name, preset_path, codesign_main):
     """`codesign cost MODEL --target T --json`, in-process, reports the protocol's cost (None: not modelled)."""
-    with pytest.raises(SystemExit) as done:
-        cli_main(["cost", SMALL, "--target", preset_path if name == CALIBRATED else name,
-                  "--batch", str(SCENARIO.batch), "--context", str(SCENARIO.context_len), "--json"])
-    assert done.value.code in (0, None)
-    report = json.loads(capsys.readouterr().out)
+    done = codesign_main("cost", SMALL, "--target", preset_path if name == CALIBRATED else name,
+                         "--batch", str(SCENARIO.batch), "--context", str(SCENARIO.context_len), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
     expected = _cost(name, SMALL, preset_path)
     assert report["target"] == expected.target
     assert report["modelled"] == [f for f in hwcost.Cost.SCALARS if f in expected.modelled]
