@@ -24,8 +24,6 @@ import argparse
 import functools
 import json
 import math
-import statistics
-import time
 import traceback
 from pathlib import Path
 
@@ -34,21 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import nets
+from gpu_speed import timed  # the same median-of-blocks timer as the other GPU benchmarks (this folder)
 
 BF16 = jnp.bfloat16
-
-
-def timed(fn, *args, blocks=5, inner=20) -> float:
-    for _ in range(2):
-        jax.block_until_ready(fn(*args))
-    samples = []
-    for _ in range(blocks):
-        start = time.perf_counter()
-        for _ in range(inner):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        samples.append((time.perf_counter() - start) / inner)
-    return statistics.median(samples)
 
 
 def rel_err(x, ref) -> float:
@@ -108,7 +94,7 @@ def bench_shape(shape: dict, batch: int, cache: int, bandwidth: float, quick: bo
     scale = shape["scale"]
     must_read = B * T * N * (K if mla else K + V) * 2  # bytes: the cache, each value once
     roofline_s = must_read / bandwidth
-    timing = dict(blocks=2, inner=2) if quick else {}
+    timing = dict(blocks=2, inner=2) if quick else dict(blocks=5, inner=20)
     base = {**{k_: shape[k_] for k_ in ("model", "kind", "heads", "kv_heads", "k_dim", "v_dim")}, "batch": B,
             "cache": T, "bytes_must_read": must_read, "roofline_ms": roofline_s * 1e3}
     ref_f = jax.jit(lambda q, k, v: einsum_decode(q, k, v, scale))
