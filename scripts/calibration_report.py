@@ -1,4 +1,4 @@
-"""Predicted against measured kernel and step times: the GPU cost model's validation (issue 6, part 3).
+"""Predicted against measured kernel and step times: the GPU cost model's validation.
 
     PYTHONPATH=. python scripts/calibration_report.py results/kernels_h200.json --out-dir results/calibration
 

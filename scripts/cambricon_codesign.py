@@ -1,4 +1,4 @@
-"""Co-design demo (b) of issue 9: the smallest Cambricon-LLM flash configuration that decodes a zoo
+"""Co-design demo: the smallest Cambricon-LLM flash configuration that decodes a zoo
 model at a target rate, found by gradient on relaxed counts and checked by exhaustive search.
 
     PYTHONPATH=. python scripts/cambricon_codesign.py [--models opt-6.7b llama-2-7b llama-2-13b]

@@ -2,8 +2,8 @@
 
 ATTS (arXiv 2509.15148) pairs a small draft model with a large target model; no pretrained
 weights can be downloaded here, so both are trained on the embedded arithmetic task
-(`codesign.data._arith`; reproduction plan in /work/shared/reference/atts.md, "A faithful
-small-scale reproduction"): the target to at least 99% step accuracy, the draft stopped
+(`codesign.data`'s arithmetic task, a faithful small-scale reproduction of arXiv
+2509.15148's setting): the target to at least 99% step accuracy, the draft stopped
 while its step error lies in the 10-30% band, so that it is a useful but fallible writer.
 
 Sizes: "full" (target 3.54M params, draft 0.14M, operands of 3-12 digits, for the H200) and

@@ -1,7 +1,7 @@
 """A synthetic, verifiable arithmetic task with one scratchpad line per digit.
 
-Why: the ATTS reproduction (arXiv 2509.15148; /work/shared/reference/atts.md, "A
-faithful small-scale reproduction") needs a reasoning task whose every step can be
+Why: the ATTS reproduction (arXiv 2509.15148, scaled down to a
+faithful small-scale reproduction) needs a reasoning task whose every step can be
 checked exactly and whose chains vary in length, so a small draft model and a
 larger target model can be trained from scratch and their steps scored.
 

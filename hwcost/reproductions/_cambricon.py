@@ -1,6 +1,6 @@
 """Cambricon-LLM (Yu et al., MICRO 2024, arXiv 2409.15654): every number we can compute.
 
-Published values (the `paper` column) come from shared/reference/cambricon_llm.md: the tile
+Published values (the `paper` column) come from the paper: the tile
 shape for configuration S, alpha for S/M/L, Figure 9's decode tokens/s (W8A8) on S/M/L, the
 FlexGen-SSD baselines and their ratios, the UFS 4.0 ceiling, the protected flip rate ~3x^2 and
 the motivation figures. Ours come from `hwcost.cambricon` and `hwcost.ecc_corruption` with the zoo

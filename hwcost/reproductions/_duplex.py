@@ -1,4 +1,4 @@
-"""Duplex (Yun et al., MICRO 2024, arXiv 2409.01141): every number of shared/reference/duplex.md we compute.
+"""Duplex (Yun et al., MICRO 2024, arXiv 2409.01141): every published number we compute.
 
 The `paper` column holds the note's figures (Logic-PIM parts and totals, Op/B values, the
 roofline crossover, the headline gains); the `ours` column comes from `hwcost.targets` (Duplex and

@@ -5,7 +5,7 @@ Every step each running request decodes one token; a request that has produced i
 tokens leaves and a new one is admitted in the same step, which prefills its L_in prompt
 tokens (and emits its first token). Steps with an admission are "mixed" (prefill + decode),
 the others "decode-only". This is the setting of Duplex (Yun et al., MICRO 2024, arXiv
-2409.01141, sections II-C and III; shared/reference/duplex.md): with T tokens in a step the
+2409.01141, sections II-C and III): with T tokens in a step the
 MoE layer's Op/B is ~ T*k / (E * (1 - (1 - k/E)^T)), so it follows the batch in decode-only
 steps (T = B) and jumps in mixed ones (T = B - 1 + L_in); decode attention's Op/B is the
 GQA group size whatever the batch.

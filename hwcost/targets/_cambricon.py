@@ -1,5 +1,5 @@
 """Cambricon-LLM target: an NPU plus NAND flash with in-flash compute (Yu et al., MICRO 2024,
-arXiv 2409.15654; shared/reference/cambricon_llm.md).
+arXiv 2409.15654).
 
 Decode only, weights in flash, KV cache in LPDDR. Every weight matrix-vector product is
 split between two concurrent paths (paper section on hardware-aware tiling):

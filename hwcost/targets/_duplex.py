@@ -1,5 +1,5 @@
 """Duplex target: an H100-class xPU plus a Logic-PIM on every HBM stack (Yun et al., MICRO 2024,
-arXiv 2409.01141; facts in shared/reference/duplex.md).
+arXiv 2409.01141).
 
 Hardware. The xPU is a `hwcost.GPU` (default: the Duplex simulator's 989.4 TFLOP/s FP16 and
 3.352 TB/s over 5 HBM3 stacks). `PIM` is the processor next to the DRAM, per stack:

@@ -1,5 +1,5 @@
-"""Cambricon-LLM's on-die ECC for in-flash compute (arXiv 2409.15654, on-die ECC section;
-shared/reference/cambricon_llm.md): what it corrects, what survives, and bit flips injected
+"""Cambricon-LLM's on-die ECC for in-flash compute (arXiv 2409.15654, on-die ECC
+section): what it corrects, what survives, and bit flips injected
 into real int8 weights with and without it.
 
 Storage `encoding`: "twos" (two's complement, the int8 an NPU consumes: a sign flip moves a

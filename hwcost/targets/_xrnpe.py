@@ -1,4 +1,4 @@
-"""XR-NPE target: a reconfigurable SIMD MAC engine (arXiv 2508.13049; shared/reference/xr_npe.md).
+"""XR-NPE target: a reconfigurable SIMD MAC engine (arXiv 2508.13049).
 
 Model. One MAC unit has a 16-bit datapath that splits into two 8-bit or four 4-bit lanes
 (RMMEC). The paper does not state lanes per format; lanes(bits) = 16 / bits is the natural

@@ -1,4 +1,4 @@
-"""The measured kernel suite for calibrating and validating the GPU cost model (issue 6, part 1).
+"""The measured kernel suite for calibrating and validating the GPU cost model.
 
     PYTHONPATH=. python scripts/bench/kernels.py --out results/kernels_h200.json --budget-s 420
     PYTHONPATH=. python scripts/bench/kernels.py --tiny --out /tmp/kernels_cpu.json     # CPU, < 2 min

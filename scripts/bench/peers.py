@@ -128,7 +128,7 @@ def run(cases: list[Case], calibrated: str | None, measured_path: str | None, po
                            for r in race if r["tool"] == "ours" and r["gradients"]}}
     device = jax.devices()[0]
     return {
-        "benchmark": "side by side with GenZ and llm-analysis (issue 6 part 4)",
+        "benchmark": "side by side with GenZ and llm-analysis",
         "model": MODEL, "units": "rows_ms: milliseconds per step; flops: FLOPs per step as each tool counts them",
         "efficiencies": "all 1 (pure rooflines) except ours_calibrated; measured = H200 wall time",
         "specs": spec_records,

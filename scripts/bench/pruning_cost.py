@@ -1,4 +1,4 @@
-"""The cost of SpAtten pruning itself: step time pruned vs unpruned at equal sequence length (issue 8).
+"""The cost of SpAtten pruning itself: step time pruned vs unpruned at equal sequence length.
 
     PYTHONPATH=. python scripts/bench/pruning_cost.py                   # H200: codesign-100m, seq 1024
     PYTHONPATH=. python scripts/bench/pruning_cost.py --quick           # CPU smoke run

@@ -1,5 +1,5 @@
 """Property tests (hypothesis) of the number formats: encode/decode round trip, monotonicity,
-sign symmetry, nearest-value rounding, idempotence (issue 5, "hypothesis tests").
+sign symmetry, nearest-value rounding, idempotence.
 
 The oracle tests (SoftPosit, ml_dtypes, the by-definition reference) are in test_formats.py;
 these check the laws every posit(n, es) with 2 <= n <= 16, 0 <= es <= 3 and every registry
