@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from nets import InputError, fail
+import hwcost.parallel
+from nets import fail
 
 AXES = ("data", "fsdp", "tensor", "expert")
 
@@ -82,18 +83,4 @@ def parse_mesh(text: str | dict | ParallelConfig | None) -> ParallelConfig:
         return ParallelConfig.from_dict(text)
     if not isinstance(text, str):
         fail("mesh", text, "must be text like 'data=2,fsdp=4', a dict of axis sizes or a ParallelConfig")
-    sizes: dict[str, int | None] = {}
-    for entry in (e.strip() for e in text.split(",") if e.strip()):
-        name, sep, value = (part.strip() for part in entry.partition("="))
-        if not sep or name not in AXES:
-            fail("mesh", text, f"each entry must be AXIS=SIZE with AXIS one of {', '.join(AXES)} (got {entry!r})")
-        if name in sizes:
-            fail("mesh", text, f"axis {name!r} is given twice")
-        if name == "data" and value == "*":
-            sizes[name] = None
-            continue
-        try:
-            sizes[name] = int(value)
-        except ValueError:
-            raise InputError(f"mesh.{name}", value, "must be a positive integer") from None
-    return ParallelConfig(**sizes)
+    return ParallelConfig(**hwcost.parallel.parse_axis_sizes(text, AXES, "mesh", wildcard=("data",)))

@@ -18,7 +18,7 @@ data / fsdp / tensor / expert / pipeline parallelism with recomputation options;
 from hwcost.parallel._collectives import (ALGORITHMS, COLLECTIVES, all_gather_s, all_reduce_s, all_to_all_s,
                                           bus_bandwidth, collective_s, reduce_scatter_s, send_recv_s)
 from hwcost.parallel._layer import ATTENTION_KERNELS, layer_work
-from hwcost.parallel._mesh import AXES, RECOMPUTE, Parallelism, parse_mesh
+from hwcost.parallel._mesh import AXES, RECOMPUTE, Parallelism, parse_axis_sizes, parse_mesh
 from hwcost.parallel._step import (OPTIMIZER_BYTES_PER_PARAM, Overlap, inference_step, pipeline_bubble_fraction,
                                    training_step)
 from hwcost.parallel._topology import TOPOLOGIES, Topology, topology
@@ -28,7 +28,7 @@ __all__ = [
     "Topology", "topology", "TOPOLOGIES",
     "all_reduce_s", "all_gather_s", "reduce_scatter_s", "all_to_all_s", "send_recv_s", "collective_s",
     "bus_bandwidth", "ALGORITHMS", "COLLECTIVES",
-    "Parallelism", "parse_mesh", "AXES", "RECOMPUTE",
+    "Parallelism", "parse_mesh", "parse_axis_sizes", "AXES", "RECOMPUTE",
     "layer_work", "ATTENTION_KERNELS", "training_step", "inference_step", "Overlap", "pipeline_bubble_fraction",
     "OPTIMIZER_BYTES_PER_PARAM", "parallel_report", "default_topology",
 ]

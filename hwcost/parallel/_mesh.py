@@ -70,26 +70,41 @@ class Parallelism:
         return math.prod(getattr(self, inner) for inner in order[:order.index(axis)])
 
 
-def parse_mesh(text: str, field: str = "mesh", **options) -> Parallelism:
-    """'data=2,tensor=4' as a `Parallelism` (axes not named are 1); `options` set the execution fields.
+def parse_axis_sizes(text: str, axes: tuple[str, ...] = AXES, field: str = "mesh",
+                     wildcard: tuple[str, ...] = ()) -> dict[str, int | None]:
+    """'data=2,tensor=4' as {axis: size}; an axis in `wildcard` may be written 'axis=*' (size None).
 
-    A bad entry raises `nets.InputError` naming `field`, the entry and what is allowed.
+    The one reader of the `--mesh` text: `parse_mesh` here (pricing, with a pipeline axis) and
+    `codesign.parallel.parse_mesh` (training, its own axes) both read through it. A bad entry
+    raises `nets.InputError` naming `field`, the entry and what is allowed.
     """
-    sizes: dict[str, int] = {}
-    for entry in (e.strip() for e in str(text).split(",")):
+    if not isinstance(text, str):
+        fail(field, text, f"must be text like 'data=2,{axes[-1]}=4'")
+    sizes: dict[str, int | None] = {}
+    for entry in (e.strip() for e in text.split(",")):
         if not entry:
             continue
-        name, sep, value = entry.partition("=")
-        name = name.strip()
-        if not sep or name not in AXES:
-            fail(field, text, f"entry {entry!r} must be AXIS=SIZE with AXIS one of {', '.join(AXES)}")
+        name, sep, value = (part.strip() for part in entry.partition("="))
+        if not sep or name not in axes:
+            fail(field, text, f"entry {entry!r} must be AXIS=SIZE with AXIS one of {', '.join(axes)}")
         if name in sizes:
             fail(field, text, f"axis {name!r} is given twice")
+        if name in wildcard and value == "*":
+            sizes[name] = None
+            continue
         try:
             size = int(value)
         except ValueError:
             size = 0
         if size < 1:
-            fail(f"{field}.{name}", value.strip(), "must be a positive integer")
+            fail(f"{field}.{name}", value, "must be a positive integer")
         sizes[name] = size
-    return Parallelism(**sizes, **options)
+    return sizes
+
+
+def parse_mesh(text: str, field: str = "mesh", **options) -> Parallelism:
+    """'data=2,tensor=4' as a `Parallelism` (axes not named are 1); `options` set the execution fields.
+
+    A bad entry raises `nets.InputError` naming `field`, the entry and what is allowed.
+    """
+    return Parallelism(**parse_axis_sizes(text, AXES, field), **options)
