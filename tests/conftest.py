@@ -7,8 +7,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 
-import jax
-import pytest
+# XLA's cheapest CPU compile for the whole test session (and the subprocesses it starts): the tests
+# need numbers, not fast code, and compiling is most of their time. Measured on the 2-core machine:
+# tests/nets/test_attention.py 86 -> 60 s of process CPU. Appended, so a user's own XLA_FLAGS win.
+_CHEAP_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{_CHEAP_COMPILE} {os.environ.get('XLA_FLAGS', '')}".strip()
+
+import jax  # noqa: E402  (after XLA_FLAGS: the backend reads them when it starts)
+import pytest  # noqa: E402
 
 # Many tests compile the same computation from a fresh `jax.jit` (a new Trainer, a new training run, a
 # subprocess of the same code): with an on-disk cache the second compile is a file read. The cache lives
