@@ -1,4 +1,5 @@
-"""Basic layers of `nets`: the norm chosen by a config, rotary position embedding, the dense MLP.
+"""Basic layers of `nets`: the norm chosen by a config, rotary position embedding, the dense MLP,
+the embedding lookup.
 
 Everything is Flax NNX; parameter shapes match `nets._params` exactly (a LayerNorm has a
 scale and a bias, an RMSNorm a scale only, an MLP has biases iff `cfg.use_bias`).
@@ -26,6 +27,23 @@ def make_norm(cfg: ModelConfig, width: int, *, rngs: nnx.Rngs, dtype=jnp.float32
     if cfg.norm == "layernorm":
         return nnx.LayerNorm(width, epsilon=cfg.norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     raise ValueError(f"norm={cfg.norm!r}: must be one of rmsnorm, layernorm")
+
+
+def embed_lookup(embed: nnx.Embed, ids: Array) -> Array:
+    """Rows `ids` of `embed`'s table, gathered in the table's (storage) dtype, then cast to its compute dtype.
+
+    `nnx.Embed` casts the table first and gathers in the compute dtype, so with bfloat16 compute
+    the backward pass is a bfloat16 scatter-add: GPUs have no native bf16 atomic add, XLA emits
+    a compare-and-swap loop, and with many tokens per row (a byte vocabulary, positions) it
+    serialises. Measured on an H100: one 17.6 ms scatter per step, a quarter of codesign-100m's
+    16x1024 step. Gathering from the float32 table makes the backward a float32 scatter-add
+    (native atomics) and the result is the same numbers: a row cast after the gather equals the
+    row of the cast table.
+    """
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise ValueError(f"ids dtype={ids.dtype}: must be an integer type")
+    rows = jnp.take(embed.embedding[...], ids, axis=0)
+    return rows if embed.dtype is None else rows.astype(embed.dtype)
 
 
 def rope_frequencies(dim: int, theta: float) -> Array:

@@ -32,7 +32,7 @@ from jax import Array
 from nets._attention import Attention, cache_shapes
 from nets._config import ModelConfig
 from nets._layer_quant import LayerQuant
-from nets._layers import MLP, make_norm
+from nets._layers import MLP, embed_lookup, make_norm
 from nets._sharding import constrain
 
 # The residual stream's layout under `nets.sharding_rules`: split by batch, d_model whole on every shard.
@@ -185,9 +185,9 @@ class TransformerLM(nnx.Module):
             raise ValueError(f"tokens length={L}: must be at most max_seq_len={cfg.max_seq_len} (learned positions)")
         start = jnp.zeros((), jnp.int32) if cache is None else jnp.asarray(cache_index, jnp.int32)
         positions_BxL = jnp.broadcast_to(start + jnp.arange(L, dtype=jnp.int32), (B, L))
-        x_BxLxD = self.embed(tokens_BxL)
+        x_BxLxD = embed_lookup(self.embed, tokens_BxL)
         if cfg.positions == "learned":
-            x_BxLxD = x_BxLxD + self.pos_embed(positions_BxL)
+            x_BxLxD = x_BxLxD + embed_lookup(self.pos_embed, positions_BxL)
         x_BxLxD = constrain(x_BxLxD, _RESIDUAL)
         new_cache, balance, first = [], jnp.zeros((), jnp.float32), 0
         for i, segment in enumerate(self.segments):

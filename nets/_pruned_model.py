@@ -41,7 +41,7 @@ from flax import nnx
 from jax import Array
 
 from nets._config import ModelConfig
-from nets._layers import make_norm
+from nets._layers import embed_lookup, make_norm
 from nets._model import Block, TransformerLM, layer_segments
 from nets._pruning import (ProgressiveQuant, cascade_keep, gather_rows, head_importance, head_mask, kept_count,
                            local_value_prune, masked_softmax, paper_schedule, progressive_probs, select_tokens,
@@ -225,9 +225,9 @@ class PrunedLM(nnx.Module):
 
     # ---- shared pieces ---------------------------------------------------------------------
     def _embed(self, tokens_BxL, pos_BxL):
-        x = self.embed(tokens_BxL)
+        x = embed_lookup(self.embed, tokens_BxL)
         if self.cfg.positions == "learned":
-            x = x + self.pos_embed(pos_BxL)
+            x = x + embed_lookup(self.pos_embed, pos_BxL)
         return x
 
     def _logits(self, x_BxLxD):
