@@ -1,6 +1,6 @@
 """Cambricon-LLM (Yu et al., MICRO 2024, arXiv 2409.15654): every number we can compute.
 
-Published values (the `paper` column) come from the paper: the tile
+Published values (the `paper` column) are transcribed from the paper: the tile
 shape for configuration S, alpha for S/M/L, Figure 9's decode tokens/s (W8A8) on S/M/L, the
 FlexGen-SSD baselines and their ratios, the UFS 4.0 ceiling, the protected flip rate ~3x^2 and
 the motivation figures. Ours come from `hwcost.cambricon` and `hwcost.ecc_corruption` with the zoo
@@ -21,8 +21,9 @@ configurations; the protected flip rate, the majority vote of three copies resta
 
 Tolerances (rules in `hwcost.Row`): alpha, printed to three decimals, to 0.001; the
 approximate figures ("~0.06 tok/s", "~0.14 TOP", "~70 GB") to one unit of their last
-printed digit; the decode intensity of 2 (two operations per 1-byte weight) and the tile
-at `EXACT`.
+printed digit ("~70 GB", also written "more than 70 GB", is the nominal 70B at one byte a
+weight: Llama-2-70B has 69.0B parameters, so it is read as approximate, not as a bound); the
+decode intensity of 2 (two operations per 1-byte weight) and the tile at `EXACT`.
 
 Parts (`hwcost.reproduce("cambricon", parts=...)`): "tiling" (tile and alpha), "throughput"
 (Figure 9, FlexGen-SSD, UFS), "motivation" (the 70B per-token figures), "ecc" (the protected
@@ -59,8 +60,9 @@ INCONSISTENT_FLEXGEN = {"OPT-6.7B": "the paper's FlexGen-SSD cells stream 0.8 x 
 def _tile_alpha_rows() -> list[Row]:
     height, width = cambricon("S").tile()
     why = "the paper's closed form (H* = sqrt(cores x page), W* = channels x H*) on its own configuration S"
-    rows = [Row("tile H* for configuration S", TILE_S[0], float(height), "rel", EXACT, "bytes", kind="identity", why=why),
-            Row("tile W* for configuration S", TILE_S[1], float(width), "rel", EXACT, "bytes", kind="identity", why=why)]
+    same = dict(kind="identity", why=why)
+    rows = [Row("tile H* for configuration S", TILE_S[0], float(height), "rel", EXACT, "bytes", **same),
+            Row("tile W* for configuration S", TILE_S[1], float(width), "rel", EXACT, "bytes", **same)]
     why = ("the paper's timing closed form (t_rc, rate_rc, t_r, alpha = t_r / (t_r + t_rc)) on its own page read "
            "time, channel bandwidth, channels, cores and page size")
     for config, paper in ALPHA.items():
@@ -119,6 +121,6 @@ def _motivation_rows() -> list[Row]:
 def _ecc_rows() -> list[Row]:
     ber = 1e-4
     voted = float(ecc_corruption(ber)["protected_bit_error"])
-    return [Row("protected bit flip rate / x^2 at x = 1e-4 (~3x^2)", PROTECTED_FLIP_FACTOR, voted / ber**2, "rel", EXACT,
-                "", kind="identity", why="the majority vote of three copies, 3x^2 - 2x^3: the paper's own scheme "
-                                         "restated")]
+    return [Row("protected bit flip rate / x^2 at x = 1e-4 (~3x^2)", PROTECTED_FLIP_FACTOR, voted / ber**2, "rel",
+                EXACT, "", kind="identity",
+                why="the majority vote of three copies, 3x^2 - 2x^3: the paper's own scheme restated")]

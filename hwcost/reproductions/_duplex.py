@@ -1,6 +1,6 @@
 """Duplex (Yun et al., MICRO 2024, arXiv 2409.01141): every published number we compute.
 
-The `paper` column holds the note's figures (Logic-PIM parts and totals, Op/B values, the
+The `paper` column holds the paper's figures (Logic-PIM parts and totals, Op/B values, the
 roofline crossover, the headline gains); the `ours` column comes from `hwcost.targets` (Duplex and
 continuous batching) and the zoo configs. Inputs taken from the paper besides those: the
 Logic-PIM parts (modules, MACs, clock, 4x bandwidth, area parts), the simulator's H100

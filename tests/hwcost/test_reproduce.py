@@ -127,7 +127,8 @@ def test_reproduce_cli_json_and_exit_status():
     report = json.loads(proc.stdout)
     rows = report["rows"]
     assert {"name", "paper", "ours", "rel_error", "ok", "kind", "why"} <= set(rows[0])
-    assert all(r["ok"] for r in rows)
+    assert all(r["ok"] for r in rows) and report["failed"] == []
+    assert all(r["rule"] for r in rows)
     kinds = [r["kind"] for r in rows]
     assert report["counts"] == {"counted_ok": kinds.count("counted"), "counted": kinds.count("counted"),
                                 "identity": kinds.count("identity"), "reported": 0}
@@ -164,6 +165,7 @@ def test_reproduce_cli_exits_1_only_on_a_counted_row(codesign_main, rows, code, 
         report = json.loads(as_json.stdout)
         assert [r["kind"] for r in report["rows"]] == [r.kind for r in rows]
         assert report["counts"]["counted"] == sum(r.kind == "counted" for r in rows)
+        assert report["failed"] == [r.name for r in rows if r.failed]
     finally:
         del hwcost.PAPERS["fake-paper"]
 
