@@ -72,12 +72,13 @@ def cost(
 
 def reproduce(
     paper: str = typer.Argument(..., help="Paper to reproduce: " + ", ".join(sorted(hwcost.PAPERS)) + "."),
-    as_json: bool = typer.Option(False, "--json", help='Print {"rows": [...]} as JSON.'),
+    as_json: bool = typer.Option(False, "--json", help='Print {"paper", "counts", "failed", "rows"} as JSON.'),
 ) -> None:
     """A paper's numbers beside ours with the relative error; exit status 1 if a counted row is out of tolerance.
 
     Identity rows (the paper's arithmetic on its own inputs) and reported rows (an inconsistent
-    or absent paper number) are shown with their reason but neither counted nor gated.
+    or absent paper number) are shown with their reason but neither counted nor gated. Each
+    row names its tolerance rule (exact, printed digit, simulated, bound).
     """
     rows = hwcost.reproduce(paper)
     failed = [r for r in rows if r.failed]
@@ -85,7 +86,8 @@ def reproduce(
     counts = {"counted_ok": sum(r.ok for r in counted), "counted": len(counted),
               "identity": sum(r.kind == "identity" for r in rows), "reported": sum(r.kind == "reported" for r in rows)}
     if as_json:
-        print(json.dumps({"paper": paper, "counts": counts, "rows": [r.to_dict() for r in rows]}, indent=2))
+        print(json.dumps({"paper": paper, "counts": counts, "failed": [r.name for r in failed],
+                          "rows": [r.to_dict() for r in rows]}, indent=2))
     else:
         width = max(len(r.name) for r in rows)
         print(f"{'':<3} {'kind':<8} {'name':<{width}} {'paper':>11} {'ours':>11} {'rel_err':>8}  check")
@@ -93,7 +95,7 @@ def reproduce(
             check = {"rel": f"rel<={r.tolerance:g}", "abs": f"abs<={r.tolerance:g}", "at_most": "ours<=paper",
                      "at_least": "ours>=paper"}[r.check]
             print(f"{'ok' if r.ok else 'BAD':<3} {r.kind:<8} {r.name:<{width}} {r.paper:>11.4g} {r.ours:>11.4g} "
-                  f"{r.rel_error:>8.2%}  {check} {r.unit}" + (f"  [{r.why}]" if r.why else ""))
+                  f"{r.rel_error:>8.2%}  {check} ({r.rule or 'no rule'}) {r.unit}" + (f"  [{r.why}]" if r.why else ""))
         print(f"{paper}: {counts['counted_ok']}/{counts['counted']} counted rows within tolerance, "
               f"{counts['identity']} identity rows, {counts['reported']} reported-not-gated rows")
     if failed:

@@ -15,11 +15,23 @@ only on a transcription error; shown, not counted. 'reported': the paper's numbe
 inconsistent with its own other numbers, or the paper prints no number for that row;
 shown with the reason, not gated.
 
-Tolerances follow fixed rules, never the result: figures the paper derives exactly (sizes,
-counts, FLOPs, bytes, unit conversions) are checked to its printed precision (`EXACT`, 1%,
-or a named absolute step for numbers it prints to a fixed number of decimals); end-to-end
-figures from the paper's measurement or cycle-level simulator against our analytical
-model are checked at `SIMULATED` (25%).
+Tolerances follow one rule per kind of quantity, fixed before any comparison, never the
+result (`Row.rule` names the rule a row follows; a test holds every row to one):
+- `EXACT` (1% relative): a figure the paper derives exactly (sizes, counts, FLOPs, bytes,
+  ratios, closed-form coefficients, unit conversions) and prints to three or more
+  significant digits or as an exact integer. Three printed digits carry up to 0.5% of
+  rounding, and the paper often computes them from inputs it rounded the same way.
+- one unit of the last printed digit (absolute, a power of ten of which the printed number
+  is a whole multiple): a figure printed to a fixed number of decimals or with fewer than
+  three significant digits (trailing zeros of a whole number are not significant: "~70 GB"
+  is 7 x 10 GB). Half a unit is the paper's own rounding, the other half that of the
+  rounded inputs it was computed from.
+- `SIMULATED` (25% relative): an end-to-end figure from the paper's measurement or
+  cycle-level simulator against our analytical model.
+- a bound ('at_most' / 'at_least', tolerance 0, or `ROUNDOFF` where equality is reachable):
+  a roofline time or an ideal gain against a measured or simulated one.
+A counted row out of its rule's tolerance is reported as failing, with its cause in the
+paper module's docstring; the tolerance is not widened.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ CHECKS = ("rel", "abs", "at_most", "at_least")
 KINDS = ("counted", "identity", "reported")
 EXACT = 0.01  # relative tolerance for a figure the paper derives exactly and prints to ~3 significant digits
 SIMULATED = 0.25  # relative tolerance for a measured / cycle-simulated end-to-end figure vs our analytical model
+ROUNDOFF = 1e-6  # the only slack a bound may have: float round-off where ours can equal the paper's number
 
 
 @dataclass(frozen=True)
@@ -44,7 +57,8 @@ class Row:
     kind: 'counted' (a reproduction; gates), 'identity' (the paper's arithmetic on its own
     inputs; not counted) or 'reported' (the paper's number is inconsistent or absent; not
     gated); `why` says why a row is not counted (required for those kinds). `Row.EXACT` and
-    `Row.SIMULATED` are the tolerance rules of the module docstring.
+    `Row.SIMULATED` are the tolerance rules of the module docstring; `rule` names the one a
+    row follows.
     """
 
     name: str
@@ -56,6 +70,7 @@ class Row:
     kind: str = "counted"
     EXACT: ClassVar[float] = EXACT
     SIMULATED: ClassVar[float] = SIMULATED
+    ROUNDOFF: ClassVar[float] = ROUNDOFF
     why: str = ""
 
     def __post_init__(self) -> None:
@@ -89,10 +104,29 @@ class Row:
         """A counted row out of tolerance (the only thing that fails a reproduction)."""
         return self.kind == "counted" and not self.ok
 
+    @property
+    def rule(self) -> str:
+        """The tolerance rule of the module docstring this row follows, or '' if it follows none.
+
+        'exact' and 'simulated' (relative `EXACT` / `SIMULATED`), 'printed digit' (absolute, a
+        power of ten below the paper's number of which that number is a whole multiple) or
+        'bound' ('at_most' / 'at_least' with tolerance 0 or `ROUNDOFF`).
+        """
+        t = self.tolerance
+        if self.check == "rel":
+            return {EXACT: "exact", SIMULATED: "simulated"}.get(t, "")
+        if self.check == "abs":
+            if not 0 < t < abs(self.paper):
+                return ""
+            power, steps = math.log10(t), self.paper / t
+            whole = abs(power - round(power)) < 1e-9 and abs(steps - round(steps)) <= 1e-6 * abs(steps)
+            return "printed digit" if whole else ""
+        return "bound" if t in (0.0, ROUNDOFF) else ""
+
     def to_dict(self) -> dict:
         return {"name": self.name, "paper": self.paper, "ours": self.ours, "rel_error": self.rel_error,
                 "ok": self.ok, "check": self.check, "tolerance": self.tolerance, "unit": self.unit,
-                "kind": self.kind, "why": self.why}
+                "rule": self.rule, "kind": self.kind, "why": self.why}
 
 
 PAPERS: dict[str, Callable[[], list[Row]]] = {}

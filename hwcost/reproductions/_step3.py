@@ -10,7 +10,8 @@ Tolerances (rules in `hwcost.Row`): figures derived exactly are checked at `EXAC
 (1%); USD per 1M tokens and minimum sparsities, printed to three decimals, to one unit of
 that digit (0.001); roofline time and throughput are bounds of the measured ones. Rows that
 restate the paper's arithmetic on its own inputs (unit costs, the AFD budget example, the
-measured TGS, the sparsity formula) are identity rows, shown but not counted.
+measured TGS, the model's sparsity formula, Table 7's minimum sparsities: the paper's closed
+form on its own H, L, chip and NIC figures) are identity rows, shown but not counted.
 """
 
 from __future__ import annotations
@@ -133,7 +134,9 @@ def _afd_rows() -> list[Row]:
     for label, key in CHIPS.items():
         count, gbps = NICS[label]
         ours = float(min_moe_sparsity(gpu(key), step3.d_model, step3.n_layers, count * gbps * 1e9 / 8, TPOT_SLA_S))
-        rows.append(Row(f"minimum MoE sparsity on {label} (H=7168, L=61)", TABLE7[label], ours, "abs", 0.001, ""))
+        rows.append(Row(f"minimum MoE sparsity on {label} (H=7168, L=61)", TABLE7[label], ours, "abs", 0.001, "",
+                        kind="identity", why="the paper's closed form H x FLOPs x L / (Net x Bandwidth x 11.1 ms) on "
+                                             "its own H, L, chip peak, bandwidth and NIC figures"))
     budget = stage_budget_s(TPOT_SLA_S, step3.n_layers)
     a2f, f2a = transfer_bytes(step3, micro_batch=128, ffn_instances=2, dispatch_bits=8, combine_bits=16)
     link = (a2f + f2a) / budget

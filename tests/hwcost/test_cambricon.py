@@ -46,6 +46,10 @@ def test_tile_alpha_ecc_and_motivation_rows_reproduce():
     bad = [r.to_dict() for r in rows if not r.ok]
     assert not bad, bad
     assert {r.name.split()[-1] for r in rows if "alpha" in r.name} == set(FLASH_CONFIGS)
+    # the tile, alpha and the vote are the paper's closed forms on its own figures; the motivation is our workload
+    restated = {r.name for r in rows if "tile" in r.name or "alpha" in r.name or "flip rate" in r.name}
+    assert len(restated) == 6 and {r.name for r in rows if r.kind == "identity"} == restated
+    assert [r.kind for r in rows if "Llama2-70B weight" in r.name or "intensity" in r.name] == ["counted"] * 3
 
 
 def test_figure9_and_flexgen_counted_rows_within_tolerance_inconsistent_cells_reported(throughput_rows):

@@ -232,10 +232,12 @@ def test_reproduce_duplex_rows_all_within_tolerance():
     rows = hwcost.reproduce("duplex")
     bad = [r.to_dict() for r in rows if r.failed]
     assert not bad, bad
-    # the paper prints only an all-model mean gain: per-model means are reported, not gated
-    assert {r.name for r in rows if r.kind == "reported"} == {r.name for r in rows if "mean gain" in r.name
-                                                               and "all models" not in r.name}
-    assert all(r.tolerance <= hwcost.Row.SIMULATED for r in rows if r.check == "rel")
+    # rows with no published number are reported, not gated: the per-model mean gains (the paper prints only
+    # the all-model mean), the mixed-step Op/B (a rule, not a number) and our split search's ordering
+    reported = {r.name for r in rows if r.kind == "reported"}
+    assert reported == {r.name for r in rows if ("mean gain" in r.name and "all models" not in r.name)
+                        or "mixed step" in r.name or "never slower" in r.name}
+    assert all(r.why for r in rows if r.kind != "counted") and all(r.rule for r in rows)
     names = " ".join(r.name for r in rows)
     for needle in ("Logic-PIM peak per stack", "crossover", "MoE Op/B", "group size", "mean gain", "max gain"):
         assert needle in names
