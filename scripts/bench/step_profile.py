@@ -18,13 +18,12 @@ import collections
 import gzip
 import json
 import re
-import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 
 from codesign import TrainConfig, Trainer
+from train_throughput import step_runner  # scripts/bench is on sys.path when run as a script
 
 # the first pattern a kernel name matches decides its family (names are XLA fusion / cuBLAS / cuDNN names)
 FAMILIES = (
@@ -105,17 +104,7 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(TrainConfig(model=a.model, steps=10_000, batch=a.batch, seq_len=a.seq_len, dtype=a.dtype))
-    step = 0
-
-    def run(n: int) -> float:
-        nonlocal step
-        t = time.perf_counter()
-        for _ in range(n):
-            trainer.params, trainer.opt_state, metrics = trainer.step_fn(
-                trainer.params, trainer.opt_state, trainer.train_data, jnp.asarray(step, jnp.int32))
-            step += 1
-        jax.block_until_ready(metrics)
-        return time.perf_counter() - t
+    run = step_runner(trainer)
 
     run(3)                                   # compile and warm up outside the trace
     wall = run(a.steps) / a.steps

@@ -94,9 +94,8 @@ def gemm_ceiling(cfg: nets.ModelConfig, tokens: int, repeats: int = 10) -> dict:
     return {"gemm_flops_per_step": total_flops, "gemm_s_per_step": total_s, "gemm_ceiling_tflops": total_flops / total_s / 1e12}
 
 
-def bench_model(model: str, batch: int, seq_len: int, dtype: str, warmup: int, blocks: int, steps_per_block: int):
-    tc = TrainConfig(model=model, steps=10_000, batch=batch, seq_len=seq_len, dtype=dtype)
-    trainer = Trainer(tc)
+def step_runner(trainer: Trainer):
+    """`run(n)`: `n` more compiled steps of `trainer` (its own state, steps counted on), wall seconds to the end."""
     step = 0
 
     def run(n: int) -> float:
@@ -109,6 +108,13 @@ def bench_model(model: str, batch: int, seq_len: int, dtype: str, warmup: int, b
         jax.block_until_ready(metrics)
         return time.perf_counter() - t
 
+    return run
+
+
+def bench_model(model: str, batch: int, seq_len: int, dtype: str, warmup: int, blocks: int, steps_per_block: int):
+    tc = TrainConfig(model=model, steps=10_000, batch=batch, seq_len=seq_len, dtype=dtype)
+    trainer = Trainer(tc)
+    run = step_runner(trainer)
     t_compile = run(1)
     run(warmup)
     block_times = [run(steps_per_block) for _ in range(blocks)]
