@@ -18,7 +18,8 @@ from nets._pruning import (ProgressiveQuant, attended_keep, gather_rows, kept_co
                            temperature_schedule, token_importance)
 from nets._pruned_model import PrunedLM, PrunePlan, monotone_keep
 from nets._model import TransformerLM, generate, init_cache, layer_segments, param_count
-from nets._sdpa import attention_implementation
+from nets._sdpa import ATTENTION_IMPLEMENTATIONS, attention_implementation
+from nets._decode import DECODE_IMPLEMENTATIONS, decode_implementation
 from nets._sharding import (ShardingRules, active_rules, constrain, logical_axes, logical_spec, sharding_rules,
                             tree_logical_axes)
 from nets._hf_config import HFMapping, from_hf, map_hf, to_hf
@@ -38,6 +39,7 @@ __all__ = [
     "gather_rows", "local_value_prune", "progressive_probs", "quantize_split", "select_tokens", "softmax_l1_bound",
     "temperature_schedule", "token_importance",
     "HFMapping", "from_hf", "map_hf", "to_hf", "load_hf_checkpoint", "load_safetensors", "save_safetensors",
-    "attention_implementation", "init_layer_cache", "grouped", "grouped_matmul", "moe",
+    "attention_implementation", "ATTENTION_IMPLEMENTATIONS", "decode_implementation", "DECODE_IMPLEMENTATIONS",
+    "init_layer_cache", "grouped", "grouped_matmul", "moe",
     "ShardingRules", "active_rules", "constrain", "logical_axes", "logical_spec", "sharding_rules", "tree_logical_axes",
 ]
