@@ -17,7 +17,7 @@ from nets._pruning import (ProgressiveQuant, attended_keep, gather_rows, kept_co
                            progressive_probs, quantize_split, select_tokens, soft_keep_mask, softmax_l1_bound,
                            temperature_schedule, token_importance)
 from nets._pruned_model import PrunedLM, PrunePlan, monotone_keep
-from nets._model import TransformerLM, generate, init_cache, layer_segments, param_count
+from nets._model import REMAT_POLICIES, TransformerLM, generate, init_cache, layer_segments, param_count
 from nets._sdpa import ATTENTION_IMPLEMENTATIONS, attention_implementation
 from nets._decode import DECODE_IMPLEMENTATIONS, decode_implementation
 from nets._sharding import (ShardingRules, active_rules, constrain, logical_axes, logical_spec, sharding_rules,
@@ -29,7 +29,7 @@ __all__ = [
     "ACTIVATIONS", "ATTENTION_KINDS", "FFN_KINDS", "NORMS", "POSITIONS",
     "AttentionConfig", "FFNConfig", "ModelConfig", "ParamCounts", "count_params", "zoo",
     "Attention", "LayerQuant", "MoE", "one_hot_quant", "TransformerLM", "cache_bytes_per_token_per_layer", "generate", "init_cache",
-    "layer_segments", "param_count",
+    "layer_segments", "param_count", "REMAT_POLICIES",
     "ProgressiveQuant", "attended_keep", "kept_count", "paper_schedule", "soft_keep_mask", "PrunedLM", "PrunePlan",
     "monotone_keep",
     "InputError", "fail", "atomic_write", "atomic_write_json", "is_config_path", "load_config",
