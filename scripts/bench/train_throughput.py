@@ -124,7 +124,11 @@ def bench_model(model: str, batch: int, seq_len: int, dtype: str, warmup: int, b
     block_times = [run(steps_per_block) for _ in range(blocks)]
     profile = {}
     if profile_dir:
-        profile = profile_step(run, profile_dir, profile_steps)
+        try:
+            profile = profile_step(run, profile_dir, profile_steps)
+        except Exception as error:  # noqa: BLE001 - the timing above stands without the profile
+            traceback.print_exc(limit=3)
+            profile = {"profile_error": f"{type(error).__name__}: {error}"[:400]}
     step_s = statistics.median(block_times) / steps_per_block
     tokens_per_s = batch * seq_len / step_s
     cfg = nets.zoo.get(model)
