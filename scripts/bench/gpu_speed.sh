@@ -12,6 +12,8 @@
 #   qat     the QAT step overhead per format (qat_step.py)
 # and the earlier calls' sections: options fusion train (grouped matmul and attention options, the
 # step before/after), moe (the MoE layer and its router+dispatch share), hf (HF logits, JAX on CPU).
+# CPU smoke run of the same script (tiny shapes):  CASES=codesign-default:4:32:none:auto STEP_ARGS=--quick \
+#   DECODE_ARGS=--quick QAT_STEPS=3 QAT_FORMATS=fp8_e4m3 bash scripts/bench/gpu_speed.sh /tmp/out step,decode,qat
 # Each section runs under its own time limit so one failure cannot use up the call; the step and
 # QAT scripts rewrite their JSON after every case, so a limit keeps what finished.
 set -u
@@ -22,9 +24,13 @@ export PYTHONPATH=. PYTHONUNBUFFERED=1
 if [[ $steps == *probe* ]]; then
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/probe.txt"
   python3 - <<'PY' 2>&1 | tee -a "$out/probe.txt"
-import jax, torch
+import jax
 print("jax", jax.__version__, jax.devices())
-print("torch", torch.__version__, "cudnn(torch)", torch.backends.cudnn.version())
+try:
+    import torch
+    print("torch", torch.__version__, "cudnn(torch)", torch.backends.cudnn.version())
+except Exception as e:
+    print("torch unavailable:", e)
 try:
     from jax._src.lib import cuda_versions
     print("cudnn(jax)", cuda_versions.cudnn_get_version())
@@ -77,8 +83,8 @@ fi
 CASES=${CASES:-codesign-100m:16:1024:none:auto,codesign-dense-300m:16:2048:dots:auto,codesign-dense-300m:8:2048:none:auto,codesign-100m:16:1024:none:einsum,codesign-dense-300m:16:2048:full:auto}
 PEER_CASES=${PEER_CASES:-codesign-100m:16:1024,codesign-dense-300m:16:2048,codesign-dense-300m:8:2048}
 if [[ $steps == *step* ]]; then
-  timeout ${OURS_S:-200} python3 scripts/bench/train_throughput.py --cases "$CASES" --warmup 5 --blocks 5 \
-    --block-steps 10 --profile "$out/profile" --profile-steps 5 --out "$out/step_ours.json" > "$out/step_ours.log" 2>&1
+  timeout ${OURS_S:-200} python3 scripts/bench/train_throughput.py --cases "$CASES" ${STEP_ARGS:---warmup 5 --blocks 5 --block-steps 10} \
+    --profile "$out/profile" --profile-steps 3 --out "$out/step_ours.json" > "$out/step_ours.log" 2>&1
   echo "ours rc=$?"; grep -v '^{' "$out/step_ours.log" | grep -v '^  File\|^Traceback\|^    ' | tail -40
 fi
 if [[ $steps == *peer* ]]; then
@@ -87,7 +93,7 @@ if [[ $steps == *peer* ]]; then
   echo "peer rc=$?"; grep -v '^{' "$out/step_torch.log" | grep -v '^  File\|^Traceback\|^    ' | tail -8
 fi
 if [[ $steps == *decode* ]]; then
-  timeout ${DECODE_S:-80} python3 scripts/bench/decode_attention.py --out "$out/decode.json" > "$out/decode.log" 2>&1
+  timeout ${DECODE_S:-80} python3 scripts/bench/decode_attention.py ${DECODE_ARGS:-} --out "$out/decode.json" > "$out/decode.log" 2>&1
   echo "decode rc=$?"; grep -v '^{' "$out/decode.log" | grep -v '^  File\|^Traceback\|^    ' | tail -45
 fi
 if [[ $steps == *qat* ]]; then
@@ -97,4 +103,16 @@ if [[ $steps == *qat* ]]; then
 fi
 if [[ -n ${hf_pid:-} ]]; then
   wait $hf_pid; tail -12 "$out/hf_logits.log"
+fi
+if [[ -n ${PACK:-} ]]; then  # the device tool returns at most 8 files, 2 folders down: pack the rest into one
+  trace=$(ls -t "$out"/profile/plugins/profile/*/*.trace.json.gz 2>/dev/null | head -1)
+  xplane=$(ls -t "$out"/profile/plugins/profile/*/*.xplane.pb 2>/dev/null | head -1)
+  pack=$(mktemp -d)
+  tar czf "$pack/results.tar.gz" -C "$out" --exclude=plugins .
+  [[ -n $trace ]] && mv "$trace" "$pack/profile.trace.json.gz"
+  [[ -n $xplane ]] && mv "$xplane" "$pack/profile.xplane.pb"
+  for f in step_ours.json step_torch.json decode.json qat.json; do [[ -f $out/$f ]] && mv "$out/$f" "$pack/"; done
+  [[ -f $out/profile/table.txt ]] && mv "$out/profile/table.txt" "$pack/profile_table.txt"
+  rm -rf "${out:?}"/* && mv "$pack"/* "$out/" && rmdir "$pack"
+  echo "packed:"; ls -la "$out"
 fi

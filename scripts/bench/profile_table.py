@@ -43,8 +43,14 @@ def newest_trace(trace_dir: str | Path) -> Path:
     return paths[-1]
 
 
-def device_events(trace: dict) -> tuple[list[dict], str]:
-    """(complete events of the device streams, where they came from)."""
+def device_events(trace: dict) -> tuple[list[dict], list[dict], str]:
+    """(kernel events, XLA-op events, where they came from) of a trace.
+
+    On a GPU the device process has one thread per stream ("Stream #N...": the kernels and
+    copies as they ran) and derived lines ("XLA Ops": one event per HLO op, spanning its
+    kernels; "XLA Modules", "Steps": whole programs), so kernels and ops are read from their
+    own lines and never added together.
+    """
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
     processes = {e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"}
     threads = {(e["pid"], e.get("tid")): e["args"]["name"] for e in events
@@ -52,9 +58,21 @@ def device_events(trace: dict) -> tuple[list[dict], str]:
     device_pids = {pid for pid, name in processes.items() if name.startswith("/device:")}
     complete = [e for e in events if e.get("ph") == "X" and "dur" in e]
     if device_pids:
-        return [e for e in complete if e["pid"] in device_pids], "device streams"
+        line = {key: name for key, name in threads.items() if key[0] in device_pids}
+        streams = {key for key, name in line.items() if name.startswith("Stream")}
+        derived = {key for key, name in line.items() if name.startswith(("XLA", "Steps", "Framework", "TensorFlow"))}
+        ops = {key for key, name in line.items() if name == "XLA Ops"}
+        on_device = [e for e in complete if e["pid"] in device_pids]
+        kernels = [e for e in on_device if ((e["pid"], e.get("tid")) in streams if streams
+                                            else (e["pid"], e.get("tid")) not in derived)]
+        return kernels, [e for e in on_device if (e["pid"], e.get("tid")) in ops], "device streams"
     xla_threads = {key for key, name in threads.items() if name.startswith("tf_XLA")}
-    return [e for e in complete if (e["pid"], e.get("tid")) in xla_threads], "host XLA threads (CPU trace)"
+    kernels = [e for e in complete if (e["pid"], e.get("tid")) in xla_threads
+               and not e["name"].startswith(_CPU_CONTAINERS)]
+    return kernels, [], "host XLA threads (CPU trace)"
+
+
+_CPU_CONTAINERS = ("ThunkExecutor", "ThreadpoolListener", "SlinkyThreadPool", "while", "end: ")
 
 
 def part_of(name: str, args: dict) -> str:
@@ -69,7 +87,7 @@ def breakdown(trace_path: str | Path, steps: int = 1, top: int = 40) -> dict:
     """The table as a dict: totals, parts and the `top` kernels (microseconds per step)."""
     with gzip.open(trace_path, "rt") as f:
         trace = json.load(f)
-    events, source = device_events(trace)
+    events, op_events, source = device_events(trace)
     by_kernel: dict[str, dict] = defaultdict(lambda: {"us": 0.0, "count": 0, "args": {}})
     by_part: dict[str, float] = defaultdict(float)
     for e in events:
@@ -83,7 +101,12 @@ def breakdown(trace_path: str | Path, steps: int = 1, top: int = 40) -> dict:
     total = sum(r["us"] for r in by_kernel.values())
     span = (max(e["ts"] + e["dur"] for e in events) - min(e["ts"] for e in events)) if events else 0.0
     kernels = sorted(by_kernel.items(), key=lambda kv: -kv[1]["us"])
-    return {"trace": str(trace_path), "source": source, "steps": steps, "events": len(events),
+    by_op: dict[str, float] = defaultdict(float)
+    for e in op_events:
+        by_op[e["name"]] += e["dur"]
+    return {"top_xla_ops": [{"op": name, "us_per_step": us / steps}
+                            for name, us in sorted(by_op.items(), key=lambda kv: -kv[1])[:top]],
+            "trace": str(trace_path), "source": source, "steps": steps, "events": len(events),
             "device_busy_us_per_step": total / steps, "span_us_per_step": span / steps,
             "parts": [{"part": p, "us_per_step": us / steps, "share": us / total if total else 0.0}
                       for p, us in sorted(by_part.items(), key=lambda kv: -kv[1])],
@@ -102,6 +125,9 @@ def format_table(table: dict) -> str:
         where = " | ".join(str(r[k]) for k in ("hlo_op", "tf_op", "long_name") if r.get(k))[:160]
         lines.append(f"{r['us_per_step'] / 1e3:>9.3f}{r['share']:>7.1%}{r['calls_per_step']:>7.1f}  "
                      f"{r['kernel'][:90]}  [{where}]")
+    if table["top_xla_ops"]:
+        lines += ["", "XLA ops (the trace's derived line; an op spans its kernels)", f"{'ms/step':>9}  op"]
+        lines += [f"{r['us_per_step'] / 1e3:>9.3f}  {r['op'][:120]}" for r in table["top_xla_ops"]]
     return "\n".join(lines)
 
 
