@@ -262,3 +262,5 @@ def test_remat_policies_give_the_same_loss_and_gradients():
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="remat='some'"):
         TransformerLM(cfg, rngs=nnx.Rngs(0), remat="some")
+    with pytest.raises(ValueError, match="decode_attention='flash'"):
+        TransformerLM(cfg, rngs=nnx.Rngs(0), decode_attention="flash")
