@@ -17,8 +17,9 @@ from nets._pruning import (ProgressiveQuant, attended_keep, gather_rows, kept_co
                            progressive_probs, quantize_split, select_tokens, soft_keep_mask, softmax_l1_bound,
                            temperature_schedule, token_importance)
 from nets._pruned_model import PrunedLM, PrunePlan, monotone_keep
-from nets._model import TransformerLM, generate, init_cache, layer_segments, param_count
-from nets._sdpa import attention_implementation
+from nets._model import REMAT_POLICIES, TransformerLM, generate, init_cache, layer_segments, param_count
+from nets._sdpa import ATTENTION_IMPLEMENTATIONS, attention_implementation
+from nets._decode import DECODE_IMPLEMENTATIONS, decode_implementation, grouped_decode, latent_decode
 from nets._sharding import (ShardingRules, active_rules, constrain, logical_axes, logical_spec, sharding_rules,
                             tree_logical_axes)
 from nets._hf_config import HFMapping, from_hf, map_hf, to_hf
@@ -28,7 +29,7 @@ __all__ = [
     "ACTIVATIONS", "ATTENTION_KINDS", "FFN_KINDS", "NORMS", "POSITIONS",
     "AttentionConfig", "FFNConfig", "ModelConfig", "ParamCounts", "count_params", "zoo",
     "Attention", "LayerQuant", "MoE", "one_hot_quant", "TransformerLM", "cache_bytes_per_token_per_layer", "generate", "init_cache",
-    "layer_segments", "param_count",
+    "layer_segments", "param_count", "REMAT_POLICIES",
     "ProgressiveQuant", "attended_keep", "kept_count", "paper_schedule", "soft_keep_mask", "PrunedLM", "PrunePlan",
     "monotone_keep",
     "InputError", "fail", "atomic_write", "atomic_write_json", "is_config_path", "load_config",
@@ -38,6 +39,8 @@ __all__ = [
     "gather_rows", "local_value_prune", "progressive_probs", "quantize_split", "select_tokens", "softmax_l1_bound",
     "temperature_schedule", "token_importance",
     "HFMapping", "from_hf", "map_hf", "to_hf", "load_hf_checkpoint", "load_safetensors", "save_safetensors",
-    "attention_implementation", "init_layer_cache", "grouped", "grouped_matmul", "moe",
+    "attention_implementation", "ATTENTION_IMPLEMENTATIONS", "decode_implementation", "DECODE_IMPLEMENTATIONS",
+    "grouped_decode", "latent_decode",
+    "init_layer_cache", "grouped", "grouped_matmul", "moe",
     "ShardingRules", "active_rules", "constrain", "logical_axes", "logical_spec", "sharding_rules", "tree_logical_axes",
 ]

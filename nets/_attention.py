@@ -37,6 +37,7 @@ from jax import Array
 
 from nets._config import ModelConfig
 from nets._layers import apply_rope, make_norm
+from nets._decode import grouped_decode, latent_decode
 from nets._sdpa import fused_attention
 
 Cache = dict[str, Array]
@@ -72,15 +73,23 @@ def cache_bytes_per_token_per_layer(cfg: ModelConfig, bytes_per_value: float) ->
 
 
 class Attention(nnx.Module):
-    """Multi-head attention of kind `cfg.attention.kind`; causal iff `cfg.causal`."""
+    """Multi-head attention of kind `cfg.attention.kind`; causal iff `cfg.causal`.
 
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+    `implementation` picks the kernel of cache-free calls (training, prefill; `nets._sdpa`),
+    `decode_implementation` the kernel of one-token cached calls (`nets._decode`); None reads
+    their environment variables, and both default to the fastest path that applies.
+    """
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
+                 implementation: str | None = None, decode_implementation: str | None = None):
         a, d = cfg.attention, cfg.d_model
         if a.kind == "mla" and a.qk_norm:
             raise ValueError("attention.qk_norm=True: not supported with kind mla (a normalised key cannot "
                              "be absorbed into the query for latent-cache decoding)")
         self.cfg = cfg
         self.dtype = dtype
+        self.implementation = implementation
+        self.decode_implementation = decode_implementation
 
         def linear(d_in: int, d_out: int, bias: bool = cfg.use_bias) -> nnx.Linear:
             return nnx.Linear(d_in, d_out, use_bias=bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -179,11 +188,18 @@ class Attention(nnx.Module):
         if cache is not None:
             new_cache = {"k": self._write(cache["k"], k_BxLxNxK, cache_index),
                          "v": self._write(cache["v"], v_BxLxNxK, cache_index)}
+            if L == 1:  # a decode step: a kernel that reads the cache as stored (nets._decode), if one applies
+                out_BxHxK = grouped_decode(q_BxLxHxK[:, 0], new_cache["k"], new_cache["v"], cache_index + 1,
+                                           scale=1.0 / math.sqrt(a.qk_head_dim), kind=a.kind,
+                                           implementation=self.decode_implementation)
+                if out_BxHxK is not None:
+                    return self.wo(out_BxHxK.astype(self.dtype).reshape(B, L, a.n_heads * a.head_dim)), new_cache
             k_BxLxNxK = new_cache["k"].astype(self.dtype)
             v_BxLxNxK = new_cache["v"].astype(self.dtype)
         fused_BxLxHxK = fused_attention(q_BxLxHxK, k_BxLxNxK.astype(q_BxLxHxK.dtype),
                                         v_BxLxNxK.astype(q_BxLxHxK.dtype), causal=self.cfg.causal,
-                                        scale=1.0 / math.sqrt(a.qk_head_dim), cached=cache is not None)
+                                        scale=1.0 / math.sqrt(a.qk_head_dim), cached=cache is not None,
+                                        implementation=self.implementation)
         if fused_BxLxHxK is not None:  # a fused kernel (nets._sdpa) where one can take the call
             return self.wo(fused_BxLxHxK.reshape(B, L, a.n_heads * a.head_dim)), new_cache
         T = k_BxLxNxK.shape[1]
@@ -223,15 +239,25 @@ class Attention(nnx.Module):
         wk_RxHxK, wv_RxHxK = w_RxHx2xK[:, :, 0], w_RxHx2xK[:, :, 1]
         # q . (c Wk + bk) = (q Wk^T) . c + q . bk : the key up-projection moves onto the query.
         q_latent_BxLxHxR = jnp.einsum("blhk,rhk->blhr", q_nope_BxLxHxK, wk_RxHxK)
+        b_Hx2xK = None if self.wkv_b.bias is None else self.wkv_b.bias[...].astype(self.dtype).reshape(H, 2, K)
+        if L == 1:  # a decode step: heads folded into one matmul against the latent (nets._decode), if chosen
+            bias_BxH = None if b_Hx2xK is None else jnp.einsum("bhk,hk->bh", q_nope_BxLxHxK[:, 0], b_Hx2xK[:, 0])
+            ctx_BxHxR = latent_decode(q_latent_BxLxHxR[:, 0], q_rope_BxLxHxP[:, 0], new_cache["latent"],
+                                      new_cache["k_rope"], cache_index + 1, scale=scale, score_bias_BxH=bias_BxH,
+                                      implementation=self.decode_implementation)
+            if ctx_BxHxR is not None:
+                out_BxHxK = jnp.einsum("bhr,rhk->bhk", ctx_BxHxR.astype(self.dtype), wv_RxHxK)
+                if b_Hx2xK is not None:
+                    out_BxHxK = out_BxHxK + b_Hx2xK[:, 1]
+                return self.wo(out_BxHxK.reshape(B, L, H * K)), new_cache
         scores_BxHxLxT = (jnp.einsum("blhr,btr->bhlt", q_latent_BxLxHxR, latent_BxTxR)
                           + jnp.einsum("blhp,btp->bhlt", q_rope_BxLxHxP, k_rope_BxTxP))
-        if self.wkv_b.bias is not None:
-            b_Hx2xK = self.wkv_b.bias[...].astype(self.dtype).reshape(H, 2, K)
+        if b_Hx2xK is not None:
             scores_BxHxLxT = scores_BxHxLxT + jnp.einsum("blhk,hk->bhl", q_nope_BxLxHxK, b_Hx2xK[:, 0])[..., None]
         p_BxHxLxT = self._softmax(scores_BxHxLxT * scale, self._mask(L, T, cache_index))
         # sum_t p_t (c_t Wv + bv) = (sum_t p_t c_t) Wv + bv, since the weights sum to one.
         ctx_BxLxHxR = jnp.einsum("bhlt,btr->blhr", p_BxHxLxT, latent_BxTxR)
         out_BxLxHxK = jnp.einsum("blhr,rhk->blhk", ctx_BxLxHxR, wv_RxHxK)
-        if self.wkv_b.bias is not None:
+        if b_Hx2xK is not None:
             out_BxLxHxK = out_BxLxHxK + b_Hx2xK[:, 1]
         return self.wo(out_BxLxHxK.reshape(B, L, H * K)), new_cache

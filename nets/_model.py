@@ -69,13 +69,14 @@ def layer_segments(cfg: ModelConfig) -> tuple[Segment, ...]:
 class Block(nnx.Module):
     """One pre-norm transformer layer; `kind` 'dense' (MLP of width d_ff) or 'moe' (`nets.MoE`)."""
 
-    def __init__(self, cfg: ModelConfig, kind: str, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+    def __init__(self, cfg: ModelConfig, kind: str, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
+                 kernels: dict | None = None):
         if kind not in ("dense", "moe"):
             raise ValueError(f"layer kind={kind!r}: must be dense or moe")
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.kind = kind
         self.attn_norm = make_norm(cfg, cfg.d_model, **kw)
-        self.attn = Attention(cfg, **kw)
+        self.attn = Attention(cfg, **kw, **(kernels or {}))
         self.ffn_norm = make_norm(cfg, cfg.d_model, **kw)
         if kind == "moe":
             from nets.moe import MoE  # written alongside; imported here so dense models never need it
@@ -105,8 +106,9 @@ class Block(nnx.Module):
 class _Unit(nnx.Module):
     """The layers of one repeat of a segment (e.g. GLaM's (dense, moe) pair)."""
 
-    def __init__(self, cfg: ModelConfig, kinds: tuple[str, ...], *, rngs: nnx.Rngs, dtype, param_dtype):
-        self.blocks = nnx.List([Block(cfg, k, rngs=rngs, dtype=dtype, param_dtype=param_dtype) for k in kinds])
+    def __init__(self, cfg: ModelConfig, kinds: tuple[str, ...], *, rngs: nnx.Rngs, dtype, param_dtype, kernels=None):
+        self.blocks = nnx.List([Block(cfg, k, rngs=rngs, dtype=dtype, param_dtype=param_dtype, kernels=kernels)
+                                for k in kinds])
 
     def __call__(self, x_BxLxD, *, positions_BxL, cache, cache_index, quant=None):
         new_caches, balance = [], jnp.zeros((), jnp.float32)
@@ -121,41 +123,74 @@ class _Unit(nnx.Module):
         return x_BxLxD, new_cache, balance
 
 
-def _stacked_unit(cfg: ModelConfig, kinds: tuple[str, ...], repeats: int, *, rngs: nnx.Rngs, dtype, param_dtype):
+def _stacked_unit(cfg: ModelConfig, kinds: tuple[str, ...], repeats: int, *, rngs: nnx.Rngs, dtype, param_dtype,
+                  kernels=None):
     """`repeats` independently initialised units, parameters stacked on a leading axis."""
 
     @nnx.split_rngs(splits=repeats)
     @nnx.vmap(in_axes=(0,), out_axes=0)
     def create(unit_rngs: nnx.Rngs) -> _Unit:
-        return _Unit(cfg, kinds, rngs=unit_rngs, dtype=dtype, param_dtype=param_dtype)
+        return _Unit(cfg, kinds, rngs=unit_rngs, dtype=dtype, param_dtype=param_dtype, kernels=kernels)
 
     return create(rngs)
 
 
-@nnx.scan(in_axes=(nnx.Carry, 0, 0, None, None, 0), out_axes=(nnx.Carry, 0, 0))
-def _run_segment(x_BxLxD, unit: _Unit, cache, positions_BxL, cache_index, quant):
+# What the backward pass keeps of a layer's forward (jax.checkpoint_policies); the rest is recomputed.
+REMAT_POLICIES = {
+    "none": None,  # keep everything the backward pass needs (fastest, most memory)
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep the weight matmuls' outputs
+    "full": jax.checkpoint_policies.nothing_saveable,  # keep only each layer's input; recompute the layer
+}
+
+
+def _unit_call(x_BxLxD, unit: _Unit, cache, positions_BxL, cache_index, quant):
     return unit(x_BxLxD, positions_BxL=positions_BxL, cache=cache, cache_index=cache_index, quant=quant)
+
+
+@functools.cache
+def _segment_runner(remat: str):
+    """The scan over a segment's stacked units, each unit under the rematerialisation policy `remat`."""
+    body = _unit_call
+    if remat != "none":
+        body = nnx.remat(_unit_call, policy=REMAT_POLICIES[remat], prevent_cse=False)  # inside scan: no CSE risk
+    return nnx.scan(body, in_axes=(nnx.Carry, 0, 0, None, None, 0), out_axes=(nnx.Carry, 0, 0))
 
 
 class TransformerLM(nnx.Module):
     """Decoder LM (`cfg.causal`) or bidirectional encoder built from a `ModelConfig`.
 
     `dtype` is the compute dtype, `param_dtype` the storage dtype of the parameters.
+    How it is computed, never what: `remat` (a key of `REMAT_POLICIES`) is what the backward
+    pass keeps of each layer; `attention` and `decode_attention` pick the attention kernels of
+    cache-free and one-token cached calls (`nets._sdpa`, `nets._decode`; None: their
+    environment variables, else the fastest path that applies).
     """
 
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
+                 remat: str = "none", attention: str | None = None, decode_attention: str | None = None):
         if not isinstance(cfg, ModelConfig):
             raise ValueError(f"cfg={cfg!r}: must be a nets.ModelConfig")
+        if remat not in REMAT_POLICIES:
+            raise ValueError(f"remat={remat!r}: must be one of {', '.join(REMAT_POLICIES)}")
+        from nets._decode import DECODE_IMPLEMENTATIONS
+        from nets._sdpa import ATTENTION_IMPLEMENTATIONS
+
+        for name, value, allowed in (("attention", attention, ATTENTION_IMPLEMENTATIONS),
+                                     ("decode_attention", decode_attention, DECODE_IMPLEMENTATIONS)):
+            if value is not None and value not in allowed:
+                raise ValueError(f"{name}={value!r}: must be one of {', '.join(allowed)} (or None)")
         self.cfg = cfg
         self.dtype = dtype
+        self.remat = remat
+        kernels = {"implementation": attention, "decode_implementation": decode_attention}
         self.segments_plan = layer_segments(cfg)
         embed_init = nnx.initializers.normal(stddev=0.02)
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, embedding_init=embed_init, **kw)
         if cfg.positions == "learned":
             self.pos_embed = nnx.Embed(cfg.max_seq_len, cfg.d_model, embedding_init=embed_init, **kw)
-        self.segments = nnx.List([_stacked_unit(cfg, kinds, repeats, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-                                  for kinds, repeats in self.segments_plan])
+        self.segments = nnx.List([_stacked_unit(cfg, kinds, repeats, rngs=rngs, dtype=dtype, param_dtype=param_dtype,
+                                                kernels=kernels) for kinds, repeats in self.segments_plan])
         self.final_norm = make_norm(cfg, cfg.d_model, **kw)
         if not cfg.tie_embeddings:
             self.lm_head = nnx.Linear(cfg.d_model, cfg.vocab_size, use_bias=False, **kw)
@@ -194,7 +229,7 @@ class TransformerLM(nnx.Module):
             kinds, repeats = self.segments_plan[i]
             seg_quant = None if quant is None else quant.segment(first, repeats, len(kinds))
             first += repeats * len(kinds)
-            x_BxLxD, seg_cache, seg_balance = _run_segment(
+            x_BxLxD, seg_cache, seg_balance = _segment_runner(self.remat)(
                 x_BxLxD, segment, None if cache is None else cache[i], positions_BxL,
                 None if cache is None else start, seg_quant)
             new_cache.append(seg_cache)

@@ -28,6 +28,10 @@ def train(
     no_resume: bool = typer.Option(False, "--no-resume", help="Ignore checkpoints in --out."),
     on_nonfinite: str = on_nonfinite_option(),
     mesh: str = mesh_option("the training mesh; data=* (the default) takes the devices the other axes leave"),
+    remat: str = typer.Option("none", help="What the backward pass keeps of each layer: none (everything; fastest), "
+                                           "dots (the weight matmuls' outputs) or full (only the layer's input)."),
+    attention: str = typer.Option("auto", help="Attention kernel: auto (cuDNN on a GPU where it applies, else the "
+                                               "einsum reference; CODESIGN_ATTENTION overrides), einsum, xla or cudnn."),
     quiet: bool = quiet_option(),
     as_json: bool = json_option(),
 ) -> None:
@@ -38,7 +42,8 @@ def train(
     initialize_distributed()  # several processes (JAX_COORDINATOR_ADDRESS set): join them before any JAX work
     tc = TrainConfig(model=model, steps=steps, batch=batch, seq_len=seq_len, lr=lr, seed=seed, dtype=dtype,
                      warmup_steps=min(20, steps // 10),
-                     eval_every=eval_every, ckpt_every=ckpt_every, on_nonfinite=on_nonfinite, mesh=mesh)
+                     eval_every=eval_every, ckpt_every=ckpt_every, on_nonfinite=on_nonfinite, mesh=mesh,
+                     remat=remat, attention=attention)
     _run(tc, out_dir(out, "train"), resume=not no_resume, quiet=quiet, as_json=as_json)
 
 

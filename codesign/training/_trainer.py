@@ -108,6 +108,8 @@ class TrainConfig:
     dtype: str = "auto"
     on_nonfinite: str = "stop"   # a NaN/inf loss or gradient: "stop" the run or "skip" that update
     mesh: str = ""               # device mesh, e.g. "data=2,fsdp=4" (codesign.parallel; "": data over all devices)
+    remat: str = "none"          # what the backward pass keeps of each layer: none (all), dots, full (nets.REMAT_POLICIES)
+    attention: str = "auto"      # attention kernel (nets.ATTENTION_IMPLEMENTATIONS); auto: CODESIGN_ATTENTION or fastest
 
     def __post_init__(self) -> None:
         cfg = resolve_model(self.model)  # an unknown model is the first error a user should see
@@ -123,6 +125,10 @@ class TrainConfig:
             value = getattr(self, name)
             _check(isinstance(value, (int, float)) and 0 <= value < float("inf"), name, value, "must be >= 0")
         _check(self.dtype in DTYPES, "dtype", self.dtype, f"must be one of {', '.join(DTYPES)}")
+        _check(self.remat in nets.REMAT_POLICIES, "remat", self.remat,
+               f"must be one of {', '.join(nets.REMAT_POLICIES)}")
+        _check(self.attention in nets.ATTENTION_IMPLEMENTATIONS, "attention", self.attention,
+               f"must be one of {', '.join(nets.ATTENTION_IMPLEMENTATIONS)}")
         _check(self.on_nonfinite in ON_NONFINITE, "on_nonfinite", self.on_nonfinite,
                f"must be one of {', '.join(ON_NONFINITE)}")
         from codesign._limits import check_train_limits  # sizes bounded before anything is allocated
@@ -222,7 +228,12 @@ class Trainer:
     # ---- hooks a subclass (the joint co-design trainer, ATTS's models, ...) overrides ----
     def build_model(self, key: jax.Array) -> nnx.Module:
         """The network, freshly initialised from `key` (its parameters are what `nnx.Param` selects)."""
-        return nets.TransformerLM(self.cfg, rngs=nnx.Rngs(params=key), dtype=compute_dtype(self.tc.dtype))
+        return nets.TransformerLM(self.cfg, rngs=nnx.Rngs(params=key), dtype=compute_dtype(self.tc.dtype),
+                                  **self.kernel_options())
+
+    def kernel_options(self) -> dict[str, Any]:
+        """How the network is computed (never what): remat policy and attention kernel of `self.tc`."""
+        return {"remat": self.tc.remat, "attention": None if self.tc.attention == "auto" else self.tc.attention}
 
     def load_data(self) -> tuple[Any, Any]:
         """(training data, validation batches), both on the device: the embedded byte corpus and

@@ -14,6 +14,9 @@ chosen from the device name). Paths:
   cudnn         jax.nn.dot_product_attention(implementation="cudnn") with one query token
   pallas        jax.experimental.pallas.ops.gpu.decode_attention (split-K flash decoding,
                 Triton), the cache in (batch, kv_heads, tokens, head_dim) so no transpose is timed
+  nets X        the path a `nets` decode step takes with decode implementation X
+                (`nets.grouped_decode` / `nets.latent_decode`: folded, cudnn, pallas), on the cache
+                in nets' own layout, every slot visible through the same length mask nets passes
 Errors are max |x - einsum| / max |einsum| on the same inputs; timings are medians of 5 blocks
 of 20 calls after warm-up. A path that fails records its error and the others still run.
 """
@@ -121,9 +124,21 @@ def bench_shape(shape: dict, batch: int, cache: int, bandwidth: float, quick: bo
                                                                     implementation="cudnn")[:, 0])
             return f, (q, k, v), {}
         attempt("cudnn", cudnn)
+    for implementation in (("folded",) if mla else ("folded", "cudnn", "pallas")):
+        def through_nets(implementation=implementation):
+            if mla:  # q splits into its latent (first V) and RoPE (last K - V) parts, as nets' absorbed query does
+                f = jax.jit(lambda q, k: nets.latent_decode(q[..., :V], q[..., V:], k[:, :, 0, :V], k[:, :, 0, V:], T,
+                                                            scale=scale, implementation=implementation))
+                return f, (q, k), {}
+            f = jax.jit(lambda q, k, v: nets.grouped_decode(q, k, v, T, scale=scale, kind=shape["kind"],
+                                                            implementation=implementation))
+            return f, (q, k, v), {}
+        attempt(f"nets {implementation}", through_nets)
     k_t = jnp.swapaxes(k, 1, 2)
     v_t = k_t if mla else jnp.swapaxes(v, 1, 2)  # MLA: keys and values the same latent array, read through L2
     configs = [(16, 128, 16)] if quick else [(16, 128, 16), (16, 64, 32), (16, 256, 8), (16, 128, 64)]
+    if H // N >= 64 and not quick:  # every query head of a K/V head in one block: the cache is read once
+        configs += [(64, 64, 16), (64, 32, 32), (64, 64, 8)]
     if quick:
         T_ok = [c for c in configs if T % c[2] == 0 and T // c[2] >= 16]
         configs = T_ok or [(16, 16, 1)]

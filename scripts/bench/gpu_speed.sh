@@ -1,25 +1,36 @@
 #!/usr/bin/env bash
-# One device call: probe the software, time every grouped-matmul and attention option, then the
-# training step before (reference kernels) and after (auto). Writes everything under $1 (default $OUT).
+# One device call: probe the software, our training step per remat policy and attention kernel (the
+# first case profiled op by op), the PyTorch peer on the same configs, decode attention against its
+# roofline, the QAT step overhead. Writes everything under $1 (default $OUT).
 # Usage on the GPU machine, from the repository root:  bash scripts/bench/gpu_speed.sh "$OUT" [sections]
-# Sections (comma-separated): probe options fusion train (the first calls), and
-#   moe     the MoE layer and its router+dispatch share (gpu_speed.py --only moe)
-#   step    our training step with the GEMM ceiling, then the PyTorch peer, same configs
-#   decode  decode attention against its roofline
-#   hf      logits of small HF models through our loader vs transformers (JAX on CPU, in the background)
-#   qat     the QAT step overhead per format
-# Each section runs under its own time limit so one failure cannot use up the call.
+# Sections (comma-separated; default probe,step,peer,decode,qat, about 7.5 minutes on an H100):
+#   probe   GPU, driver, jax/torch/cuDNN versions, which grouped-matmul kernel "auto" takes
+#   step    our step (train_throughput.py) on $CASES (model:batch:seq[:remat[:attention]]); the first
+#           case is traced with jax.profiler into $OUT/profile/ with its op table (table.txt)
+#   peer    the PyTorch peer (torch_peer.py, torch.compile) on $PEER_CASES, one process
+#   decode  decode attention against its roofline, nets' own paths included (decode_attention.py)
+#   qat     the QAT step overhead per format (qat_step.py)
+# and the earlier calls' sections: options fusion train (grouped matmul and attention options, the
+# step before/after), moe (the MoE layer and its router+dispatch share), hf (HF logits, JAX on CPU).
+# CPU smoke run of the same script (tiny shapes):  CASES=codesign-default:4:32:none:auto STEP_ARGS=--quick \
+#   DECODE_ARGS=--quick QAT_STEPS=3 QAT_FORMATS=fp8_e4m3 bash scripts/bench/gpu_speed.sh /tmp/out step,decode,qat
+# Each section runs under its own time limit so one failure cannot use up the call; the step and
+# QAT scripts rewrite their JSON after every case, so a limit keeps what finished.
 set -u
 out=${1:-${OUT:-runs/bench}}
-steps=${2:-probe,options,train}
+steps=${2:-probe,step,peer,decode,qat}
 mkdir -p "$out"
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 if [[ $steps == *probe* ]]; then
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/probe.txt"
   python3 - <<'PY' 2>&1 | tee -a "$out/probe.txt"
-import jax, torch
+import jax
 print("jax", jax.__version__, jax.devices())
-print("torch", torch.__version__, "cudnn(torch)", torch.backends.cudnn.version())
+try:
+    import torch
+    print("torch", torch.__version__, "cudnn(torch)", torch.backends.cudnn.version())
+except Exception as e:
+    print("torch unavailable:", e)
 try:
     from jax._src.lib import cuda_versions
     print("cudnn(jax)", cuda_versions.cudnn_get_version())
@@ -68,27 +79,40 @@ if [[ $steps == *moe* ]]; then
   timeout ${MOE_S:-110} python3 scripts/bench/gpu_speed.py --only moe --out "$out/moe.json" > "$out/moe.log" 2>&1
   echo "moe rc=$?"; grep -v '^{' "$out/moe.log" | grep -v '^  File\|^Traceback\|^    ' | tail -8
 fi
-CASES=${CASES:-codesign-100m:16:1024,codesign-dense-300m:16:2048}
+# Ours: the profiled case first, then by importance, so a time limit cuts the least needed case.
+CASES=${CASES:-codesign-100m:16:1024:none:auto,codesign-dense-300m:16:2048:dots:auto,codesign-dense-300m:8:2048:none:auto,codesign-100m:16:1024:none:einsum,codesign-dense-300m:16:2048:full:auto}
+PEER_CASES=${PEER_CASES:-codesign-100m:16:1024,codesign-dense-300m:16:2048,codesign-dense-300m:8:2048}
 if [[ $steps == *step* ]]; then
-  timeout ${OURS_S:-170} python3 scripts/bench/train_throughput.py --gemm-ceiling \
-    --cases "$CASES" --out "$out/step_ours.json" > "$out/step_ours.log" 2>&1
-  echo "ours rc=$?"; tail -7 "$out/step_ours.log"
-  for case in ${CASES//,/ }; do  # one process per case, each under its own limit (torch.compile time varies)
-    tag=${case%%:*}
-    JAX_PLATFORMS=cpu timeout ${PEER_S:-100} python3 scripts/bench/torch_peer.py --cases "$case" \
-      --out "$out/step_torch_$tag.json" > "$out/step_torch_$tag.log" 2>&1
-    echo "peer $case rc=$?"; grep -v '^{' "$out/step_torch_$tag.log" | tail -6
-  done
+  timeout ${OURS_S:-200} python3 scripts/bench/train_throughput.py --cases "$CASES" ${STEP_ARGS:---warmup 5 --blocks 5 --block-steps 10} \
+    --profile "$out/profile" --profile-steps 3 --out "$out/step_ours.json" > "$out/step_ours.log" 2>&1
+  echo "ours rc=$?"; grep -v '^{' "$out/step_ours.log" | grep -v '^  File\|^Traceback\|^    ' | tail -40
+fi
+if [[ $steps == *peer* ]]; then
+  JAX_PLATFORMS=cpu timeout ${PEER_S:-90} python3 scripts/bench/torch_peer.py --cases "$PEER_CASES" \
+    --out "$out/step_torch.json" > "$out/step_torch.log" 2>&1
+  echo "peer rc=$?"; grep -v '^{' "$out/step_torch.log" | grep -v '^  File\|^Traceback\|^    ' | tail -8
 fi
 if [[ $steps == *decode* ]]; then
-  timeout ${DECODE_S:-100} python3 scripts/bench/decode_attention.py --out "$out/decode.json" > "$out/decode.log" 2>&1
-  echo "decode rc=$?"; grep -v '^{' "$out/decode.log" | grep -v '^  File\|^Traceback\|^    ' | tail -30
+  timeout ${DECODE_S:-80} python3 scripts/bench/decode_attention.py ${DECODE_ARGS:-} --out "$out/decode.json" > "$out/decode.log" 2>&1
+  echo "decode rc=$?"; grep -v '^{' "$out/decode.log" | grep -v '^  File\|^Traceback\|^    ' | tail -45
 fi
 if [[ $steps == *qat* ]]; then
-  timeout ${QAT_S:-150} python3 scripts/bench/qat_step.py --steps ${QAT_STEPS:-60} \
-    --formats "${QAT_FORMATS:-posit(16,1);posit(8,0);fp8_e4m3;posit(4,1);fp4_e2m1}" --out "$out/qat.json" > "$out/qat.log" 2>&1
+  timeout ${QAT_S:-90} python3 scripts/bench/qat_step.py --steps ${QAT_STEPS:-30} \
+    --formats "${QAT_FORMATS:-fp8_e4m3;posit(8,0);fp4_e2m1}" --out "$out/qat.json" > "$out/qat.log" 2>&1
   echo "qat rc=$?"; tail -9 "$out/qat.log"
 fi
 if [[ -n ${hf_pid:-} ]]; then
   wait $hf_pid; tail -12 "$out/hf_logits.log"
+fi
+if [[ -n ${PACK:-} ]]; then  # the device tool returns at most 8 files, 2 folders down: pack the rest into one
+  trace=$(ls -t "$out"/profile/plugins/profile/*/*.trace.json.gz 2>/dev/null | head -1)
+  xplane=$(ls -t "$out"/profile/plugins/profile/*/*.xplane.pb 2>/dev/null | head -1)
+  pack=$(mktemp -d)
+  tar czf "$pack/results.tar.gz" -C "$out" --exclude=plugins .
+  [[ -n $trace ]] && mv "$trace" "$pack/profile.trace.json.gz"
+  [[ -n $xplane ]] && mv "$xplane" "$pack/profile.xplane.pb"
+  for f in step_ours.json step_torch.json decode.json qat.json; do [[ -f $out/$f ]] && mv "$out/$f" "$pack/"; done
+  [[ -f $out/profile/table.txt ]] && mv "$out/profile/table.txt" "$pack/profile_table.txt"
+  rm -rf "${out:?}"/* && mv "$pack"/* "$out/" && rmdir "$pack"
+  echo "packed:"; ls -la "$out"
 fi

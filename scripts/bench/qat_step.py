@@ -20,6 +20,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+import nets
 from codesign import JointConfig, JointTrainer, DesignSpace, TrainConfig, Trainer
 
 
@@ -56,18 +57,21 @@ def main() -> None:
     tc = TrainConfig(steps=args.steps, batch=64 if on_gpu else 8, seq_len=256 if on_gpu else 64, dtype=dtype,
                      warmup_steps=min(20, args.steps // 10))
     blocks, block = (5, 10) if on_gpu else (2, 3)
+    device = jax.devices()[0]
+    report = {"device": getattr(device, "device_kind", str(device)), "jax": jax.__version__, "steps": args.steps,
+              "batch": tc.batch, "seq_len": tc.seq_len, "rows": []}
+    rows = report["rows"]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     base_s, base_val = run(Trainer(tc), args.steps, blocks, block)
-    rows = [{"format": f"plain {dtype}", "step_s": base_s, "ratio": 1.0, "val_loss": base_val}]
+    rows.append({"format": f"plain {dtype}", "step_s": base_s, "ratio": 1.0, "val_loss": base_val})
+    nets.atomic_write_json(args.out, report)  # after every format: a time limit keeps what finished
     for name in args.formats.split(";"):
         space = DesignSpace(formats=(name,), search_ffn_width=False)
         s, val = run(JointTrainer(tc, JointConfig(lam=0.0), space), args.steps, blocks, block)
         rows.append({"format": name, "step_s": s, "ratio": s / base_s, "val_loss": val,
                      "val_gap": val / base_val - 1})
-    device = jax.devices()[0]
-    report = {"device": getattr(device, "device_kind", str(device)), "jax": jax.__version__, "steps": args.steps,
-              "batch": tc.batch, "seq_len": tc.seq_len, "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+        print(json.dumps(rows[-1]), flush=True)
+        nets.atomic_write_json(args.out, report)
     print(f"{report['device']}: codesign-default, batch {tc.batch} x {tc.seq_len}, {args.steps} steps")
     print(f"{'weights':<16}{'step ms':>9}{'x plain':>9}{'val loss':>10}{'gap':>8}")
     for r in rows:

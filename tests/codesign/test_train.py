@@ -117,3 +117,30 @@ def test_bf16_compute_keeps_float32_master_weights_and_auto_is_float32_on_cpu(ti
     floats = [leaf for leaf in jax.tree.leaves((params, opt_state)) if jnp.issubdtype(leaf.dtype, jnp.floating)]
     assert floats and all(leaf.dtype == jnp.float32 for leaf in floats)
     assert np.isfinite(float(metrics["loss"]))
+
+
+@pytest.mark.slow  # three trainers compile (~170 s on the loaded 2-core machine); the model-level test is the fast one
+def test_remat_policies_give_the_same_step_compile_once_and_donate_the_state(tiny_json):
+    """Rematerialisation changes what the backward pass keeps, never the numbers: after two steps the
+    parameters of dots/full equal none's (float32, CPU), each compiles once, and the step consumes the
+    buffers of the state it was given (donated: updated in place)."""
+    results = {}
+    for remat in ("none", "dots", "full"):
+        trainer = Trainer(_tc(tiny_json, remat=remat))
+        assert trainer.model_from(trainer.params).remat == remat
+        for step in range(2):
+            old = jax.tree.leaves(trainer.params)
+            trainer.params, trainer.opt_state, metrics = trainer.step_fn(
+                trainer.params, trainer.opt_state, trainer.train_data, jnp.asarray(step, jnp.int32))
+            assert all(leaf.is_deleted() for leaf in old), "the step did not take the parameters' buffers"
+        assert trainer.trace_count == 1
+        results[remat] = (float(metrics["loss"]), float(metrics["grad_norm"]), jax.tree.leaves(trainer.params))
+    loss, grad_norm, leaves = results["none"]
+    for remat in ("dots", "full"):
+        other_loss, other_norm, other_leaves = results[remat]
+        np.testing.assert_allclose(other_loss, loss, rtol=1e-6)
+        np.testing.assert_allclose(other_norm, grad_norm, rtol=1e-5)
+        for a, b in zip(other_leaves, leaves):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    with pytest.raises(Exception, match="remat"):
+        _tc(tiny_json, remat="some")

@@ -240,3 +240,27 @@ def test_bfloat16_compute():
     assert logits.dtype == jnp.bfloat16
     assert bool(jnp.all(jnp.isfinite(logits.astype(jnp.float32))))
     assert init_cache(model, 1, 4)[0]["latent"].dtype == jnp.bfloat16
+
+
+def test_remat_policies_give_the_same_loss_and_gradients():
+    """What the backward pass keeps (nets.REMAT_POLICIES) never changes the numbers (float32)."""
+    from nets import REMAT_POLICIES
+
+    cfg = ModelConfig(d_model=32, n_layers=2, vocab_size=64, max_seq_len=8).replace(
+        attention={"kind": "gqa", "n_heads": 4, "n_kv_heads": 2, "head_dim": 8})
+    tokens = jax.random.randint(jax.random.key(0), (2, 8), 0, 64)
+
+    def loss_and_grads(remat):
+        model = TransformerLM(cfg, rngs=nnx.Rngs(0), remat=remat)
+        return nnx.jit(nnx.value_and_grad(lambda m: jnp.mean(m(tokens)[0] ** 2)))(model)
+
+    loss, grads = loss_and_grads("none")
+    for remat in set(REMAT_POLICIES) - {"none"}:
+        other_loss, other_grads = loss_and_grads(remat)
+        np.testing.assert_allclose(float(other_loss), float(loss), rtol=1e-6)
+        for a, b in zip(jax.tree.leaves(nnx.state(other_grads, nnx.Param)), jax.tree.leaves(nnx.state(grads, nnx.Param))):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="remat='some'"):
+        TransformerLM(cfg, rngs=nnx.Rngs(0), remat="some")
+    with pytest.raises(ValueError, match="decode_attention='flash'"):
+        TransformerLM(cfg, rngs=nnx.Rngs(0), decode_attention="flash")
