@@ -219,7 +219,9 @@ def test_draft_and_target_on_two_devices_write_what_one_device_writes(models):
     import sys
     import textwrap
 
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    # the session's XLA flags (tests/conftest.py: the cheap compile) plus two host devices
+    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip(),
+               JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
