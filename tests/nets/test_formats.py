@@ -13,6 +13,7 @@ import pytest
 
 from nets.formats import (
     FORMAT_NAMES, MX_BLOCK, NumberFormat, Posit, cast_quantize, get_format, max_normal_exponent, mx_quantize,
+    rne_quantize,
     pow2_scale,
 )
 
@@ -269,6 +270,10 @@ def test_float_cast_equals_ml_dtypes(dtype):
     expected = np.clip(x, -max_value, max_value).astype(np_dtype).astype(np.float32)
     assert_same_floats(cast_quantize(x, dtype), expected)
     assert_same_floats(jax.jit(cast_quantize, static_argnums=1)(x, dtype), expected)
+    # the same rounding in float32 arithmetic (no narrow dtype), bit for bit, specials included
+    assert_same_floats(jax.jit(rne_quantize, static_argnums=1)(x, dtype), expected)
+    specials = np.asarray([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, -3 * max_value], np.float32)
+    assert_same_floats(rne_quantize(specials, dtype), cast_quantize(specials, dtype))
 
 
 def test_fp4_value_set_and_saturation():
