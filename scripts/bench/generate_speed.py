@@ -52,7 +52,14 @@ def main() -> None:
     dtype = jnp.float32 if a.quick else jnp.bfloat16
     cfg = nets.zoo.get(a.model)
     model = nets.TransformerLM(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=dtype)
-    rows = []
+    rows: list[dict] = []
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+
+    def write() -> None:  # after every row: a time limit keeps what was measured
+        out = {"model": a.model, "device": jax.devices()[0].device_kind, "dtype": jnp.dtype(dtype).name,
+               "prompt": a.prompt, "new_tokens": a.new, "decode_attention": "auto", "rows": rows}
+        Path(a.out).write_text(json.dumps(out, indent=1))
+
     print(f"{a.model} on {jax.devices()[0].device_kind}: prompt {a.prompt}, {a.new} new tokens, greedy", flush=True)
     print(f"{'batch':>6} {'call ms':>10} {'tok/s (call)':>14} {'decode ms/tok':>14} {'tok/s (decode)':>15}", flush=True)
     for batch in (int(b) for b in a.batches.split(",")):
@@ -64,6 +71,7 @@ def main() -> None:
         except Exception as error:  # noqa: BLE001 - an out-of-memory batch is a row, the others still run
             rows.append({"batch": batch, "error": f"{type(error).__name__}: {error}"[:300]})
             print(f"{batch:>6} failed: {rows[-1]['error'][:120]}", flush=True)
+            write()
             continue
         # nan where noise makes the difference meaningless (the call no longer than its prefill)
         decode_s = (call_s - prefill_s) / (a.new - 1) if a.new > 1 and call_s > prefill_s else float("nan")
@@ -73,10 +81,7 @@ def main() -> None:
         rows.append(row)
         print(f"{batch:>6} {call_s * 1e3:>10.2f} {row['tokens_per_s_call']:>14.0f} {decode_s * 1e3:>14.3f} "
               f"{row['tokens_per_s_decode']:>15.0f}", flush=True)
-    out = {"model": a.model, "device": jax.devices()[0].device_kind, "dtype": jnp.dtype(dtype).name,
-           "prompt": a.prompt, "new_tokens": a.new, "decode_attention": "auto", "rows": rows}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=1))
+        write()
     print("written:", a.out)
 
 
