@@ -128,8 +128,14 @@ class DesignSpace:
                                kv_formats=tuple(self.kv_formats), act_formats=tuple(self.act_formats))
 
     # ---- what the network reads -------------------------------------------------
-    def apply(self, cfg: nets.ModelConfig, params: Any, knobs: dict, temperature: jax.Array | float) -> Any:
-        """Network parameters as the knobs see them (fake-quantised mixtures, gated FFN rows)."""
+    def apply(self, cfg: nets.ModelConfig, params: Any, knobs: dict, temperature: jax.Array | float,
+              widths: jax.Array | None = None) -> Any:
+        """Network parameters as the knobs see them (fake-quantised mixtures, gated FFN rows).
+
+        `widths` ([L] kept hidden units, traced) replaces the soft FFN gate by the exact 0/1 mask
+        of a hardened design; with one-hot knobs (`hard_knobs`) the result equals `apply_hard`'s
+        while the design stays an argument of the compiled function, not a constant of it.
+        """
         probs_LxF = self.format_probs(knobs)
         keep_L = self.ffn_keep(knobs)
         formats = [get_format(n) for n in self.formats]
@@ -146,8 +152,11 @@ class DesignSpace:
             out = jax.vmap(lambda w, p: mixture_fake_quant(w, p, formats))(value, probs_LxF[layers_R])
             if self.search_ffn_width and any(n in names for n in _FFN_DOWN):
                 hidden_axis = value.ndim - 2  # (..., F, D): the rows of a down-projection
-                gates_RxF = jax.vmap(lambda k: soft_width_gate(k, value.shape[hidden_axis], temperature))(
-                    keep_L[layers_R])
+                width = value.shape[hidden_axis]
+                if widths is None:
+                    gates_RxF = jax.vmap(lambda k: soft_width_gate(k, width, temperature))(keep_L[layers_R])
+                else:
+                    gates_RxF = (jnp.arange(width)[None, :] < jnp.asarray(widths)[layers_R][:, None])
                 shape = (value.shape[0],) + (1,) * (hidden_axis - 1) + (value.shape[hidden_axis], 1)
                 out = out * gates_RxF.reshape(shape).astype(out.dtype)
             return out
