@@ -44,6 +44,7 @@ Writes --out/protocol.json, protocol.md (table) and protocol.png (loss vs energy
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import sys
@@ -57,14 +58,16 @@ import jax.numpy as jnp
 import numpy as np
 
 import nets
-from codesign import (DesignSpace, HardenedTrainer, JointConfig, PathTrainer, TrainConfig, Trainer, design_cost,
-                      full_widths, hypervolume, make_target, random_candidate)
+from codesign import (DesignSpace, DesignTrainer, JointConfig, PathTrainer, TrainConfig, Trainer, design_cost,
+                      full_widths, hv_curve, hypervolume, make_target, random_candidate, speedup)
 from nets import atomic_write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import codesign_diagnosis as diag  # noqa: E402  (the shared step loop, PTQ evaluator and tiny4 config)
 
-FORMATS = ("bf16", "posit(8,0)@channel", "mxfp4", "posit(4,1)@channel")
+FORMATS = ("bf16", "fp8_e4m3@channel", "posit(8,0)@channel", "fp4_e2m1@channel", "mxfp4", "posit(4,1)@channel")
+UNIFORM = (("BF16", "bf16"), ("FP8", "fp8_e4m3@channel"), ("Posit(8,0)", "posit(8,0)@channel"),
+           ("FP4", "fp4_e2m1@channel"), ("MXFP4", "mxfp4"), ("Posit(4,1)", "posit(4,1)@channel"))
 BUDGET_FORMATS = (("Posit(8,0)", "posit(8,0)@channel"), ("MXFP4", "mxfp4"), ("Posit(4,1)", "posit(4,1)@channel"))
 QUICK = dict(name="tiny2-mfa-moe", d_model=32, n_layers=2, max_seq_len=32,
              attention={"n_heads": 2, "head_dim": 16, "q_rank": 16},
@@ -91,7 +94,8 @@ class Bench:
         diag.train_steps(pre, a.pretrain_steps)
         self.init = jax.device_get(pre.params)
         self.pretrain_loss = pre.evaluate()
-        self.ptq_eval = diag.make_eval(pre)
+        self.pre = pre
+        self.dt = DesignTrainer(self.tc, self.space, self.init)  # ONE compilation for every retrain and PTQ eval
         log(f"pretrained {a.pretrain_steps} steps: val loss {self.pretrain_loss:.4f}")
 
     def joint_config(self, lam: float) -> JointConfig:
@@ -106,19 +110,11 @@ class Bench:
                            "energy")["energy_j"]
 
     def ptq(self, formats: list[str], params: Any = None) -> float:
-        net = self.space.apply_hard(self.cfg, self.init if params is None else params, self.design(formats))
-        return self.ptq_eval(net, None)
+        return self.dt.loss_of(self.design(formats), params)
 
     def retrain(self, formats: list[str]) -> list[float]:
         """The comparison: `--seeds` paired retrainings of the design from the pretrained weights."""
-        t = HardenedTrainer(self.tc, self.space, self.design(formats), init_params=self.init)
-        losses = []
-        for seed in range(self.a.seeds):
-            t.params = jax.device_put(self.init, t.replicated)
-            t.opt_state = jax.device_put(t.optimizer.init(self.init), t.replicated)
-            diag.run_steps(t, t, self.tc.steps, start=seed * 1_000_000)
-            losses.append(t.evaluate())
-        return losses
+        return [self.dt.train(self.design(formats), seed=seed) for seed in range(self.a.seeds)]
 
 
 # ---- the methods: each returns candidate rows {formats, cost, signal} ------------------------
@@ -126,26 +122,37 @@ def gradient_path(b: Bench) -> list[dict[str, Any]]:
     a = b.a
     tc = TrainConfig(model=b.tc.model, steps=a.path_steps, batch=a.batch, seq_len=a.seq_len, lr=a.finetune_lr,
                      warmup_steps=min(10, a.path_steps // 10), eval_batches=a.eval_batches, seed=0)
+    t0 = time.perf_counter()
     trainer = PathTrainer(tc, b.joint_config(0.0), b.space, init_net_params=b.init)
     params, opt_state, step, rows = trainer.params, trainer.opt_state, 0, []
+    compile_s = None
     for lam in sorted(a.lams):
         params = trainer.with_lam(params, lam)
-        for _ in range(a.path_steps):
+        first = compile_s is None
+        if first:  # the first step compiles: time it apart
+            tc0 = time.perf_counter()
+            params, opt_state, _ = trainer.step_fn(params, opt_state, trainer.train_data, jnp.asarray(step, jnp.int32))
+            jax.block_until_ready(params)
+            compile_s, step = time.perf_counter() - tc0, step + 1
+        for _ in range(a.path_steps - int(first)):
             params, opt_state, _ = trainer.step_fn(params, opt_state, trainer.train_data, jnp.asarray(step, jnp.int32))
             step += 1
         snap = jax.device_get(params)
         formats = b.space.harden(b.cfg, snap["knobs"])["formats"]
-        rows.append({"formats": formats, "cost": b.cost(formats), "signal": b.ptq(formats, snap["net"]), "lam": lam})
+        rows.append({"formats": formats, "cost": b.cost(formats), "signal": b.ptq(formats, snap["net"]), "lam": lam,
+                     "probs": np.asarray(b.space.format_probs(snap["knobs"])).round(4).tolist(),
+                     "t_s": time.perf_counter() - t0, "compile_s": compile_s})
         b.log(f"gradient path lam={lam:g}: {formats}, signal {rows[-1]['signal']:.4f}")
     return rows
 
 
 def random_search(b: Bench) -> list[dict[str, Any]]:
     rng = np.random.default_rng(0)
-    rows = []
+    rows, t0 = [], time.perf_counter()
     for _ in range(b.a.trials):
         formats = random_candidate(b.space, b.cfg, rng)["formats"]
-        rows.append({"formats": formats, "cost": b.cost(formats), "signal": b.ptq(formats)})
+        rows.append({"formats": formats, "cost": b.cost(formats), "signal": b.ptq(formats),
+                     "t_s": time.perf_counter() - t0})
     return rows
 
 
@@ -155,11 +162,12 @@ def tpe_search(b: Bench) -> list[dict[str, Any]]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["minimize", "minimize"],
                                 sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))
-    rows = []
+    rows, t0 = [], time.perf_counter()
     for _ in range(b.a.trials):
         trial = study.ask()
         formats = [trial.suggest_categorical(f"layer_{i}", list(FORMATS)) for i in range(b.n)]
         row = {"formats": formats, "cost": b.cost(formats), "signal": b.ptq(formats)}
+        row["t_s"] = time.perf_counter() - t0
         study.tell(trial, [row["signal"], math.log10(row["cost"])])
         rows.append(row)
     return rows
@@ -167,7 +175,7 @@ def tpe_search(b: Bench) -> list[dict[str, Any]]:
 
 def fisher_sensitivity(b: Bench) -> np.ndarray:
     """[layer, format] sum_i F_ii (w_i - Q_f(w_i))^2, F the mean squared gradient of the loss."""
-    trainer = Trainer(b.tc, init_net_params=b.init)
+    trainer = b.pre  # the plain network (no design applied): its gradients at the pretrained weights
     xs, ys = trainer.valid
 
     def loss(params, x, y):
@@ -191,14 +199,14 @@ def fisher_sensitivity(b: Bench) -> np.ndarray:
 
 
 def hawq_greedy(b: Bench, sens: np.ndarray, budget: float) -> list[str]:
-    """Start at bf16 everywhere; lower the (layer, next format) move with the least sensitivity increase
-    per energy saved until the budget holds (formats ordered by bits in FORMATS)."""
+    """Start at bf16 everywhere; take the (layer, cheaper format) move with the least sensitivity increase
+    per energy saved until the budget holds."""
     choice = [0] * b.n
     while b.cost([FORMATS[c] for c in choice]) > budget:
         best, best_score = None, math.inf
         now = b.cost([FORMATS[c] for c in choice])
         for layer in range(b.n):
-            for j in range(choice[layer] + 1, len(FORMATS)):
+            for j in range(len(FORMATS)):
                 trial = list(choice)
                 trial[layer] = j
                 saved = now - b.cost([FORMATS[c] for c in trial])
@@ -265,13 +273,31 @@ def run(a, log) -> dict[str, Any]:
     else:
         model = diag.model_spec(a.model, work)
     b = Bench(a, model, log)
+    # every retraining is saved as it finishes: a rerun with the same settings continues where it stopped
+    cache_path = Path(a.out) / ("protocol_retrain_cache" + ("_quick" if a.quick else "") + ".json")
+    key0 = repr({k: getattr(a, k) for k in ("model", "quick", "seeds", "pretrain_steps", "retrain_steps", "batch",
+                                             "seq_len", "lr", "finetune_lr", "eval_batches")})
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    if cache.get("settings") != key0:
+        cache = {"settings": key0, "losses": {}}
+    retrained: dict[str, list[float]] = cache["losses"]  # design -> losses (a design chosen twice trains once)
+
+    def retrain_once(formats):
+        key = repr(list(formats))
+        if key not in retrained:
+            retrained[key] = b.retrain(formats)
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(cache_path, cache)
+        return retrained[key]
     uniform = []
-    for label, fmt in (("BF16", "bf16"),) + BUDGET_FORMATS:
+    for label, fmt in UNIFORM:
         formats = [fmt] * b.n
-        uniform.append(summarise(label, formats, b.cost(formats), b.retrain(formats)))
+        uniform.append(summarise(label, formats, b.cost(formats), retrain_once(formats)))
         log(f"uniform {label}: {uniform[-1]['mean']:.4f} +- {uniform[-1]['std']:.4f}")
     budgets = {label: b.cost([fmt] * b.n) for label, fmt in BUDGET_FORMATS}
     reference = (max(u["mean"] for u in uniform) + 0.05, math.log10(uniform[0]["cost"]))  # before any method
+    # the search signals' own reference (post-quantisation losses of the uniform designs), also fixed in advance
+    signal_reference = (max(b.ptq(u["formats"]) for u in uniform) + 0.05, math.log10(uniform[0]["cost"]))
     timings, searched = {}, {}
     for name, method in (("gradient path", gradient_path), ("random", random_search), ("tpe", tpe_search)):
         t = time.perf_counter()
@@ -281,13 +307,6 @@ def run(a, log) -> dict[str, Any]:
     t = time.perf_counter()
     sens = fisher_sensitivity(b)
     timings["hawq"] = time.perf_counter() - t
-    retrained: dict[str, dict[str, Any]] = {}  # design key -> losses (a design chosen twice is retrained once)
-
-    def retrain_once(formats):
-        key = repr(formats)
-        if key not in retrained:
-            retrained[key] = b.retrain(formats)
-        return retrained[key]
     rows = []
     for (label, fmt), (_, budget) in zip(BUDGET_FORMATS, budgets.items()):
         designs = {name: pick(rows_, budget) for name, rows_ in searched.items()}
@@ -318,6 +337,15 @@ def run(a, log) -> dict[str, Any]:
                if r["designs"][name] is not None]
         hv[name] = hypervolume(np.asarray(pts), reference) if pts else 0.0
     hv["uniform"] = hypervolume(np.asarray([(u["mean"], math.log10(u["cost"])) for u in uniform]), reference)
+    # wall time to the same hypervolume of the SEARCH SIGNALS (one search seed; not the retrained comparison)
+    curves = {name: hv_curve([{"val_loss": r["signal"], "cost": r["cost"], "t_s": r["t_s"]} for r in rows_],
+                             signal_reference) for name, rows_ in searched.items()}
+    search_speed = {**speedup(curves, gradient="gradient path"), "curves": curves,
+                    "reference": list(signal_reference),
+                    "note": "search signals (PTQ loss for random/TPE, the path's hardened loss at its weights); "
+                            "the path's time includes compiling its joint step "
+                            f"({searched['gradient path'][0].get('compile_s', float('nan')):.1f}s), random/TPE "
+                            "reuse the already compiled evaluation"}
     wins = sum(bool(r["verdict"] and r["verdict"]["beats_all"]) for r in rows)
     return {"protocol": "see the script's docstring", "reduced": bool(a.quick or a.reduced), "config": vars(a),
             "formats": FORMATS, "pretrain_val_loss": b.pretrain_loss, "uniform": uniform, "budgets": rows,
@@ -326,7 +354,7 @@ def run(a, log) -> dict[str, Any]:
                               "hawq": f"{a.fisher_batches} Fisher batches, greedy, no tuning",
                               "rule": "none"},
             "search_seconds": timings, "fisher_sensitivity": sens.tolist(), "hv_reference": list(reference),
-            "hypervolume": hv, "goal_met": wins >= 2, "budgets_won": wins, "wall_s": time.perf_counter() - t0,
+            "hypervolume": hv, "search_speed": search_speed, "goal_met": wins >= 2, "budgets_won": wins, "wall_s": time.perf_counter() - t0,
             "where": {"backend": jax.default_backend(), "host": platform.node(), "jax": jax.__version__}}
 
 
@@ -407,9 +435,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--knob-lr", type=float, default=0.1)
     p.add_argument("--eval-batches", type=int, default=4)
     p.add_argument("--out", default="results/codesign")
+    p.add_argument("--stem", default="protocol_cpu", help="output file names: STEM.json / .md / .png")
     a = p.parse_args(argv)
     defaults = dict(seeds=(2, 5), pretrain_steps=(20, 150), retrain_steps=(8, 40), path_steps=(4, 16),
-                    lams=([0.0, 0.1, 1.0], [0.0, 0.01, 0.03, 0.1, 0.3, 1.0]), trials=(6, 40), seq_len=(32, 64))
+                    lams=([0.0, 0.1, 1.0], [0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]), trials=(6, 40), seq_len=(32, 64))
     for name, (quick, full) in defaults.items():
         if getattr(a, name) is None:
             setattr(a, name, quick if a.quick else full)
@@ -422,7 +451,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rec = run(a, log)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / ("protocol_quick" if a.quick else "protocol")
+    stem = out / ("protocol_quick" if a.quick else a.stem)
     atomic_write_json(stem.with_suffix(".json"), rec)
     stem.with_suffix(".md").write_text(table(rec) + "\n")
     plot(rec, stem.with_suffix(".png"))
