@@ -220,7 +220,7 @@ def tpe_search(evaluator, *, n_trials: int, seconds: float | None = None, seed: 
 class PathTrainer(JointTrainer):
     """A `JointTrainer` whose lambda is a leaf of the state ("lam", never updated), not a compile-time
     constant: one compiled step serves every lambda of a path. Penalty form only; the gate
-    temperature anneals over each segment of `tc.steps` steps (the step passed in counts on
+    temperature (and straight-through hardening, `JointConfig.straight_through`) anneals over each segment of `tc.steps` steps (the step passed in counts on
     across segments, so every segment samples fresh batches)."""
 
     def __init__(self, tc, jc, space=None, init_net_params=None):
@@ -235,8 +235,8 @@ class PathTrainer(JointTrainer):
     def optimizer_groups(self) -> dict[str, optax.GradientTransformation]:
         return {**super().optimizer_groups(), "lam": optax.set_to_zero()}
 
-    def temperature(self, step: jax.Array) -> jax.Array:
-        return super().temperature(jnp.asarray(step) % self.tc.steps)
+    def progress(self, step: jax.Array) -> jax.Array:
+        return super().progress(jnp.asarray(step) % self.tc.steps)
 
     def with_lam(self, params: Any, lam: float) -> Any:
         """`params` with lambda set, placed like the rest of the state (so the step is not retraced)."""

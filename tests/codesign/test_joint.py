@@ -39,7 +39,8 @@ def test_predicted_cost_falls_as_lambda_rises(tiny_json, tmp_path):
 
 
 @pytest.mark.parametrize("kw, field", [({"lam": -1.0}, "lam"), ({"metric": "speed"}, "metric"),
-                                       ({"target": "tpu-v9"}, "target")])
+                                       ({"target": "tpu-v9"}, "target"), ({"straight_through": 1.5},
+                                                                           "straight_through")])
 def test_bad_joint_config_names_the_field(kw, field):
     with pytest.raises(ValueError, match=f"^{field}="):
         JointConfig(**kw)
