@@ -1,6 +1,6 @@
 """A fair comparison of co-design methods against uniform formats and practitioners' heuristics.
 
-    PYTHONPATH=. python scripts/bench/codesign_protocol.py                # the CPU protocol (tiny4, 5 seeds)
+    PYTHONPATH=. python scripts/bench/codesign_protocol.py                # the CPU protocol (tiny4, 5 seeds, ~35 min)
     PYTHONPATH=. python scripts/bench/codesign_protocol.py --quick        # a 2-layer smoke version (minutes)
 
 THE PROTOCOL (fixed before any result was seen; the numbers below are the defaults, --quick shrinks them
@@ -8,15 +8,18 @@ and the JSON records what ran):
 - Model, data, target: the "tiny4" decoder of scripts/codesign_diagnosis.py (4 layers, d_model 64,
   MFA + MoE), the embedded byte-level corpus, XR-NPE energy of one decode step (batch 1, context 256).
 - Space (every method searches the same one): the weight format of each layer in
-  {bf16, posit(8,0)@channel, mxfp4, posit(4,1)@channel}; activations, KV cache, FFN widths, embeddings and
-  LM head are not searched (scenario defaults / float).
+  {bf16, fp8_e4m3@channel, posit(8,0)@channel, fp4_e2m1@channel, mxfp4, posit(4,1)@channel} (fp8 and fp4
+  were added before the first complete run, when no method's result had been seen); activations, KV cache,
+  FFN widths, embeddings and LM head are not searched (scenario defaults / float). Uniform arms: all six.
 - Budgets: B1, B2, B3 = the energy of uniform Posit(8,0), MXFP4 and Posit(4,1) designs. A method's design
   at budget B is its best design (by its own search signal) with cost <= B.
 - One shared pretraining (seed 0, `--pretrain-steps`, float32). Every design that is compared — uniform
   arms, every method's chosen designs — is retrained from those pretrained weights for the same
   `--retrain-steps` steps at `--finetune-lr`, with the design applied exactly (`codesign.HardenedTrainer`),
   under `--seeds` paired seeds (seed s: the same data order for every design). Search signals never enter
-  the comparison.
+  the comparison. Every retraining and every post-quantisation evaluation runs in ONE `codesign.DesignTrainer`
+  (the design is an argument of the compiled step), so the protocol compiles a handful of functions, not one
+  per design; finished retrainings are cached in --out (a rerun with the same settings continues).
 - Methods and their tuning budgets (stated in the JSON):
   gradient path: `codesign.PathTrainer` over `--lams` ascending, `--path-steps` joint steps per lambda
     (the continuation path of `codesign.gradient_path`, on this space), hardened after each segment;
@@ -38,7 +41,11 @@ and the JSON records what ran):
 - Hypervolume in (mean retrained loss, log10 energy), reference fixed in advance from the uniform arms
   only: (max uniform mean loss + 0.05 nats, log10 of the uniform bf16 energy).
 
-Writes --out/protocol.json, protocol.md (table) and protocol.png (loss vs energy, seed std bars).
+- Search speed (secondary; not the retrained comparison): wall time for the gradient path to reach the
+  best black-box method's final hypervolume of the SEARCH SIGNALS, over `--search-seeds` search seeds,
+  with and without the path's step compilation (random/TPE reuse an evaluation compiled earlier).
+
+Writes --out/STEM.json, STEM.md (table) and STEM.png (loss vs energy, seed std bars); STEM = --stem.
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import nets
-from codesign import (DesignSpace, DesignTrainer, JointConfig, PathTrainer, TrainConfig, Trainer, design_cost,
+from codesign import (SEED_STRIDE, DesignSpace, DesignTrainer, JointConfig, PathTrainer, TrainConfig, Trainer, design_cost,
                       full_widths, hv_curve, hypervolume, make_target, random_candidate, speedup)
 from nets import atomic_write_json
 
@@ -84,7 +91,8 @@ class Bench:
                               eval_batches=a.eval_batches, seed=0)
         self.cfg = self.tc.model_config()
         self.n = self.cfg.n_layers
-        self.space = DesignSpace(formats=FORMATS, kv_formats=(), act_formats=(), search_ffn_width=False)
+        self.formats = tuple(a.formats)
+        self.space = DesignSpace(formats=self.formats, kv_formats=(), act_formats=(), search_ffn_width=False)
         self.widths = [int(w) for w in full_widths(self.cfg)]
         self.target = make_target("xrnpe")
         self.scenario = self.joint_config(0.0).scenario()
@@ -118,22 +126,29 @@ class Bench:
 
 
 # ---- the methods: each returns candidate rows {formats, cost, signal} ------------------------
-def gradient_path(b: Bench) -> list[dict[str, Any]]:
+def gradient_path(b: Bench, seed: int = 0) -> list[dict[str, Any]]:
+    """The path on seed `seed`'s batches (steps from seed * SEED_STRIDE on); one PathTrainer, compiled once."""
     a = b.a
-    tc = TrainConfig(model=b.tc.model, steps=a.path_steps, batch=a.batch, seq_len=a.seq_len, lr=a.finetune_lr,
-                     warmup_steps=min(10, a.path_steps // 10), eval_batches=a.eval_batches, seed=0)
     t0 = time.perf_counter()
-    trainer = PathTrainer(tc, b.joint_config(0.0), b.space, init_net_params=b.init)
-    params, opt_state, step, rows = trainer.params, trainer.opt_state, 0, []
+    if not hasattr(b, "path"):
+        tc = TrainConfig(model=b.tc.model, steps=a.path_steps, batch=a.batch, seq_len=a.seq_len, lr=a.finetune_lr,
+                         warmup_steps=min(10, a.path_steps // 10), eval_batches=a.eval_batches, seed=0)
+        b.path = PathTrainer(tc, b.joint_config(0.0), b.space, init_net_params=b.init)
+        b.path_start = jax.device_get((b.path.params, b.path.opt_state))
+    trainer = b.path
+    params, opt_state = (jax.device_put(x, trainer.rules.tree_shardings(x)) for x in b.path_start)
+    step = seed * SEED_STRIDE // a.path_steps * a.path_steps  # a segment boundary: the schedules restart
+    rows = []
     compile_s = None
     for lam in sorted(a.lams):
         params = trainer.with_lam(params, lam)
-        first = compile_s is None
+        first = compile_s is None and not hasattr(b, "path_compiled")
         if first:  # the first step compiles: time it apart
             tc0 = time.perf_counter()
             params, opt_state, _ = trainer.step_fn(params, opt_state, trainer.train_data, jnp.asarray(step, jnp.int32))
             jax.block_until_ready(params)
             compile_s, step = time.perf_counter() - tc0, step + 1
+            b.path_compiled = True
         for _ in range(a.path_steps - int(first)):
             params, opt_state, _ = trainer.step_fn(params, opt_state, trainer.train_data, jnp.asarray(step, jnp.int32))
             step += 1
@@ -146,8 +161,8 @@ def gradient_path(b: Bench) -> list[dict[str, Any]]:
     return rows
 
 
-def random_search(b: Bench) -> list[dict[str, Any]]:
-    rng = np.random.default_rng(0)
+def random_search(b: Bench, seed: int = 0) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
     rows, t0 = [], time.perf_counter()
     for _ in range(b.a.trials):
         formats = random_candidate(b.space, b.cfg, rng)["formats"]
@@ -156,16 +171,16 @@ def random_search(b: Bench) -> list[dict[str, Any]]:
     return rows
 
 
-def tpe_search(b: Bench) -> list[dict[str, Any]]:
+def tpe_search(b: Bench, seed: int = 0) -> list[dict[str, Any]]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["minimize", "minimize"],
-                                sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))
+                                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5))
     rows, t0 = [], time.perf_counter()
     for _ in range(b.a.trials):
         trial = study.ask()
-        formats = [trial.suggest_categorical(f"layer_{i}", list(FORMATS)) for i in range(b.n)]
+        formats = [trial.suggest_categorical(f"layer_{i}", list(b.formats)) for i in range(b.n)]
         row = {"formats": formats, "cost": b.cost(formats), "signal": b.ptq(formats)}
         row["t_s"] = time.perf_counter() - t0
         study.tell(trial, [row["signal"], math.log10(row["cost"])])
@@ -187,9 +202,9 @@ def fisher_sensitivity(b: Bench) -> np.ndarray:
     for i in range(batches):
         g = grad(b.init, xs[i], ys[i])
         fisher = jax.tree.map(lambda f, gi: f + gi * gi / batches, fisher, g)
-    out = np.zeros((b.n, len(FORMATS)))
+    out = np.zeros((b.n, len(b.formats)))
     for layer in range(b.n):
-        for j, fmt in enumerate(FORMATS):
+        for j, fmt in enumerate(b.formats):
             names = ["bf16"] * b.n
             names[layer] = fmt
             q = b.space.apply_hard(b.cfg, b.init, b.design(names))
@@ -202,20 +217,21 @@ def hawq_greedy(b: Bench, sens: np.ndarray, budget: float) -> list[str]:
     """Start at bf16 everywhere; take the (layer, cheaper format) move with the least sensitivity increase
     per energy saved until the budget holds."""
     choice = [0] * b.n
-    while b.cost([FORMATS[c] for c in choice]) > budget:
+    names = b.formats
+    while b.cost([names[c] for c in choice]) > budget:
         best, best_score = None, math.inf
-        now = b.cost([FORMATS[c] for c in choice])
+        now = b.cost([names[c] for c in choice])
         for layer in range(b.n):
-            for j in range(len(FORMATS)):
+            for j in range(len(names)):
                 trial = list(choice)
                 trial[layer] = j
-                saved = now - b.cost([FORMATS[c] for c in trial])
+                saved = now - b.cost([names[c] for c in trial])
                 if saved > 0 and (score := (sens[layer, j] - sens[layer, choice[layer]]) / saved) < best_score:
                     best, best_score = trial, score
         if best is None:
             break
         choice = best
-    return [FORMATS[c] for c in choice]
+    return [names[c] for c in choice]
 
 
 def practitioner_rule(b: Bench, low: str) -> list[str]:
@@ -256,7 +272,8 @@ def paired(joint: list[float], other: list[float], other_std: float | None = Non
     s_o = float(np.std(other, ddof=1)) if other_std is None else other_std
     pooled = math.sqrt((s_j ** 2 + s_o ** 2) / 2)
     return {"mean_diff": float(d.mean()), "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
-            "pooled_seed_std": pooled, "beats": bool(d.mean() > 2 * pooled)}
+            "pooled_seed_std": pooled, "paired_diff_std": float(np.std(d, ddof=1)) if len(d) > 1 else 0.0,
+            "beats": bool(d.mean() > 2 * pooled)}
 
 
 def summarise(arm: str, formats: list[str], cost: float, losses: list[float], **extra) -> dict[str, Any]:
@@ -290,11 +307,14 @@ def run(a, log) -> dict[str, Any]:
             atomic_write_json(cache_path, cache)
         return retrained[key]
     uniform = []
-    for label, fmt in UNIFORM:
+    labels = dict((f, lab) for lab, f in UNIFORM)
+    for fmt in a.formats:
+        label = labels.get(fmt, fmt)
         formats = [fmt] * b.n
         uniform.append(summarise(label, formats, b.cost(formats), retrain_once(formats)))
         log(f"uniform {label}: {uniform[-1]['mean']:.4f} +- {uniform[-1]['std']:.4f}")
-    budgets = {label: b.cost([fmt] * b.n) for label, fmt in BUDGET_FORMATS}
+    budget_formats = tuple((labels.get(f, f), f) for f in a.budget_formats)
+    budgets = {label: b.cost([fmt] * b.n) for label, fmt in budget_formats}
     reference = (max(u["mean"] for u in uniform) + 0.05, math.log10(uniform[0]["cost"]))  # before any method
     # the search signals' own reference (post-quantisation losses of the uniform designs), also fixed in advance
     signal_reference = (max(b.ptq(u["formats"]) for u in uniform) + 0.05, math.log10(uniform[0]["cost"]))
@@ -308,7 +328,7 @@ def run(a, log) -> dict[str, Any]:
     sens = fisher_sensitivity(b)
     timings["hawq"] = time.perf_counter() - t
     rows = []
-    for (label, fmt), (_, budget) in zip(BUDGET_FORMATS, budgets.items()):
+    for (label, fmt), (_, budget) in zip(budget_formats, budgets.items()):
         designs = {name: pick(rows_, budget) for name, rows_ in searched.items()}
         designs["hawq"] = {"formats": hawq_greedy(b, sens, budget)}
         designs["rule"] = {"formats": practitioner_rule(b, fmt)}
@@ -337,18 +357,39 @@ def run(a, log) -> dict[str, Any]:
                if r["designs"][name] is not None]
         hv[name] = hypervolume(np.asarray(pts), reference) if pts else 0.0
     hv["uniform"] = hypervolume(np.asarray([(u["mean"], math.log10(u["cost"])) for u in uniform]), reference)
-    # wall time to the same hypervolume of the SEARCH SIGNALS (one search seed; not the retrained comparison)
-    curves = {name: hv_curve([{"val_loss": r["signal"], "cost": r["cost"], "t_s": r["t_s"]} for r in rows_],
-                             signal_reference) for name, rows_ in searched.items()}
-    search_speed = {**speedup(curves, gradient="gradient path"), "curves": curves,
-                    "reference": list(signal_reference),
-                    "note": "search signals (PTQ loss for random/TPE, the path's hardened loss at its weights); "
-                            "the path's time includes compiling its joint step "
-                            f"({searched['gradient path'][0].get('compile_s', float('nan')):.1f}s), random/TPE "
-                            "reuse the already compiled evaluation"}
+    # wall time to the same hypervolume of the SEARCH SIGNALS (not the retrained comparison), per search seed
+    def speed(found: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        compile_s = found["gradient path"][0].get("compile_s") or 0.0
+        out = {}
+        for label, minus in (("measured", 0.0), ("path_compile_excluded", compile_s)):
+            curves = {name: hv_curve([{"val_loss": r["signal"], "cost": r["cost"],
+                                       "t_s": r["t_s"] - (minus if name == "gradient path" else 0.0)}
+                                      for r in rows_], signal_reference) for name, rows_ in found.items()}
+            out[label] = {**speedup(curves, gradient="gradient path"), "curves": curves}
+        out["path_compile_s"] = compile_s
+        return out
+    speed_runs = [speed(searched)]
+    for seed in range(1, a.search_seeds):
+        found = {name: fn(b, seed) for name, fn in (("gradient path", gradient_path), ("random", random_search),
+                                                     ("tpe", tpe_search))}
+        speed_runs.append(speed(found))
+        log(f"search seed {seed}: speed-up {speed_runs[-1]['measured']['ratio']}")
+    ratios = {k: [r[k]["ratio"] for r in speed_runs] for k in ("measured", "path_compile_excluded")}
+    search_speed = {"per_seed": speed_runs, "reference": list(signal_reference),
+                    **{f"ratio_{k}": {"values": v, "mean": float(np.mean([x for x in v if x is not None]))
+                                      if any(x is not None for x in v) else None,
+                                      "std": float(np.std([x for x in v if x is not None], ddof=1))
+                                      if sum(x is not None for x in v) > 1 else None,
+                                      "reached": sum(x is not None for x in v)} for k, v in ratios.items()},
+                    "note": "hypervolume of each method's search signal (random/TPE: PTQ loss at the pretrained "
+                            "weights; path: the hardened design's loss at the path's weights) in (loss, log10 "
+                            "energy) against wall time, one reference fixed from the uniform designs' PTQ losses; "
+                            "seed s: random/TPE sampler seed s, path batches from step s * SEED_STRIDE; random/TPE "
+                            "reuse the evaluation compiled before the search, the path compiles its joint step "
+                            "(measured with and without that compile)"}
     wins = sum(bool(r["verdict"] and r["verdict"]["beats_all"]) for r in rows)
     return {"protocol": "see the script's docstring", "reduced": bool(a.quick or a.reduced), "config": vars(a),
-            "formats": FORMATS, "pretrain_val_loss": b.pretrain_loss, "uniform": uniform, "budgets": rows,
+            "formats": list(a.formats), "pretrain_val_loss": b.pretrain_loss, "uniform": uniform, "budgets": rows,
             "tuning_budget": {"gradient path": f"{len(a.lams)} lambdas x {a.path_steps} joint steps",
                               "random": f"{a.trials} PTQ evaluations", "tpe": f"{a.trials} PTQ evaluations",
                               "hawq": f"{a.fisher_batches} Fisher batches, greedy, no tuning",
@@ -380,8 +421,13 @@ def table(rec: dict[str, Any]) -> str:
                 + f" | beats all: {v['beats_all']} |")
     lines += ["", "hypervolume (reference " + ", ".join(f"{x:.4f}" for x in rec["hv_reference"]) + "): "
               + ", ".join(f"{k} {v:.4f}" for k, v in rec["hypervolume"].items()),
-              f"goal (beats front and both heuristics at >= 2 of 3 budgets): {rec['goal_met']} "
-              f"({rec['budgets_won']}/3); ran in {rec['wall_s']:.0f}s on {rec['where']['backend']}"]
+              "search speed (signal hypervolume, path vs best black box, per search seed): measured "
+              + ", ".join("-" if x is None else f"{x:.2f}x" for x in rec["search_speed"]["ratio_measured"]["values"])
+              + "; path compile excluded "
+              + ", ".join("-" if x is None else f"{x:.2f}x"
+                          for x in rec["search_speed"]["ratio_path_compile_excluded"]["values"]),
+              f"goal (beats front and both heuristics at >= 2 of {len(rec['budgets'])} budgets): {rec['goal_met']} "
+              f"({rec['budgets_won']}/{len(rec['budgets'])}); ran in {rec['wall_s']:.0f}s on {rec['where']['backend']}"]
     return "\n".join(lines)
 
 
@@ -419,6 +465,10 @@ def plot(rec: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny4")
+    p.add_argument("--budget-formats", nargs="+", default=[f for _, f in BUDGET_FORMATS],
+                   help="the budgets: costs of these uniform designs (the protocol's: posit(8,0), mxfp4, posit(4,1))")
+    p.add_argument("--formats", nargs="+", default=list(FORMATS),
+                   help="the space: per-layer weight formats (bf16 first; every one is also a uniform arm)")
     p.add_argument("--quick", action="store_true", help="2-layer model, tiny budgets (a smoke run, minutes)")
     p.add_argument("--reduced", action="store_true", help="mark the record as a reduced run (fewer seeds/steps)")
     p.add_argument("--seeds", type=int, default=None)
@@ -428,6 +478,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--lams", type=float, nargs="+", default=None)
     p.add_argument("--trials", type=int, default=None)
     p.add_argument("--fisher-batches", type=int, default=4)
+    p.add_argument("--search-seeds", type=int, default=3, help="search repeats for the wall-time-to-hypervolume "
+                   "speed-up (seed 0's designs are the ones retrained)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=None)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -444,6 +496,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             setattr(a, name, quick if a.quick else full)
     if a.quick:
         a.eval_batches = min(a.eval_batches, 2)
+    if a.formats[0] != "bf16":
+        nets.fail("formats", a.formats, "must start with bf16 (the greedy heuristic starts from it)")
+    for fmt in ("bf16",) + tuple(a.budget_formats):
+        if fmt not in a.formats:
+            nets.fail("formats", a.formats, f"must include {fmt} (a uniform arm or a budget)")
     if a.seeds < 2:
         nets.fail("seeds", a.seeds, "must be at least 2 (a seed spread needs two)")
     t0 = time.perf_counter()
