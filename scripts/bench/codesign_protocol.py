@@ -154,7 +154,10 @@ def gradient_path(b: Bench, seed: int = 0) -> list[dict[str, Any]]:
             step += 1
         snap = jax.device_get(params)
         formats = b.space.harden(b.cfg, snap["knobs"])["formats"]
-        rows.append({"formats": formats, "cost": b.cost(formats), "signal": b.ptq(formats, snap["net"]), "lam": lam,
+        signal = b.ptq(formats, snap["net"])
+        if a.path_signal == "damage":  # the design's quantisation damage at the path's weights, on the PTQ scale
+            signal += b.ptq(["bf16"] * b.n) - b.ptq(["bf16"] * b.n, snap["net"])
+        rows.append({"formats": formats, "cost": b.cost(formats), "signal": signal, "lam": lam,
                      "probs": np.asarray(b.space.format_probs(snap["knobs"])).round(4).tolist(),
                      "t_s": time.perf_counter() - t0, "compile_s": compile_s})
         b.log(f"gradient path lam={lam:g}: {formats}, signal {rows[-1]['signal']:.4f}")
@@ -478,6 +481,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--lams", type=float, nargs="+", default=None)
     p.add_argument("--trials", type=int, default=None)
     p.add_argument("--fisher-batches", type=int, default=4)
+    p.add_argument("--path-signal", choices=("loss", "damage"), default="loss",
+                   help="loss (the protocol's): the hardened design's loss at the path's weights; damage: that loss "
+                        "minus the bf16 loss at the same weights, plus the pretrained bf16 loss (removes the "
+                        "advantage of later path points, which have trained longer)")
     p.add_argument("--search-seeds", type=int, default=3, help="search repeats for the wall-time-to-hypervolume "
                    "speed-up (seed 0's designs are the ones retrained)")
     p.add_argument("--batch", type=int, default=8)
