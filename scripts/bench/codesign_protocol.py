@@ -15,7 +15,7 @@ and the JSON records what ran):
   at budget B is its best design (by its own search signal) with cost <= B.
 - One shared pretraining (seed 0, `--pretrain-steps`, float32). Every design that is compared — uniform
   arms, every method's chosen designs — is retrained from those pretrained weights for the same
-  `--retrain-steps` steps at `--finetune-lr`, with the design applied exactly (`codesign.HardenedTrainer`),
+  `--retrain-steps` steps at `--finetune-lr`, with the design applied exactly,
   under `--seeds` paired seeds (seed s: the same data order for every design). Search signals never enter
   the comparison. Every retraining and every post-quantisation evaluation runs in ONE `codesign.DesignTrainer`
   (the design is an argument of the compiled step), so the protocol compiles a handful of functions, not one
@@ -70,7 +70,9 @@ from codesign import (SEED_STRIDE, DesignSpace, DesignTrainer, JointConfig, Path
 from nets import atomic_write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import codesign_diagnosis as diag  # noqa: E402  (the shared step loop, PTQ evaluator and tiny4 config)
+import codesign_diagnosis as diag  # noqa: E402  (the tiny4 config and its step loop)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from codesign_protocol_report import front_at, paired, plot, summarise, table  # noqa: E402,F401
 
 FORMATS = ("bf16", "fp8_e4m3@channel", "posit(8,0)@channel", "fp4_e2m1@channel", "mxfp4", "posit(4,1)@channel")
 UNIFORM = (("BF16", "bf16"), ("FP8", "fp8_e4m3@channel"), ("Posit(8,0)", "posit(8,0)@channel"),
@@ -246,44 +248,6 @@ def pick(rows: list[dict[str, Any]], budget: float) -> dict[str, Any] | None:
     return min(ok, key=lambda r: r["signal"]) if ok else None
 
 
-# ---- statistics -------------------------------------------------------------------------
-def front_at(uniform: list[dict[str, Any]], budget: float, seed: int) -> float:
-    """Uniform front at `budget` for one seed: lower envelope over cost, linear in log10 cost."""
-    pts = sorted((math.log10(u["cost"]), u["losses"][seed]) for u in uniform)
-    env, best = [], math.inf
-    for x, y in pts:  # cheapest first; the front keeps only improvements
-        if y < best:
-            env.append((x, y))
-            best = y
-    x = math.log10(budget)
-    below = [p for p in env if p[0] <= x + 1e-12]
-    if not below:
-        return math.nan
-    left = below[-1]
-    right = next((p for p in env if p[0] > x + 1e-12), None)
-    if right is None or abs(left[0] - x) < 1e-12:
-        return left[1]
-    return left[1] + (right[1] - left[1]) * (x - left[0]) / (right[0] - left[0])
-
-
-def paired(joint: list[float], other: list[float], other_std: float | None = None) -> dict[str, Any]:
-    """Paired comparison other - joint (positive: the joint design is better), bootstrap CI, 2-std rule."""
-    d = np.asarray(other) - np.asarray(joint)
-    rng = np.random.default_rng(0)
-    boots = d[rng.integers(0, len(d), (10_000, len(d)))].mean(axis=1)
-    s_j = float(np.std(joint, ddof=1))
-    s_o = float(np.std(other, ddof=1)) if other_std is None else other_std
-    pooled = math.sqrt((s_j ** 2 + s_o ** 2) / 2)
-    return {"mean_diff": float(d.mean()), "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
-            "pooled_seed_std": pooled, "paired_diff_std": float(np.std(d, ddof=1)) if len(d) > 1 else 0.0,
-            "beats": bool(d.mean() > 2 * pooled)}
-
-
-def summarise(arm: str, formats: list[str], cost: float, losses: list[float], **extra) -> dict[str, Any]:
-    return {"arm": arm, "formats": formats, "cost": cost, "losses": losses, "mean": float(np.mean(losses)),
-            "std": float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0, **extra}
-
-
 def run(a, log) -> dict[str, Any]:
     t0 = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="codesign-protocol-"))
@@ -400,69 +364,6 @@ def run(a, log) -> dict[str, Any]:
             "search_seconds": timings, "fisher_sensitivity": sens.tolist(), "hv_reference": list(reference),
             "hypervolume": hv, "search_speed": search_speed, "goal_met": wins >= 2, "budgets_won": wins, "wall_s": time.perf_counter() - t0,
             "where": {"backend": jax.default_backend(), "host": platform.node(), "jax": jax.__version__}}
-
-
-def table(rec: dict[str, Any]) -> str:
-    lines = [f"Fair protocol ({'REDUCED / quick' if rec['reduced'] else 'full'}): {rec['config']['seeds']} paired "
-             f"seeds, {rec['config']['retrain_steps']} retrain steps; loss mean +- seed std; energy in uJ", "",
-             "| budget | arm | formats | energy | loss | within budget |", "| --- | --- | --- | --- | --- | --- |"]
-    for u in rec["uniform"]:
-        lines.append(f"| - | uniform {u['arm']} | {' '.join(u['formats'])} | {u['cost'] * 1e6:.2f} | "
-                     f"{u['mean']:.4f} +- {u['std']:.4f} | - |")
-    for r in rec["budgets"]:
-        lines.append(f"| {r['budget']} | uniform front | - | {r['budget_cost'] * 1e6:.2f} | "
-                     f"{np.mean(r['uniform_front']):.4f} | - |")
-        for name, d in r["designs"].items():
-            if d is not None:
-                lines.append(f"| {r['budget']} | {name} | {' '.join(d['formats'])} | {d['cost'] * 1e6:.2f} | "
-                             f"{d['mean']:.4f} +- {d['std']:.4f} | {d['within_budget']} |")
-        v = r["verdict"]
-        if v:
-            lines.append(f"| {r['budget']} | verdict | " + "; ".join(
-                f"{k}: diff {x['mean_diff']:+.4f} CI [{x['ci95'][0]:+.4f}, {x['ci95'][1]:+.4f}] 2sd "
-                f"{2 * x['pooled_seed_std']:.4f} beats={x['beats']}" for k, x in v.items() if k != "beats_all")
-                + f" | beats all: {v['beats_all']} |")
-    lines += ["", "hypervolume (reference " + ", ".join(f"{x:.4f}" for x in rec["hv_reference"]) + "): "
-              + ", ".join(f"{k} {v:.4f}" for k, v in rec["hypervolume"].items()),
-              "search speed (signal hypervolume, path vs best black box, per search seed): measured "
-              + ", ".join("-" if x is None else f"{x:.2f}x" for x in rec["search_speed"]["ratio_measured"]["values"])
-              + "; path compile excluded "
-              + ", ".join("-" if x is None else f"{x:.2f}x"
-                          for x in rec["search_speed"]["ratio_path_compile_excluded"]["values"]),
-              f"goal (beats front and both heuristics at >= 2 of {len(rec['budgets'])} budgets): {rec['goal_met']} "
-              f"({rec['budgets_won']}/{len(rec['budgets'])}); ran in {rec['wall_s']:.0f}s on {rec['where']['backend']}"]
-    return "\n".join(lines)
-
-
-def plot(rec: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.6, 4.4), dpi=120)
-    u = sorted(rec["uniform"], key=lambda r: r["cost"])
-    ax.errorbar([r["cost"] * 1e6 for r in u], [r["mean"] for r in u], yerr=[r["std"] for r in u], fmt="s-", c="0.4",
-                label="uniform formats", capsize=3)
-    for r in u:
-        ax.annotate(r["arm"], (r["cost"] * 1e6, r["mean"]), xytext=(5, 4), textcoords="offset points", fontsize=7)
-    styles = {"gradient path": ("o", "C3"), "random": ("x", "C0"), "tpe": ("+", "C1"), "hawq": ("^", "C2"),
-              "rule": ("v", "C4")}
-    for name, (m, c) in styles.items():
-        pts = [b["designs"][name] for b in rec["budgets"] if b["designs"][name] is not None]
-        ax.errorbar([p["cost"] * 1e6 for p in pts], [p["mean"] for p in pts], yerr=[p["std"] for p in pts], fmt=m,
-                    c=c, label=name, capsize=3, ls="none")
-    for b in rec["budgets"]:
-        ax.axvline(b["budget_cost"] * 1e6, c="0.8", lw=0.8, ls=":")
-    ax.set_xscale("log")
-    ax.set_xlabel("XR-NPE energy per decode step [uJ] (log)")
-    ax.set_ylabel("validation loss after retraining [nats/byte]")
-    ax.set_title("fair protocol" + (" (REDUCED)" if rec["reduced"] else ""), fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
