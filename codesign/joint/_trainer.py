@@ -19,8 +19,8 @@ cheaper design is worth lam/100 nats wherever the cost sits. The gate temperatur
 geometrically from `temperature_start` to `temperature_end`. Straight-through hardening
 (`straight_through` = s > 0): over the final fraction s of the steps the forward pass (network and
 cost) uses the argmax formats while gradients still reach the logits through the softmax, so the
-weights finish training under the design that `harden` will export (no mixture-to-argmax gap). Everything else (sharded step,
-checkpoints, exact resume, metrics) is `codesign.training._trainer`'s.
+weights finish training under the design that `harden` will export (no mixture-to-argmax gap).
+Everything else (sharded step, checkpoints, exact resume, metrics) is `codesign.training._trainer`'s.
 """
 
 from __future__ import annotations
