@@ -126,6 +126,7 @@ def test_straight_through_knobs_are_one_hot_forward_and_softmax_backward():
     np.testing.assert_allclose(np.asarray(soft), np.asarray(jax.nn.softmax(logits, -1)), rtol=1e-6)
 
 
+@pytest.mark.slow  # 65 s on the loaded 2-core machine (every format's eager fake-quantisation twice)
 def test_apply_with_hard_knobs_and_widths_is_apply_hard(model_parts):
     """The design as data (one-hot knobs, a width mask) builds the same network as the design as a constant."""
     _, params, _ = model_parts
