@@ -11,7 +11,8 @@ re-exported here so user code needs only `import codesign`):
   `resolve_model`, `training_flops_per_token`, `compute_dtype`, `Checkpointer`, `MetricsWriter`,
   `read_metrics`, `fresh_run_dir` (the default output folder, `runs/<kind>-<time>`)
 - `codesign.joint`: `JointConfig`, `JointTrainer`, `METRICS`, `cost_metric`, `check_budget`, `DesignSpace`,
-  `soft_width_gate`, `check_hardened`, `full_widths`, `make_target`, the pruning space
+  `soft_width_gate`, `check_hardened`, `full_widths`, `make_target`, `DesignTrainer` (a hardened design as an
+  argument of one compiled step), the pruning space
   (`PruningSpace`, `PruningJointTrainer`, `HardenedPruningTrainer`, `pruned_params`) and deployment
   (`HardenedTrainer`, `design_cost`, `harden_and_recover`, `write_deployment`, `load_deployment`,
   `verify` (= `verify_deployment`), `Check`)
@@ -27,7 +28,8 @@ re-exported here so user code needs only `import codesign`):
 from codesign import data
 from codesign._integrity import IntegrityError
 from codesign._lock import output_lock
-from codesign.joint import (METRICS, SCHEMA_VERSION, WIDTH_MULTIPLE, Check, DesignSpace, HardenedPruningTrainer,
+from codesign.joint import (METRICS, SCHEMA_VERSION, SEED_STRIDE, WIDTH_MULTIPLE, Check, DesignSpace, DesignTrainer,
+                            HardenedPruningTrainer,
                             HardenedTrainer, JointConfig, JointTrainer, PruningJointTrainer, PruningSpace, check_budget,
                             check_hardened, cost_metric, design_cost, full_widths, harden_and_recover, load_deployment,
                             make_target, pruned_params, soft_width_gate, verify_deployment, write_deployment)
@@ -49,7 +51,7 @@ __all__ = [
     # joint
     "JointConfig", "JointTrainer", "METRICS", "cost_metric", "check_budget", "DesignSpace", "WIDTH_MULTIPLE",
     "soft_width_gate", "check_hardened", "full_widths", "make_target",
-    "PruningSpace", "PruningJointTrainer", "HardenedPruningTrainer", "pruned_params",
+    "PruningSpace", "PruningJointTrainer", "HardenedPruningTrainer", "pruned_params", "DesignTrainer", "SEED_STRIDE",
     # deploy
     "SCHEMA_VERSION", "Check", "HardenedTrainer", "design_cost", "harden_and_recover", "write_deployment",
     "load_deployment", "verify_deployment", "verify",

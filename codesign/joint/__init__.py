@@ -9,6 +9,7 @@ export it and check it again.
 
 from codesign.joint._deploy import (SCHEMA_VERSION, Check, HardenedTrainer, design_cost, harden_and_recover,
                                     load_deployment, verify_deployment, write_deployment)
+from codesign.joint._retrain import SEED_STRIDE, DesignTrainer
 from codesign.joint._prune_space import HardenedPruningTrainer, PruningJointTrainer, PruningSpace, pruned_params
 from codesign.joint._space import WIDTH_MULTIPLE, DesignSpace, check_hardened, full_widths, soft_width_gate
 from codesign.joint._targets import make_target
@@ -18,6 +19,7 @@ __all__ = [
     "JointConfig", "JointTrainer", "METRICS", "cost_metric", "check_budget",
     "DesignSpace", "WIDTH_MULTIPLE", "soft_width_gate", "check_hardened", "full_widths", "make_target",
     "PruningSpace", "PruningJointTrainer", "HardenedPruningTrainer", "pruned_params",
+    "DesignTrainer", "SEED_STRIDE",
     "SCHEMA_VERSION", "Check", "HardenedTrainer", "design_cost", "harden_and_recover", "write_deployment",
     "load_deployment", "verify_deployment",
 ]

@@ -19,6 +19,10 @@ The workload reads the same knobs as expected bits (softmax @ bits) and expected
 fraction. Every knob the cost sees is also seen by the network, so no knob can be driven
 to its cheapest value for free.
 
+A knob dict may carry a scalar "hard" (added by the trainer, never trained): at 1 the format
+probabilities are the argmax one-hot in the forward pass with the softmax's gradient behind
+them (straight-through hardening; see `JointConfig.straight_through`).
+
 Hardening (`harden`) takes the argmax formats and rounds kept widths to multiples of 8
 (tensor-core and SIMD friendly); `apply_hard` / `hard_quant` / `hard_workload_knobs` are
 the exact (0/1 mask, one format) counterparts used by recovery fine-tuning, export and
@@ -97,13 +101,13 @@ class DesignSpace:
 
     # ---- what the workload reads ------------------------------------------------
     def format_probs(self, knobs: dict) -> jax.Array:
-        return jax.nn.softmax(knobs["w_logits"], axis=-1)
+        return _probs(knobs["w_logits"], knobs.get("hard"))
 
     def kv_probs(self, knobs: dict) -> jax.Array | None:
-        return jax.nn.softmax(knobs["kv_logits"], axis=-1) if self.kv_formats else None
+        return _probs(knobs["kv_logits"], knobs.get("hard")) if self.kv_formats else None
 
     def act_probs(self, knobs: dict) -> jax.Array | None:
-        return jax.nn.softmax(knobs["act_logits"], axis=-1) if self.act_formats else None
+        return _probs(knobs["act_logits"], knobs.get("hard")) if self.act_formats else None
 
     def ffn_keep(self, knobs: dict) -> jax.Array:
         if not self.search_ffn_width:
@@ -128,8 +132,14 @@ class DesignSpace:
                                kv_formats=tuple(self.kv_formats), act_formats=tuple(self.act_formats))
 
     # ---- what the network reads -------------------------------------------------
-    def apply(self, cfg: nets.ModelConfig, params: Any, knobs: dict, temperature: jax.Array | float) -> Any:
-        """Network parameters as the knobs see them (fake-quantised mixtures, gated FFN rows)."""
+    def apply(self, cfg: nets.ModelConfig, params: Any, knobs: dict, temperature: jax.Array | float,
+              widths: jax.Array | None = None) -> Any:
+        """Network parameters as the knobs see them (fake-quantised mixtures, gated FFN rows).
+
+        `widths` ([L] kept hidden units, traced) replaces the soft FFN gate by the exact 0/1 mask
+        of a hardened design; with one-hot knobs (`hard_knobs`) the result equals `apply_hard`'s
+        while the design stays an argument of the compiled function, not a constant of it.
+        """
         probs_LxF = self.format_probs(knobs)
         keep_L = self.ffn_keep(knobs)
         formats = [get_format(n) for n in self.formats]
@@ -146,8 +156,11 @@ class DesignSpace:
             out = jax.vmap(lambda w, p: mixture_fake_quant(w, p, formats))(value, probs_LxF[layers_R])
             if self.search_ffn_width and any(n in names for n in _FFN_DOWN):
                 hidden_axis = value.ndim - 2  # (..., F, D): the rows of a down-projection
-                gates_RxF = jax.vmap(lambda k: soft_width_gate(k, value.shape[hidden_axis], temperature))(
-                    keep_L[layers_R])
+                width = value.shape[hidden_axis]
+                if widths is None:
+                    gates_RxF = jax.vmap(lambda k: soft_width_gate(k, width, temperature))(keep_L[layers_R])
+                else:
+                    gates_RxF = (jnp.arange(width)[None, :] < jnp.asarray(widths)[layers_R][:, None])
                 shape = (value.shape[0],) + (1,) * (hidden_axis - 1) + (value.shape[hidden_axis], 1)
                 out = out * gates_RxF.reshape(shape).astype(out.dtype)
             return out
@@ -243,6 +256,16 @@ class DesignSpace:
         return cls(formats=tuple(d["formats"]), kv_formats=tuple(d["kv_formats"]),
                    act_formats=tuple(d["act_formats"]), search_ffn_width=bool(d["search_ffn_width"]),
                    init_keep=float(d["init_keep"]))
+
+
+def _probs(logits: jax.Array, hard: jax.Array | None) -> jax.Array:
+    """softmax(logits); with a scalar `hard` of 1, the argmax one-hot in the forward pass and the softmax's
+    gradient in the backward pass (straight-through), so training sees the design it will deploy."""
+    probs = jax.nn.softmax(logits, axis=-1)
+    if hard is None:
+        return probs
+    one_hot = jax.nn.one_hot(jnp.argmax(probs, axis=-1), probs.shape[-1], dtype=probs.dtype)
+    return probs + jnp.asarray(hard, probs.dtype) * jax.lax.stop_gradient(one_hot - probs)
 
 
 def _bits(names) -> jax.Array:

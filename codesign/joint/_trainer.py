@@ -16,8 +16,11 @@ gives each group its own optimiser: AdamW with the training schedule for the net
 at `knob_lr` for the knobs, Adam at `hw_lr` for log hardware parameters, projected gradient
 ascent for the multiplier. The log makes lambda a trade-off between relative changes: a 1%
 cheaper design is worth lam/100 nats wherever the cost sits. The gate temperature anneals
-geometrically from `temperature_start` to `temperature_end`. Everything else (sharded step,
-checkpoints, exact resume, metrics) is `codesign.training._trainer`'s.
+geometrically from `temperature_start` to `temperature_end`. Straight-through hardening
+(`straight_through` = s > 0): over the final fraction s of the steps the forward pass (network and
+cost) uses the argmax formats while gradients still reach the logits through the softmax, so the
+weights finish training under the design that `harden` will export (no mixture-to-argmax gap).
+Everything else (sharded step, checkpoints, exact resume, metrics) is `codesign.training._trainer`'s.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class JointConfig:
     hw_range: float = 8.0
     budget: float | None = None      # constrained form: metric <= budget (metric's unit)
     dual_lr: float = 0.5
+    straight_through: float = 0.0   # final fraction of the steps trained on the argmax design (straight-through)
 
     def __post_init__(self) -> None:
         if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) or not 0 <= self.lam < float("inf"):
@@ -97,6 +101,8 @@ class JointConfig:
             raise ValueError(f"hw_range={self.hw_range!r}: must be > 1 (a factor around the preset)")
         if not 0 < self.temperature_end <= self.temperature_start:
             raise ValueError(f"temperature_end={self.temperature_end!r}: must be in (0, temperature_start]")
+        if not 0.0 <= self.straight_through <= 1.0:
+            raise ValueError(f"straight_through={self.straight_through!r}: must be a fraction in [0, 1]")
         if not self.knob_lr > 0:
             raise ValueError(f"knob_lr={self.knob_lr!r}: must be positive")
 
@@ -163,9 +169,21 @@ class JointTrainer(Trainer):
         return optax.partition(self.optimizer_groups(),
                                lambda tree: {k: jax.tree.map(lambda _: k, v) for k, v in tree.items()})
 
+    def progress(self, step: jax.Array) -> jax.Array:
+        """Fraction of the schedule done at `step` (0 at the first step, 1 at the last)."""
+        return jnp.clip(jnp.asarray(step, jnp.float32) / max(self.tc.steps - 1, 1), 0.0, 1.0)
+
     def temperature(self, step: jax.Array) -> jax.Array:
-        frac = jnp.clip(jnp.asarray(step, jnp.float32) / max(self.tc.steps - 1, 1), 0.0, 1.0)
-        return self.jc.temperature_start * (self.jc.temperature_end / self.jc.temperature_start) ** frac
+        return self.jc.temperature_start * (self.jc.temperature_end / self.jc.temperature_start) ** self.progress(step)
+
+    def knobs_at(self, params: Any, step: jax.Array | None) -> dict:
+        """The knobs the step sees: in the final `straight_through` fraction of the schedule, marked "hard"
+        (argmax formats forward, softmax gradient backward); evaluation (step None) sees the soft mixture."""
+        knobs = params["knobs"]
+        if step is None or not self.jc.straight_through:
+            return knobs
+        hard = (self.progress(step) >= 1.0 - self.jc.straight_through - 1e-6).astype(jnp.float32)
+        return {**knobs, "hard": hard}
 
     def model_from(self, params: Any, temperature: jax.Array | float | None = None) -> nnx.Module:
         t = self.jc.temperature_end if temperature is None else temperature
@@ -174,6 +192,7 @@ class JointTrainer(Trainer):
 
     def forward(self, params: Any, inputs: jax.Array, step: jax.Array | None):
         temperature = None if step is None else self.temperature(step)
+        params = {**params, "knobs": self.knobs_at(params, step)}
         quant = self.space.network_quant(params["knobs"])
         return self.model_from(params, temperature)(inputs, quant=quant)
 
@@ -190,7 +209,7 @@ class JointTrainer(Trainer):
         logits, aux = self.forward(params, inputs, step)
         task = lm_loss(logits, targets)
         balance = aux["load_balance_loss"]
-        knobs = params["knobs"]
+        knobs = self.knobs_at(params, step)
         value = cost_metric(self.cost(knobs, self.target(params)), self.jc.metric)
         if self.jc.budget is None:
             penalty = self.jc.lam * jnp.log(value)

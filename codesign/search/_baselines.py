@@ -10,7 +10,8 @@ discrete designs and trains each one. Both search the SAME space, the hardened c
     the multiples of 8 up to the full width (the full width itself when it is not a multiple).
 
 A candidate is a `hardened` dict, exactly what `harden` returns. `Evaluator(sc, init)(candidate)`
-trains the network with that design applied exactly (`codesign.joint._deploy.HardenedTrainer`) from
+trains the network with that design applied exactly (`codesign.joint._retrain.DesignTrainer`, one
+compilation for every candidate) from
 the shared pretrained weights for `sc.steps + sc.recovery_steps` steps, the step budget of
 one gradient point (joint steps + recovery steps), then measures the validation loss
 [nats/byte] and the predicted cost (`codesign.joint._deploy.design_cost`, the same call the sweep
@@ -48,7 +49,8 @@ import optax
 
 import nets
 from codesign.joint import _targets
-from codesign.joint._deploy import HardenedTrainer, design_cost, recovery_config
+from codesign.joint._deploy import design_cost, recovery_config
+from codesign.joint._retrain import DesignTrainer
 from codesign.joint._trainer import JointTrainer
 from codesign.joint._space import WIDTH_MULTIPLE, DesignSpace, check_hardened, full_widths
 from codesign.search._sweep import SweepConfig, front_and_volume
@@ -86,24 +88,31 @@ class Evaluator:
     target, metric and scenario; `init_net_params` are the shared pretrained network weights.
     The row has the sweep's row fields (val_loss, cost = metric value, latency_s, energy_j,
     formats, kv_formats, act_formats, ffn_widths) plus `seconds` [s] spent evaluating.
-    `trainer_class` trains a candidate: called as `trainer_class(tc, space, hardened, init_params=...)`,
-    then `advance(step)` for every step and `evaluate()` (default `HardenedTrainer`; a test passes a
-    recorder to check what it is given without compiling).
+    `space` replaces the sweep's default space (`sc.space()`): every method of a comparison searches
+    the one given. By default every candidate trains in ONE `DesignTrainer` per step budget (the design
+    is an argument of the compiled step: one compilation for the whole search). `trainer_class`
+    instead builds a trainer per candidate: called as `trainer_class(tc, space, hardened,
+    init_params=...)`, then `advance(step)` for every step and `evaluate()` (e.g. `HardenedTrainer`,
+    one compilation per design; a test passes a recorder to check what it is given without compiling).
     """
 
-    def __init__(self, sc: SweepConfig, init_net_params: Any = None, *, trainer_class: type = HardenedTrainer):
+    def __init__(self, sc: SweepConfig, init_net_params: Any = None, *, trainer_class: type | None = None,
+                 space: DesignSpace | None = None):
         if tuple(sc.hardware):
             raise ValueError(f"hardware={tuple(sc.hardware)!r}: black-box search costs designs on the preset target; "
                              "give hardware=() so both methods search the same space")
         self.sc = sc
         self.tc = sc.train_config(sc.steps + sc.recovery_steps)
         self.cfg = self.tc.model_config()
-        self.space = sc.space()
+        self.space = sc.space() if space is None else space
+        if not isinstance(self.space, DesignSpace):
+            raise ValueError(f"space={space!r}: must be a codesign.DesignSpace")
         self.target = _targets.make_target(sc.target)
         self.scenario = sc.joint_config(sc.points()[0]).scenario()
         self.init_net_params = init_net_params
         self.trainer_class = trainer_class
         self.cache: dict[str, dict[str, Any]] = {}
+        self._shared: dict[str, DesignTrainer] = {}  # one compiled DesignTrainer per TrainConfig (its repr)
 
     def cost(self, hardened: dict[str, Any]) -> dict[str, Any]:
         return design_cost(self.cfg, self.space, hardened, self.target, self.scenario, self.sc.metric)
@@ -120,10 +129,16 @@ class Evaluator:
 
     def train_and_measure(self, hardened: dict[str, Any], init_net_params: Any, tc) -> dict[str, Any]:
         """Train `hardened` from `init_net_params` for `tc.steps` steps; the row of val loss and cost."""
-        trainer = self.trainer_class(tc, self.space, hardened, init_params=init_net_params)
-        for step in range(tc.steps):
-            trainer.advance(step)
-        val_loss = trainer.evaluate()
+        if self.trainer_class is None:
+            key = repr(tc)
+            if key not in self._shared:
+                self._shared[key] = DesignTrainer(tc, self.space, init_net_params)
+            val_loss = self._shared[key].train(hardened, init_net_params)
+        else:
+            trainer = self.trainer_class(tc, self.space, hardened, init_params=init_net_params)
+            for step in range(tc.steps):
+                trainer.advance(step)
+            val_loss = trainer.evaluate()
         cost = self.cost(hardened)
         return {"val_loss": val_loss, "cost": cost["metric_value"], "metric": cost["metric"],
                 "latency_s": cost["latency_s"], "energy_j": cost["energy_j"],
@@ -205,7 +220,7 @@ def tpe_search(evaluator, *, n_trials: int, seconds: float | None = None, seed: 
 class PathTrainer(JointTrainer):
     """A `JointTrainer` whose lambda is a leaf of the state ("lam", never updated), not a compile-time
     constant: one compiled step serves every lambda of a path. Penalty form only; the gate
-    temperature anneals over each segment of `tc.steps` steps (the step passed in counts on
+    temperature (and straight-through hardening, `JointConfig.straight_through`) anneals over each segment of `tc.steps` steps (the step passed in counts on
     across segments, so every segment samples fresh batches)."""
 
     def __init__(self, tc, jc, space=None, init_net_params=None):
@@ -220,8 +235,8 @@ class PathTrainer(JointTrainer):
     def optimizer_groups(self) -> dict[str, optax.GradientTransformation]:
         return {**super().optimizer_groups(), "lam": optax.set_to_zero()}
 
-    def temperature(self, step: jax.Array) -> jax.Array:
-        return super().temperature(jnp.asarray(step) % self.tc.steps)
+    def progress(self, step: jax.Array) -> jax.Array:
+        return super().progress(jnp.asarray(step) % self.tc.steps)
 
     def with_lam(self, params: Any, lam: float) -> Any:
         """`params` with lambda set, placed like the rest of the state (so the step is not retraced)."""
@@ -232,7 +247,8 @@ class PathTrainer(JointTrainer):
         return total + params["lam"] * jnp.log(metrics["cost"]), metrics
 
 
-def gradient_path(sc: SweepConfig, init_net_params: Any, *, log=print) -> list[dict[str, Any]]:
+def gradient_path(sc: SweepConfig, init_net_params: Any, *, log=print,
+                  space: DesignSpace | None = None) -> list[dict[str, Any]]:
     """The gradient method run as ONE continuation path over `sc.lams` (ascending), a regularisation path
     with warm starts: `sc.steps` joint steps at each lambda, continuing from the previous lambda's network,
     knobs and optimiser state; after each segment the knobs are hardened (`DesignSpace.harden`) and the
@@ -242,10 +258,10 @@ def gradient_path(sc: SweepConfig, init_net_params: Any, *, log=print) -> list[d
 
     Unlike `codesign.search._sweep.sweep` (independent points from the pretrained network, each with its own
     compilation, checkpoints and deployment file), the path compiles one joint step for all lambdas
-    and writes nothing: it is the search, not the export."""
+    and writes nothing: it is the search, not the export. `space` replaces `sc.space()` (as `Evaluator`'s)."""
     if sc.budgets:
         raise ValueError(f"budgets={tuple(sc.budgets)!r}: the path runs the penalty form; give lams")
-    evaluator = Evaluator(sc, init_net_params)
+    evaluator = Evaluator(sc, init_net_params, space=space)
     space, cfg = evaluator.space, evaluator.cfg
     tc = sc.train_config(sc.steps)
     jc = sc.joint_config({"lam": 0.0})

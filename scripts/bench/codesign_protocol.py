@@ -1,6 +1,6 @@
 """A fair comparison of co-design methods against uniform formats and practitioners' heuristics.
 
-    PYTHONPATH=. python scripts/bench/codesign_protocol.py                # the CPU protocol (tiny4, 5 seeds)
+    PYTHONPATH=. python scripts/bench/codesign_protocol.py                # the CPU protocol (tiny4, 5 seeds, ~35 min)
     PYTHONPATH=. python scripts/bench/codesign_protocol.py --quick        # a 2-layer smoke version (minutes)
 
 THE PROTOCOL (fixed before any result was seen; the numbers below are the defaults, --quick shrinks them
@@ -8,15 +8,18 @@ and the JSON records what ran):
 - Model, data, target: the "tiny4" decoder of scripts/codesign_diagnosis.py (4 layers, d_model 64,
   MFA + MoE), the embedded byte-level corpus, XR-NPE energy of one decode step (batch 1, context 256).
 - Space (every method searches the same one): the weight format of each layer in
-  {bf16, posit(8,0)@channel, mxfp4, posit(4,1)@channel}; activations, KV cache, FFN widths, embeddings and
-  LM head are not searched (scenario defaults / float).
+  {bf16, fp8_e4m3@channel, posit(8,0)@channel, fp4_e2m1@channel, mxfp4, posit(4,1)@channel} (fp8 and fp4
+  were added before the first complete run, when no method's result had been seen); activations, KV cache,
+  FFN widths, embeddings and LM head are not searched (scenario defaults / float). Uniform arms: all six.
 - Budgets: B1, B2, B3 = the energy of uniform Posit(8,0), MXFP4 and Posit(4,1) designs. A method's design
   at budget B is its best design (by its own search signal) with cost <= B.
 - One shared pretraining (seed 0, `--pretrain-steps`, float32). Every design that is compared — uniform
   arms, every method's chosen designs — is retrained from those pretrained weights for the same
-  `--retrain-steps` steps at `--finetune-lr`, with the design applied exactly (`codesign.HardenedTrainer`),
+  `--retrain-steps` steps at `--finetune-lr`, with the design applied exactly,
   under `--seeds` paired seeds (seed s: the same data order for every design). Search signals never enter
-  the comparison.
+  the comparison. Every retraining and every post-quantisation evaluation runs in ONE `codesign.DesignTrainer`
+  (the design is an argument of the compiled step), so the protocol compiles a handful of functions, not one
+  per design; finished retrainings are cached in --out (a rerun with the same settings continues).
 - Methods and their tuning budgets (stated in the JSON):
   gradient path: `codesign.PathTrainer` over `--lams` ascending, `--path-steps` joint steps per lambda
     (the continuation path of `codesign.gradient_path`, on this space), hardened after each segment;
@@ -38,12 +41,17 @@ and the JSON records what ran):
 - Hypervolume in (mean retrained loss, log10 energy), reference fixed in advance from the uniform arms
   only: (max uniform mean loss + 0.05 nats, log10 of the uniform bf16 energy).
 
-Writes --out/protocol.json, protocol.md (table) and protocol.png (loss vs energy, seed std bars).
+- Search speed (secondary; not the retrained comparison): wall time for the gradient path to reach the
+  best black-box method's final hypervolume of the SEARCH SIGNALS, over `--search-seeds` search seeds,
+  with and without the path's step compilation (random/TPE reuse an evaluation compiled earlier).
+
+Writes --out/STEM.json, STEM.md (table) and STEM.png (loss vs energy, seed std bars); STEM = --stem.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import sys
@@ -57,14 +65,18 @@ import jax.numpy as jnp
 import numpy as np
 
 import nets
-from codesign import (DesignSpace, HardenedTrainer, JointConfig, PathTrainer, TrainConfig, Trainer, design_cost,
-                      full_widths, hypervolume, make_target, random_candidate)
+from codesign import (SEED_STRIDE, DesignSpace, DesignTrainer, JointConfig, PathTrainer, TrainConfig, Trainer, design_cost,
+                      full_widths, hv_curve, hypervolume, make_target, random_candidate, speedup)
 from nets import atomic_write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import codesign_diagnosis as diag  # noqa: E402  (the shared step loop, PTQ evaluator and tiny4 config)
+import codesign_diagnosis as diag  # noqa: E402  (the tiny4 config and its step loop)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from codesign_protocol_report import front_at, paired, plot, summarise, table  # noqa: E402,F401
 
-FORMATS = ("bf16", "posit(8,0)@channel", "mxfp4", "posit(4,1)@channel")
+FORMATS = ("bf16", "fp8_e4m3@channel", "posit(8,0)@channel", "fp4_e2m1@channel", "mxfp4", "posit(4,1)@channel")
+UNIFORM = (("BF16", "bf16"), ("FP8", "fp8_e4m3@channel"), ("Posit(8,0)", "posit(8,0)@channel"),
+           ("FP4", "fp4_e2m1@channel"), ("MXFP4", "mxfp4"), ("Posit(4,1)", "posit(4,1)@channel"))
 BUDGET_FORMATS = (("Posit(8,0)", "posit(8,0)@channel"), ("MXFP4", "mxfp4"), ("Posit(4,1)", "posit(4,1)@channel"))
 QUICK = dict(name="tiny2-mfa-moe", d_model=32, n_layers=2, max_seq_len=32,
              attention={"n_heads": 2, "head_dim": 16, "q_rank": 16},
@@ -81,7 +93,8 @@ class Bench:
                               eval_batches=a.eval_batches, seed=0)
         self.cfg = self.tc.model_config()
         self.n = self.cfg.n_layers
-        self.space = DesignSpace(formats=FORMATS, kv_formats=(), act_formats=(), search_ffn_width=False)
+        self.formats = tuple(a.formats)
+        self.space = DesignSpace(formats=self.formats, kv_formats=(), act_formats=(), search_ffn_width=False)
         self.widths = [int(w) for w in full_widths(self.cfg)]
         self.target = make_target("xrnpe")
         self.scenario = self.joint_config(0.0).scenario()
@@ -91,7 +104,8 @@ class Bench:
         diag.train_steps(pre, a.pretrain_steps)
         self.init = jax.device_get(pre.params)
         self.pretrain_loss = pre.evaluate()
-        self.ptq_eval = diag.make_eval(pre)
+        self.pre = pre
+        self.dt = DesignTrainer(self.tc, self.space, self.init)  # ONE compilation for every retrain and PTQ eval
         log(f"pretrained {a.pretrain_steps} steps: val loss {self.pretrain_loss:.4f}")
 
     def joint_config(self, lam: float) -> JointConfig:
@@ -106,60 +120,74 @@ class Bench:
                            "energy")["energy_j"]
 
     def ptq(self, formats: list[str], params: Any = None) -> float:
-        net = self.space.apply_hard(self.cfg, self.init if params is None else params, self.design(formats))
-        return self.ptq_eval(net, None)
+        return self.dt.loss_of(self.design(formats), params)
 
     def retrain(self, formats: list[str]) -> list[float]:
         """The comparison: `--seeds` paired retrainings of the design from the pretrained weights."""
-        t = HardenedTrainer(self.tc, self.space, self.design(formats), init_params=self.init)
-        losses = []
-        for seed in range(self.a.seeds):
-            t.params = jax.device_put(self.init, t.replicated)
-            t.opt_state = jax.device_put(t.optimizer.init(self.init), t.replicated)
-            diag.run_steps(t, t, self.tc.steps, start=seed * 1_000_000)
-            losses.append(t.evaluate())
-        return losses
+        return [self.dt.train(self.design(formats), seed=seed) for seed in range(self.a.seeds)]
 
 
 # ---- the methods: each returns candidate rows {formats, cost, signal} ------------------------
-def gradient_path(b: Bench) -> list[dict[str, Any]]:
+def gradient_path(b: Bench, seed: int = 0) -> list[dict[str, Any]]:
+    """The path on seed `seed`'s batches (steps from seed * SEED_STRIDE on); one PathTrainer, compiled once."""
     a = b.a
-    tc = TrainConfig(model=b.tc.model, steps=a.path_steps, batch=a.batch, seq_len=a.seq_len, lr=a.finetune_lr,
-                     warmup_steps=min(10, a.path_steps // 10), eval_batches=a.eval_batches, seed=0)
-    trainer = PathTrainer(tc, b.joint_config(0.0), b.space, init_net_params=b.init)
-    params, opt_state, step, rows = trainer.params, trainer.opt_state, 0, []
+    t0 = time.perf_counter()
+    if not hasattr(b, "path"):
+        tc = TrainConfig(model=b.tc.model, steps=a.path_steps, batch=a.batch, seq_len=a.seq_len, lr=a.finetune_lr,
+                         warmup_steps=min(10, a.path_steps // 10), eval_batches=a.eval_batches, seed=0)
+        b.path = PathTrainer(tc, b.joint_config(0.0), b.space, init_net_params=b.init)
+        b.path_start = jax.device_get((b.path.params, b.path.opt_state))
+    trainer = b.path
+    params, opt_state = (jax.device_put(x, trainer.rules.tree_shardings(x)) for x in b.path_start)
+    step = seed * SEED_STRIDE // a.path_steps * a.path_steps  # a segment boundary: the schedules restart
+    rows = []
+    compile_s = None
     for lam in sorted(a.lams):
         params = trainer.with_lam(params, lam)
-        for _ in range(a.path_steps):
+        first = compile_s is None and not hasattr(b, "path_compiled")
+        if first:  # the first step compiles: time it apart
+            tc0 = time.perf_counter()
+            params, opt_state, _ = trainer.step_fn(params, opt_state, trainer.train_data, jnp.asarray(step, jnp.int32))
+            jax.block_until_ready(params)
+            compile_s, step = time.perf_counter() - tc0, step + 1
+            b.path_compiled = True
+        for _ in range(a.path_steps - int(first)):
             params, opt_state, _ = trainer.step_fn(params, opt_state, trainer.train_data, jnp.asarray(step, jnp.int32))
             step += 1
         snap = jax.device_get(params)
         formats = b.space.harden(b.cfg, snap["knobs"])["formats"]
-        rows.append({"formats": formats, "cost": b.cost(formats), "signal": b.ptq(formats, snap["net"]), "lam": lam})
+        signal = b.ptq(formats, snap["net"])
+        if a.path_signal == "damage":  # the design's quantisation damage at the path's weights, on the PTQ scale
+            signal += b.ptq(["bf16"] * b.n) - b.ptq(["bf16"] * b.n, snap["net"])
+        rows.append({"formats": formats, "cost": b.cost(formats), "signal": signal, "lam": lam,
+                     "probs": np.asarray(b.space.format_probs(snap["knobs"])).round(4).tolist(),
+                     "t_s": time.perf_counter() - t0, "compile_s": compile_s})
         b.log(f"gradient path lam={lam:g}: {formats}, signal {rows[-1]['signal']:.4f}")
     return rows
 
 
-def random_search(b: Bench) -> list[dict[str, Any]]:
-    rng = np.random.default_rng(0)
-    rows = []
+def random_search(b: Bench, seed: int = 0) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    rows, t0 = [], time.perf_counter()
     for _ in range(b.a.trials):
         formats = random_candidate(b.space, b.cfg, rng)["formats"]
-        rows.append({"formats": formats, "cost": b.cost(formats), "signal": b.ptq(formats)})
+        rows.append({"formats": formats, "cost": b.cost(formats), "signal": b.ptq(formats),
+                     "t_s": time.perf_counter() - t0})
     return rows
 
 
-def tpe_search(b: Bench) -> list[dict[str, Any]]:
+def tpe_search(b: Bench, seed: int = 0) -> list[dict[str, Any]]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["minimize", "minimize"],
-                                sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))
-    rows = []
+                                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5))
+    rows, t0 = [], time.perf_counter()
     for _ in range(b.a.trials):
         trial = study.ask()
-        formats = [trial.suggest_categorical(f"layer_{i}", list(FORMATS)) for i in range(b.n)]
+        formats = [trial.suggest_categorical(f"layer_{i}", list(b.formats)) for i in range(b.n)]
         row = {"formats": formats, "cost": b.cost(formats), "signal": b.ptq(formats)}
+        row["t_s"] = time.perf_counter() - t0
         study.tell(trial, [row["signal"], math.log10(row["cost"])])
         rows.append(row)
     return rows
@@ -167,7 +195,7 @@ def tpe_search(b: Bench) -> list[dict[str, Any]]:
 
 def fisher_sensitivity(b: Bench) -> np.ndarray:
     """[layer, format] sum_i F_ii (w_i - Q_f(w_i))^2, F the mean squared gradient of the loss."""
-    trainer = Trainer(b.tc, init_net_params=b.init)
+    trainer = b.pre  # the plain network (no design applied): its gradients at the pretrained weights
     xs, ys = trainer.valid
 
     def loss(params, x, y):
@@ -179,9 +207,9 @@ def fisher_sensitivity(b: Bench) -> np.ndarray:
     for i in range(batches):
         g = grad(b.init, xs[i], ys[i])
         fisher = jax.tree.map(lambda f, gi: f + gi * gi / batches, fisher, g)
-    out = np.zeros((b.n, len(FORMATS)))
+    out = np.zeros((b.n, len(b.formats)))
     for layer in range(b.n):
-        for j, fmt in enumerate(FORMATS):
+        for j, fmt in enumerate(b.formats):
             names = ["bf16"] * b.n
             names[layer] = fmt
             q = b.space.apply_hard(b.cfg, b.init, b.design(names))
@@ -191,23 +219,24 @@ def fisher_sensitivity(b: Bench) -> np.ndarray:
 
 
 def hawq_greedy(b: Bench, sens: np.ndarray, budget: float) -> list[str]:
-    """Start at bf16 everywhere; lower the (layer, next format) move with the least sensitivity increase
-    per energy saved until the budget holds (formats ordered by bits in FORMATS)."""
+    """Start at bf16 everywhere; take the (layer, cheaper format) move with the least sensitivity increase
+    per energy saved until the budget holds."""
     choice = [0] * b.n
-    while b.cost([FORMATS[c] for c in choice]) > budget:
+    names = b.formats
+    while b.cost([names[c] for c in choice]) > budget:
         best, best_score = None, math.inf
-        now = b.cost([FORMATS[c] for c in choice])
+        now = b.cost([names[c] for c in choice])
         for layer in range(b.n):
-            for j in range(choice[layer] + 1, len(FORMATS)):
+            for j in range(len(names)):
                 trial = list(choice)
                 trial[layer] = j
-                saved = now - b.cost([FORMATS[c] for c in trial])
+                saved = now - b.cost([names[c] for c in trial])
                 if saved > 0 and (score := (sens[layer, j] - sens[layer, choice[layer]]) / saved) < best_score:
                     best, best_score = trial, score
         if best is None:
             break
         choice = best
-    return [FORMATS[c] for c in choice]
+    return [names[c] for c in choice]
 
 
 def practitioner_rule(b: Bench, low: str) -> list[str]:
@@ -219,43 +248,6 @@ def pick(rows: list[dict[str, Any]], budget: float) -> dict[str, Any] | None:
     return min(ok, key=lambda r: r["signal"]) if ok else None
 
 
-# ---- statistics -------------------------------------------------------------------------
-def front_at(uniform: list[dict[str, Any]], budget: float, seed: int) -> float:
-    """Uniform front at `budget` for one seed: lower envelope over cost, linear in log10 cost."""
-    pts = sorted((math.log10(u["cost"]), u["losses"][seed]) for u in uniform)
-    env, best = [], math.inf
-    for x, y in pts:  # cheapest first; the front keeps only improvements
-        if y < best:
-            env.append((x, y))
-            best = y
-    x = math.log10(budget)
-    below = [p for p in env if p[0] <= x + 1e-12]
-    if not below:
-        return math.nan
-    left = below[-1]
-    right = next((p for p in env if p[0] > x + 1e-12), None)
-    if right is None or abs(left[0] - x) < 1e-12:
-        return left[1]
-    return left[1] + (right[1] - left[1]) * (x - left[0]) / (right[0] - left[0])
-
-
-def paired(joint: list[float], other: list[float], other_std: float | None = None) -> dict[str, Any]:
-    """Paired comparison other - joint (positive: the joint design is better), bootstrap CI, 2-std rule."""
-    d = np.asarray(other) - np.asarray(joint)
-    rng = np.random.default_rng(0)
-    boots = d[rng.integers(0, len(d), (10_000, len(d)))].mean(axis=1)
-    s_j = float(np.std(joint, ddof=1))
-    s_o = float(np.std(other, ddof=1)) if other_std is None else other_std
-    pooled = math.sqrt((s_j ** 2 + s_o ** 2) / 2)
-    return {"mean_diff": float(d.mean()), "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
-            "pooled_seed_std": pooled, "beats": bool(d.mean() > 2 * pooled)}
-
-
-def summarise(arm: str, formats: list[str], cost: float, losses: list[float], **extra) -> dict[str, Any]:
-    return {"arm": arm, "formats": formats, "cost": cost, "losses": losses, "mean": float(np.mean(losses)),
-            "std": float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0, **extra}
-
-
 def run(a, log) -> dict[str, Any]:
     t0 = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="codesign-protocol-"))
@@ -265,13 +257,34 @@ def run(a, log) -> dict[str, Any]:
     else:
         model = diag.model_spec(a.model, work)
     b = Bench(a, model, log)
+    # every retraining is saved as it finishes: a rerun with the same settings continues where it stopped
+    cache_path = Path(a.out) / ("protocol_retrain_cache" + ("_quick" if a.quick else "") + ".json")
+    key0 = repr({k: getattr(a, k) for k in ("model", "quick", "seeds", "pretrain_steps", "retrain_steps", "batch",
+                                             "seq_len", "lr", "finetune_lr", "eval_batches")})
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    if cache.get("settings") != key0:
+        cache = {"settings": key0, "losses": {}}
+    retrained: dict[str, list[float]] = cache["losses"]  # design -> losses (a design chosen twice trains once)
+
+    def retrain_once(formats):
+        key = repr(list(formats))
+        if key not in retrained:
+            retrained[key] = b.retrain(formats)
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(cache_path, cache)
+        return retrained[key]
     uniform = []
-    for label, fmt in (("BF16", "bf16"),) + BUDGET_FORMATS:
+    labels = dict((f, lab) for lab, f in UNIFORM)
+    for fmt in a.formats:
+        label = labels.get(fmt, fmt)
         formats = [fmt] * b.n
-        uniform.append(summarise(label, formats, b.cost(formats), b.retrain(formats)))
+        uniform.append(summarise(label, formats, b.cost(formats), retrain_once(formats)))
         log(f"uniform {label}: {uniform[-1]['mean']:.4f} +- {uniform[-1]['std']:.4f}")
-    budgets = {label: b.cost([fmt] * b.n) for label, fmt in BUDGET_FORMATS}
+    budget_formats = tuple((labels.get(f, f), f) for f in a.budget_formats)
+    budgets = {label: b.cost([fmt] * b.n) for label, fmt in budget_formats}
     reference = (max(u["mean"] for u in uniform) + 0.05, math.log10(uniform[0]["cost"]))  # before any method
+    # the search signals' own reference (post-quantisation losses of the uniform designs), also fixed in advance
+    signal_reference = (max(b.ptq(u["formats"]) for u in uniform) + 0.05, math.log10(uniform[0]["cost"]))
     timings, searched = {}, {}
     for name, method in (("gradient path", gradient_path), ("random", random_search), ("tpe", tpe_search)):
         t = time.perf_counter()
@@ -281,15 +294,8 @@ def run(a, log) -> dict[str, Any]:
     t = time.perf_counter()
     sens = fisher_sensitivity(b)
     timings["hawq"] = time.perf_counter() - t
-    retrained: dict[str, dict[str, Any]] = {}  # design key -> losses (a design chosen twice is retrained once)
-
-    def retrain_once(formats):
-        key = repr(formats)
-        if key not in retrained:
-            retrained[key] = b.retrain(formats)
-        return retrained[key]
     rows = []
-    for (label, fmt), (_, budget) in zip(BUDGET_FORMATS, budgets.items()):
+    for (label, fmt), (_, budget) in zip(budget_formats, budgets.items()):
         designs = {name: pick(rows_, budget) for name, rows_ in searched.items()}
         designs["hawq"] = {"formats": hawq_greedy(b, sens, budget)}
         designs["rule"] = {"formats": practitioner_rule(b, fmt)}
@@ -318,79 +324,55 @@ def run(a, log) -> dict[str, Any]:
                if r["designs"][name] is not None]
         hv[name] = hypervolume(np.asarray(pts), reference) if pts else 0.0
     hv["uniform"] = hypervolume(np.asarray([(u["mean"], math.log10(u["cost"])) for u in uniform]), reference)
+    # wall time to the same hypervolume of the SEARCH SIGNALS (not the retrained comparison), per search seed
+    def speed(found: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        compile_s = found["gradient path"][0].get("compile_s") or 0.0
+        out = {}
+        for label, minus in (("measured", 0.0), ("path_compile_excluded", compile_s)):
+            curves = {name: hv_curve([{"val_loss": r["signal"], "cost": r["cost"],
+                                       "t_s": r["t_s"] - (minus if name == "gradient path" else 0.0)}
+                                      for r in rows_], signal_reference) for name, rows_ in found.items()}
+            out[label] = {**speedup(curves, gradient="gradient path"), "curves": curves}
+        out["path_compile_s"] = compile_s
+        return out
+    speed_runs = [speed(searched)]
+    for seed in range(1, a.search_seeds):
+        found = {name: fn(b, seed) for name, fn in (("gradient path", gradient_path), ("random", random_search),
+                                                     ("tpe", tpe_search))}
+        speed_runs.append(speed(found))
+        log(f"search seed {seed}: speed-up {speed_runs[-1]['measured']['ratio']}")
+    ratios = {k: [r[k]["ratio"] for r in speed_runs] for k in ("measured", "path_compile_excluded")}
+    search_speed = {"per_seed": speed_runs, "reference": list(signal_reference),
+                    **{f"ratio_{k}": {"values": v, "mean": float(np.mean([x for x in v if x is not None]))
+                                      if any(x is not None for x in v) else None,
+                                      "std": float(np.std([x for x in v if x is not None], ddof=1))
+                                      if sum(x is not None for x in v) > 1 else None,
+                                      "reached": sum(x is not None for x in v)} for k, v in ratios.items()},
+                    "note": "hypervolume of each method's search signal (random/TPE: PTQ loss at the pretrained "
+                            "weights; path: the hardened design's loss at the path's weights) in (loss, log10 "
+                            "energy) against wall time, one reference fixed from the uniform designs' PTQ losses; "
+                            "seed s: random/TPE sampler seed s, path batches from step s * SEED_STRIDE; random/TPE "
+                            "reuse the evaluation compiled before the search, the path compiles its joint step "
+                            "(measured with and without that compile)"}
     wins = sum(bool(r["verdict"] and r["verdict"]["beats_all"]) for r in rows)
     return {"protocol": "see the script's docstring", "reduced": bool(a.quick or a.reduced), "config": vars(a),
-            "formats": FORMATS, "pretrain_val_loss": b.pretrain_loss, "uniform": uniform, "budgets": rows,
+            "formats": list(a.formats), "pretrain_val_loss": b.pretrain_loss, "uniform": uniform, "budgets": rows,
             "tuning_budget": {"gradient path": f"{len(a.lams)} lambdas x {a.path_steps} joint steps",
                               "random": f"{a.trials} PTQ evaluations", "tpe": f"{a.trials} PTQ evaluations",
                               "hawq": f"{a.fisher_batches} Fisher batches, greedy, no tuning",
                               "rule": "none"},
             "search_seconds": timings, "fisher_sensitivity": sens.tolist(), "hv_reference": list(reference),
-            "hypervolume": hv, "goal_met": wins >= 2, "budgets_won": wins, "wall_s": time.perf_counter() - t0,
+            "hypervolume": hv, "search_speed": search_speed, "goal_met": wins >= 2, "budgets_won": wins, "wall_s": time.perf_counter() - t0,
             "where": {"backend": jax.default_backend(), "host": platform.node(), "jax": jax.__version__}}
-
-
-def table(rec: dict[str, Any]) -> str:
-    lines = [f"Fair protocol ({'REDUCED / quick' if rec['reduced'] else 'full'}): {rec['config']['seeds']} paired "
-             f"seeds, {rec['config']['retrain_steps']} retrain steps; loss mean +- seed std; energy in uJ", "",
-             "| budget | arm | formats | energy | loss | within budget |", "| --- | --- | --- | --- | --- | --- |"]
-    for u in rec["uniform"]:
-        lines.append(f"| - | uniform {u['arm']} | {' '.join(u['formats'])} | {u['cost'] * 1e6:.2f} | "
-                     f"{u['mean']:.4f} +- {u['std']:.4f} | - |")
-    for r in rec["budgets"]:
-        lines.append(f"| {r['budget']} | uniform front | - | {r['budget_cost'] * 1e6:.2f} | "
-                     f"{np.mean(r['uniform_front']):.4f} | - |")
-        for name, d in r["designs"].items():
-            if d is not None:
-                lines.append(f"| {r['budget']} | {name} | {' '.join(d['formats'])} | {d['cost'] * 1e6:.2f} | "
-                             f"{d['mean']:.4f} +- {d['std']:.4f} | {d['within_budget']} |")
-        v = r["verdict"]
-        if v:
-            lines.append(f"| {r['budget']} | verdict | " + "; ".join(
-                f"{k}: diff {x['mean_diff']:+.4f} CI [{x['ci95'][0]:+.4f}, {x['ci95'][1]:+.4f}] 2sd "
-                f"{2 * x['pooled_seed_std']:.4f} beats={x['beats']}" for k, x in v.items() if k != "beats_all")
-                + f" | beats all: {v['beats_all']} |")
-    lines += ["", "hypervolume (reference " + ", ".join(f"{x:.4f}" for x in rec["hv_reference"]) + "): "
-              + ", ".join(f"{k} {v:.4f}" for k, v in rec["hypervolume"].items()),
-              f"goal (beats front and both heuristics at >= 2 of 3 budgets): {rec['goal_met']} "
-              f"({rec['budgets_won']}/3); ran in {rec['wall_s']:.0f}s on {rec['where']['backend']}"]
-    return "\n".join(lines)
-
-
-def plot(rec: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.6, 4.4), dpi=120)
-    u = sorted(rec["uniform"], key=lambda r: r["cost"])
-    ax.errorbar([r["cost"] * 1e6 for r in u], [r["mean"] for r in u], yerr=[r["std"] for r in u], fmt="s-", c="0.4",
-                label="uniform formats", capsize=3)
-    for r in u:
-        ax.annotate(r["arm"], (r["cost"] * 1e6, r["mean"]), xytext=(5, 4), textcoords="offset points", fontsize=7)
-    styles = {"gradient path": ("o", "C3"), "random": ("x", "C0"), "tpe": ("+", "C1"), "hawq": ("^", "C2"),
-              "rule": ("v", "C4")}
-    for name, (m, c) in styles.items():
-        pts = [b["designs"][name] for b in rec["budgets"] if b["designs"][name] is not None]
-        ax.errorbar([p["cost"] * 1e6 for p in pts], [p["mean"] for p in pts], yerr=[p["std"] for p in pts], fmt=m,
-                    c=c, label=name, capsize=3, ls="none")
-    for b in rec["budgets"]:
-        ax.axvline(b["budget_cost"] * 1e6, c="0.8", lw=0.8, ls=":")
-    ax.set_xscale("log")
-    ax.set_xlabel("XR-NPE energy per decode step [uJ] (log)")
-    ax.set_ylabel("validation loss after retraining [nats/byte]")
-    ax.set_title("fair protocol" + (" (REDUCED)" if rec["reduced"] else ""), fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny4")
+    p.add_argument("--budget-formats", nargs="+", default=[f for _, f in BUDGET_FORMATS],
+                   help="the budgets: costs of these uniform designs (the protocol's: posit(8,0), mxfp4, posit(4,1))")
+    p.add_argument("--formats", nargs="+", default=list(FORMATS),
+                   help="the space: per-layer weight formats (bf16 first; every one is also a uniform arm)")
     p.add_argument("--quick", action="store_true", help="2-layer model, tiny budgets (a smoke run, minutes)")
     p.add_argument("--reduced", action="store_true", help="mark the record as a reduced run (fewer seeds/steps)")
     p.add_argument("--seeds", type=int, default=None)
@@ -400,6 +382,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--lams", type=float, nargs="+", default=None)
     p.add_argument("--trials", type=int, default=None)
     p.add_argument("--fisher-batches", type=int, default=4)
+    p.add_argument("--path-signal", choices=("loss", "damage"), default="loss",
+                   help="loss (the protocol's): the hardened design's loss at the path's weights; damage: that loss "
+                        "minus the bf16 loss at the same weights, plus the pretrained bf16 loss (removes the "
+                        "advantage of later path points, which have trained longer)")
+    p.add_argument("--search-seeds", type=int, default=3, help="search repeats for the wall-time-to-hypervolume "
+                   "speed-up (seed 0's designs are the ones retrained)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=None)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -407,14 +395,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--knob-lr", type=float, default=0.1)
     p.add_argument("--eval-batches", type=int, default=4)
     p.add_argument("--out", default="results/codesign")
+    p.add_argument("--stem", default="protocol_cpu", help="output file names: STEM.json / .md / .png")
     a = p.parse_args(argv)
     defaults = dict(seeds=(2, 5), pretrain_steps=(20, 150), retrain_steps=(8, 40), path_steps=(4, 16),
-                    lams=([0.0, 0.1, 1.0], [0.0, 0.01, 0.03, 0.1, 0.3, 1.0]), trials=(6, 40), seq_len=(32, 64))
+                    lams=([0.0, 0.1, 1.0], [0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]), trials=(6, 40), seq_len=(32, 64))
     for name, (quick, full) in defaults.items():
         if getattr(a, name) is None:
             setattr(a, name, quick if a.quick else full)
     if a.quick:
         a.eval_batches = min(a.eval_batches, 2)
+    if a.formats[0] != "bf16":
+        nets.fail("formats", a.formats, "must start with bf16 (the greedy heuristic starts from it)")
+    for fmt in ("bf16",) + tuple(a.budget_formats):
+        if fmt not in a.formats:
+            nets.fail("formats", a.formats, f"must include {fmt} (a uniform arm or a budget)")
     if a.seeds < 2:
         nets.fail("seeds", a.seeds, "must be at least 2 (a seed spread needs two)")
     t0 = time.perf_counter()
@@ -422,7 +416,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rec = run(a, log)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / ("protocol_quick" if a.quick else "protocol")
+    stem = out / ("protocol_quick" if a.quick else a.stem)
     atomic_write_json(stem.with_suffix(".json"), rec)
     stem.with_suffix(".md").write_text(table(rec) + "\n")
     plot(rec, stem.with_suffix(".png"))

@@ -39,7 +39,21 @@ def test_predicted_cost_falls_as_lambda_rises(tiny_json, tmp_path):
 
 
 @pytest.mark.parametrize("kw, field", [({"lam": -1.0}, "lam"), ({"metric": "speed"}, "metric"),
-                                       ({"target": "tpu-v9"}, "target")])
+                                       ({"target": "tpu-v9"}, "target"), ({"straight_through": 1.5},
+                                                                           "straight_through")])
 def test_bad_joint_config_names_the_field(kw, field):
     with pytest.raises(ValueError, match=f"^{field}="):
         JointConfig(**kw)
+
+
+def test_straight_through_marks_the_final_fraction_of_the_schedule_hard(tiny_json):
+    """No compile: which steps see the argmax design, and that the forward pass reads the marked knobs."""
+    trainer = JointTrainer(_tc(tiny_json, steps=11), JointConfig(lam=0.1, straight_through=0.3))
+    hard = [float(trainer.knobs_at(trainer.params, jnp.asarray(s))["hard"]) for s in range(11)]
+    assert hard == [0.0] * 7 + [1.0] * 4, hard  # progress s/10 >= 0.7
+    assert "hard" not in trainer.knobs_at(trainer.params, None), "evaluation sees the soft mixture"
+    plain = JointTrainer(_tc(tiny_json, steps=11), JointConfig(lam=0.1))
+    assert "hard" not in plain.knobs_at(plain.params, jnp.asarray(10))
+    knobs = trainer.knobs_at(trainer.params, jnp.asarray(10))
+    probs = np.asarray(trainer.space.format_probs(knobs))
+    assert set(np.unique(probs)) <= {0.0, 1.0} and (probs.sum(-1) == 1).all()

@@ -105,6 +105,30 @@ def test_evaluate_builds_its_trainer_from_exactly_the_candidate(tiny_json):
     assert row["cost"] == ev.cost(hardened)["metric_value"]
 
 
+def test_evaluator_searches_the_space_it_is_given(tiny_json):
+    """space= replaces the sweep's default space for the candidates, the cost and the trainer (no compile)."""
+    built = []
+
+    class Recorder:
+        def __init__(self, tc, space, hardened, init_params=None):
+            built.append(space)
+
+        def advance(self, step):
+            return {}
+
+        def evaluate(self):
+            return 1.0
+
+    space = DesignSpace(formats=("bf16", "mxfp4", "posit(4,1)@channel"), kv_formats=(), search_ffn_width=False)
+    ev = Evaluator(_sc(tiny_json), trainer_class=Recorder, space=space)
+    hardened = random_candidate(ev.space, ev.cfg, np.random.default_rng(1))
+    assert set(hardened["formats"]) <= set(space.formats) and hardened["kv_formats"] == []
+    row = ev(hardened)
+    assert built == [space] and row["formats"] == hardened["formats"]
+    with pytest.raises(ValueError, match="^space="):
+        Evaluator(_sc(tiny_json), space="bf16")
+
+
 @pytest.mark.slow
 def test_evaluate_trains_exactly_the_hardened_design(tiny_json):
     sc = _sc(tiny_json)

@@ -111,3 +111,29 @@ def test_harden_rounds_widths_to_multiples():
 def test_unknown_format_is_a_clear_error():
     with pytest.raises(ValueError, match="posit"):
         DesignSpace(formats=("bf16", "fp3"))
+
+
+def test_straight_through_knobs_are_one_hot_forward_and_softmax_backward():
+    space = DesignSpace(kv_formats=("bf16", "mxfp4"), search_ffn_width=False)
+    logits = jnp.asarray([[0.3, 0.1, -0.2], [-1.0, 0.5, 0.4], [0.0, 0.0, 2.0]])
+    hard = space.format_probs({"w_logits": logits, "hard": jnp.asarray(1.0)})
+    np.testing.assert_array_equal(np.asarray(hard), np.eye(3)[[0, 1, 2]])
+    weights = jnp.arange(9.0).reshape(3, 3)
+    g_hard = jax.grad(lambda z: jnp.sum(space.format_probs({"w_logits": z, "hard": 1.0}) * weights))(logits)
+    g_soft = jax.grad(lambda z: jnp.sum(space.format_probs({"w_logits": z}) * weights))(logits)
+    np.testing.assert_allclose(np.asarray(g_hard), np.asarray(g_soft), rtol=1e-6)
+    soft = space.format_probs({"w_logits": logits, "hard": jnp.asarray(0.0)})
+    np.testing.assert_allclose(np.asarray(soft), np.asarray(jax.nn.softmax(logits, -1)), rtol=1e-6)
+
+
+@pytest.mark.slow  # 65 s on the loaded 2-core machine (every format's eager fake-quantisation twice)
+def test_apply_with_hard_knobs_and_widths_is_apply_hard(model_parts):
+    """The design as data (one-hot knobs, a width mask) builds the same network as the design as a constant."""
+    _, params, _ = model_parts
+    space = DesignSpace(formats=("bf16", "posit(8,0)@channel", "fp4_e2m1@channel", "mxfp4"), kv_formats=())
+    hardened = {"formats": ["mxfp4", "bf16", "fp4_e2m1@channel"], "kv_formats": [], "act_formats": [],
+                "ffn_widths": [8, 32, 16]}
+    data = space.apply(CFG, params, space.hard_knobs(hardened), 1.0, widths=jnp.asarray([8.0, 32.0, 16.0]))
+    const = space.apply_hard(CFG, params, hardened)
+    for a, b in zip(jax.tree.leaves(data), jax.tree.leaves(const)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
