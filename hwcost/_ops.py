@@ -35,6 +35,7 @@ FORMATS: dict[str, tuple[float, float]] = {
     "fp32": (32.0, 32.0), "tf32": (32.0, 19.0), "bf16": (16.0, 16.0), "fp16": (16.0, 16.0),
     "fp8": (8.0, 8.0), "int8": (8.0, 8.0), "fp4": (4.0, 4.0)}
 ATTENTION_OP_KINDS = ("mha", "gqa", "mfa", "mla")
+DESCRIBE_TYPES = ("gemm", "norm", "copy", "elementwise", "grouped_gemm", "workload")
 
 
 def format_bits(dtype: str) -> tuple[float, float]:
@@ -147,11 +148,14 @@ def op_workload(describe: dict) -> tuple[Workload, dict]:
       {"type": "gemm", "m", "n", "k", "bits_in", "bits_out", "compute_bits"?}
       {"type": "norm", "tokens", "width", "bits"}
       {"type": "copy", "elements", "bits"}   (read once, written once)
+      {"type": "elementwise", "elements", "bits", "reads"?, "writes"?, "flops_per_element"?}
+      {"type": "grouped_gemm", "rows", "groups", "n", "k", "bits"}: rows sorted by group, each
+        group's rows times its own (k, n) weight (`nets.grouped_matmul`), every group's weight read
       {"type": "workload", "config", "scenario", "ops"?, "lm_head_positions"?}
     """
-    if not isinstance(describe, dict) or describe.get("type") not in ("gemm", "norm", "copy", "workload"):
+    if not isinstance(describe, dict) or describe.get("type") not in DESCRIBE_TYPES:
         raise ValueError(f"describe.type={describe.get('type') if isinstance(describe, dict) else describe!r}: "
-                         "must be one of gemm, norm, copy, workload")
+                         f"must be one of {', '.join(DESCRIBE_TYPES)}")
     kind = describe["type"]
     plain = {"lm_head_scale": 1.0, "whole_step": False}
     if kind == "gemm":
@@ -163,9 +167,15 @@ def op_workload(describe: dict) -> tuple[Workload, dict]:
     if kind == "norm":
         t, w, b = (_size(x, describe[x]) for x in ("tokens", "width", "bits"))
         return _one_slot("norm", 4 * t * w, w * b / 8, 2 * t * w * b / 8, b), plain
-    if kind == "copy":
+    if kind in ("copy", "elementwise"):
         e, b = _size("elements", describe["elements"]), _size("bits", describe["bits"])
-        return _one_slot("embedding", e, 0.0, 2 * e * b / 8, b), plain
+        moved = (_size("reads", describe.get("reads", 1)) + _size("writes", describe.get("writes", 1))) * e * b / 8
+        return _one_slot("embedding", e * float(describe.get("flops_per_element", 1.0)), 0.0, moved, b), plain
+    if kind == "grouped_gemm":
+        rows, groups, n, k = (_size(x, describe[x]) for x in ("rows", "groups", "n", "k"))
+        b = _size("bits", describe["bits"])
+        return _one_slot("moe_routed", 2 * rows * n * k, groups * k * n * b / 8, rows * (k + n) * b / 8, b,
+                         rows / groups), plain
     cfg = nets.ModelConfig.from_dict(describe["config"])
     scenario = Scenario(**describe["scenario"])
     work = workload(cfg, scenario)
@@ -184,5 +194,5 @@ def is_whole_step(work: Workload) -> bool:
     return work.phase != "op" and work.config is not None and "lm_head" in work.ops
 
 
-__all__ = ["FORMATS", "ATTENTION_OP_KINDS", "format_bits", "gemm_op", "norm_op", "elementwise_op", "attention_config",
+__all__ = ["FORMATS", "ATTENTION_OP_KINDS", "DESCRIBE_TYPES", "format_bits", "gemm_op", "norm_op", "elementwise_op", "attention_config",
            "attention_op", "moe_config", "moe_op", "op_workload", "is_whole_step"]
