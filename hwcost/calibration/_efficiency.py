@@ -27,8 +27,16 @@ import numpy as np
 from hwcost._smooth import smooth_max2_inv
 from hwcost.targets._gpu import GPU
 
-KERNEL_GROUPS = ("gemm", "gemm_fp8", "attention", "moe", "elementwise")
-"""The kernel groups that get their own efficiency curves, in the order of every `Efficiency` field's entries."""
+KERNEL_GROUPS = ("gemm", "gemm_fp8", "attention", "moe", "elementwise", "attention_decode_mha", "attention_decode_gqa",
+                 "attention_decode_mfa", "attention_decode_mla", "norm")
+"""The kernel families that get their own efficiency curves, in the order of every `Efficiency` field's entries.
+
+"attention" is the attention core in prefill and training (and of a workload with no config);
+decode attention has a family per attention kind, since one implementation runs each kind
+through different kernels (a fused kernel for one, einsums for another). "norm" (a row
+reduction) is apart from "elementwise" (copies, the KV-cache copies, the embedding gather).
+A preset written before a family existed gives it the "attention" (or "elementwise") curves.
+"""
 _FIELDS = ("compute_max", "compute_half_flops", "compute_exponent", "memory_max", "memory_half_bytes",
            "memory_exponent", "waste_exponent", "launch_s", "tile_rows")
 # Fields a preset written before they existed may lack, with the value that leaves the model as it was.
@@ -90,6 +98,9 @@ class Efficiency(eqx.Module):
     def from_dict(cls, data: dict) -> "Efficiency":
         if isinstance(data, dict):
             data = {**{k: {g: v for g in KERNEL_GROUPS} for k, v in _OPTIONAL.items()}, **data}
+            parent = {g: "attention" for g in KERNEL_GROUPS if g.startswith("attention_")} | {"norm": "elementwise"}
+            data = {k: ({**{g: v.get(p) for g, p in parent.items() if p in v}, **v} if isinstance(v, dict) else v)
+                    for k, v in data.items()}
         if not isinstance(data, dict) or sorted(data) != sorted(_FIELDS):
             raise ValueError(f"efficiency={sorted(data) if isinstance(data, dict) else data!r}: "
                              f"must have exactly the fields {', '.join(_FIELDS)}")

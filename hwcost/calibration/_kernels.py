@@ -32,8 +32,16 @@ from hwcost.targets._gpu import GPU
 
 _GEMM_OPS = ("q_proj", "kv_proj", "o_proj", "ffn_dense", "moe_shared", "router", "lm_head")
 OP_GROUP = {**{op: "gemm" for op in _GEMM_OPS}, "attn_score": "attention", "attn_value": "attention",
-            "moe_routed": "moe", "norm": "elementwise", "embedding": "elementwise"}
+            "moe_routed": "moe", "norm": "norm", "embedding": "elementwise"}
 _RECORD = ("group", "flops", "bytes", "bits", "waste", "copy", "extra_bytes", "launches", "rows", "step")
+
+
+def _family(work: Workload, op: str) -> str:
+    """The kernel family of op class `op` in `work` (decode attention: one per attention kind)."""
+    group = OP_GROUP[op]
+    if group == "attention" and work.phase == "decode" and work.config is not None:
+        return f"attention_decode_{work.config.attention.kind}"
+    return group
 
 
 def _gemm_rows(work: Workload, op: str, lm_head_scale: float):
@@ -88,7 +96,7 @@ def workload_kernels(work: Workload, traffic=1.0, *, lm_head_scale: float = 1.0,
             # E where a slot routes (an MoE layer), 1 elsewhere: a count, not a design variable
             waste = jnp.where(work.op_flops["router"] > 0, float(max(work.n_experts, 1)), 1.0)
         out[op if op != "attn_score" else "attention"] = {
-            "group": KERNEL_GROUPS.index(OP_GROUP[op]), "flops": flops, "bytes": hbm + slots, "bits": bits,
+            "group": KERNEL_GROUPS.index(_family(work, op)), "flops": flops, "bytes": hbm + slots, "bits": bits,
             "waste": waste, "copy": slots, "extra_bytes": extra + slots,
             "rows": _gemm_rows(work, op, lm_head_scale) + slots, "step": slots + step}
     if whole and work.phase == "decode":

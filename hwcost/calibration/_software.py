@@ -6,11 +6,11 @@ What a program makes of it is a `Software` profile, one per implementation:
 - `efficiency`: the fitted efficiency curves per kernel family (`Efficiency`: GEMM, FP8 GEMM,
   attention core, MoE experts, elementwise), or None for the roofline (every kernel at
   100% of peak, no launch cost: a lower bound of any implementation);
-- program structure, fixed properties of the implementation (never fitted):
-  `kv_cache_copies`, copies of each layer's KV cache one whole decode step makes (our layer
-  scan: `SCAN_CACHE_COPIES`), and `dense_experts`, whether routed experts are lowered to
-  dense matmuls over every expert (XLA's `ragged_dot` lowering at the time the H200 data
-  was measured);
+- program structure: `kv_cache_copies`, copies of each layer's KV cache one whole decode
+  step makes (our layer scan's HLO shows `SCAN_CACHE_COPIES`, the starting point; the fit
+  moves it where whole decode steps say, since XLA may update some in place on a GPU), and
+  `dense_experts`, whether routed experts are lowered to dense matmuls over every expert
+  (XLA's `ragged_dot` lowering at the time the H200 data was measured; fixed);
 - whole-step composition (fitted on whole steps): `step_gap_s[phase]`, idle time per kernel
   launch inside a whole step (launch gaps the single-kernel timings do not show), and
   `step_elementwise[phase]`, the share of the elementwise kernels' standalone time left in a
@@ -51,7 +51,7 @@ class Software(eqx.Module):
     efficiency: Efficiency | None
     step_gap_s: jax.Array
     step_elementwise: jax.Array
-    kv_cache_copies: float = eqx.field(static=True, default=0.0)
+    kv_cache_copies: jax.Array | float = 0.0
     dense_experts: bool = eqx.field(static=True, default=False)
     name: str = eqx.field(static=True, default="software")
 
@@ -66,11 +66,12 @@ class Software(eqx.Module):
                                  f"({', '.join(STEP_PHASES)})")
             if np.any(~np.isfinite(value) | (value < 0)):
                 raise ValueError(f"software.{field}={value.tolist()!r}: must be finite and >= 0")
-        if not (np.isfinite(self.kv_cache_copies) and self.kv_cache_copies >= 0):
-            raise ValueError(f"software.kv_cache_copies={self.kv_cache_copies!r}: must be a finite number >= 0")
+        copies = self.kv_cache_copies
+        if not isinstance(copies, jax.core.Tracer) and not (np.all(np.isfinite(copies)) and np.all(np.asarray(copies) >= 0)):
+            raise ValueError(f"software.kv_cache_copies={copies!r}: must be a finite number >= 0")
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "kv_cache_copies": float(self.kv_cache_copies),
+        return {"name": self.name, "kv_cache_copies": float(np.asarray(self.kv_cache_copies)),
                 "dense_experts": bool(self.dense_experts),
                 "efficiency": None if self.efficiency is None else self.efficiency.to_dict(),
                 "step_gap_s": dict(zip(STEP_PHASES, map(float, np.asarray(self.step_gap_s)))),
@@ -131,7 +132,8 @@ def step_adjust(sw: Software, t, group, step):
     step = jnp.asarray(step)
     inside = step >= 0
     phase = jnp.clip(step, 0, len(STEP_PHASES) - 1).astype(jnp.int32)
-    elementwise = jnp.asarray(group) == KERNEL_GROUPS.index("elementwise")
+    group = jnp.asarray(group)
+    elementwise = (group == KERNEL_GROUPS.index("elementwise")) | (group == KERNEL_GROUPS.index("norm"))
     fused = jnp.where(elementwise, sw.step_elementwise[phase], 1.0)
     return jnp.where(inside, t * fused + sw.step_gap_s[phase], t)
 
