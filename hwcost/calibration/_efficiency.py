@@ -3,18 +3,23 @@
 The uncalibrated `GPU` is a roofline at 100% of peak: a lower bound of any real kernel.
 Real kernels reach a fraction of peak that depends on their size (small GEMMs cannot fill
 132 SMs, small copies do not saturate HBM) and pay a fixed launch cost. Here each kernel
-group g (KERNEL_GROUPS: GEMM, FP8 GEMM, attention core, MoE experts, elementwise) gets
+family g (KERNEL_GROUPS: GEMM, FP8 GEMM, the attention core per attention kind in decode and
+in prefill/training, MoE experts, norms, elementwise) gets
 
     compute efficiency  e_c(F) = c_max_g / (1 + (F_half_g / F)^alpha_g)                  [fraction]
     memory efficiency   e_m(B) = m_max_g / (1 + (B_half_g / B)^beta_g)                    [fraction]
     t = smooth_max(F * waste^gamma_g / (peak(bits) * e_c),  B / (bandwidth * e_m);  p) + t0_g   [s]
 
-F = FLOPs of one launch, B = HBM bytes of one launch. The shape of e_c, e_m is the saturating
+F = FLOPs of one launch (a GEMM with fewer output rows than tile_rows_g computing a whole tile,
+smoothly),
+B = HBM bytes of one launch. The shape of e_c, e_m is the saturating
 "half-performance size" form of Hockney's n_1/2 (Hockney & Jesshope, Parallel Computers 2,
 1988, sec. 1.3), smooth in F and B so the calibrated cost stays differentiable. GEMM classes
 at b bits interpolate linearly between the FP8 and BF16 groups, as `GPU.seconds_per_flop`
-does; FP8 GEMMs (b = 8) use the FP8 group's own curves. The waste and the extra bytes are
-what today's program executes beyond the workload's counts (`hwcost.workload_kernels`).
+does; FP8 GEMMs (b = 8) use the FP8 group's own curves, and b outside 8-16 bits (FP4, TF32,
+FP32) uses the GPU's rate at that precision. These curves are one implementation's: they sit
+in a software profile (`hwcost.Software`) with the program's extra work (waste, extra bytes,
+copies: `hwcost.workload_kernels`) and its whole-step composition, apart from the hardware.
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ from hwcost._smooth import smooth_max2_inv
 from hwcost.targets._gpu import GPU
 
 KERNEL_GROUPS = ("gemm", "gemm_fp8", "attention", "moe", "elementwise", "attention_decode_mha", "attention_decode_gqa",
-                 "attention_decode_mfa", "attention_decode_mla", "norm")
+                 "attention_decode_mfa", "attention_decode_mla", "norm", "attention_mha", "attention_gqa",
+                 "attention_mfa", "attention_mla")
 """The kernel families that get their own efficiency curves, in the order of every `Efficiency` field's entries.
 
-"attention" is the attention core in prefill and training (and of a workload with no config);
-decode attention has a family per attention kind, since one implementation runs each kind
-through different kernels (a fused kernel for one, einsums for another). "norm" (a row
+The attention core has a family per attention kind, in decode ("attention_decode_<kind>")
+and in prefill and training ("attention_<kind>"), since one implementation runs each kind
+through different kernels (a fused kernel for one, einsums for another); "attention" is that
+of a workload with no config. "norm" (a row
 reduction) is apart from "elementwise" (copies, the KV-cache copies, the embedding gather).
 A preset written before a family existed gives it the "attention" (or "elementwise") curves.
 """

@@ -42,8 +42,16 @@ _EXP_LOW, _EXP_SPAN = 0.05, 0.95
 MAX_FIT_STEPS = 1_000_000  # one compiled scan; far above the 3000 a fit needs, far below a hang
 
 
+_COPIES = ("kv_cache_copies", "weight_copies")
+
+
+def _structure(sw: Software) -> tuple:
+    """What `_to_software` keeps of a starting profile (hashable): (copies per _COPIES, dense_experts, name)."""
+    return tuple(float(np.asarray(getattr(sw, k))) for k in _COPIES), sw.dense_experts, sw.name
+
+
 def _to_software(u: dict, like: tuple) -> Software:
-    """The profile of unconstrained parameters `u`; `like` = (kv_cache_copies, dense_experts, name), never fitted."""
+    """The profile of unconstrained parameters `u`; `like` from `_structure` (copies a profile has none of stay none)."""
     sig = jax.nn.sigmoid
     eff = Efficiency(compute_max=sig(u["compute_max"]), compute_half_flops=jnp.exp(u["compute_half_flops"]),
                      compute_exponent=_EXP_LOW + _EXP_SPAN * sig(u["compute_exponent"]),
@@ -51,17 +59,17 @@ def _to_software(u: dict, like: tuple) -> Software:
                      memory_exponent=_EXP_LOW + _EXP_SPAN * sig(u["memory_exponent"]),
                      waste_exponent=jnp.exp(u["waste_exponent"]), launch_s=jnp.exp(u["launch_s"]),
                      tile_rows=jnp.exp(u["tile_rows"]))
-    copies = jnp.exp(u["kv_cache_copies"]) if "kv_cache_copies" in u else like[0]
+    copies = {k: jnp.exp(u[k]) if k in u else start for k, start in zip(_COPIES, like[0])}
     return Software(efficiency=eff, step_gap_s=jnp.exp(u["step_gap_s"]), step_elementwise=jnp.exp(u["step_elementwise"]),
-                    kv_cache_copies=copies, dense_experts=like[1], name=like[2])
+                    dense_experts=like[1], name=like[2], **copies)
 
 
 def _from_software(sw: Software) -> dict:
     eff = sw.efficiency
     logit = lambda p: jnp.log(p) - jnp.log1p(-jnp.minimum(p, 1 - 1e-6))  # noqa: E731
     floor = lambda x, low: jnp.log(jnp.maximum(x, low))  # noqa: E731  (a zero start sits at a small positive value)
-    copies = {"kv_cache_copies": jnp.log(jnp.asarray(sw.kv_cache_copies, jnp.float32))} \
-        if float(np.asarray(sw.kv_cache_copies)) > 0 else {}  # a program with no copies never gets any
+    copies = {k: jnp.log(jnp.asarray(getattr(sw, k), jnp.float32)) for k in _COPIES
+              if float(np.asarray(getattr(sw, k))) > 0}  # a program with no copies never gets any
     return copies | {"compute_max": logit(eff.compute_max), "compute_half_flops": jnp.log(eff.compute_half_flops),
             "compute_exponent": logit((eff.compute_exponent - _EXP_LOW) / _EXP_SPAN),
             "memory_max": logit(eff.memory_max), "memory_half_bytes": jnp.log(eff.memory_half_bytes),
@@ -80,8 +88,8 @@ def fit(data: KernelData, base: GPU, *, steps: int = 3000, learning_rate: float 
     measured)^2, plus `regularisation` * squared distance of the unconstrained parameters
     from the start, so that groups with no training data stay at the starting point. The
     profile's program structure is that of `init` (default: `hwcost.software(name)`): dense
-    experts fixed, the KV-cache copies of a whole decode step fitted from there (a profile
-    with none keeps none). Returns the fitted `Software` and {"loss":
+    experts fixed, the KV-cache and layer-weight copies of a whole step fitted from there (a
+    profile with none keeps none). Returns the fitted `Software` and {"loss":
     [first, last], "steps", "train_items"}.
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_FIT_STEPS:
@@ -100,9 +108,9 @@ def fit(data: KernelData, base: GPU, *, steps: int = 3000, learning_rate: float 
     u, losses, final = _fit_run(u0, base32, columns, jnp.asarray(train.item_of_row),
                                 jnp.log(jnp.asarray(train.measured_s, jnp.float32)), n_items=len(train.ids),
                                 steps=steps, learning_rate=float(learning_rate), regularisation=float(regularisation),
-                                like=(float(np.asarray(start.kv_cache_copies)), start.dense_experts, start.name))
+                                like=_structure(start))
     fitted = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)) if eqx.is_array(x) else x,
-                          _to_software(u, (float(np.asarray(start.kv_cache_copies)), start.dense_experts, start.name)))
+                          _to_software(u, _structure(start)))
     return fitted, {"loss": [float(losses[0]), float(final)], "steps": steps, "train_items": len(train.ids)}
 
 

@@ -12,9 +12,11 @@ whether it does is the software profile's business (`hwcost.Software`), never th
     experts' weights, charged by a profile with dense_experts (XLA's dense zero-padded
     lowering of `jax.lax.ragged_dot`; the fitted waste exponent comes out at ~1 on the H200,
     which confirms that reading for the program measured there);
-  - whole-model decode steps: a "kv_copy" row (copy=1) that reads and writes the layer's KV
-    cache once, launched `kv_cache_copies` times by the profile (`SCAN_CACHE_COPIES` for
-    ours, 0 for the roofline).
+  - whole-model decode steps: a "kv_copy" row (copy=COPY_KV) that reads and writes the
+    layer's KV cache once, launched `kv_cache_copies` times by the profile (`SCAN_CACHE_COPIES`
+    to start for ours, 0 for the roofline);
+  - whole-model steps: a "weight_copy" row (copy=COPY_WEIGHTS) per layer that reads and writes
+    the layer's weights once, launched `weight_copies` times (the scan's weight slices).
 Columns `rows` (output rows of a GEMM launch, for tile padding) and `step` (the phase index
 of a whole step, -1 otherwise, for the step composition) feed the software's shape terms.
 """
@@ -27,7 +29,7 @@ import numpy as np
 from hwcost._ops import is_whole_step, op_workload
 from hwcost._workload import ATTENTION_CORE, OPS, Workload
 from hwcost.calibration._efficiency import KERNEL_GROUPS
-from hwcost.calibration._software import STEP_PHASES, kernel_seconds
+from hwcost.calibration._software import COPY_KV, COPY_WEIGHTS, STEP_PHASES, kernel_seconds
 from hwcost.targets._gpu import GPU
 
 _GEMM_OPS = ("q_proj", "kv_proj", "o_proj", "ffn_dense", "moe_shared", "router", "lm_head")
@@ -37,10 +39,11 @@ _RECORD = ("group", "flops", "bytes", "bits", "waste", "copy", "extra_bytes", "l
 
 
 def _family(work: Workload, op: str) -> str:
-    """The kernel family of op class `op` in `work` (decode attention: one per attention kind)."""
+    """The kernel family of op class `op` in `work` (attention: one per attention kind, decode apart)."""
     group = OP_GROUP[op]
-    if group == "attention" and work.phase == "decode" and work.config is not None:
-        return f"attention_decode_{work.config.attention.kind}"
+    if group == "attention" and work.config is not None:
+        phase = "decode_" if work.phase == "decode" else ""
+        return f"attention_{phase}{work.config.attention.kind}"
     return group
 
 
@@ -104,8 +107,17 @@ def workload_kernels(work: Workload, traffic=1.0, *, lm_head_scale: float = 1.0,
         cache = sum(work.op_bytes.get("kv", {}).get(o, 0.0) for o in ATTENTION_CORE)
         if not isinstance(cache, (int, float)):
             out["kv_copy"] = {"group": KERNEL_GROUPS.index("elementwise"), "flops": slots, "bytes": 2.0 * cache + slots,
-                              "bits": slots + 16.0, "waste": slots + 1.0, "copy": slots + 1.0, "extra_bytes": slots,
+                              "bits": slots + 16.0, "waste": slots + 1.0, "copy": slots + COPY_KV, "extra_bytes": slots,
                               "rows": slots, "step": slots + step}
+    if whole:
+        # each layer's weights, sliced out of the stacked weights by the layer scan (the model slot is no layer)
+        layer = jnp.arange(slots.shape[-1]) < work.n_layers
+        weights = sum(work.op_bytes.get("weights", {}).get(op, 0.0) for op in OPS if op not in ("embedding", "lm_head"))
+        if not isinstance(weights, (int, float)):
+            out["weight_copy"] = {"group": KERNEL_GROUPS.index("elementwise"), "flops": slots,
+                                  "bytes": 2.0 * weights * layer + slots, "bits": slots + 16.0, "waste": slots + 1.0,
+                                  "copy": slots + COPY_WEIGHTS, "extra_bytes": slots, "rows": slots,
+                                  "step": slots + step}
     return out
 
 

@@ -42,7 +42,8 @@ class CalibratedGPU(Target):
     formulas (`roofline_cost`) applied to them. The attention core (score and value) is one
     fused kernel, its time shared back to the two classes in proportion to their compute
     plus memory times, as in `GPU`; a whole decode step's KV-cache copies (if the software
-    makes any) are charged to it.
+    makes any) are charged to it, and a whole step's layer-weight copies to the op classes
+    owning those weights, in proportion to their weight bytes.
     """
 
     device: GPU
@@ -60,6 +61,7 @@ class CalibratedGPU(Target):
         kernels = workload_kernels(work, self.device.activation_traffic)
         roofline = {}
         copy = kernels.pop("kv_copy", None)
+        weight_copy = kernels.pop("weight_copy", None)
         seconds = lambda k: kernel_seconds(self.device, self.software, int(k["group"]), k["flops"], k["bytes"],  # noqa: E731
                                            k["bits"], k["waste"], 1.0, k["copy"], k["extra_bytes"], k["rows"],
                                            k["step"])
@@ -76,6 +78,14 @@ class CalibratedGPU(Target):
             positive = total > 0
             for op, part in zip(core, parts):
                 roofline[op] = t * jnp.where(positive, part / jnp.where(positive, total, 1.0), 1.0 / len(core))
+        if weight_copy is not None:  # a layer's weight copies are charged to the op classes owning those weights
+            t = seconds(weight_copy)
+            weights = work.op_bytes.get("weights", {})
+            owners = [op for op in roofline if op in weights and op not in ("embedding", "lm_head")]
+            total = sum(weights[op] for op in owners)
+            safe = jnp.where(total > 0, total, 1.0)
+            for op in owners:
+                roofline[op] = roofline[op] + t * jnp.where(total > 0, weights[op] / safe, 0.0)
         return compute, memory, roofline, hbm
 
     def cost(self, work: Workload) -> Cost:

@@ -9,6 +9,8 @@ What a program makes of it is a `Software` profile, one per implementation:
 - program structure: `kv_cache_copies`, copies of each layer's KV cache one whole decode
   step makes (our layer scan's HLO shows `SCAN_CACHE_COPIES`, the starting point; the fit
   moves it where whole decode steps say, since XLA may update some in place on a GPU), and
+  `weight_copies`, copies of each layer's weights a whole step makes (the scan's slices of
+  the stacked weights, SCAN_WEIGHT_COPIES to start, fitted), and
   `dense_experts`, whether routed experts are lowered to dense matmuls over every expert
   (XLA's `ragged_dot` lowering at the time the H200 data was measured; fixed);
 - whole-step composition (fitted on whole steps): `step_gap_s[phase]`, idle time per kernel
@@ -34,6 +36,8 @@ from hwcost.calibration._efficiency import (KERNEL_GROUPS, Efficiency, _curve, _
 from hwcost.targets._gpu import GPU
 
 STEP_PHASES = ("decode", "prefill", "train")
+COPY_KV, COPY_WEIGHTS = 1.0, 2.0
+"""Values of a kernel record's `copy` column: a copy of a layer's KV cache, of a layer's weights (0: no copy)."""
 SCAN_CACHE_COPIES = 3.0
 """Copies of each layer's KV cache that one whole-model decode step of `nets.TransformerLM` makes.
 
@@ -45,6 +49,15 @@ output stack once after the loop (one copy). The zero-fill of the output stack i
 """
 
 
+SCAN_WEIGHT_COPIES = 1.0
+"""Starting point of the copies of each layer's weights our layer scan makes per whole step (fitted).
+
+The layers' weights are stacked and scanned (`nets.TransformerLM`); a GEMM that XLA hands to a
+library kernel takes each layer's slice as a materialised operand, a copy (read and write of
+the layer's weights) per step unless XLA fuses the slice into its consumer.
+"""
+
+
 class Software(eqx.Module):
     """One implementation's use of a GPU (module docstring); `name` says whose kernels these are."""
 
@@ -52,6 +65,7 @@ class Software(eqx.Module):
     step_gap_s: jax.Array
     step_elementwise: jax.Array
     kv_cache_copies: jax.Array | float = 0.0
+    weight_copies: jax.Array | float = 0.0
     dense_experts: bool = eqx.field(static=True, default=False)
     name: str = eqx.field(static=True, default="software")
 
@@ -66,12 +80,15 @@ class Software(eqx.Module):
                                  f"({', '.join(STEP_PHASES)})")
             if np.any(~np.isfinite(value) | (value < 0)):
                 raise ValueError(f"software.{field}={value.tolist()!r}: must be finite and >= 0")
-        copies = self.kv_cache_copies
-        if not isinstance(copies, jax.core.Tracer) and not (np.all(np.isfinite(copies)) and np.all(np.asarray(copies) >= 0)):
-            raise ValueError(f"software.kv_cache_copies={copies!r}: must be a finite number >= 0")
+        for field in ("kv_cache_copies", "weight_copies"):
+            copies = getattr(self, field)
+            if not isinstance(copies, jax.core.Tracer) and not (np.all(np.isfinite(copies))
+                                                                 and np.all(np.asarray(copies) >= 0)):
+                raise ValueError(f"software.{field}={copies!r}: must be a finite number >= 0")
 
     def to_dict(self) -> dict:
         return {"name": self.name, "kv_cache_copies": float(np.asarray(self.kv_cache_copies)),
+                "weight_copies": float(np.asarray(self.weight_copies)),
                 "dense_experts": bool(self.dense_experts),
                 "efficiency": None if self.efficiency is None else self.efficiency.to_dict(),
                 "step_gap_s": dict(zip(STEP_PHASES, map(float, np.asarray(self.step_gap_s)))),
@@ -88,12 +105,13 @@ class Software(eqx.Module):
             if not isinstance(given, dict) or not set(given) <= set(STEP_PHASES):
                 raise ValueError(f"software.{field}: must map phases ({', '.join(STEP_PHASES)}) to numbers")
             phases[field] = jnp.asarray([float(given.get(p, default)) for p in STEP_PHASES], jnp.float32)
-        copies = data.get("kv_cache_copies", 0.0)
-        if isinstance(copies, bool) or not isinstance(copies, (int, float)):
-            raise ValueError(f"software.kv_cache_copies={copies!r}: must be a number")
+        copies = {k: data.get(k, 0.0) for k in ("kv_cache_copies", "weight_copies")}
+        for k, v in copies.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"software.{k}={v!r}: must be a number")
         if not isinstance(data.get("dense_experts", False), bool):
             raise ValueError(f"software.dense_experts={data.get('dense_experts')!r}: must be true or false")
-        return cls(efficiency=eff, kv_cache_copies=float(copies), dense_experts=data.get("dense_experts", False),
+        return cls(efficiency=eff, **{k: float(v) for k, v in copies.items()}, dense_experts=data.get("dense_experts", False),
                    name=data["name"], **phases)
 
 
@@ -110,7 +128,8 @@ def software(name: str = "roofline", efficiency: Efficiency | None = None, **pro
         if efficiency is not None:
             raise ValueError("efficiency: the roofline profile has none (every kernel at 100% of peak)")
         return Software(efficiency=None, name="roofline", **{**steps, **program})
-    structure = {"kv_cache_copies": SCAN_CACHE_COPIES, "dense_experts": True} if name.startswith("ours") else {}
+    structure = {"kv_cache_copies": SCAN_CACHE_COPIES, "weight_copies": SCAN_WEIGHT_COPIES,
+                 "dense_experts": True} if name.startswith("ours") else {}
     return Software(efficiency=efficiency or Efficiency.default(), name=name, **{**steps, **structure, **program})
 
 
@@ -145,11 +164,11 @@ def kernel_seconds(device: GPU, software, group, flops, hbm_bytes, bits, waste, 
     `software` (a `hwcost.Software`, or an `Efficiency` for our kernels, or None for the
     roofline) is how the program uses the hardware. With the roofline (no efficiency): the
     plain `device` roofline of the workload's own counts, no launch cost, the program's
-    extra work ignored (rows with copy=1 take no time, `waste` and `extra_bytes` unused): a
+    extra work ignored (copy rows take no time, `waste` and `extra_bytes` unused): a
     lower bound. Otherwise the calibrated time of the module docstring, where the kernel
     moves hbm_bytes + extra_bytes when the software expands routed experts densely (and
-    computes waste^exponent more), its KV-cache copy rows (copy=1) are launched
-    `kv_cache_copies` times, GEMM compute is padded to the group's row tile (`rows` output
+    computes waste^exponent more), its copy rows are launched `kv_cache_copies`
+    (copy=COPY_KV) or `weight_copies` (copy=COPY_WEIGHTS) times, GEMM compute is padded to the group's row tile (`rows` output
     rows per launch), and a row of a whole step (`step` = phase index >= 0) pays the
     software's per-launch gap and elementwise fusion factor. `group` indexes KERNEL_GROUPS.
     """
@@ -160,7 +179,7 @@ def kernel_seconds(device: GPU, software, group, flops, hbm_bytes, bits, waste, 
     inv_p = 1.0 / device.sharpness
     if eff is None:
         core = smooth_max2_inv(flops * spf, hbm_bytes * spb, inv_p)
-        return launches * core * (flops + hbm_bytes > 0) * (1.0 - copy)
+        return launches * core * (flops + hbm_bytes > 0) * (copy == 0)
     dense = 1.0 if software.dense_experts else 0.0
 
     def one(g):
@@ -180,6 +199,7 @@ def kernel_seconds(device: GPU, software, group, flops, hbm_bytes, bits, waste, 
     else:
         fp8 = one(jnp.full_like(group, KERNEL_GROUPS.index("gemm_fp8")))
         t = jnp.where(group == gemm, (1.0 - w) * fp8 + w * main, main)
-    launches = launches * (1.0 + copy * (software.kv_cache_copies - 1.0))
+    launches = launches * jnp.where(copy == COPY_KV, software.kv_cache_copies,
+                                    jnp.where(copy == COPY_WEIGHTS, software.weight_copies, 1.0))
     t = step_adjust(software, t, group, step)
     return launches * t * (flops + hbm_bytes > 0)
