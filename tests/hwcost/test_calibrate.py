@@ -303,3 +303,22 @@ def test_kernel_suite_tiny_writes_a_loadable_data_file(tmp_path):
     first = json.loads(out.read_text())["items"][0]
     assert first["timing"]["p10_s"] <= first["timing"]["median_s"] <= first["timing"]["p90_s"]
     assert first["copies"] >= 1 and first["describe"]["type"] in ("gemm", "norm")
+
+
+@pytest.mark.slow
+def test_cost_suite_tiny_writes_a_versioned_loadable_file(tmp_path):
+    import importlib.util
+    path = Path(__file__).resolve().parents[2] / "scripts" / "bench" / "cost_suite.py"
+    spec = importlib.util.spec_from_file_location("bench_cost_suite", path)
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    out = suite.run(tmp_path, budget_s=90.0, tiny=True, only=("gemm", "grouped_gemm", "elementwise"))
+    assert out.parent == tmp_path and out.name.startswith("kernels_") and out.suffix == ".json"
+    body = json.loads(out.read_text())
+    assert body["suite"]["version"] == suite.SUITE_VERSION and body["schema"] == DATA_SCHEMA
+    data = load_data(out)
+    assert {"gemm", "gemm_fp32", "gemm_fp8", "grouped_gemm", "elementwise"} <= set(data.kinds), set(data.kinds)
+    # the datasheet roofline of any GPU stays below what this machine measured
+    assert np.all(np.asarray(predict(hwcost.gpu("h200"), None, data)) <= data.measured_s)
+    measured = {i["id"] for i in body["items"]} | {s["id"] for s in body["skipped"]}
+    assert measured == {i["id"] for i in suite.plan(True) if i["kind"] in ("gemm", "grouped_gemm", "elementwise")}
