@@ -2,8 +2,9 @@
 
 The split is fixed by rule before any fit (`split_heldout`): items are grouped into shape
 families (`item_family`: a GEMM's (n, k) over every m, an attention kind and phase at one
-batch over contexts, an MoE's (experts, top-k) over token counts, and every step of one zoo
-model), and whole families are held out by a hash of the family's name, so the held-out
+batch over contexts, an MoE's (experts, top-k) over token counts, a grouped GEMM's (groups,
+n, k) over rows, a norm's width over token counts, an elementwise op over sizes, and every
+step of one zoo model), and whole families are held out by a hash of the family's name, so the held-out
 error is measured on shapes and models the fit never saw. The data file's two ceiling
 measurements (a 512 MiB copy, an 8192^3 bf16 matmul) are training items too (kind
 CEILING_KIND).
@@ -81,6 +82,12 @@ def item_family(item: dict) -> str:
         return f"attention/{item.get('phase')}/{shape['attention']}/b{shape['batch']}"
     if kind == "moe" and {"experts", "top_k"} <= set(shape):
         return f"moe/e{shape['experts']}_k{shape['top_k']}"
+    if kind == "grouped_gemm" and {"groups", "n", "k"} <= set(shape):
+        return f"grouped_gemm/g{shape['groups']}_n{shape['n']}_k{shape['k']}"
+    if kind == "norm" and "width" in shape:
+        return f"norm/w{shape['width']}"
+    if kind == "elementwise" and "op" in shape:
+        return f"elementwise/{shape['op']}"
     return str(item.get("id"))
 
 

@@ -234,9 +234,9 @@ def test_h200_fit_beats_the_roofline_and_fits_the_moe_waste(h200):
 
 
 # The issue's goal on held-out shape families and whole models (better than LLMCompass' 4.1% / 10.4%).
-# Measured with FIT_STEPS on results/kernels_h200.json (split by `hwcost.item_family`, 22 held-out kernels, one
-# held-out model's 3 steps): end to end 7.5% (decode steps 1.7%, prefill 19.1%); held out per kind: attention
-# 21.7%, gemm 15.5%, gemm_fp8 78.3%, norm 41.4%, moe 11.1%. Causes, from the per-item residuals: the H200
+# Measured with FIT_STEPS on results/kernels_h200.json (split by `hwcost.item_family`, 21 held-out kernels, one
+# held-out model's 3 steps): end to end 7.5% (decode steps 1.5%, prefill 19.4%); held out per kind: attention
+# 21.6%, gemm 15.5%, gemm_fp8 78.3%, norm 27.6%, moe 11.2%. Causes, from the per-item residuals: the H200
 # data's FP8 GEMMs are not a smooth function of shape (m=8 n=4096 k=14336 takes 399 us, m=8 n=8192 k=2048
 # 11 us: XLA's FP8 algorithm choice); bf16 GEMMs reading the same 33.5 MB of weights take 13.1 to 22.7 us
 # with m from 1 to 256 (cuBLAS's kernel choice); the held-out MHA decode family (batch 64) runs at 43% of
