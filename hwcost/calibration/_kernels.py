@@ -63,6 +63,9 @@ def workload_kernels(work: Workload, traffic=1.0, *, lm_head_scale: float = 1.0,
                      whole_step: bool | None = None) -> dict[str, dict]:
     """Per kernel (op class, the attention core fused), per slot: the record columns of `item_kernels`.
 
+    Arrays over slots, except `group`, `copy` and `step`, which are Python numbers (one per
+    kernel: they select curves and terms at trace time).
+
     One launch per (kernel, slot) that has work. `traffic` is the fraction of activation
     bytes that reach HBM (the GPU's activation_traffic). `lm_head_scale` multiplies the LM
     head's FLOPs and activation bytes (a measured prefill that computes logits for every
@@ -100,15 +103,15 @@ def workload_kernels(work: Workload, traffic=1.0, *, lm_head_scale: float = 1.0,
             waste = jnp.where(work.op_flops["router"] > 0, float(max(work.n_experts, 1)), 1.0)
         out[op if op != "attn_score" else "attention"] = {
             "group": KERNEL_GROUPS.index(_family(work, op)), "flops": flops, "bytes": hbm + slots, "bits": bits,
-            "waste": waste, "copy": slots, "extra_bytes": extra + slots,
-            "rows": _gemm_rows(work, op, lm_head_scale) + slots, "step": slots + step}
+            "waste": waste, "copy": 0.0, "extra_bytes": extra + slots,
+            "rows": _gemm_rows(work, op, lm_head_scale) + slots, "step": step}
     if whole and work.phase == "decode":
         # the cache attended in a decode step is the whole resident cache of the layer (token_keep aside)
         cache = sum(work.op_bytes.get("kv", {}).get(o, 0.0) for o in ATTENTION_CORE)
         if not isinstance(cache, (int, float)):
             out["kv_copy"] = {"group": KERNEL_GROUPS.index("elementwise"), "flops": slots, "bytes": 2.0 * cache + slots,
-                              "bits": slots + 16.0, "waste": slots + 1.0, "copy": slots + COPY_KV, "extra_bytes": slots,
-                              "rows": slots, "step": slots + step}
+                              "bits": slots + 16.0, "waste": slots + 1.0, "copy": COPY_KV, "extra_bytes": slots,
+                              "rows": slots, "step": step}
     if whole:
         # each layer's weights, sliced out of the stacked weights by the layer scan (the model slot is no layer)
         layer = jnp.arange(slots.shape[-1]) < work.n_layers
@@ -116,8 +119,7 @@ def workload_kernels(work: Workload, traffic=1.0, *, lm_head_scale: float = 1.0,
         if not isinstance(weights, (int, float)):
             out["weight_copy"] = {"group": KERNEL_GROUPS.index("elementwise"), "flops": slots,
                                   "bytes": 2.0 * weights * layer + slots, "bits": slots + 16.0, "waste": slots + 1.0,
-                                  "copy": slots + COPY_WEIGHTS, "extra_bytes": slots, "rows": slots,
-                                  "step": slots + step}
+                                  "copy": COPY_WEIGHTS, "extra_bytes": slots, "rows": slots, "step": step}
     return out
 
 

@@ -148,11 +148,15 @@ def step_adjust(sw: Software, t, group, step):
     """Per-launch time `t` of a kernel inside a whole step of phase index `step` (-1: not in a step)."""
     if isinstance(step, (int, float)) and step < 0:
         return t
+    families = (KERNEL_GROUPS.index("elementwise"), KERNEL_GROUPS.index("norm"))
+    if isinstance(step, (int, float)) and isinstance(group, int):  # one kernel of a whole step: all known
+        phase = int(step)
+        return t * (sw.step_elementwise[phase] if group in families else 1.0) + sw.step_gap_s[phase]
     step = jnp.asarray(step)
     inside = step >= 0
     phase = jnp.clip(step, 0, len(STEP_PHASES) - 1).astype(jnp.int32)
     group = jnp.asarray(group)
-    elementwise = (group == KERNEL_GROUPS.index("elementwise")) | (group == KERNEL_GROUPS.index("norm"))
+    elementwise = (group == families[0]) | (group == families[1])
     fused = jnp.where(elementwise, sw.step_elementwise[phase], 1.0)
     return jnp.where(inside, t * fused + sw.step_gap_s[phase], t)
 
@@ -199,7 +203,11 @@ def kernel_seconds(device: GPU, software, group, flops, hbm_bytes, bits, waste, 
     else:
         fp8 = one(jnp.full_like(group, KERNEL_GROUPS.index("gemm_fp8")))
         t = jnp.where(group == gemm, (1.0 - w) * fp8 + w * main, main)
-    launches = launches * jnp.where(copy == COPY_KV, software.kv_cache_copies,
-                                    jnp.where(copy == COPY_WEIGHTS, software.weight_copies, 1.0))
+    if isinstance(copy, (int, float)):  # one kernel (a workload's): the copy kind is known at trace time
+        launches = launches * {0.0: 1.0, COPY_KV: software.kv_cache_copies, COPY_WEIGHTS: software.weight_copies}[
+            float(copy)]
+    else:
+        launches = launches * jnp.where(copy == COPY_KV, software.kv_cache_copies,
+                                        jnp.where(copy == COPY_WEIGHTS, software.weight_copies, 1.0))
     t = step_adjust(software, t, group, step)
     return launches * t * (flops + hbm_bytes > 0)
