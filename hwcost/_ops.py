@@ -194,5 +194,5 @@ def is_whole_step(work: Workload) -> bool:
     return work.phase != "op" and work.config is not None and "lm_head" in work.ops
 
 
-__all__ = ["FORMATS", "ATTENTION_OP_KINDS", "DESCRIBE_TYPES", "format_bits", "gemm_op", "norm_op", "elementwise_op", "attention_config",
-           "attention_op", "moe_config", "moe_op", "op_workload", "is_whole_step"]
+__all__ = ["FORMATS", "ATTENTION_OP_KINDS", "DESCRIBE_TYPES", "format_bits", "gemm_op", "norm_op", "elementwise_op",
+           "attention_config", "attention_op", "moe_config", "moe_op", "op_workload", "is_whole_step"]

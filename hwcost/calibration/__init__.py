@@ -4,9 +4,10 @@
     hwcost.save_preset(target, "h200-calibrated.json", report)               # get_target(path) reads it
 
 The modules, one concern each: `_efficiency` (the efficiency curves), `_software` (the
-software-efficiency layer: a profile of whose kernels, and the calibrated time of one kernel), `_kernels` (the kernels a workload or a measured item launches), `_data`
-(kernel data files and the held-out split), `_fit` (the fit, its error tables and
-`calibrate`), `_preset` (the `CalibratedGPU` target and its JSON preset). hwcost re-exports
+software-efficiency layer: a profile of whose kernels, and the calibrated time of one
+kernel), `_kernels` (the kernels a workload or a measured item launches), `_data` (kernel
+data files and the held-out split), `_fit` (the fit, its error tables, `calibrate` and
+`transfer`), `_preset` (the `CalibratedGPU` target and its JSON preset). hwcost re-exports
 every name here.
 """
 

@@ -171,8 +171,8 @@ def load_data(source: str | Path | dict, fraction: float = 0.25) -> KernelData:
     kinds = tuple(item_kind(i) for i in items)
     tables, owners = [], []
     for n, item in enumerate(items):
-        with _input_check.as_input_error(name, f"items[{n}].describe", "must describe a gemm, norm, copy or "
-                                         "workload with finite sizes (see hwcost.item_kernels)"):
+        with _input_check.as_input_error(name, f"items[{n}].describe", "must describe a gemm, grouped_gemm, "
+                                         "norm, copy, elementwise or workload with finite sizes (see hwcost.item_kernels)"):
             k = item_kernels(item["describe"])
         tables.append(k)
         owners.append(np.full(len(k["flops"]), n))
