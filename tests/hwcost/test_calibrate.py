@@ -289,13 +289,19 @@ def test_whole_decode_step_pays_the_scan_cache_copies():
     assert hwcost.software("roofline").kv_cache_copies == 0
 
 
+def _bench_script(name: str):
+    """scripts/bench/<name>.py as a module (scripts are not a package)."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[2] / "scripts" / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.slow
 def test_kernel_suite_tiny_writes_a_loadable_data_file(tmp_path):
-    import importlib.util
-    path = Path(__file__).resolve().parents[2] / "scripts" / "bench" / "kernels.py"
-    spec = importlib.util.spec_from_file_location("bench_kernels", path)
-    kernels = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kernels)
+    kernels = _bench_script("kernels")
     out = tmp_path / "kernels.json"
     kernels.run(out, budget_s=60.0, tiny=True, only=("gemm", "norm"))
     data = load_data(out)
@@ -307,11 +313,7 @@ def test_kernel_suite_tiny_writes_a_loadable_data_file(tmp_path):
 
 @pytest.mark.slow
 def test_cost_suite_tiny_writes_a_versioned_loadable_file(tmp_path):
-    import importlib.util
-    path = Path(__file__).resolve().parents[2] / "scripts" / "bench" / "cost_suite.py"
-    spec = importlib.util.spec_from_file_location("bench_cost_suite", path)
-    suite = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(suite)
+    suite = _bench_script("cost_suite")
     out = suite.run(tmp_path, budget_s=90.0, tiny=True, only=("gemm", "grouped_gemm", "elementwise"))
     assert out.parent == tmp_path and out.name.startswith("kernels_") and out.suffix == ".json"
     body = json.loads(out.read_text())
