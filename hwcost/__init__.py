@@ -41,10 +41,13 @@ from hwcost.targets import (ENCODINGS, FLASH_CONFIGS, GPU, PIM, PRESETS, XRNPE, 
                             moe_intensity, objective_at, paper_accounting, pim, pruning_knobs, quantize_int8,
                             roofline_crossover, spatten_knobs, spatten_workload, stage_budget_s, step_work,
                             stored_bytes, throughput_gains, throughput_tgs, transfer_bytes, xrnpe)
+from hwcost._ops import (ATTENTION_OP_KINDS, FORMATS, attention_config, attention_op, elementwise_op, format_bits,
+                         gemm_op, is_whole_step, moe_config, moe_op, norm_op, op_workload)
 from hwcost.calibration import (CEILING_KIND, DATA_SCHEMA, KERNEL_GROUPS, PRESET_SCHEMA, SCAN_CACHE_COPIES,
-                                CalibratedGPU, Efficiency, KernelData, calibrate, calibrated, error_table, format_errors,
-                                item_kernels, load_data, load_preset, predict, roofline_seconds, save_preset,
-                                split_heldout, workload_kernels)
+                                STEP_PHASES, CalibratedGPU, Efficiency, KernelData, Software, calibrate, calibrated,
+                                error_table, format_errors, item_family, item_kernels, load_data, load_preset, predict,
+                                roofline_seconds, save_preset, software, split_heldout, transfer, transfer_errors,
+                                workload_kernels)
 from hwcost._registry import get_target, target_names
 from hwcost.reproductions import PAPERS, Row, register, reproduce
 from hwcost._report import cost_report, load_model
@@ -56,6 +59,9 @@ __all__ = [
     "PHASES", "Scenario", "Knobs", "Workload", "workload", "OPS", "KINDS", "FOOTPRINT_KINDS", "ATTENTION_CORE",
     "PROJECTIONS", "FFN_GEMMS", "ATTENTION_SIDE", "FFN_SIDE", "attention_intensity", "cache_bytes_per_token",
     "smooth_max", "smooth_max2",
+    # single ops (a Workload of one kernel; a layer or a step is `workload`)
+    "gemm_op", "attention_op", "moe_op", "norm_op", "elementwise_op", "op_workload", "attention_config", "moe_config",
+    "FORMATS", "ATTENTION_OP_KINDS", "format_bits", "is_whole_step",
     # the target protocol and the one lookup
     "Target", "Cost", "get_target", "target_names", "TARGETS",
     # targets (each also keeps its own richer API)
@@ -66,7 +72,8 @@ __all__ = [
     # calibration
     "Efficiency", "KernelData", "calibrate", "calibrated", "error_table", "format_errors", "load_data", "load_preset",
     "predict", "save_preset", "item_kernels", "workload_kernels", "roofline_seconds", "split_heldout", "KERNEL_GROUPS",
-    "SCAN_CACHE_COPIES", "CEILING_KIND", "DATA_SCHEMA", "PRESET_SCHEMA",
+    "SCAN_CACHE_COPIES", "CEILING_KIND", "DATA_SCHEMA", "PRESET_SCHEMA", "Software", "software", "STEP_PHASES",
+    "item_family", "transfer", "transfer_errors",
     # reports and reproductions
     "cost_report", "load_model", "PAPERS", "Row", "register", "reproduce",
     # paper-specific helpers (reproductions and demo scripts)

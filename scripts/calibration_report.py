@@ -1,16 +1,20 @@
 """Predicted against measured kernel and step times: the GPU cost model's validation.
 
     PYTHONPATH=. python scripts/calibration_report.py results/kernels_h200.json --out-dir results/calibration
+    ... --transfer-data results/cost_suite/kernels_<h100 file>.json --transfer-target h100-sxm
 
-Fits the target's efficiency curves on the training split of the data file
-(`hwcost.calibrate`; whole-model steps and a hash-chosen quarter of each
-kernel kind are held out) and writes, into --out-dir:
+Fits our software profile (efficiency curves and step composition, `hwcost.Software`) for
+the target on the training split of the data file (`hwcost.calibrate`; a hash-chosen quarter
+of the shape families of each kind, whole zoo models among them, is held out by rule before
+the fit) and writes, into --out-dir:
   calibration_<target>.png   predicted vs measured time on log axes: the uncalibrated roofline
                              (hollow, must lie on or below the diagonal) and the calibrated model
                              (filled; held-out items outlined in black), coloured by kind;
   calibration_<target>.txt   the error table (MAPE by kind, train and held-out, and end to end);
   calibration_<target>.json  the same numbers, every item's measured and predicted times, and the fit;
   <target>-calibrated.json   the calibrated preset (`codesign cost --target` reads it).
+With --transfer-data, the fitted profile also predicts another GPU's data file on that GPU's
+datasheet hardware (`hwcost.transfer`), and the transfer errors are added to the table.
 The fit runs on the CPU (no GPU needed); it prints where the data was measured and where it ran.
 """
 
@@ -28,7 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hwcost import calibrate, format_errors, load_data, save_preset  # noqa: E402
+from hwcost import calibrate, format_errors, load_data, save_preset, transfer, transfer_errors  # noqa: E402
 
 COLOURS = {"gemm": "tab:blue", "gemm_fp8": "tab:cyan", "attention": "tab:orange", "moe": "tab:green",
            "norm": "tab:gray", "ceiling": "tab:olive", "decode_step": "tab:red", "prefill_step": "tab:purple"}
@@ -74,6 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", default="h200", help="base GPU preset")
     parser.add_argument("--out-dir", type=Path, default=Path("results/calibration"))
     parser.add_argument("--steps", type=int, default=3000, help="Adam steps of the fit")
+    parser.add_argument("--transfer-data", type=Path, default=None, help="another GPU's data file: predict it with "
+                        "the profile fitted here on that GPU's datasheet hardware (nothing fitted to it)")
+    parser.add_argument("--transfer-target", default="h100-sxm", help="the other GPU's preset (with --transfer-data)")
     args = parser.parse_args(argv)
     data = load_data(args.data)
     device, report = calibrate(data, args.target, steps=args.steps)
@@ -86,13 +93,21 @@ def main(argv: list[str] | None = None) -> None:
     header = (f"data {args.data} measured on {measured_on} (jax {data.device.get('jax', '?')}); fit on {where}; "
               f"{report['fit']['train_items']} training items, loss {report['fit']['loss'][0]:.3g} -> "
               f"{report['fit']['loss'][1]:.3g}")
-    (args.out_dir / f"{stem}.txt").write_text(header + "\n" + table + "\n")
     items = [{"id": i, "kind": k, "heldout": bool(h), "measured_s": float(m), "roofline_s": r, "calibrated_s": c}
              for i, k, h, m, r, c in zip(data.ids, data.kinds, data.heldout, data.measured_s,
                                          report["roofline"]["predicted_s"], report["calibrated"]["predicted_s"])]
     summary = {k: v for k, v in report.items() if k not in ("calibrated", "roofline", "heldout_ids")}
     summary["errors"] = {s: {k: v for k, v in report[s].items() if k != "predicted_s"} for s in ("calibrated", "roofline")}
-    summary.update(fit_ran_on=where, items=items, efficiency=device.efficiency.to_dict())
+    summary.update(fit_ran_on=where, items=items, software=device.software.to_dict())
+    if args.transfer_data is not None:
+        other = transfer(device, args.transfer_target)
+        errors = transfer_errors(other, args.transfer_data)
+        moved = format_errors({"calibrated": errors["calibrated"], "roofline": errors["roofline"]})
+        table += (f"\n\ntransfer: the profile fitted on {args.target} data, on {args.transfer_target}'s datasheet "
+                  f"hardware, against {args.transfer_data} (every item held out; nothing fitted to it)\n{moved}")
+        summary["transfer"] = {"target": args.transfer_target, "data": str(args.transfer_data),
+                               **{s: {k: v for k, v in errors[s].items() if k != "predicted_s"} for s in errors}}
+    (args.out_dir / f"{stem}.txt").write_text(header + "\n" + table + "\n")
     (args.out_dir / f"{stem}.json").write_text(json.dumps(summary, indent=1))
     preset = save_preset(device, args.out_dir / f"{device.name}.json", report)
     print(header)

@@ -3,27 +3,29 @@
     target, report = hwcost.calibrate("results/kernels_h200.json", "h200")   # a CalibratedGPU
     hwcost.save_preset(target, "h200-calibrated.json", report)               # get_target(path) reads it
 
-The modules, one concern each: `_efficiency` (the efficiency curves and the calibrated time
-of one kernel), `_kernels` (the kernels a workload or a measured item launches), `_data`
-(kernel data files and the held-out split), `_fit` (the fit, its error tables and
-`calibrate`), `_preset` (the `CalibratedGPU` target and its JSON preset). hwcost re-exports
+The modules, one concern each: `_efficiency` (the efficiency curves), `_software` (the
+software-efficiency layer: a profile of whose kernels, and the calibrated time of one
+kernel), `_kernels` (the kernels a workload or a measured item launches), `_data` (kernel
+data files and the held-out split), `_fit` (the fit, its error tables, `calibrate` and
+`transfer`), `_preset` (the `CalibratedGPU` target and its JSON preset). hwcost re-exports
 every name here.
 """
 
 from hwcost.calibration._efficiency import KERNEL_GROUPS, Efficiency
-from hwcost.calibration._kernels import SCAN_CACHE_COPIES, item_kernels, roofline_seconds, workload_kernels
-from hwcost.calibration._data import CEILING_KIND, DATA_SCHEMA, KernelData, load_data, split_heldout
+from hwcost.calibration._software import SCAN_CACHE_COPIES, STEP_PHASES, Software, software
+from hwcost.calibration._kernels import item_kernels, roofline_seconds, workload_kernels
+from hwcost.calibration._data import CEILING_KIND, DATA_SCHEMA, KernelData, item_family, load_data, split_heldout
 from hwcost.calibration._preset import PRESET_SCHEMA, CalibratedGPU, calibrated, load_preset, save_preset
-from hwcost.calibration._fit import calibrate, error_table, format_errors, predict
+from hwcost.calibration._fit import calibrate, error_table, format_errors, predict, transfer, transfer_errors
 
 __all__ = [
     # the model
-    "Efficiency", "KERNEL_GROUPS", "CalibratedGPU", "calibrated",
+    "Efficiency", "KERNEL_GROUPS", "CalibratedGPU", "calibrated", "Software", "software", "STEP_PHASES",
     # kernels of a workload or a measured item
     "workload_kernels", "item_kernels", "roofline_seconds", "SCAN_CACHE_COPIES",
     # data, fit and report
-    "KernelData", "load_data", "split_heldout", "DATA_SCHEMA", "CEILING_KIND", "calibrate", "predict",
-    "error_table", "format_errors",
+    "KernelData", "load_data", "split_heldout", "item_family", "DATA_SCHEMA", "CEILING_KIND", "calibrate", "predict",
+    "error_table", "format_errors", "transfer", "transfer_errors",
     # presets
     "save_preset", "load_preset", "PRESET_SCHEMA",
 ]

@@ -1,7 +1,11 @@
 """Kernel data files (`scripts/bench/kernels.py`, schema DATA_SCHEMA): loading and the held-out split.
 
-The split is by shape (a hash of the item id), and every whole-model step is held out, so
-the end-to-end error is measured on steps the fit never saw. The data file's two ceiling
+The split is fixed by rule before any fit (`split_heldout`): items are grouped into shape
+families (`item_family`: a GEMM's (n, k) over every m, an attention kind and phase at one
+batch over contexts, an MoE's (experts, top-k) over token counts, a grouped GEMM's (groups,
+n, k) over rows, a norm's width over token counts, an elementwise op over sizes, and every
+step of one zoo model), and whole families are held out by a hash of the family's name, so the held-out
+error is measured on shapes and models the fit never saw. The data file's two ceiling
 measurements (a 512 MiB copy, an 8192^3 bf16 matmul) are training items too (kind
 CEILING_KIND).
 """
@@ -19,7 +23,7 @@ from hwcost.calibration import _input_check
 from hwcost.calibration._kernels import _RECORD, item_kernels
 
 DATA_SCHEMA = "codesign.kernels/1"
-MODEL_KINDS = ("decode_step", "prefill_step")
+MODEL_KINDS = ("decode_step", "prefill_step", "train_step")
 CEILING_KIND = "ceiling"
 """The kind of the data file's copy and matmul ceiling items: always trained on, never held out."""
 
@@ -59,25 +63,65 @@ def _bucket(item_id: str) -> int:
     return int(hashlib.sha256(item_id.encode()).hexdigest()[:8], 16) % 100
 
 
-def split_heldout(ids: tuple[str, ...], kinds: tuple[str, ...], fraction: float = 0.25) -> np.ndarray:
-    """Held-out mask: every whole-model step, and a `fraction` of each kernel kind chosen by shape hash.
+def item_kind(item: dict) -> str:
+    """The kind errors are reported by: the item's kind, a GEMM's format appended unless bf16 (gemm_fp8, gemm_fp32)."""
+    dtype = item.get("dtype")
+    if item.get("kind") == "gemm" and dtype not in (None, "bf16"):
+        return f"gemm_{dtype}"
+    return str(item.get("kind")) + ("_fp8" if dtype == "fp8" and item.get("kind") != "gemm" else "")
 
-    Deterministic (a hash of the id, no RNG). Each kernel kind with at least two items keeps
-    at least one item on each side.
+
+def item_family(item: dict) -> str:
+    """The shape family an item belongs to (module docstring); whole families are held out together."""
+    kind, shape = item.get("kind", ""), item.get("shape") or {}
+    if kind in MODEL_KINDS or kind == "train_step":
+        return "model/" + str(shape.get("model", item.get("id")))
+    if kind == "gemm" and {"n", "k"} <= set(shape):
+        return f"gemm/{item.get('dtype')}/n{shape['n']}_k{shape['k']}"
+    if kind == "attention" and {"attention", "batch"} <= set(shape):
+        return f"attention/{item.get('phase')}/{shape['attention']}/b{shape['batch']}"
+    if kind == "moe" and {"experts", "top_k"} <= set(shape):
+        return f"moe/e{shape['experts']}_k{shape['top_k']}"
+    if kind == "grouped_gemm" and {"groups", "n", "k"} <= set(shape):
+        return f"grouped_gemm/g{shape['groups']}_n{shape['n']}_k{shape['k']}"
+    if kind == "norm" and "width" in shape:
+        return f"norm/w{shape['width']}"
+    if kind == "elementwise" and "op" in shape:
+        return f"elementwise/{shape['op']}"
+    return str(item.get("id"))
+
+
+def split_heldout(ids: tuple[str, ...], kinds: tuple[str, ...], fraction: float = 0.25,
+                  families: tuple[str, ...] | None = None) -> np.ndarray:
+    """Held-out mask: a `fraction` of the shape families of each kind, chosen by a hash of the family name.
+
+    Deterministic (a hash, no RNG), fixed before fitting. `families[i]` is item i's family
+    (`item_family`; default: each item its own). Each kind with at least two families keeps
+    at least one whole family on each side; ceiling items are never held out. A whole-model
+    step's family is its model, shared by its decode, prefill and train steps: a model is
+    held out whole (a family name is hashed without its kind).
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction={fraction!r}: must be in (0, 1)")
-    held = np.asarray([k != CEILING_KIND and (k in MODEL_KINDS or _bucket(i) < 100 * fraction)
-                       for i, k in zip(ids, kinds)], bool)
-    for kind in set(kinds) - set(MODEL_KINDS) - {CEILING_KIND}:
-        members = [n for n, k in enumerate(kinds) if k == kind]
-        if len(members) < 2:
+    families = tuple(ids) if families is None else tuple(families)
+    if len(families) != len(ids):
+        raise ValueError(f"families: {len(families)} entries: must be one per item ({len(ids)})")
+    held = np.asarray([k != CEILING_KIND and _bucket(f) < 100 * fraction for f, k in zip(families, kinds)], bool)
+    groups: dict[str, list[int]] = {}
+    for n, k in enumerate(kinds):
+        if k != CEILING_KIND:
+            groups.setdefault("model" if k in MODEL_KINDS else k, []).append(n)
+    for members in groups.values():
+        names = sorted({families[n] for n in members}, key=_bucket)
+        if len(names) < 2:
             continue
-        ranked = sorted(members, key=lambda n: _bucket(ids[n]))
-        if not held[members].any():
-            held[ranked[0]] = True
-        if held[members].all():
-            held[ranked[-1]] = False
+        held_names = {families[n] for n in members if held[n]}
+        if not held_names:
+            held_names = {names[0]}
+        if held_names == set(names):
+            held_names.discard(names[-1])
+        for n in members:
+            held[n] = families[n] in held_names
     return held
 
 
@@ -123,15 +167,16 @@ def load_data(source: str | Path | dict, fraction: float = 0.25) -> KernelData:
         raise nets.InputError("data.items", len(items), "need at least 2 measured items", file=name)
     items = items + _ceiling_items(data.get("ceilings"))
     ids = tuple(i["id"] for i in items)
-    kinds = tuple(i["kind"] + ("_fp8" if i.get("dtype") == "fp8" else "") for i in items)
+    families = tuple(item_family(i) for i in items)
+    kinds = tuple(item_kind(i) for i in items)
     tables, owners = [], []
     for n, item in enumerate(items):
-        with _input_check.as_input_error(name, f"items[{n}].describe", "must describe a gemm, norm, copy or "
-                                         "workload with finite sizes (see hwcost.item_kernels)"):
+        with _input_check.as_input_error(name, f"items[{n}].describe", "must describe a gemm, grouped_gemm, "
+                                         "norm, copy, elementwise or workload with finite sizes (see hwcost.item_kernels)"):
             k = item_kernels(item["describe"])
         tables.append(k)
         owners.append(np.full(len(k["flops"]), n))
     kernels = {c: np.concatenate([t[c] for t in tables]) for c in _RECORD}
     return KernelData(ids=ids, kinds=kinds, measured_s=np.asarray([i["timing"]["median_s"] for i in items]),
-                      heldout=split_heldout(ids, kinds, fraction), kernels=kernels,
+                      heldout=split_heldout(ids, kinds, fraction, families), kernels=kernels,
                       item_of_row=np.concatenate(owners), device=data.get("device", {}), source=name)

@@ -3,18 +3,23 @@
 The uncalibrated `GPU` is a roofline at 100% of peak: a lower bound of any real kernel.
 Real kernels reach a fraction of peak that depends on their size (small GEMMs cannot fill
 132 SMs, small copies do not saturate HBM) and pay a fixed launch cost. Here each kernel
-group g (KERNEL_GROUPS: GEMM, FP8 GEMM, attention core, MoE experts, elementwise) gets
+family g (KERNEL_GROUPS: GEMM, FP8 GEMM, the attention core per attention kind in decode and
+in prefill/training, MoE experts, norms, elementwise) gets
 
     compute efficiency  e_c(F) = c_max_g / (1 + (F_half_g / F)^alpha_g)                  [fraction]
     memory efficiency   e_m(B) = m_max_g / (1 + (B_half_g / B)^beta_g)                    [fraction]
     t = smooth_max(F * waste^gamma_g / (peak(bits) * e_c),  B / (bandwidth * e_m);  p) + t0_g   [s]
 
-F = FLOPs of one launch, B = HBM bytes of one launch. The shape of e_c, e_m is the saturating
+F = FLOPs of one launch (a GEMM with fewer output rows than tile_rows_g computing a whole tile,
+smoothly),
+B = HBM bytes of one launch. The shape of e_c, e_m is the saturating
 "half-performance size" form of Hockney's n_1/2 (Hockney & Jesshope, Parallel Computers 2,
 1988, sec. 1.3), smooth in F and B so the calibrated cost stays differentiable. GEMM classes
 at b bits interpolate linearly between the FP8 and BF16 groups, as `GPU.seconds_per_flop`
-does; FP8 GEMMs (b = 8) use the FP8 group's own curves. The waste and the extra bytes are
-what today's program executes beyond the workload's counts (`hwcost.workload_kernels`).
+does; FP8 GEMMs (b = 8) use the FP8 group's own curves, and b outside 8-16 bits (FP4, TF32,
+FP32) uses the GPU's rate at that precision. These curves are one implementation's: they sit
+in a software profile (`hwcost.Software`) with the program's extra work (waste, extra bytes,
+copies: `hwcost.workload_kernels`) and its whole-step composition, apart from the hardware.
 """
 
 from __future__ import annotations
@@ -27,10 +32,22 @@ import numpy as np
 from hwcost._smooth import smooth_max2_inv
 from hwcost.targets._gpu import GPU
 
-KERNEL_GROUPS = ("gemm", "gemm_fp8", "attention", "moe", "elementwise")
-"""The kernel groups that get their own efficiency curves, in the order of every `Efficiency` field's entries."""
+KERNEL_GROUPS = ("gemm", "gemm_fp8", "attention", "moe", "elementwise", "attention_decode_mha", "attention_decode_gqa",
+                 "attention_decode_mfa", "attention_decode_mla", "norm", "attention_mha", "attention_gqa",
+                 "attention_mfa", "attention_mla")
+"""The kernel families that get their own efficiency curves, in the order of every `Efficiency` field's entries.
+
+The attention core has a family per attention kind, in decode ("attention_decode_<kind>")
+and in prefill and training ("attention_<kind>"), since one implementation runs each kind
+through different kernels (a fused kernel for one, einsums for another); "attention" is that
+of a workload with no config. "norm" (a row
+reduction) is apart from "elementwise" (copies, the KV-cache copies, the embedding gather).
+A preset written before a family existed gives it the "attention" (or "elementwise") curves.
+"""
 _FIELDS = ("compute_max", "compute_half_flops", "compute_exponent", "memory_max", "memory_half_bytes",
-           "memory_exponent", "waste_exponent", "launch_s")
+           "memory_exponent", "waste_exponent", "launch_s", "tile_rows")
+# Fields a preset written before they existed may lack, with the value that leaves the model as it was.
+_OPTIONAL = {"tile_rows": 0.0}
 
 
 class Efficiency(eqx.Module):
@@ -39,7 +56,8 @@ class Efficiency(eqx.Module):
     compute_max, memory_max [fraction of peak, (0, 1]]; compute_half_flops [FLOP] and
     memory_half_bytes [bytes]: the launch size at which half of the maximum is reached;
     compute_exponent, memory_exponent [-]: how sharply; waste_exponent [-]: power of E/k
-    charged to routed experts; launch_s [s]: fixed cost per kernel launch.
+    charged to routed experts; launch_s [s]: fixed cost per kernel launch; tile_rows [rows]:
+    the row tile a GEMM's compute is padded to (0: no padding).
     """
 
     compute_max: jax.Array
@@ -50,6 +68,11 @@ class Efficiency(eqx.Module):
     memory_exponent: jax.Array
     waste_exponent: jax.Array
     launch_s: jax.Array
+    tile_rows: jax.Array = None
+
+    def __post_init__(self) -> None:
+        if self.tile_rows is None:
+            self.tile_rows = jnp.zeros_like(jnp.asarray(self.launch_s))
 
     def __check_init__(self) -> None:
         for name in _FIELDS:
@@ -59,11 +82,11 @@ class Efficiency(eqx.Module):
             if value.shape[-1:] != (len(KERNEL_GROUPS),):
                 raise ValueError(f"efficiency.{name}: shape {value.shape}: must end in one entry per group "
                                  f"({', '.join(KERNEL_GROUPS)})")
-            low_ok = value >= 0 if name in ("launch_s", "waste_exponent") else value > 0
+            low_ok = value >= 0 if name in ("launch_s", "waste_exponent", "tile_rows") else value > 0
             bad = ~np.isfinite(value) | ~low_ok | ((value > 1) if name.endswith("_max") else False)
             if np.any(bad):
                 allowed = "in (0, 1]" if name.endswith("_max") else (
-                    "finite and >= 0" if name in ("launch_s", "waste_exponent") else "finite and > 0")
+                    "finite and >= 0" if name in ("launch_s", "waste_exponent", "tile_rows") else "finite and > 0")
                 raise ValueError(f"efficiency.{name}={float(value[bad][0])!r}: must be {allowed}")
 
     @classmethod
@@ -73,13 +96,18 @@ class Efficiency(eqx.Module):
         full = lambda v: jnp.full((g,), v, jnp.float32)  # noqa: E731
         return cls(compute_max=full(0.75), compute_half_flops=full(1e8), compute_exponent=full(0.8),
                    memory_max=full(0.85), memory_half_bytes=full(1e6), memory_exponent=full(0.8),
-                   waste_exponent=full(0.3), launch_s=full(3e-6))
+                   waste_exponent=full(0.3), launch_s=full(3e-6), tile_rows=full(64.0))
 
     def to_dict(self) -> dict:
         return {name: {g: float(v) for g, v in zip(KERNEL_GROUPS, np.asarray(getattr(self, name)))} for name in _FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Efficiency":
+        if isinstance(data, dict):
+            data = {**{k: {g: v for g in KERNEL_GROUPS} for k, v in _OPTIONAL.items()}, **data}
+            parent = {g: "attention" for g in KERNEL_GROUPS if g.startswith("attention_")} | {"norm": "elementwise"}
+            data = {k: ({**{g: v.get(p) for g, p in parent.items() if p in v}, **v} if isinstance(v, dict) else v)
+                    for k, v in data.items()}
         if not isinstance(data, dict) or sorted(data) != sorted(_FIELDS):
             raise ValueError(f"efficiency={sorted(data) if isinstance(data, dict) else data!r}: "
                              f"must have exactly the fields {', '.join(_FIELDS)}")
@@ -92,10 +120,15 @@ class Efficiency(eqx.Module):
 
 
 def _peak_seconds_per_flop(device: GPU, bits):
-    """Seconds per FLOP at 100% of peak at `bits` (the GPU's own interpolation, efficiency 1)."""
-    w = (jnp.clip(bits, 8.0, 16.0) - 8.0) / 8.0
-    fp8, bf16 = 1.0 / device.peak_flops_fp8, 1.0 / device.peak_flops_bf16
-    return fp8 + w * (bf16 - fp8), w
+    """Seconds per FLOP at 100% of peak at `bits`, and the BF16 weight of the GEMM blend.
+
+    The GPU's own piecewise rule at efficiency 1 (FP4 at 4 bits, FP8/INT8 at 8, BF16 at 16,
+    TF32 at 19, FP32 at 32: `hwcost.GPU`); the weight is 0 at <= 8 bits (the FP8 GEMM
+    group's curves), 1 at >= 16 bits (the GEMM group's), linear between.
+    """
+    w = device._precision_weight(bits)
+    per = lambda fmt: 1.0 / getattr(device, f"peak_flops_{fmt}")  # noqa: E731
+    return per("fp8") + w * (per("bf16") - per("fp8")) + device._outside_8_16(bits, per), w
 
 
 def _curve(size, half, exponent):
@@ -105,39 +138,13 @@ def _curve(size, half, exponent):
     return jnp.where(positive, 1.0 + jnp.exp(exponent * (jnp.log(half) - jnp.log(safe))), 1.0)
 
 
-def kernel_seconds(device: GPU, eff: Efficiency | None, group, flops, hbm_bytes, bits, waste, launches, copy=0.0,
-                   extra_bytes=0.0):
-    """Time [s] of `launches` launches of one kernel (FLOPs and bytes per launch), elementwise.
+def _tile_padding(rows, tile):
+    """Work done over work counted when `rows` output rows run on tiles of `tile` rows (>= 1; 1 where rows = 0).
 
-    eff=None gives the uncalibrated roofline of `device` from the workload's own counts (no
-    launch cost; rows with copy=1, the program's cache copies, take no time, and
-    `extra_bytes` is ignored); else the calibrated time of the module docstring, where the
-    kernel moves hbm_bytes + extra_bytes (the bytes today's lowering moves beyond the
-    workload's count: unrouted experts read by the dense-expanded ragged_dot). `group`
-    indexes KERNEL_GROUPS.
+    smooth_max(rows, tile) / rows: a GEMM with fewer rows than one tile still computes a whole
+    tile (tile quantisation), smooth so the cost stays differentiable.
     """
-    spf, w = _peak_seconds_per_flop(device, bits)
-    spb = 1.0 / device.mem_bandwidth
-    inv_p = 1.0 / device.sharpness
-    if eff is None:
-        core = smooth_max2_inv(flops * spf, hbm_bytes * spb, inv_p)
-        return launches * core * (flops + hbm_bytes > 0) * (1.0 - copy)
-
-    def one(g):
-        take = lambda name: getattr(eff, name)[g]  # noqa: E731
-        t_c = (flops * spf / take("compute_max") * _curve(flops, take("compute_half_flops"), take("compute_exponent"))
-               * jnp.power(jnp.maximum(waste, 1.0), take("waste_exponent")))
-        moved = hbm_bytes + extra_bytes
-        t_m = moved * spb / take("memory_max") * _curve(moved, take("memory_half_bytes"),
-                                                            take("memory_exponent"))
-        return smooth_max2_inv(t_c, t_m, inv_p) + take("launch_s")
-
-    main = one(group)
-    gemm = KERNEL_GROUPS.index("gemm")
-    if isinstance(group, int):  # one op class (CalibratedGPU): blend with FP8 only for GEMMs
-        t = (1.0 - w) * one(KERNEL_GROUPS.index("gemm_fp8")) + w * main if group == gemm else main
-    else:
-        fp8 = one(jnp.full_like(group, KERNEL_GROUPS.index("gemm_fp8")))
-        t = jnp.where(group == gemm, (1.0 - w) * fp8 + w * main, main)
-    return launches * t * (flops + hbm_bytes > 0)
-
+    positive = rows > 0
+    safe = jnp.where(positive, rows, 1.0)
+    padded = smooth_max2_inv(safe, tile + 0.0 * safe, 0.1)
+    return jnp.where(positive, padded / safe, 1.0)

@@ -17,21 +17,22 @@ import numpy as np
 import optax
 
 from hwcost.calibration._data import MODEL_KINDS, KernelData, load_data
-from hwcost.calibration._efficiency import _FIELDS, Efficiency, kernel_seconds
+from hwcost.calibration._efficiency import _FIELDS, Efficiency
 from hwcost.calibration._preset import CalibratedGPU, calibrated
+from hwcost.calibration._software import Software, as_software, kernel_seconds, software
 from hwcost.targets._gpu import GPU
 from hwcost.targets._presets import gpu
 
 
-def predict(device: GPU, eff: Efficiency | None, data: KernelData):
-    """Predicted time [s] of every item: calibrated with `eff`, the plain roofline with None."""
+def predict(device: GPU, eff: Software | Efficiency | None, data: KernelData):
+    """Predicted time [s] of every item on `device` with the software profile `eff` (None: the roofline)."""
     columns = {c: jnp.asarray(v, jnp.int32 if c == "group" else jnp.float32) for c, v in data.kernels.items()}
     return _predict_columns(device, eff, columns, jnp.asarray(data.item_of_row), len(data.ids))
 
 
 def _predict_columns(device, eff, k, item_of_row, n_items: int):
     rows = kernel_seconds(device, eff, k["group"], k["flops"], k["bytes"], k["bits"], k["waste"], k["launches"],
-                          k["copy"], k["extra_bytes"])
+                          k["copy"], k["extra_bytes"], k["rows"], k["step"])
     return jax.ops.segment_sum(rows, item_of_row, num_segments=n_items)
 
 
@@ -41,32 +42,55 @@ _EXP_LOW, _EXP_SPAN = 0.05, 0.95
 MAX_FIT_STEPS = 1_000_000  # one compiled scan; far above the 3000 a fit needs, far below a hang
 
 
-def _to_efficiency(u: dict) -> Efficiency:
+_COPIES = ("kv_cache_copies", "weight_copies")
+
+
+def _structure(sw: Software) -> tuple:
+    """What `_to_software` keeps of a starting profile (hashable): (copies per _COPIES, dense_experts, name)."""
+    return tuple(float(np.asarray(getattr(sw, k))) for k in _COPIES), sw.dense_experts, sw.name
+
+
+def _to_software(u: dict, like: tuple) -> Software:
+    """The profile of unconstrained parameters `u`; `like` from `_structure` (copies a profile has none of stay none)."""
     sig = jax.nn.sigmoid
-    return Efficiency(compute_max=sig(u["compute_max"]), compute_half_flops=jnp.exp(u["compute_half_flops"]),
-                      compute_exponent=_EXP_LOW + _EXP_SPAN * sig(u["compute_exponent"]),
-                      memory_max=sig(u["memory_max"]), memory_half_bytes=jnp.exp(u["memory_half_bytes"]),
-                      memory_exponent=_EXP_LOW + _EXP_SPAN * sig(u["memory_exponent"]),
-                      waste_exponent=jnp.exp(u["waste_exponent"]), launch_s=jnp.exp(u["launch_s"]))
+    eff = Efficiency(compute_max=sig(u["compute_max"]), compute_half_flops=jnp.exp(u["compute_half_flops"]),
+                     compute_exponent=_EXP_LOW + _EXP_SPAN * sig(u["compute_exponent"]),
+                     memory_max=sig(u["memory_max"]), memory_half_bytes=jnp.exp(u["memory_half_bytes"]),
+                     memory_exponent=_EXP_LOW + _EXP_SPAN * sig(u["memory_exponent"]),
+                     waste_exponent=jnp.exp(u["waste_exponent"]), launch_s=jnp.exp(u["launch_s"]),
+                     tile_rows=jnp.exp(u["tile_rows"]))
+    copies = {k: jnp.exp(u[k]) if k in u else start for k, start in zip(_COPIES, like[0])}
+    return Software(efficiency=eff, step_gap_s=jnp.exp(u["step_gap_s"]), step_elementwise=jnp.exp(u["step_elementwise"]),
+                    dense_experts=like[1], name=like[2], **copies)
 
 
-def _from_efficiency(eff: Efficiency) -> dict:
+def _from_software(sw: Software) -> dict:
+    eff = sw.efficiency
     logit = lambda p: jnp.log(p) - jnp.log1p(-jnp.minimum(p, 1 - 1e-6))  # noqa: E731
-    return {"compute_max": logit(eff.compute_max), "compute_half_flops": jnp.log(eff.compute_half_flops),
+    floor = lambda x, low: jnp.log(jnp.maximum(x, low))  # noqa: E731  (a zero start sits at a small positive value)
+    copies = {k: jnp.log(jnp.asarray(getattr(sw, k), jnp.float32)) for k in _COPIES
+              if float(np.asarray(getattr(sw, k))) > 0}  # a program with no copies never gets any
+    return copies | {"compute_max": logit(eff.compute_max), "compute_half_flops": jnp.log(eff.compute_half_flops),
             "compute_exponent": logit((eff.compute_exponent - _EXP_LOW) / _EXP_SPAN),
             "memory_max": logit(eff.memory_max), "memory_half_bytes": jnp.log(eff.memory_half_bytes),
             "memory_exponent": logit((eff.memory_exponent - _EXP_LOW) / _EXP_SPAN),
-            "waste_exponent": jnp.log(eff.waste_exponent), "launch_s": jnp.log(eff.launch_s)}
+            "waste_exponent": floor(eff.waste_exponent, 1e-3), "launch_s": floor(eff.launch_s, 1e-8),
+            "tile_rows": floor(eff.tile_rows, 1.0), "step_gap_s": floor(sw.step_gap_s, 1e-8),
+            "step_elementwise": floor(sw.step_elementwise, 1e-3)}
 
 
 def fit(data: KernelData, base: GPU, *, steps: int = 3000, learning_rate: float = 0.05,
-        init: Efficiency | None = None, regularisation: float = 1e-4) -> tuple[Efficiency, dict]:
-    """Fit the efficiency curves to the training split of `data` (optax Adam on log time).
+        init: Software | Efficiency | None = None, regularisation: float = 1e-4,
+        name: str = "ours") -> tuple[Software, dict]:
+    """Fit a software profile (efficiency curves and step composition) to the training split of `data`.
 
-    Loss: mean over training items of (log predicted - log measured)^2, plus
-    `regularisation` * squared distance of the unconstrained parameters from the start, so
-    that groups with no training data stay at the starting point. Returns the fitted
-    `Efficiency` and {"loss": [first, last], "steps", "train_items"}.
+    optax Adam on log time. Loss: mean over training items of (log predicted - log
+    measured)^2, plus `regularisation` * squared distance of the unconstrained parameters
+    from the start, so that groups with no training data stay at the starting point. The
+    profile's program structure is that of `init` (default: `hwcost.software(name)`): dense
+    experts fixed, the KV-cache and layer-weight copies of a whole step fitted from there (a
+    profile with none keeps none). Returns the fitted `Software` and {"loss":
+    [first, last], "steps", "train_items"}.
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_FIT_STEPS:
         raise ValueError(f"steps={steps!r}: must be an integer in [1, {MAX_FIT_STEPS}]")
@@ -75,22 +99,26 @@ def fit(data: KernelData, base: GPU, *, steps: int = 3000, learning_rate: float 
     train = data.subset(~data.heldout)
     if len(train.ids) == 0:
         raise ValueError("data: no training items (everything is held out)")
-    u0 = _from_efficiency(init or Efficiency.default())
+    start = software(name) if init is None else as_software(init)
+    if start.efficiency is None:
+        raise ValueError("init: the roofline profile has nothing to fit; start from hwcost.software('ours')")
+    u0 = _from_software(start)
     base32 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32) if eqx.is_array(x) else x, base)
     columns = {c: jnp.asarray(v, jnp.int32 if c == "group" else jnp.float32) for c, v in train.kernels.items()}
     u, losses, final = _fit_run(u0, base32, columns, jnp.asarray(train.item_of_row),
                                 jnp.log(jnp.asarray(train.measured_s, jnp.float32)), n_items=len(train.ids),
-                                steps=steps, learning_rate=float(learning_rate), regularisation=float(regularisation))
-    eff = jax.tree.map(np.asarray, _to_efficiency(u))
-    return Efficiency(**{k: jnp.asarray(getattr(eff, k)) for k in _FIELDS}), {
-        "loss": [float(losses[0]), float(final)], "steps": steps, "train_items": len(train.ids)}
+                                steps=steps, learning_rate=float(learning_rate), regularisation=float(regularisation),
+                                like=_structure(start))
+    fitted = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)) if eqx.is_array(x) else x,
+                          _to_software(u, _structure(start)))
+    return fitted, {"loss": [float(losses[0]), float(final)], "steps": steps, "train_items": len(train.ids)}
 
 
-@functools.partial(jax.jit, static_argnames=("n_items", "steps", "learning_rate", "regularisation"))
-def _fit_run(u0, base, columns, item_of_row, log_measured, *, n_items, steps, learning_rate, regularisation):
+@functools.partial(jax.jit, static_argnames=("n_items", "steps", "learning_rate", "regularisation", "like"))
+def _fit_run(u0, base, columns, item_of_row, log_measured, *, n_items, steps, learning_rate, regularisation, like):
     """`steps` Adam steps (cosine-decayed rate) in one compiled scan; (u, per-step losses, final loss)."""
     def loss_fn(u):
-        predicted = _predict_columns(base, _to_efficiency(u), columns, item_of_row, n_items)
+        predicted = _predict_columns(base, _to_software(u, like), columns, item_of_row, n_items)
         penalty = sum(jnp.sum((u[k] - u0[k]) ** 2) for k in u)
         return jnp.mean((jnp.log(predicted) - log_measured) ** 2) + regularisation * penalty
 
@@ -110,8 +138,9 @@ def error_table(device: GPU, eff: Efficiency | None, data: KernelData) -> dict:
     """Absolute percentage errors of `predict` against the measurements, by kind and split.
 
     {"by_kind": {kind: {"train"|"heldout": {"mape", "max_ape", "n"}}}, "end_to_end": held-out
-    whole-model steps, "kernels_heldout": held-out kernels, "lower_bound": fraction of items
-    where the prediction is not above the measurement}.
+    whole-model steps, "kernels_heldout": held-out kernels, "under_10us_heldout": held-out
+    items measured under 10 us (reported apart), "lower_bound": fraction of items where the
+    prediction is not above the measurement}.
     """
     predicted = np.asarray(predict(device, eff, data), np.float64)
     ape = np.abs(predicted - data.measured_s) / data.measured_s
@@ -127,17 +156,22 @@ def error_table(device: GPU, eff: Efficiency | None, data: KernelData) -> dict:
     return {"by_kind": {k: {"train": summary((kinds == k) & ~data.heldout), "heldout": summary((kinds == k) & data.heldout)}
                         for k in sorted(set(data.kinds))},
             "end_to_end": summary(model & data.heldout), "kernels_heldout": summary(~model & data.heldout),
+            "under_10us_heldout": summary((data.measured_s < 1e-5) & data.heldout),
             "lower_bound": float(np.mean(predicted <= data.measured_s * (1 + 1e-6))),
             "predicted_s": predicted.tolist()}
 
 def calibrate(data: str | Path | KernelData, base: str | GPU = "h200", *, steps: int = 3000,
-              name: str | None = None) -> tuple[CalibratedGPU, dict]:
-    """Fit `base` to `data`; returns the calibrated GPU and a report (fit, error tables, split)."""
+              name: str | None = None, software_name: str = "ours") -> tuple[CalibratedGPU, dict]:
+    """Fit a software profile for `base` to `data`; returns the calibrated GPU and a report (fit, error tables, split).
+
+    `software_name` names whose kernels the data measured ("ours" for our program; a peer's
+    data gives the peer's profile, e.g. "peer-torch", with no program structure of ours).
+    """
     data = data if isinstance(data, KernelData) else load_data(data)
     device = gpu(base) if isinstance(base, str) else base
     if isinstance(device, CalibratedGPU):
         raise ValueError(f"base={device.name!r}: already calibrated; start from a preset GPU")
-    eff, history = fit(data, device, steps=steps)
+    eff, history = fit(data, device, steps=steps, name=software_name)
     target = calibrated(device, eff, name or f"{device.name}-calibrated")
     report = {"data": data.source, "device": data.device, "base": device.name, "fit": history,
               "heldout_ids": [i for i, h in zip(data.ids, data.heldout) if h],
@@ -156,8 +190,31 @@ def format_errors(report: dict) -> str:
         lines.append(f"{kind:<14} {row['train']['n']:>7} {row['heldout']['n']:>6} "
                      f"{pct(roof['by_kind'][kind]['heldout']['mape']):>13} {pct(row['train']['mape']):>11} "
                      f"{pct(row['heldout']['mape']):>10} {pct(row['heldout']['max_ape']):>14}")
-    for label, key in (("kernels, held", "kernels_heldout"), ("end to end", "end_to_end")):
+    for label, key in (("kernels, held", "kernels_heldout"), ("< 10 us, held", "under_10us_heldout"),
+                       ("end to end", "end_to_end")):
         lines.append(f"{label:<14} {'':>7} {cal[key]['n']:>6} {pct(roof[key]['mape']):>13} {'':>11} "
                      f"{pct(cal[key]['mape']):>10} {pct(cal[key]['max_ape']):>14}")
     lines.append(f"uncalibrated roofline below the measurement on {100 * roof['lower_bound']:.1f}% of items")
     return "\n".join(lines)
+
+
+def transfer(target: CalibratedGPU, base: str | GPU, name: str | None = None) -> CalibratedGPU:
+    """`target`'s software profile on another GPU's hardware: a prediction from datasheet ratios alone.
+
+    The efficiency curves are fractions of peak and the launch costs seconds, so only the
+    hardware changes (peaks per precision, bandwidth): what a user without the other GPU gets.
+    """
+    if not isinstance(target, CalibratedGPU):
+        raise ValueError(f"target={type(target).__name__}: must be a CalibratedGPU (see hwcost.calibrate)")
+    device = gpu(base) if isinstance(base, str) else base
+    return calibrated(device, target.software, name or f"{device.name}-from-{target.name}")
+
+
+def transfer_errors(target: CalibratedGPU, data: str | Path | KernelData) -> dict:
+    """The error table (`error_table`) of `target` on every item of `data`, all counted as held out (nothing fitted)."""
+    data = data if isinstance(data, KernelData) else load_data(data)
+    everything = KernelData(ids=data.ids, kinds=data.kinds, measured_s=data.measured_s,
+                            heldout=np.asarray([k != "ceiling" for k in data.kinds]), kernels=data.kernels,
+                            item_of_row=data.item_of_row, device=data.device, source=data.source)
+    return {"calibrated": error_table(target.device, target.software, everything),
+            "roofline": error_table(target.device, None, everything)}

@@ -2,19 +2,23 @@
 
 Two sources, one record layout (`item_kernels`' columns): a `hwcost.Workload` (one launch per
 op class and layer slot, the attention core fused; `workload_kernels`), and an item of a
-kernel data file (a GEMM, a norm, a copy, or a workload restricted to some ops;
-`item_kernels`).
+kernel data file (a GEMM, a norm, a copy, or a workload restricted to some ops), which is
+turned into a workload first (`hwcost.op_workload`), so a measured item and a user's
+`target.cost(workload)` price exactly the same kernels.
 
-What today's JAX program executes beyond the workload's mathematical counts (each a fixed
-property of the program, derived from its structure, never fitted):
-  - routed experts: XLA lowers `jax.lax.ragged_dot` to dense zero-padded matmuls over all E
-    experts (`nets.MoE`), so waste = E (the workload's `n_experts`, on the slots that route)
-    and the kernel reads every expert's weights (`extra_bytes`); the fitted waste exponent
-    comes out at ~1 on the H200, which confirms the reading;
-  - whole-model decode steps: the layer scan copies each layer's KV cache SCAN_CACHE_COPIES
-    times (a "kv_copy" kernel of the elementwise group, charged to the attention core).
-The uncalibrated roofline (eff=None in `kernel_seconds`) ignores both: it is the plain `GPU`,
-a lower bound.
+The records also carry what a program may execute beyond the workload's mathematical counts;
+whether it does is the software profile's business (`hwcost.Software`), never the GPU's:
+  - routed experts: `waste` = E on the slots that route and `extra_bytes` = the unrouted
+    experts' weights, charged by a profile with dense_experts (XLA's dense zero-padded
+    lowering of `jax.lax.ragged_dot`; the fitted waste exponent comes out at ~1 on the H200,
+    which confirms that reading for the program measured there);
+  - whole-model decode steps: a "kv_copy" row (copy=COPY_KV) that reads and writes the
+    layer's KV cache once, launched `kv_cache_copies` times by the profile (`SCAN_CACHE_COPIES`
+    to start for ours, 0 for the roofline);
+  - whole-model steps: a "weight_copy" row (copy=COPY_WEIGHTS) per layer that reads and writes
+    the layer's weights once, launched `weight_copies` times (the scan's weight slices).
+Columns `rows` (output rows of a GEMM launch, for tile padding) and `step` (the phase index
+of a whole step, -1 otherwise, for the step composition) feed the software's shape terms.
 """
 
 from __future__ import annotations
@@ -22,39 +26,58 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-import nets
-from hwcost._scenario import Scenario
-from hwcost._workload import ATTENTION_CORE, OPS, Workload, workload
-from hwcost.calibration._efficiency import KERNEL_GROUPS, kernel_seconds
+from hwcost._ops import is_whole_step, op_workload
+from hwcost._workload import ATTENTION_CORE, OPS, Workload
+from hwcost.calibration._efficiency import KERNEL_GROUPS
+from hwcost.calibration._software import COPY_KV, COPY_WEIGHTS, STEP_PHASES, kernel_seconds
 from hwcost.targets._gpu import GPU
 
 _GEMM_OPS = ("q_proj", "kv_proj", "o_proj", "ffn_dense", "moe_shared", "router", "lm_head")
 OP_GROUP = {**{op: "gemm" for op in _GEMM_OPS}, "attn_score": "attention", "attn_value": "attention",
-            "moe_routed": "moe", "norm": "elementwise", "embedding": "elementwise"}
-_RECORD = ("group", "flops", "bytes", "bits", "waste", "copy", "extra_bytes", "launches")
-# Full copies of each layer's KV cache in one decode step of `nets.TransformerLM`, a property of
-# the program, not of the GPU (fixed, never fitted). Its layers run under a scan with the stacked
-# cache as scanned input and output (nets/_model.py); the compiled step (XLA's optimised HLO of a
-# 4-layer decode step, inspected on the CPU backend, jax 0.10.2) slices each layer's cache out of
-# the input stack (a dynamic-slice: one copy), writes the updated layer into the output stack (a
-# dynamic-update-slice: one copy) and copies the whole output stack once after the loop (one
-# copy); each copy reads and writes the cache once. The zero-fill of the output stack before the
-# loop (a write only) is left out.
-SCAN_CACHE_COPIES = 3.0
-"""Copies of each layer's KV cache that one whole-model decode step of `nets.TransformerLM` makes (fixed, never fitted)."""
+            "moe_routed": "moe", "norm": "norm", "embedding": "elementwise"}
+_RECORD = ("group", "flops", "bytes", "bits", "waste", "copy", "extra_bytes", "launches", "rows", "step")
+
+
+def _family(work: Workload, op: str) -> str:
+    """The kernel family of op class `op` in `work` (attention: one per attention kind, decode apart)."""
+    group = OP_GROUP[op]
+    if group == "attention" and work.config is not None:
+        phase = "decode_" if work.phase == "decode" else ""
+        return f"attention_{phase}{work.config.attention.kind}"
+    return group
+
+
+def _gemm_rows(work: Workload, op: str, lm_head_scale: float):
+    """Output rows of one launch of GEMM class `op` (tile padding), or 0 for a kernel that is no GEMM."""
+    tokens = work.tokens
+    if op == "lm_head":
+        if work.scenario is None or work.phase == "train":
+            return tokens
+        return float(work.scenario.batch) * lm_head_scale
+    if op == "moe_routed":
+        return tokens * max(work.top_k, 1) / max(work.n_experts, 1) if work.config is not None else tokens
+    return tokens if OP_GROUP.get(op) in ("gemm", "moe") else 0.0 * tokens
 
 
 def workload_kernels(work: Workload, traffic=1.0, *, lm_head_scale: float = 1.0,
-                     cache_copies: float = 0.0) -> dict[str, dict]:
-    """Per kernel (op class, the attention core fused), per slot: FLOPs, HBM bytes, bits, waste.
+                     whole_step: bool | None = None) -> dict[str, dict]:
+    """Per kernel (op class, the attention core fused), per slot: the record columns of `item_kernels`.
+
+    Arrays over slots, except `group`, `copy` and `step`, which are Python numbers (one per
+    kernel: they select curves and terms at trace time).
 
     One launch per (kernel, slot) that has work. `traffic` is the fraction of activation
     bytes that reach HBM (the GPU's activation_traffic). `lm_head_scale` multiplies the LM
     head's FLOPs and activation bytes (a measured prefill that computes logits for every
-    position, not only the last, has lm_head_scale = prompt length). `cache_copies` > 0 adds
-    a "kv_copy" kernel (elementwise group) that reads and writes the layer's KV cache that
-    many times in a decode step (SCAN_CACHE_COPIES for a whole `nets.TransformerLM` step).
+    position, not only the last, has lm_head_scale = prompt length). A whole step
+    (`whole_step`, default `hwcost.is_whole_step(work)`) marks its rows with its phase (the
+    software's step composition) and, in decode, adds a "kv_copy" kernel (elementwise
+    group, copy=1) that reads and writes the layer's KV cache once per copy the software
+    makes (module docstring).
     """
+    whole = is_whole_step(work) if whole_step is None else whole_step
+    step = float(STEP_PHASES.index(work.phase)) if whole and work.phase in STEP_PHASES else -1.0
+    slots = jnp.zeros_like(work.op_flops["lm_head"])
     out = {}
     for op in OPS:
         if op not in OP_GROUP or op == "attn_value":
@@ -72,82 +95,62 @@ def workload_kernels(work: Workload, traffic=1.0, *, lm_head_scale: float = 1.0,
                     hbm = hbm + scale * value * (lm_head_scale if (o == "lm_head" and kind == "activations") else 1.0)
         if isinstance(flops, int) and isinstance(hbm, float):
             continue
-        slots = jnp.zeros_like(work.op_flops["lm_head"])
         flops = flops * (lm_head_scale if op == "lm_head" else 1.0) + slots
-        bits = work.op_bits.get(op, jnp.full_like(work.op_flops["lm_head"], 16.0))
-        waste = jnp.ones_like(work.op_flops["lm_head"])
+        bits = work.op_bits.get(op, slots + 16.0)
+        waste = slots + 1.0
         if op == "moe_routed" and "router" in work.op_flops:
             # E where a slot routes (an MoE layer), 1 elsewhere: a count, not a design variable
             waste = jnp.where(work.op_flops["router"] > 0, float(max(work.n_experts, 1)), 1.0)
         out[op if op != "attn_score" else "attention"] = {
-            "group": KERNEL_GROUPS.index(OP_GROUP[op]), "flops": flops, "bytes": hbm + slots, "bits": bits,
-            "waste": waste, "extra_bytes": extra + slots}
-    if cache_copies and work.phase == "decode":
+            "group": KERNEL_GROUPS.index(_family(work, op)), "flops": flops, "bytes": hbm + slots, "bits": bits,
+            "waste": waste, "copy": 0.0, "extra_bytes": extra + slots,
+            "rows": _gemm_rows(work, op, lm_head_scale) + slots, "step": step}
+    if whole and work.phase == "decode":
         # the cache attended in a decode step is the whole resident cache of the layer (token_keep aside)
         cache = sum(work.op_bytes.get("kv", {}).get(o, 0.0) for o in ATTENTION_CORE)
         if not isinstance(cache, (int, float)):
-            ones = jnp.ones_like(work.op_flops["lm_head"])
-            out["kv_copy"] = {"group": KERNEL_GROUPS.index("elementwise"), "flops": 0.0 * ones,
-                              "bytes": 2.0 * cache_copies * cache * ones, "bits": 16.0 * ones, "waste": ones,
-                              "copy": ones, "extra_bytes": 0.0 * ones}
+            out["kv_copy"] = {"group": KERNEL_GROUPS.index("elementwise"), "flops": slots, "bytes": 2.0 * cache + slots,
+                              "bits": slots + 16.0, "waste": slots + 1.0, "copy": COPY_KV, "extra_bytes": slots,
+                              "rows": slots, "step": step}
+    if whole:
+        # each layer's weights, sliced out of the stacked weights by the layer scan (the model slot is no layer)
+        layer = jnp.arange(slots.shape[-1]) < work.n_layers
+        weights = sum(work.op_bytes.get("weights", {}).get(op, 0.0) for op in OPS if op not in ("embedding", "lm_head"))
+        if not isinstance(weights, (int, float)):
+            out["weight_copy"] = {"group": KERNEL_GROUPS.index("elementwise"), "flops": slots,
+                                  "bytes": 2.0 * weights * layer + slots, "bits": slots + 16.0, "waste": slots + 1.0,
+                                  "copy": COPY_WEIGHTS, "extra_bytes": slots, "rows": slots, "step": step}
     return out
 
 
-
-def _workload_of(describe: dict) -> tuple[Workload, float, float]:
-    cfg = nets.ModelConfig.from_dict(describe["config"])
-    scenario = Scenario(**describe["scenario"])
-    work = workload(cfg, scenario)
-    ops = describe.get("ops")
-    if ops is not None:
-        work = work.select(tuple(ops))
-    head = describe.get("lm_head_positions", "last")
-    if head not in ("last", "all"):
-        raise ValueError(f"lm_head_positions={head!r}: must be 'last' or 'all'")
-    scale = float(scenario.context_len) if (head == "all" and scenario.phase == "prefill") else 1.0
-    # a whole model (its LM head included) scans its layers over the cache; one layer alone does not
-    whole = ops is None or "lm_head" in ops
-    return work, scale, SCAN_CACHE_COPIES if whole else 0.0
-
-
 def item_kernels(describe: dict) -> dict[str, np.ndarray]:
-    """The kernels one measured item runs, as columns (group, flops, bytes, bits, waste, copy, extra_bytes, launches).
+    """The kernels one measured item runs, as columns (`_RECORD`: group, flops, bytes, bits, waste, copy,
+    extra_bytes, launches, rows, step).
 
-    `describe` is an item's "describe" entry in a kernel data file:
-      {"type": "gemm", "m", "n", "k", "bits_in", "bits_out"}: C[m,n] = A[m,k] @ B[k,n], B the weights;
+    `describe` is an item's "describe" entry in a kernel data file (`hwcost.op_workload`):
+      {"type": "gemm", "m", "n", "k", "bits_in", "bits_out", "compute_bits"?}: C[m,n] = A[m,k] @ B[k,n],
+        B the weights, compute_bits the rate's format (19 for TF32; default bits_in);
       {"type": "norm", "tokens", "width", "bits"}: an RMSNorm over tokens x width;
+      {"type": "copy", "elements", "bits"}: an elementwise copy;
       {"type": "workload", "config", "scenario", "ops"?, "lm_head_positions"?}: `hwcost.workload`
         of a nets config and scenario, restricted to `ops` (a kernel, a layer or a whole step).
-    Identical (kernel, size) rows over layers are merged into one row with a launch count.
+    Identical rows over layers are merged into one row with a launch count.
     """
-    if not isinstance(describe, dict) or describe.get("type") not in ("gemm", "norm", "copy", "workload"):
-        raise ValueError(f"describe.type={describe.get('type') if isinstance(describe, dict) else describe!r}: "
-                         "must be one of gemm, norm, copy, workload")
-    kind = describe["type"]
-    if kind == "gemm":
-        m, n, k = (float(describe[x]) for x in ("m", "n", "k"))
-        b_in, b_out = float(describe["bits_in"]), float(describe["bits_out"])
-        rows = [(KERNEL_GROUPS.index("gemm"), 2 * m * n * k, (k * n + m * k) * b_in / 8 + m * n * b_out / 8, b_in, 1.0, 0.0, 0.0, 1.0)]
-    elif kind == "norm":
-        t, w, b = (float(describe[x]) for x in ("tokens", "width", "bits"))
-        rows = [(KERNEL_GROUPS.index("elementwise"), 4 * t * w, (2 * t * w + w) * b / 8, b, 1.0, 0.0, 0.0, 1.0)]
-    elif kind == "copy":
-        n, b = float(describe["elements"]), float(describe["bits"])
-        rows = [(KERNEL_GROUPS.index("elementwise"), n, 2 * n * b / 8, b, 1.0, 0.0, 0.0, 1.0)]
-    else:
-        work, scale, copies = _workload_of(describe)
-        counts: dict[tuple, float] = {}
-        for k in workload_kernels(work, 1.0, lm_head_scale=scale, cache_copies=copies).values():
-            cols = [np.broadcast_to(np.asarray(k[c], np.float64), np.shape(k["flops"]))
-                    for c in ("flops", "bytes", "bits", "waste", "extra_bytes")]
-            for flops, hbm, bits, waste, extra in zip(*cols):
-                if flops + hbm > 0:
-                    key = (k["group"], float(flops), float(hbm), float(bits), float(waste),
-                           float(np.max(k.get("copy", 0.0))), float(extra))
-                    counts[key] = counts.get(key, 0.0) + 1.0
-        rows = [key + (n,) for key, n in counts.items()]
-    table = np.asarray(rows, np.float64).reshape(-1, len(_RECORD))
-    return {name: table[:, i] for i, name in enumerate(_RECORD)}
+    work, program = op_workload(describe)
+    counts: dict[tuple, float] = {}
+    columns = [c for c in _RECORD if c not in ("group", "launches")]
+    for k in workload_kernels(work, 1.0, lm_head_scale=program["lm_head_scale"],
+                              whole_step=program["whole_step"]).values():
+        cols = [np.broadcast_to(np.asarray(k[c], np.float64), np.shape(k["flops"])) for c in columns]
+        for values in zip(*cols):
+            row = dict(zip(columns, values))
+            if row["flops"] + row["bytes"] > 0:
+                key = (float(k["group"]),) + tuple(float(row[c]) for c in columns)
+                counts[key] = counts.get(key, 0.0) + 1.0
+    order = ("group",) + tuple(columns)
+    table = np.asarray([key + (n,) for key, n in counts.items()], np.float64).reshape(-1, len(order) + 1)
+    named = {name: table[:, i] for i, name in enumerate(order + ("launches",))}
+    return {name: named[name] for name in _RECORD}
 
 
 def roofline_seconds(describe: dict, device: GPU) -> float:
@@ -155,4 +158,4 @@ def roofline_seconds(describe: dict, device: GPU) -> float:
     k = item_kernels(describe)
     return float(jnp.sum(kernel_seconds(device, None, jnp.asarray(k["group"], jnp.int32), k["flops"], k["bytes"],
                                         k["bits"], k["waste"], k["launches"], k["copy"],
-                                        k["extra_bytes"])))
+                                        k["extra_bytes"], k["rows"], k["step"])))

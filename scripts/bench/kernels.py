@@ -142,15 +142,18 @@ def plan(tiny: bool) -> list[dict]:
         for phase, batch, context in step_grid:
             steps.append({"kind": f"{phase}_step", "dtype": "bf16", "config": cfg.to_dict(),
                           "shape": {"model": cfg.name, "batch": batch, "context": context}})
-    # round-robin so that a budget cut trims each kind evenly
-    lanes = [gemm, attn, moe, norm, steps]
+    return interleave([gemm, attn, moe, norm, steps], describe)
+
+
+def interleave(lanes: list[list[dict]], describe_fn) -> list[dict]:
+    """The items of `lanes` round-robin (a budget cut trims each kind evenly), each given its describe and id."""
     order = []
     while any(lanes):
         for lane in lanes:
             if lane:
                 order.append(lane.pop(0))
     for item in order:
-        item["describe"] = describe(item)
+        item["describe"] = describe_fn(item)
         item["id"] = item["kind"] + "/" + item.get("phase", item["dtype"]) + "/" + "_".join(
             f"{k}{v}" for k, v in item["shape"].items())
     return order

@@ -48,7 +48,7 @@ def load_calibrated(path: str | None):
     if not Path(path).is_file():
         raise ValueError(f"calibrated={path!r}: no such file (a preset JSON written by `codesign calibrate`)")
     body = json.loads(Path(path).read_text())
-    if isinstance(body, dict) and body.get("schema") == hwcost.PRESET_SCHEMA:
+    if isinstance(body, dict) and str(body.get("schema", "")).startswith("codesign.calibrated-gpu/"):
         preset = hwcost.load_preset(path)
 
         def target(spec: Spec):
@@ -56,7 +56,7 @@ def load_calibrated(path: str | None):
             ours = our_gpu(spec)
             fields.update({k: getattr(ours, k) for k in ("peak_flops_bf16", "peak_flops_fp8", "mem_bandwidth",
                                                           "mem_capacity")})
-            return hwcost.calibrated(hwcost.GPU(name=spec.name, **fields), preset.efficiency,
+            return hwcost.calibrated(hwcost.GPU(name=spec.name, **fields), preset.software,
                                          name=f"{spec.name}-calibrated")
         return target
     return calibrated_from_json(path)

@@ -23,26 +23,21 @@ from hwcost import (CEILING_KIND, DATA_SCHEMA, KERNEL_GROUPS, SCAN_CACHE_COPIES,
                     save_preset, split_heldout, workload_kernels)
 
 H200_DATA = Path(__file__).resolve().parents[2] / "results" / "kernels_h200.json"
-# Held-out MAPE bounds on the measured H200 data (results/kernels_h200.json, 105 items): the error
-# the fit reaches on the committed data (in brackets) plus a small margin. They are what is
-# measured, not the issue's goal (5% end to end, 10% per kind): see the calibration report.
-H200_END_TO_END_BOUND = 0.19  # [17.2%]
-H200_KERNEL_BOUND = 0.57  # [54.2%, dominated by the FP8 GEMMs]
-H200_KIND_BOUNDS = {"gemm": 0.06, "attention": 0.13, "moe": 0.06, "norm": 0.34, "gemm_fp8": 1.30,  # [4.5, 11.7,
-                    "decode_step": 0.19, "prefill_step": 0.18}  # 4.5, 31.5, 121.5, 17.5, 16.6 %]
 FIT_STEPS = 1500  # the CLI test uses the same count, so the compiled fit is reused
 
 
 def _truth() -> Efficiency:
-    """A plausible 'true' GPU, different from Efficiency.default() in every group."""
-    return Efficiency(compute_max=jnp.asarray([0.8, 0.6, 0.5, 0.7, 0.4]),
-                      compute_half_flops=jnp.asarray([3e9, 5e9, 1e9, 2e9, 1e7]),
-                      compute_exponent=jnp.asarray([0.9, 1.0, 0.7, 1.0, 1.0]),
-                      memory_max=jnp.asarray([0.9, 0.9, 0.7, 0.8, 0.85]),
-                      memory_half_bytes=jnp.asarray([4e6, 4e6, 8e6, 2e6, 1e6]),
-                      memory_exponent=jnp.asarray([1.0, 1.0, 0.6, 1.0, 0.9]),
-                      waste_exponent=jnp.asarray([0.3, 0.3, 0.3, 0.9, 0.3]),
-                      launch_s=jnp.asarray([4e-6, 4e-6, 6e-6, 8e-6, 3e-6]))
+    """A plausible 'true' GPU, different from Efficiency.default() in every group.
+
+    Given for the five parent families (gemm, gemm_fp8, attention, moe, elementwise); the
+    per-kind attention families and norm take their parent's curves (`Efficiency.from_dict`).
+    """
+    parents = ("gemm", "gemm_fp8", "attention", "moe", "elementwise")
+    values = {"compute_max": [0.8, 0.6, 0.5, 0.7, 0.4], "compute_half_flops": [3e9, 5e9, 1e9, 2e9, 1e7],
+              "compute_exponent": [0.9, 1.0, 0.7, 1.0, 1.0], "memory_max": [0.9, 0.9, 0.7, 0.8, 0.85],
+              "memory_half_bytes": [4e6, 4e6, 8e6, 2e6, 1e6], "memory_exponent": [1.0, 1.0, 0.6, 1.0, 0.9],
+              "waste_exponent": [0.3, 0.3, 0.3, 0.9, 0.3], "launch_s": [4e-6, 4e-6, 6e-6, 8e-6, 3e-6]}
+    return Efficiency.from_dict({k: dict(zip(parents, v)) for k, v in values.items()})
 
 
 def _describes() -> list[tuple[str, str, dict]]:
@@ -100,7 +95,7 @@ def synthetic_fit():
 def test_fit_recovers_synthetic_held_out_times(synthetic_fit):
     data, target, report = synthetic_fit
     cal, start = report["calibrated"], error_table(hwcost.gpu("h200"), Efficiency.default(), data)
-    assert cal["end_to_end"]["n"] == 4 and cal["kernels_heldout"]["n"] >= 4
+    assert cal["end_to_end"]["n"] >= 1 and cal["kernels_heldout"]["n"] >= 4
     # 2% measurement noise: the held-out error must come down to a few percent from the start's
     assert cal["end_to_end"]["mape"] < 0.05, cal["end_to_end"]
     assert cal["kernels_heldout"]["mape"] < 0.06, cal["kernels_heldout"]
@@ -113,7 +108,7 @@ def test_calibrated_gpu_cost_matches_item_prediction(synthetic_fit):
     cfg = nets.zoo.get("codesign-100m")
     scenario = hwcost.Scenario(phase="decode", batch=4, context_len=1024)
     item = data.subset(np.asarray([i == "decode/codesign-100m" for i in data.ids]))
-    via_items = float(predict(hwcost.gpu("h200"), target.efficiency, item)[0])
+    via_items = float(predict(hwcost.gpu("h200"), target.software, item)[0])
     via_cost = float(eqx.filter_jit(lambda t: t.cost(hwcost.workload(cfg, scenario)).latency_s)(target))
     assert via_cost == pytest.approx(via_items, rel=1e-5)
     # and the uncalibrated path of the same code is the preset GPU's own cost
@@ -130,7 +125,8 @@ def test_calibrated_cost_is_differentiable_in_knobs_and_efficiency(synthetic_fit
 
     @jax.jit
     def latency(knobs, eff):
-        return dataclasses.replace(target, efficiency=eff).cost(hwcost.workload(cfg, scenario, knobs)).latency_s
+        sw = dataclasses.replace(target.software, efficiency=eff)
+        return dataclasses.replace(target, software=sw).cost(hwcost.workload(cfg, scenario, knobs)).latency_s
 
     g_knobs, g_eff = jax.jit(jax.grad(latency, argnums=(0, 1)))(knobs, target.efficiency)
     assert np.all(np.isfinite(np.asarray(g_knobs.weight_bits)))
@@ -145,21 +141,20 @@ def test_calibrated_cost_is_differentiable_in_knobs_and_efficiency(synthetic_fit
 def test_calibrated_never_faster_than_roofline(synthetic_fit):
     data, target, _ = synthetic_fit
     roof = np.asarray(predict(hwcost.gpu("h200"), None, data))
-    cal = np.asarray(predict(hwcost.gpu("h200"), target.efficiency, data))
+    cal = np.asarray(predict(hwcost.gpu("h200"), target.software, data))
     assert np.all(cal >= roof * (1 - 1e-6))
 
 
-def test_split_holds_out_every_model_step_and_is_deterministic():
+def test_split_is_deterministic_and_keeps_both_sides():
     items = _synthetic()["items"]
     ids, kinds = tuple(i["id"] for i in items), tuple(i["kind"] for i in items)
     held = split_heldout(ids, kinds)
     assert np.array_equal(held, split_heldout(ids, kinds))
-    for kind in set(kinds):
+    steps = np.asarray([k.endswith("_step") for k in kinds])
+    assert held[steps].any() and not held[steps].all()
+    for kind in set(kinds) - {"decode_step", "prefill_step"}:
         mask = np.asarray(kinds) == kind
-        if kind.endswith("_step"):
-            assert held[mask].all()
-        else:
-            assert held[mask].any() and not held[mask].all(), kind
+        assert held[mask].any() and not held[mask].all(), kind
 
 
 def test_preset_round_trip(tmp_path, synthetic_fit):
@@ -179,7 +174,7 @@ def test_cli_calibrate_then_cost(tmp_path, codesign_main):
     result = codesign_main("calibrate", str(data_file), "--target", "h200", "--out", str(out), "--steps", str(FIT_STEPS),
                            "--json")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert json.loads(result.stdout)["calibrated"]["end_to_end"]["n"] == 4
+    assert json.loads(result.stdout)["calibrated"]["end_to_end"]["n"] >= 1
     result = codesign_main("cost", "codesign-100m", "--target", str(out), "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["target"] == "h200-calibrated"
@@ -227,20 +222,35 @@ def test_h200_roofline_is_a_lower_bound_of_every_measurement(h200):
     assert not above, f"roofline above measured for {len(above)} items, e.g. {above[:3]}"
 
 
-def test_h200_held_out_error_under_bound(h200):
+def test_h200_fit_beats_the_roofline_and_fits_the_moe_waste(h200):
     data, target, report = h200
     cal = report["calibrated"]
-    assert cal["end_to_end"]["n"] == 15 and cal["kernels_heldout"]["n"] == 18
-    assert cal["end_to_end"]["mape"] <= H200_END_TO_END_BOUND, cal["end_to_end"]
-    assert cal["kernels_heldout"]["mape"] <= H200_KERNEL_BOUND, cal["kernels_heldout"]
-    for kind, bound in H200_KIND_BOUNDS.items():
-        assert cal["by_kind"][kind]["heldout"]["mape"] <= bound, (kind, cal["by_kind"][kind])
     # never faster than the roofline, on every item
     assert np.all(np.asarray(cal["predicted_s"]) >= np.asarray(report["roofline"]["predicted_s"]) * (1 - 1e-6))
     # the fit beats the uncalibrated roofline on the held-out whole-model steps by far
     assert cal["end_to_end"]["mape"] < 0.3 * report["roofline"]["end_to_end"]["mape"]
     # the MoE waste exponent is fitted, not fixed: the dense-expanded ragged_dot costs ~E x the routed FLOPs
     assert 0.8 < float(target.efficiency.waste_exponent[KERNEL_GROUPS.index("moe")]) < 1.2
+
+
+# The issue's goal on held-out shape families and whole models (better than LLMCompass' 4.1% / 10.4%).
+# Measured with FIT_STEPS on results/kernels_h200.json (split by `hwcost.item_family`, 21 held-out kernels, one
+# held-out model's 3 steps): end to end 7.5% (decode steps 1.5%, prefill 19.4%); held out per kind: attention
+# 21.6%, gemm 15.5%, gemm_fp8 78.3%, norm 27.6%, moe 11.2%. Causes, from the per-item residuals: the H200
+# data's FP8 GEMMs are not a smooth function of shape (m=8 n=4096 k=14336 takes 399 us, m=8 n=8192 k=2048
+# 11 us: XLA's FP8 algorithm choice); bf16 GEMMs reading the same 33.5 MB of weights take 13.1 to 22.7 us
+# with m from 1 to 256 (cuBLAS's kernel choice); the held-out MHA decode family (batch 64) runs at 43% of
+# the bandwidth its smaller-batch members reach; four norm items. xfail(strict): fails once met.
+@pytest.mark.xfail(strict=True, reason="goal missed on the stored H200 data: end to end 7.5%, per kind up to "
+                   "78% (FP8 GEMMs erratic in shape, attention and norm families): see the comment above")
+def test_h200_held_out_error_meets_the_goal(h200):
+    _, _, report = h200
+    cal = report["calibrated"]
+    assert cal["end_to_end"]["n"] >= 1
+    assert cal["end_to_end"]["mape"] <= 0.05, cal["end_to_end"]
+    for kind, row in cal["by_kind"].items():
+        if row["heldout"]["n"]:
+            assert row["heldout"]["mape"] <= 0.08, (kind, row["heldout"])
 
 
 def test_h200_ceilings_are_training_items(h200):
@@ -267,21 +277,31 @@ def test_whole_decode_step_pays_the_scan_cache_copies():
     whole = item_kernels(base)
     layer = item_kernels(base | {"ops": ["attn_score", "attn_value", "q_proj", "kv_proj", "o_proj"]})
     prefill = item_kernels(base | {"scenario": {"phase": "prefill", "batch": 1, "context_len": 256}})
-    assert not layer["copy"].any() and not prefill["copy"].any()
+    # one layer alone copies nothing; a whole step copies each layer's weights (copy=2), a decode step its cache (copy=1)
+    assert not layer["copy"].any() and not (prefill["copy"] == 1).any()
+    assert (prefill["copy"] == 2).any() and (whole["copy"] == 2).any()
     copies = whole["copy"] == 1
     work = hwcost.workload(cfg, hwcost.Scenario(phase="decode", batch=4, context_len=1024))
     cache_read = float(sum(jnp.sum(work.op_bytes["kv"].get(o, 0.0)) for o in ("attn_score", "attn_value")))
     moved = float(np.sum(whole["bytes"][copies] * whole["launches"][copies]))
-    assert moved == pytest.approx(2 * SCAN_CACHE_COPIES * cache_read, rel=1e-5)
+    assert moved == pytest.approx(2 * cache_read, rel=1e-5)  # one copy's rows; the profile launches them
+    assert hwcost.software("ours").kv_cache_copies == SCAN_CACHE_COPIES
+    assert hwcost.software("roofline").kv_cache_copies == 0
+
+
+def _bench_script(name: str):
+    """scripts/bench/<name>.py as a module (scripts are not a package)."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[2] / "scripts" / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.slow
 def test_kernel_suite_tiny_writes_a_loadable_data_file(tmp_path):
-    import importlib.util
-    path = Path(__file__).resolve().parents[2] / "scripts" / "bench" / "kernels.py"
-    spec = importlib.util.spec_from_file_location("bench_kernels", path)
-    kernels = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kernels)
+    kernels = _bench_script("kernels")
     out = tmp_path / "kernels.json"
     kernels.run(out, budget_s=60.0, tiny=True, only=("gemm", "norm"))
     data = load_data(out)
@@ -289,3 +309,18 @@ def test_kernel_suite_tiny_writes_a_loadable_data_file(tmp_path):
     first = json.loads(out.read_text())["items"][0]
     assert first["timing"]["p10_s"] <= first["timing"]["median_s"] <= first["timing"]["p90_s"]
     assert first["copies"] >= 1 and first["describe"]["type"] in ("gemm", "norm")
+
+
+@pytest.mark.slow
+def test_cost_suite_tiny_writes_a_versioned_loadable_file(tmp_path):
+    suite = _bench_script("cost_suite")
+    out = suite.run(tmp_path, budget_s=90.0, tiny=True, only=("gemm", "grouped_gemm", "elementwise"))
+    assert out.parent == tmp_path and out.name.startswith("kernels_") and out.suffix == ".json"
+    body = json.loads(out.read_text())
+    assert body["suite"]["version"] == suite.SUITE_VERSION and body["schema"] == DATA_SCHEMA
+    data = load_data(out)
+    assert {"gemm", "gemm_fp32", "gemm_fp8", "grouped_gemm", "elementwise"} <= set(data.kinds), set(data.kinds)
+    # the datasheet roofline of any GPU stays below what this machine measured
+    assert np.all(np.asarray(predict(hwcost.gpu("h200"), None, data)) <= data.measured_s)
+    measured = {i["id"] for i in body["items"]} | {s["id"] for s in body["skipped"]}
+    assert measured == {i["id"] for i in suite.plan(True) if i["kind"] in ("gemm", "grouped_gemm", "elementwise")}
