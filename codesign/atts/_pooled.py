@@ -29,7 +29,11 @@ so everything below is conditional on those counts):
   times how far the borrowed turns' laws are from turn t's: neighbouring turns with similar
   laws cost little, and a turn's own scores cost nothing.
 
-The state is Mondrian's (`BankState` of shape (T, C)), updated the same way (each turn's ring
+Whole neighbouring banks are borrowed, so a turn just short of `min_bank` next to large banks takes
+most of its pool from other turns; where the score law changes sharply between turns that is a large
+bias (the bound above), and a larger calibration that fills the turn's own bank is the better cure.
+
+The state is Mondrian's (`BankState` of shape (T, C)), updated the same way (it is a `Mondrian`) (each turn's ring
 keeps its last `capacity` scores), so pools shrink back to the turn itself as its bank fills.
 """
 
@@ -42,8 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Int
 
-from codesign.atts._calibrators import (BankState, _empty_bank, _mondrian_update, _positive_int, _stream_inputs,
-                                        _vector)
+from codesign.atts._calibrators import BankState, Mondrian, _positive_int, _stream_inputs, _vector
 from codesign.atts._conformal import check_finite, check_tie_break, concrete, draw_tie_break, tail_counts
 
 __all__ = ["PooledMondrian", "pool_windows"]
@@ -73,7 +76,7 @@ def _pooled_counts(state: BankState, pools_TxT, scores_M, turn_ids_M):
 
 
 @dataclasses.dataclass(frozen=True)
-class PooledMondrian:
+class PooledMondrian(Mondrian):
     """Per-turn banks (last `capacity` scores of each turn 0..n_turns-1), a turn with fewer than
     `min_bank` valid scores pooled with its nearest turns until the pool holds `min_bank`.
 
@@ -81,25 +84,15 @@ class PooledMondrian:
     exchangeable with those of the turns in its pool; otherwise off by at most twice the pool's
     borrowed share times the total-variation distance of the borrowed turns' score laws.
     min_bank = 1 is Mondrian on every turn with a score; `bank_size_for` gives the bank that holds
-    a turn's rate within a tolerance of alpha with a chosen probability.
+    a turn's rate within a tolerance of alpha with a chosen probability. State and update are
+    Mondrian's (so it is a `Mondrian`, and `ACI` accepts it as its bank).
     """
 
-    n_turns: int
-    capacity: int
     min_bank: int
 
     def __post_init__(self):
-        _positive_int("PooledMondrian", "n_turns", self.n_turns)
-        _positive_int("PooledMondrian", "capacity", self.capacity)
+        super().__post_init__()
         _positive_int("PooledMondrian", "min_bank", self.min_bank)
-
-    def init_state(self, scores=None, *, valid=None, turn_ids=None) -> BankState:
-        state = _empty_bank((self.n_turns, self.capacity))
-        return state if scores is None else self.update(state, scores, valid=valid, turn_ids=turn_ids)
-
-    def update(self, state: BankState, scores, *, valid=None, turn_ids=None, rejected=None) -> BankState:
-        scores, valid, turn_ids = _stream_inputs(scores, valid, turn_ids, self.n_turns)
-        return _mondrian_update(state, scores, valid, turn_ids)
 
     def pools(self, state: BankState) -> Bool[Array, "T T"]:
         """pools[t, t']: whether turn t' scores count in turn t's bank (the current state's pools)."""

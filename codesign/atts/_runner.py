@@ -21,7 +21,6 @@ from flax import nnx
 import nets
 from nets import InputError
 from codesign.atts._calibrators import ACI, ACIState, BankState, Mondrian, SlidingWindow, StaticBank
-from codesign.atts._pooled import PooledMondrian
 from codesign.atts._calls import prefill, role_mesh
 from codesign.atts._engine import _run
 from codesign.atts._state import Counters, PipelineConfig, _Out, _Slots
@@ -119,13 +118,13 @@ def run_pipeline(draft: nets.TransformerLM, target: nets.TransformerLM, problems
     if not problems or not all(isinstance(p, ArithProblem) for p in problems):
         raise InputError("problems", type(problems).__name__, "must be a non-empty list of ArithProblem")
     if cfg.mode == "atts":
-        if not isinstance(calibrator, (StaticBank, SlidingWindow, Mondrian, PooledMondrian, ACI)):
+        if not isinstance(calibrator, (StaticBank, SlidingWindow, Mondrian, ACI)):
             raise InputError("calibrator", calibrator,
                              "mode atts needs a StaticBank, SlidingWindow, Mondrian, PooledMondrian or ACI")
         if cal_state is None:
             raise InputError("cal_state", None, "mode atts needs the calibrator's initial state (calibrator.init_state(bank))")
         bank_cal = calibrator.bank if isinstance(calibrator, ACI) else calibrator
-        if isinstance(bank_cal, (Mondrian, PooledMondrian)) and bank_cal.n_turns != cfg.max_turns:
+        if isinstance(bank_cal, Mondrian) and bank_cal.n_turns != cfg.max_turns:
             raise InputError("calibrator.n_turns", bank_cal.n_turns, f"must equal max_turns={cfg.max_turns} (one bank per turn)")
         bank_state = cal_state.bank if isinstance(cal_state, ACIState) else cal_state
         if not isinstance(bank_state, BankState):
