@@ -53,8 +53,8 @@ def test_pooled_p_values_are_those_of_the_pooled_bank_and_mondrian_where_banks_a
         p = cal.p_values(state, test, uniforms=u if randomized else None, turn_ids=test_turns, randomized=randomized)
         for t in range(5):   # each turn's scores against the union of its pool's banks
             at = test_turns == t
-            ref = conformal_p_values(scores[pools[t][turns]], test[at], uniforms=u[at] if randomized else None,
-                                     randomized=randomized)
+            ref = conformal_p_values(scores, test[at], valid=pools[t][turns], randomized=randomized,
+                                     uniforms=u[at] if randomized else None)
             np.testing.assert_allclose(np.asarray(p)[at], np.asarray(ref), rtol=1e-6)
     full = np.isin(test_turns, [0, 4])    # banks of >= min_bank scores: exactly Mondrian
     mondrian = Mondrian(5, 30)
