@@ -1,11 +1,14 @@
-"""Full-size check of the ATTS conformal guarantee and of the calibrators under drift.
+"""Full-size check of the ATTS conformal guarantee, of the calibrators under drift, and of the per-turn rate.
 
-    python scripts/atts_guarantee.py [--out-dir runs/atts_guarantee] [--n-splits 10000]
+    python scripts/atts_guarantee.py [--out-dir runs/atts_guarantee] [--n-splits 10000] [--parts guarantee,drift,turns]
 
-Writes guarantee.json (every row + the drift run), guarantee_table.txt (the table printed
-here) and guarantee.png (rate error in standard errors per cell; per-turn rejection rate
-of each calibrator on a drifting stream). All numbers come from
-`codesign.atts.guarantee_experiment` and `codesign.atts.drift_experiment`.
+Writes guarantee.json (every row + the drift run + the per-turn runs), guarantee_table.txt (the table
+printed here) and, with the guarantee and drift parts, guarantee.png (rate error in standard errors per
+cell; per-turn rejection rate of each calibrator on a drifting stream). All numbers come from
+`codesign.atts.guarantee_experiment`, `codesign.atts.drift_experiment` and
+`codesign.atts.turn_rate_experiment` (turns: one calibration, `--turn-test` test chunks per turn, banks
+thinning from 6400 scores at turn 0 to 14 at turn 12; exchangeable scores, and a drift of `--turn-drift`
+in log-score per turn over `--turn-splits` bank draws).
 """
 
 from __future__ import annotations
@@ -15,12 +18,33 @@ import json
 import time
 from pathlib import Path
 
-from codesign.atts import drift_experiment, guarantee_experiment
+from nets import atomic_write, atomic_write_json
+from codesign.atts import drift_experiment, guarantee_experiment, turn_rate_experiment
+
+PARTS = ("guarantee", "drift", "turns")
 
 
 def _fmt(x, spec):
     width = spec.split(".")[0]
     return format("-", f">{width}") if x is None else format(x, spec)
+
+
+def format_turns(turns: dict) -> str:
+    """The per-turn rate of each calibrator (one line per calibrator and alpha) with its SE."""
+    lines = []
+    for label, run in turns.items():
+        lines += ["", f"Per-turn rate ({label}): calibration scores by turn {run['calibration_counts']}, "
+                      f"{run['n_test']} test chunks per turn, {run['n_splits']} bank draw(s), "
+                      f"drift {run['drift_per_turn']} per turn; beyond = turns with |rate - alpha| - 0.02 > 2 SE",
+                  f"{'calibrator':<10}{'alpha':>6}{'beyond':>7}{'max|dev|':>9}  rate by turn (SE)"]
+        for r in run["rows"]:
+            cells = " ".join(f"{x:.3f}" for x in r["rate_by_turn"])
+            lines.append(f"{r['calibrator']:<10}{r['alpha']:>6.2f}{r['turns_beyond']:>7}{r['max_abs_dev']:>9.4f}  "
+                         f"{cells}  (SE {min(r['se_by_turn']):.4f}-{max(r['se_by_turn']):.4f})")
+            if "pool_size_by_turn" in r:
+                lines.append(f"{'':<10}{'':>6}{'':>7}{'':>9}  min_bank {r['min_bank']}, pool sizes "
+                             f"{r['pool_size_by_turn']}, TV bound max {max(r['tv_bound_by_turn']):.4f}")
+    return "\n".join(lines)
 
 
 def format_table(rows: list[dict], drift: dict) -> str:
@@ -83,21 +107,38 @@ def main() -> None:
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.25, 0.4])
     parser.add_argument("--bank-sizes", type=int, nargs="+", default=[16, 64, 1600])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"any of {', '.join(PARTS)}")
+    parser.add_argument("--turn-test", type=int, default=4000, help="test chunks per turn (turns part)")
+    parser.add_argument("--turn-splits", type=int, default=400, help="bank draws of the drift run (turns part)")
+    parser.add_argument("--turn-drift", type=float, default=0.03, help="log-score drift per turn (turns part)")
     args = parser.parse_args()
+    parts = args.parts.split(",")
+    if not parts or not set(parts) <= set(PARTS):
+        parser.error(f"--parts {args.parts!r}: must be a selection of {', '.join(PARTS)}")
     start = time.perf_counter()
-    rows = guarantee_experiment(alphas=args.alphas, bank_sizes=args.bank_sizes,
-                                n_splits=args.n_splits, n_test=args.n_test, seed=args.seed)
-    drift = drift_experiment(seed=args.seed)
+    rows = drift = None
+    if "guarantee" in parts:
+        rows = guarantee_experiment(alphas=args.alphas, bank_sizes=args.bank_sizes, n_splits=args.n_splits,
+                                    n_test=args.n_test, seed=args.seed)
+    if "drift" in parts:
+        drift = drift_experiment(seed=args.seed)
+    turns = {}
+    if "turns" in parts:
+        turns["exchangeable"] = turn_rate_experiment(alphas=(0.1, 0.25), n_test=args.turn_test, seed=args.seed)
+        turns["drift"] = turn_rate_experiment(alphas=(0.1, 0.25), n_test=100, n_splits=args.turn_splits,
+                                              drift_per_turn=args.turn_drift, seed=args.seed)
     elapsed_s = time.perf_counter() - start
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    table = format_table(rows, drift)
-    (args.out_dir / "guarantee_table.txt").write_text(table + "\n")
+    table = "\n".join(x for x in (format_table(rows, drift) if rows and drift else "",
+                                   format_turns(turns) if turns else "") if x)
+    atomic_write(args.out_dir / "guarantee_table.txt", table + "\n")
     payload = dict(config={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                   elapsed_s=elapsed_s, guarantee=rows, drift=drift)
-    (args.out_dir / "guarantee.json").write_text(json.dumps(payload, indent=1))
-    plot(rows, drift, args.out_dir / "guarantee.png")
+                   elapsed_s=elapsed_s, guarantee=rows, drift=drift, turns=turns)
+    atomic_write_json(args.out_dir / "guarantee.json", payload)
+    if rows and drift:
+        plot(rows, drift, args.out_dir / "guarantee.png")
     print(table)
-    print(f"\n{elapsed_s:.1f} s; wrote {args.out_dir}/guarantee.json, guarantee_table.txt, guarantee.png")
+    print(f"\n{elapsed_s:.1f} s; wrote {args.out_dir}/guarantee.json, guarantee_table.txt")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """ATTS: asynchronous test-time scaling via conformal prediction (arXiv 2509.15148).
 
 Part 1, calibration: conformal p-values of draft-chunk scores against a calibration bank,
-bank calibrators for a drifting stream (static, sliding window, Mondrian per turn, ACI),
+bank calibrators for a drifting stream (static, sliding window, Mondrian per turn, Mondrian pooled
+with neighbouring turns where a turn has few scores, ACI), the bank size a per-turn rate needs,
 ordinal graded decisions, the budget form alpha = B / m, and the experiments that check the
 finite-sample guarantee (with the exact distributions they are tested against). Part 2, the
 draft/target pipeline on the embedded arithmetic task: the models and their training
@@ -14,6 +15,9 @@ where only shapes are checked.
 """
 
 from codesign.atts._calibrators import ACI, ACIState, BankState, Calibrator, Mondrian, SlidingWindow, StaticBank
+from codesign.atts._pooled import PooledMondrian, pool_windows
+from codesign.atts._turn_guarantee import (TURN_CALIBRATORS, bank_size_for, default_calibration_counts,
+                                           joint_min_bank, normal_tv, turn_rate_experiment)
 from codesign.atts._conformal import conformal_p_values, reject, tail_counts
 from codesign.atts._guarantee import (CATEGORICAL_PROBS, beta_binomial_pmf, binomial_pmf,
                                       categorical_unrandomized_count_pmf, drift_experiment, exact_unrandomized_rate,
@@ -31,7 +35,9 @@ from codesign.atts._models import (ArithTask, ModelPair, TrainSpec, draft_config
 
 __all__ = [
     # calibration and its guarantee
-    "ACI", "ACIState", "BankState", "Calibrator", "Mondrian", "SlidingWindow", "StaticBank",
+    "ACI", "ACIState", "BankState", "Calibrator", "Mondrian", "PooledMondrian", "SlidingWindow", "StaticBank",
+    "pool_windows", "bank_size_for", "turn_rate_experiment", "TURN_CALIBRATORS", "default_calibration_counts", "joint_min_bank",
+    "normal_tv",
     "conformal_p_values", "reject", "tail_counts",
     "OrdinalThresholds", "alpha_from_budget", "ordinal_levels",
     "guarantee_experiment", "drift_experiment", "run_stream",

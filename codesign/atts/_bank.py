@@ -20,10 +20,12 @@ from flax import nnx
 import nets
 from nets import InputError
 from codesign.atts._calibrators import ACI, Mondrian, SlidingWindow, StaticBank
+from codesign.atts._pooled import PooledMondrian
+from codesign.atts._turn_guarantee import joint_min_bank
 from codesign.atts._runner import run_batched
 from codesign.atts._state import PipelineConfig
 
-CALIBRATORS = ("static", "window", "mondrian", "aci")
+CALIBRATORS = ("static", "window", "mondrian", "pooled", "aci")
 
 
 def collect_bank(draft, target, problems, *, m: int, max_turns: int, key: jax.Array,
@@ -68,12 +70,15 @@ def load_bank(path, settings: dict | None = None) -> np.ndarray:
 
 
 def make_calibrator(name: str, bank_QxmxT, *, alpha: float, max_turns: int, window: int = 512,
-                    gamma: float = 0.005):
+                    gamma: float = 0.005, min_bank: int | None = None):
     """A calibrator of `CALIBRATORS` and its initial state from calibration scores (Q, m, T).
 
     static: the turn-0 scores only, never updated (ATTS' released code). window: the last `window`
     scores in turn order, then every new score. mondrian: one bank per turn (capacity: the largest
-    count of any turn), updated per turn. aci: Gibbs & Candes' adaptive level over the static bank.
+    count of any turn), updated per turn. pooled: Mondrian's banks, a turn with fewer than `min_bank`
+    scores pooled with its neighbouring turns (`PooledMondrian`; default min_bank
+    `joint_min_bank(alpha, max_turns)`: every turn's rate within 0.02 of alpha with probability 0.95). aci: Gibbs & Candes'
+    adaptive level over the static bank.
     """
     bank = np.asarray(bank_QxmxT, np.float32)
     if bank.ndim != 3:
@@ -96,9 +101,13 @@ def make_calibrator(name: str, bank_QxmxT, *, alpha: float, max_turns: int, wind
         flat = np.concatenate(by_turn)
         cal = SlidingWindow(int(window))
         return cal, cal.init_state(jnp.asarray(flat[-window:]))
-    if name == "mondrian":
+    if name in ("mondrian", "pooled"):
         flat = np.concatenate(by_turn)
         ids = np.concatenate([np.full(x.size, t, np.int32) for t, x in enumerate(by_turn)])
-        cal = Mondrian(int(max_turns), int(max(x.size for x in by_turn)))
+        capacity = int(max(x.size for x in by_turn))
+        if name == "mondrian":
+            cal = Mondrian(int(max_turns), capacity)
+        else:
+            cal = PooledMondrian(int(max_turns), capacity, int(min_bank or joint_min_bank(float(alpha), int(max_turns))))
         return cal, cal.init_state(jnp.asarray(flat), turn_ids=jnp.asarray(ids))
     raise InputError("calibrator", name, f"must be one of {', '.join(CALIBRATORS)}")

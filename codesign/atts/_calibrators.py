@@ -22,6 +22,9 @@ tracers, as `conformal_p_values` does.
 | SlidingWindow(W) | last W scores seen, any turn | tracks slow drift; exact only under exchangeability within the window |
 | Mondrian(T, C) | last C scores of the same turn t | exact per turn when scores of one turn are exchangeable (Vovk et al. 2003, Mondrian conformal) |
 | ACI(alpha, gamma, bank) | any bank, with an adapted level alpha_t | long-run rate -> alpha for ANY sequence (Gibbs & Candes 2021) |
+
+`PooledMondrian` (`codesign.atts._pooled`) is Mondrian with a turn of few scores pooled with its
+neighbouring turns; it shares Mondrian's state and update.
 """
 
 from __future__ import annotations
@@ -191,8 +194,8 @@ class Mondrian:
     capacity: int
 
     def __post_init__(self):
-        _positive_int("Mondrian", "n_turns", self.n_turns)
-        _positive_int("Mondrian", "capacity", self.capacity)
+        _positive_int(type(self).__name__, "n_turns", self.n_turns)
+        _positive_int(type(self).__name__, "capacity", self.capacity)
 
     def init_state(self, scores=None, *, valid=None, turn_ids=None) -> BankState:
         state = _empty_bank((self.n_turns, self.capacity))

@@ -119,7 +119,8 @@ def run_pipeline(draft: nets.TransformerLM, target: nets.TransformerLM, problems
         raise InputError("problems", type(problems).__name__, "must be a non-empty list of ArithProblem")
     if cfg.mode == "atts":
         if not isinstance(calibrator, (StaticBank, SlidingWindow, Mondrian, ACI)):
-            raise InputError("calibrator", calibrator, "mode atts needs a StaticBank, SlidingWindow, Mondrian or ACI")
+            raise InputError("calibrator", calibrator,
+                             "mode atts needs a StaticBank, SlidingWindow, Mondrian, PooledMondrian or ACI")
         if cal_state is None:
             raise InputError("cal_state", None, "mode atts needs the calibrator's initial state (calibrator.init_state(bank))")
         bank_cal = calibrator.bank if isinstance(calibrator, ACI) else calibrator

@@ -91,7 +91,7 @@ def calibrate(
 def run(
     ckpt: str = typer.Option(..., help="Folder with draft/ and target/ (scripts/atts_train.py --out)."),
     mode: str = typer.Option("atts", help="atts, sync, target_only, draft_only."),
-    calibrator: str = typer.Option("mondrian", help="static, window, mondrian or aci (mode atts)."),
+    calibrator: str = typer.Option("mondrian", help="static, window, mondrian, pooled or aci (mode atts)."),
     bank: str = typer.Option("", help="Calibration npz from `codesign atts calibrate` (else collected now)."),
     takeover: str = typer.Option("regenerate", help="regenerate, append or ordinal."),
     alpha: float = typer.Option(0.25, help="Rejection level in (0, 1); budget form alpha = B/m."),

@@ -18,7 +18,7 @@ from pathlib import Path
 import jax
 
 from nets import atomic_write, atomic_write_json
-from codesign.atts import load_pair, train_pair, BENCH_PARTS, TAKEOVERS, bench, format_bench
+from codesign.atts import load_pair, train_pair, BENCH_PARTS, CALIBRATORS, TAKEOVERS, bench, format_bench
 
 
 def main() -> int:
@@ -47,6 +47,10 @@ def main() -> int:
     parser.add_argument("--bank", default=None,
                         help="calibration bank .npz: read if collected with the same settings and models, "
                              "else collected and written (later invocations skip the ~1 min collection)")
+    parser.add_argument("--calibrators", default=",".join(CALIBRATORS),
+                        help=f"ATTS arms of the accuracy part, any of {', '.join(CALIBRATORS)}")
+    parser.add_argument("--baselines", default="target_only,draft_only,sync",
+                        help="accuracy-part baselines besides ATTS (target_only always runs: the paired bootstrap's base)")
     parser.add_argument("--slots", type=int, default=256, help="pool size of the serving runs")
     parser.add_argument("--serve-samples", type=int, default=2048, help="samples per serving run (questions = this / m)")
     parser.add_argument("--parts", default=",".join(BENCH_PARTS),
@@ -80,7 +84,8 @@ def main() -> int:
                    parts=tuple(args.parts.split(",")), turn_end_prob=args.turn_end_prob,
                    max_chunk=args.max_chunk, buf_len=args.buf_len, pool_slots=args.slots,
                    serve_samples=args.serve_samples, overlap=args.overlap, devices=args.devices,
-                   bank_file=args.bank,
+                   bank_file=args.bank, calibrators=tuple(args.calibrators.split(",")),
+                  baselines=tuple(args.baselines.split(",")),
                    log=lambda msg: print(msg, flush=True), save=save)
     print(format_bench(report))
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.txt')}")

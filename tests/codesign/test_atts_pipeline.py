@@ -278,7 +278,7 @@ def test_make_calibrator_builds_every_variant_from_a_bank():
     rng = np.random.default_rng(0)
     bank = rng.exponential(size=(6, 4, 3)).astype(np.float32)
     bank[:3, :, 2] = np.nan                    # short problems have no third turn
-    for name in ("static", "mondrian"):
+    for name in ("static", "mondrian", "pooled"):
         cal, state = make_calibrator(name, bank, alpha=0.25, max_turns=3)
         p = cal.p_values(state, jnp.asarray([0.1, 10.0]), uniforms=jnp.asarray([0.5, 0.5]),
                          turn_ids=jnp.asarray([0, 2]))
@@ -289,6 +289,8 @@ def test_make_calibrator_builds_every_variant_from_a_bank():
     np.testing.assert_allclose(np.sort(state.scores), np.sort(bank[3:, :, 2].ravel()[-10:]))  # the latest 10
     aci, state = make_calibrator("aci", bank, alpha=0.25, max_turns=3)
     assert float(aci.level(state)) == 0.25
+    pooled, state = make_calibrator("pooled", bank, alpha=0.25, max_turns=3, min_bank=20)
+    np.testing.assert_array_equal(np.asarray(pooled.pools(state)), [[1, 0, 0], [0, 1, 0], [0, 1, 1]])  # 24, 24, 12
 
 
 @pytest.mark.parametrize("kw, field", [
@@ -397,9 +399,9 @@ def test_bench_runs_every_arm_with_the_turn_structure_it_was_given(models):
     report = bench(*models, ArithTask(3, 3), ms=(2,), n_accuracy=3, m_accuracy=2, n_speed=1, n_calibration=3,
                    max_turns=3, min_turn_n=1, turn_end_prob=0.5, max_chunk=5, buf_len=64, pool_slots=4,
                    serve_samples=12, log=None, save=lambda r: saved.append(json.loads(json.dumps(r))))
-    # saved after every run (7 accuracy arms, 1 speed row, 1 serve row, start and end), complete only at the end
-    assert len(saved) == 11 and [r["complete"] for r in saved] == [False] * 10 + [True]
-    assert [len(r["accuracy"]) for r in saved[:9]] == list(range(8)) + [7] and saved[-1] == json.loads(json.dumps(report))
+    # saved after every run (8 accuracy arms, 1 speed row, 1 serve row, start and end), complete only at the end
+    assert len(saved) == 12 and [r["complete"] for r in saved] == [False] * 11 + [True]
+    assert [len(r["accuracy"]) for r in saved[:10]] == list(range(9)) + [8] and saved[-1] == json.loads(json.dumps(report))
     assert "PARTIAL" in format_bench(saved[3]) and "PARTIAL" not in format_bench(report)
     assert report["turn_end_prob"] == 0.5 and report["max_chunk"] == 5
     assert set(report["accuracy"]) == {"target_only", "draft_only", "sync"} | {f"atts_{c}" for c in CALIBRATORS}
