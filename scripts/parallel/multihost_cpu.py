@@ -61,6 +61,7 @@ def launch(args, out: Path, n_processes: int, devices: int, mesh: str, logs: Pat
                "--mesh", mesh, "--out", str(out), "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(logs.parent / "jax-cache"))  # `killed` reuses `two`'s compile
     for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         env.pop(name, None)
     if n_processes > 1:
