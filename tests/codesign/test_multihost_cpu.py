@@ -15,31 +15,41 @@ import subprocess
 import sys
 from pathlib import Path
 
+from types import SimpleNamespace
+
 import jax
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from codesign import TrainConfig, Trainer
-from codesign.data import sample_batch
+from codesign.data import load_byte_corpus, sample_batch
+from codesign.parallel import make_mesh
 from codesign.training import MetricsWriter
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "parallel" / "multihost_cpu.py"
 
 
-def test_per_process_batch_rows_are_the_one_process_batch(tiny_json):
-    tc = TrainConfig(model=tiny_json, steps=4, batch=8, seq_len=32, warmup_steps=1, eval_batches=1)
-    trainer = Trainer(tc)
-    assert trainer.per_process_batches is False  # one process: the batch is drawn inside the step
-    trainer.per_process_batches = True  # what every process of a multi-process run does
+def test_per_process_batch_rows_are_the_one_process_batch():
+    # what `Trainer.step_data` / `Trainer.sample` read, without building a network (cheap): the
+    # process's view of a multi-process run, here over this process's devices
+    mesh = make_mesh("")
+    tc = TrainConfig(steps=4, batch=8, seq_len=32, warmup_steps=1)
+    view = SimpleNamespace(tc=tc, corpus=load_byte_corpus(), data_key=jax.random.fold_in(jax.random.key(0), 1),
+                           batch_sharded=NamedSharding(mesh, P("data")), per_process_batches=True)
     for step in (0, 3):
-        inputs, targets = trainer.step_data(step)
-        assert inputs.sharding.is_equivalent_to(trainer.batch_sharded, 2)
-        want = sample_batch(trainer.corpus.train, jax.random.fold_in(trainer.data_key, step), tc.batch, tc.seq_len)
+        inputs, targets = Trainer.step_data(view, step)
+        assert inputs.sharding.is_equivalent_to(view.batch_sharded, 2)
+        want = sample_batch(view.corpus.train, jax.random.fold_in(view.data_key, step), tc.batch, tc.seq_len)
         np.testing.assert_array_equal(np.asarray(inputs), np.asarray(want[0]))
         np.testing.assert_array_equal(np.asarray(targets), np.asarray(want[1]))
-        got = trainer.sample((inputs, targets), step)  # the step reads the batch as it comes
+        got = Trainer.sample(view, (inputs, targets), step)  # the step reads the batch as it comes
         assert got[0] is inputs and got[1] is targets
+    view.per_process_batches = False  # one process: the data on the devices, the batch drawn in the step
+    view.train_data = object()
+    assert Trainer.step_data(view, 0) is view.train_data
 
 
 def test_metrics_of_the_other_processes_are_not_written(tmp_path):
