@@ -59,8 +59,10 @@ def launch(args, out: Path, n_processes: int, devices: int, mesh: str, logs: Pat
                str(args.steps), "--batch", "16", "--seq-len", "32", "--lr", "3e-3", "--dtype", "float32",
                "--log-every", "1", "--eval-every", str(args.ckpt_every), "--ckpt-every", str(args.ckpt_every),
                "--mesh", mesh, "--out", str(out), "--quiet"]
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()  # the caller's flags kept, the device count ours
+             if not f.startswith("--xla_force_host_platform_device_count")]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+           "XLA_FLAGS": " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])}
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(logs.parent / "jax-cache"))  # `killed` reuses `two`'s compile
     for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         env.pop(name, None)
