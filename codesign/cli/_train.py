@@ -22,6 +22,7 @@ def train(
     dtype: str = typer.Option("auto", help="Compute dtype: auto (bfloat16 on GPU/TPU, float32 on CPU), float32 "
                                                   "or bfloat16; parameters and optimiser state stay float32."),
     eval_every: int = typer.Option(100, help="Steps between validation evaluations."),
+    log_every: int = typer.Option(10, help="Steps between lines of metrics.jsonl (training loss, throughput)."),
     ckpt_every: int = typer.Option(100, help="Steps between checkpoints."),
     out: Path = out_option("the run (default: a fresh runs/train-* folder); an existing checkpoint there is "
                            "resumed exactly"),
@@ -39,27 +40,38 @@ def train(
     from codesign.training._trainer import TrainConfig
     from codesign.parallel import initialize_distributed
 
-    initialize_distributed()  # several processes (JAX_COORDINATOR_ADDRESS set): join them before any JAX work
+    if initialize_distributed() and out is None:  # several processes: join them before any JAX work
+        from nets import fail
+
+        fail("--out", None, "must be given when several processes train together (they share one run folder)")
     tc = TrainConfig(model=model, steps=steps, batch=batch, seq_len=seq_len, lr=lr, seed=seed, dtype=dtype,
-                     warmup_steps=min(20, steps // 10),
+                     warmup_steps=min(20, steps // 10), log_every=log_every,
                      eval_every=eval_every, ckpt_every=ckpt_every, on_nonfinite=on_nonfinite, mesh=mesh,
                      remat=remat, attention=attention)
     _run(tc, out_dir(out, "train"), resume=not no_resume, quiet=quiet, as_json=as_json)
 
 
 def _run(tc, out: Path, *, resume: bool, quiet: bool, as_json: bool) -> None:
-    if not as_json:
+    import contextlib
+
+    import jax
+
+    primary = jax.process_index() == 0  # several processes: the first one locks the folder, prints and reports
+    quiet = quiet or not primary
+    if not as_json and primary:
         print(f"codesign: training {tc.model} for {tc.steps} steps -> {out}")
     from codesign.training._trainer import NonFiniteError, train as train_model
 
     from codesign._lock import output_lock
 
     try:
-        with output_lock(out):  # a second command writing here refuses (exit 2)
+        with output_lock(out) if primary else contextlib.nullcontext():  # a second command here refuses (exit 2)
             result = train_model(tc, out, resume=resume, progress=not quiet)
     except NonFiniteError as err:
         print(f"codesign: error: {err}", file=sys.stderr)
         sys.exit(3)
+    if not primary:
+        return
     summary = json.loads((result.out_dir / "summary.json").read_text())
     if as_json:
         print(json.dumps(summary, indent=2, sort_keys=True))

@@ -11,11 +11,12 @@ from codesign.data._arith import (END, OPS, PAD, SPLITS, ArithDataset, ArithProb
                                   make_problem, max_text_len, parse_answer, problem_split, solution_steps,
                                   split_steps)
 from codesign.data._text import (FILE_SEPARATOR, STDLIB_EXCLUDED_DIRS, VALID_PERCENT, ByteCorpus, eval_batches,
-                                 load_byte_corpus, sample_batch, split_of)
+                                 load_byte_corpus, sample_batch, split_of,
+                                 window_starts)
 
 __all__ = [
     # text corpus
-    "ByteCorpus", "load_byte_corpus", "sample_batch", "eval_batches", "split_of", "STDLIB_EXCLUDED_DIRS",
+    "ByteCorpus", "load_byte_corpus", "sample_batch", "window_starts", "eval_batches", "split_of", "STDLIB_EXCLUDED_DIRS",
     "VALID_PERCENT", "FILE_SEPARATOR",
     # arithmetic task
     "ArithProblem", "ArithDataset", "make_problem", "format_problem", "solution_steps", "format_solution",

@@ -192,6 +192,16 @@ def _check_window(n_bytes: int, batch: int, seq_len: int) -> None:
         raise _error("seq_len", seq_len, f"a window of seq_len + 1 bytes must fit in the data ({n_bytes} bytes)")
 
 
+def window_starts(n_bytes: int, key: jax.Array, batch: int, seq_len: int) -> jax.Array:
+    """The first byte of each of `sample_batch`'s windows (int32 [batch]): uniform on ``[0, n_bytes - seq_len - 1]``.
+
+    Cheap to draw for the whole batch, so a process that holds only some rows of it (several
+    processes: each builds the rows its devices hold) reads just those windows of the data.
+    """
+    _check_window(n_bytes, batch, seq_len)
+    return jax.random.randint(key, (batch,), 0, n_bytes - seq_len, dtype=jnp.int32)
+
+
 def sample_batch(data: jax.Array | np.ndarray, key: jax.Array, batch: int,
                  seq_len: int) -> tuple[jax.Array, jax.Array]:
     """Random next-byte windows: a pure function of ``(data, key)``, safe under ``jax.jit``.
@@ -211,9 +221,8 @@ def sample_batch(data: jax.Array | np.ndarray, key: jax.Array, batch: int,
     """
     if data.ndim != 1:
         raise _error("data.shape", tuple(data.shape), "must be one-dimensional (a byte stream)")
-    _check_window(data.shape[0], batch, seq_len)
     data = jnp.asarray(data)
-    starts_B = jax.random.randint(key, (batch,), 0, data.shape[0] - seq_len, dtype=jnp.int32)
+    starts_B = window_starts(data.shape[0], key, batch, seq_len)
     index_BxL1 = starts_B[:, None] + jnp.arange(seq_len + 1, dtype=jnp.int32)[None, :]
     window_BxL1 = data[index_BxL1].astype(jnp.int32)
     return window_BxL1[:, :-1], window_BxL1[:, 1:]

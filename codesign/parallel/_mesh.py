@@ -9,8 +9,11 @@ every mesh shape. Choices:
   embed (d_model)         fsdp: every matrix touching the residual stream is ZeRO-3 split
   heads, mlp, vocab       tensor: Megatron's column/row split of attention, FFN and LM head
   expert                  expert: each expert shard holds n_experts/expert experts
-  q_lora, kv_lora         fsdp for storage; never tensor (MLA's latent and the low-rank query
-                          are shared by all heads: replicated over tensor, see `nets.logical_axes`)
+  q_lora, kv_lora         fsdp for storage; never tensor: MLA's latent and the low-rank query
+                          are shared by all heads, so they are replicated over tensor (split, the
+                          latent's norm would need an all-reduce and the per-head up-projection
+                          an all-gather of the latent in every layer, to save d_model*(kv_rank+
+                          rope_dim) parameters a layer; see `nets.logical_axes`, docs/parallel.md)
   kv_heads                nothing: MFA's single shared K/V head is replicated (a tiny
                           projection; splitting one head's width would all-reduce the scores)
   layers                  nothing: the scanned layer axis stays whole

@@ -2,8 +2,8 @@
 
 `Trainer` is the loop every trainer in codesign builds on (the joint trainer, hardening and
 recovery, the pruning trainers, ATTS's draft/target models, the SpAtten pruning script): one
-jitted step, data-parallel over the local devices, orbax checkpoints with exact resume,
-metrics as JSON lines and a numerics guard. `train(TrainConfig, out)` is plain language-model
+jitted step sharded over a device mesh (`codesign.parallel`; one or several processes), orbax
+checkpoints with exact resume, metrics as JSON lines and a numerics guard. `train(TrainConfig, out)` is plain language-model
 training of a `nets.ModelConfig` on the embedded byte corpus.
 """
 

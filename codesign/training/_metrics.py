@@ -17,8 +17,13 @@ import nets
 
 
 class MetricsWriter:
-    def __init__(self, path: str | Path, resume_step: int | None = None):
+    """`enabled=False` writes nothing (the processes other than the first of a multi-process run)."""
+
+    def __init__(self, path: str | Path, resume_step: int | None = None, *, enabled: bool = True):
         self.path = Path(path)
+        self._file = None
+        if not enabled:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
             self.path.write_text("")
@@ -29,13 +34,16 @@ class MetricsWriter:
         self._file = self.path.open("a")
 
     def write(self, record: dict[str, Any]) -> None:
+        if self._file is None:
+            return
         clean = {k: (float(v) if isinstance(v, float) or hasattr(v, "dtype") else v) for k, v in record.items()}
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in clean.items()}
         self._file.write(json.dumps(clean, sort_keys=True) + "\n")
         self._file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 def _parses(line: str) -> bool:

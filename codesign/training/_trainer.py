@@ -1,9 +1,11 @@
 """Plain training of a `nets.ModelConfig` on the embedded byte corpus (no cost term).
 
-One jitted step (loss, gradient and optax update together) runs data-parallel over
-every local device through `jax.sharding`: a one-axis mesh named "data", the batch
-sharded along it and parameters replicated, so XLA inserts the gradient all-reduce.
-The same code runs on one CPU, on CPU with forced host devices and on a multi-GPU host.
+One jitted step (loss, gradient and optax update together) runs sharded over a device
+mesh through `jax.sharding`: the mesh of `TrainConfig.mesh` (`codesign.parallel`; default:
+data parallelism over every device), parameters and optimiser state placed by the rules
+table, so XLA inserts the collectives. The same code runs on one CPU, on CPU with forced
+host devices, on a multi-GPU host and over several processes (`jax.distributed`: each
+process builds only its rows of each batch, `Trainer.step_data`).
 
 Exact resume: the batch of step s is drawn from `fold_in(data_key, s)`, and the
 checkpoint holds parameters, optimiser state and step, so N steps in one go equal
@@ -48,7 +50,7 @@ from codesign._phase import phase
 from codesign.parallel import make_mesh, mesh_rules, parse_mesh
 from codesign.training._checkpoint import Checkpointer
 from codesign.training._metrics import MetricsWriter, read_metrics
-from codesign.data import eval_batches, load_byte_corpus, sample_batch
+from codesign.data import eval_batches, load_byte_corpus, sample_batch, window_starts
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "auto": None}
 ON_NONFINITE = ("stop", "skip")
@@ -208,6 +210,9 @@ class Trainer:
         root = jax.random.key(tc.seed)
         self.root_key = root
         self.data_key = jax.random.fold_in(root, 1)
+        # several processes (`codesign.parallel.initialize_distributed`): each builds only its rows of a batch
+        self.per_process_batches = (jax.process_count() > 1 and type(self).sample is Trainer.sample
+                                    and type(self).load_data is Trainer.load_data)
         model = self.build_model(jax.random.fold_in(root, 0))
         self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
         if init_net_params is not None:
@@ -237,16 +242,43 @@ class Trainer:
 
     def load_data(self) -> tuple[Any, Any]:
         """(training data, validation batches), both on the device: the embedded byte corpus and
-        `tc.eval_batches` fixed validation batches of it."""
+        `tc.eval_batches` fixed validation batches of it. With several processes the training split
+        stays on the host (None is returned for it): `step_data` builds each step's batch from it."""
         corpus = load_byte_corpus()
         self.corpus = corpus
         valid_x, valid_y = eval_batches(corpus.valid, self.tc.batch, self.tc.seq_len, self.tc.eval_batches)
-        return (jax.device_put(jnp.asarray(corpus.train), self.replicated),
-                jax.device_put((jnp.asarray(valid_x), jnp.asarray(valid_y)), self.batch_sharded_eval()))
+        valid = jax.device_put((np.asarray(valid_x), np.asarray(valid_y)), self.batch_sharded_eval())
+        if self.per_process_batches:
+            return None, valid
+        return jax.device_put(jnp.asarray(corpus.train), self.replicated), valid
+
+    def step_data(self, step: int) -> Any:
+        """What the jitted step reads as its `train_data` at `step` (0-based).
+
+        One process: the training split, on the devices (`sample` draws the batch inside the
+        step). Several processes: the step's batch itself, (inputs, targets) global arrays laid out
+        like `batch_sharded`, each process reading from its own copy of the corpus only the rows
+        its devices hold. The windows are those `sample_batch` draws from the same key, so the
+        batch (and the loss) is the one-process batch whatever the number of processes.
+        """
+        if not self.per_process_batches:
+            return self.train_data
+        tc, data = self.tc, self.corpus.train
+        starts = np.asarray(window_starts(data.shape[0], jax.random.fold_in(self.data_key, step), tc.batch, tc.seq_len))
+        offsets = np.arange(tc.seq_len, dtype=np.int64)
+
+        def rows(index: tuple[slice, ...], shift: int) -> np.ndarray:  # the rows of one local device's shard
+            return data[starts[index[0]][:, None] + offsets[None, :] + shift].astype(np.int32)
+
+        return tuple(jax.make_array_from_callback((tc.batch, tc.seq_len), self.batch_sharded,
+                                                  lambda index, shift=shift: rows(index, shift)) for shift in (0, 1))
 
     def sample(self, train_data: Any, step: jax.Array) -> tuple[jax.Array, Any]:
         """The batch of `step` (traced): (inputs, targets), drawn from `fold_in(data_key, step)` so a
-        resumed run sees the same batches. `targets` may be any pytree the objective reads."""
+        resumed run sees the same batches. `targets` may be any pytree the objective reads.
+        With several processes `train_data` already is the step's batch (`step_data`)."""
+        if self.per_process_batches:
+            return train_data
         return sample_batch(train_data, jax.random.fold_in(self.data_key, step), self.tc.batch, self.tc.seq_len)
 
     def init_trainable(self, net_params: Any) -> Any:
@@ -310,7 +342,7 @@ class Trainer:
         file): the loop of a caller that keeps its own schedule of evaluations. Returns the step's
         metrics (on the device); a non-finite step leaves the state unchanged and shows in its
         "bad_step" / "skipped_steps"."""
-        self.params, self.opt_state, metrics = self.step_fn(self.params, self.opt_state, self.train_data,
+        self.params, self.opt_state, metrics = self.step_fn(self.params, self.opt_state, self.step_data(step),
                                                             jnp.asarray(step, jnp.int32))
         return metrics
 
@@ -354,12 +386,17 @@ def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress
     written: the test of exact resume uses it to interrupt a real run.
     A non-finite loss or gradient stops the run with `NonFiniteError` or skips that update,
     per `tc.on_nonfinite` (module docstring); on a stop no checkpoint of poisoned state is written.
+    With several processes (`codesign.parallel.initialize_distributed`) every process runs this with
+    the same `out_dir` (a shared folder): all of them write their shards of each checkpoint, and only
+    process 0 writes config.json, metrics.jsonl and summary.json.
     """
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     trainer = trainer or Trainer(tc)
+    primary = jax.process_index() == 0
+    progress = progress and primary
     ckpt = Checkpointer(out / "checkpoints")
     start = 0
     latest = ckpt.latest_step() if resume else None
@@ -367,9 +404,12 @@ def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress
         restored = ckpt.restore(latest, trainer.state())
         trainer.params, trainer.opt_state = restored["params"], restored["opt_state"]
         start = latest
-    with phase("file"):
-        nets.atomic_write_json(out / "config.json", {"train": dataclasses.asdict(tc), "model": trainer.cfg.to_dict()})
-    metrics = MetricsWriter(out / "metrics.jsonl", resume_step=start if latest is not None else None)
+    if primary:
+        with phase("file"):
+            nets.atomic_write_json(out / "config.json", {"train": dataclasses.asdict(tc),
+                                                         "model": trainer.cfg.to_dict()})
+    metrics = MetricsWriter(out / "metrics.jsonl", resume_step=start if latest is not None else None,
+                            enabled=primary)
     tokens_per_step = tc.batch * tc.seq_len
     first_val = trainer.evaluate()
     if start == 0:
@@ -381,8 +421,8 @@ def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress
     for step in range(start, tc.steps):
         with phase("compile" if step == start else "step"):
             trainer.params, trainer.opt_state, m = trainer.step_fn(trainer.params, trainer.opt_state,
-                                                                   trainer.train_data, jnp.asarray(step, jnp.int32),
-                                                                   guard)
+                                                                   trainer.step_data(step),
+                                                                   jnp.asarray(step, jnp.int32), guard)
         guard = _guard_of(m)
         done = step + 1
         bar.update(1)
@@ -418,10 +458,12 @@ def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress
     tps = float(np.median([r["tokens_per_s"] for r in history[1:]] or [r["tokens_per_s"] for r in history] or [0.0]))
     summary = {"model": trainer.cfg.name, "steps": tc.steps, "first_val_loss": _first_val(out, first_val),
                "final_val_loss": final_val, "tokens_per_s_median": tps, "devices": jax.device_count(),
+               "processes": jax.process_count(),
                "backend": jax.default_backend(), "params_total": nets.count_params(trainer.cfg).total,
                "corpus_train_sha256": trainer.corpus.train_sha256, "skipped_steps": logged_skipped}
-    with phase("file"):
-        nets.atomic_write_json(out / "summary.json", summary)
+    if primary:
+        with phase("file"):
+            nets.atomic_write_json(out / "summary.json", summary)
     return TrainResult(out_dir=out, steps=tc.steps, first_val_loss=summary["first_val_loss"], final_val_loss=final_val,
                        tokens_per_s=tps, params=trainer.params, model=trainer.model_from(trainer.params))
 

@@ -1,6 +1,6 @@
 """Sharded training on CPU with 8 forced host devices, checked against one device; writes results/parallel/sharding_cpu.json.
 
-    python scripts/parallel/sharding_cpu.py [--configs mfa-moe,mla-moe] [--meshes data8,...] [--steps 20]
+    python scripts/parallel/sharding_cpu.py [--configs mfa-moe,mla-moe] [--meshes data8,...] [--steps 20] [--merge]
 
 For each (tiny float32 config, mesh): the step-0 loss and gradients against one device
 (max absolute differences), the step-0 expert routing of the first MoE layer (chosen
@@ -14,6 +14,7 @@ device count is fixed when JAX starts). Exit status 1 if any figure misses its t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -196,14 +197,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--remesh", default="data2xtensor4",
                         help="Restore the last mesh's checkpoint onto this mesh ('' : skip).")
     parser.add_argument("--workdir", default=None, help="Where the tiny config JSON files go (default: a temp dir).")
+    parser.add_argument("--merge", action="store_true",
+                        help="Keep the other configs' entries already in --out (run one config at a time).")
     args = parser.parse_args(argv)
     import tempfile
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="sharding-cpu-")
+    os.makedirs(workdir, exist_ok=True)
     results = {"devices": jax.device_count(), "backend": jax.default_backend(), "jax": jax.__version__,
                "steps": args.steps, "tolerances": {"step0": TOL_STEP0, "curve": TOL_CURVE}, "configs": {}}
     ok = True
-    for config_name in [c for c in args.configs.split(",") if c]:
+    names = [c for c in args.configs.split(",") if c]
+    if args.merge and args.out and os.path.exists(args.out):
+        with open(args.out) as f:
+            kept = {k: v for k, v in json.load(f)["configs"].items() if k not in names}
+        results["configs"].update(kept)
+        ok = all(r["ok"] for e in kept.values() for r in [*e["meshes"].values(), e.get("checkpoint_remesh", {"ok": 1})])
+    for config_name in names:
         path = os.path.join(workdir, f"{config_name}.json")
         with open(path, "w") as f:
             f.write(CONFIGS[config_name].to_json())
