@@ -9,36 +9,52 @@ from pathlib import Path
 
 import typer
 
-from codesign.cli._options import (json_option, mesh_option, on_nonfinite_option, out_dir, out_option, parse_list,
-                                   quiet_option, seed_option, target_option)
+from codesign.cli._options import (json_option, mesh_option, on_nonfinite_option, out_dir, out_option, parse_formats,
+                                   parse_list, quiet_option, seed_option, target_option)
 
 TARGETS_HELP = ("a hwcost target name or calibrated preset file (hwcost.target_names() lists them: GPU and TPU "
                 "presets, afd, duplex, cambricon, spatten, xrnpe)")
 
 
+METHOD_HELP = ("path: one continuation over the lambdas (one compiled joint step, each point warm-started from "
+               "the previous one); independent: one joint run per lambda or budget from the pretrained network")
+
+
 def run(
+    method: str = typer.Option("path", help=METHOD_HELP),
+    seed: int = seed_option(),
     out: Path = out_option("the run (default: a fresh runs/run-* folder, printed)"),
     quiet: bool = quiet_option(),
     as_json: bool = json_option(),
 ) -> None:
-    """The main job: the default MFA + MoE model co-designed with the XR-NPE target for four lambdas."""
+    """The main job: the default MFA + MoE model co-designed with the XR-NPE target along a path of four
+    lambdas; every point exported (deployment file + checkpoint), the front marked against the seed spread."""
     from codesign.search._sweep import SweepConfig
 
-    _sweep(SweepConfig(), out_dir(out, "run"), quiet=quiet, as_json=as_json)
+    _sweep(SweepConfig(method=method, seed=seed), out_dir(out, "run"), quiet=quiet, as_json=as_json)
 
 
 def sweep(
-    model: str = typer.Option("codesign-default", help="Zoo name or ModelConfig JSON path."),
-    lams: str = typer.Option("0,0.01,0.03,0.1", help="Comma-separated lambda values (penalty form)."),
-    budgets: str = typer.Option("", help="Comma-separated cost budgets (constrained form; replaces --lams)."),
-    metric: str = typer.Option("edap", help="latency, energy, dollars, edp or edap."),
+    model: str = typer.Option(None, help="Zoo name or ModelConfig JSON path [default: codesign-default]."),
+    method: str = typer.Option(None, help=METHOD_HELP + " [default: path]"),
+    lams: str = typer.Option(None, help="Comma-separated lambda values (penalty form) [default: codesign run's]."),
+    budgets: str = typer.Option("", help="Comma-separated cost budgets (constrained form; replaces --lams; "
+                                         "needs --method independent)."),
+    metric: str = typer.Option(None, help="latency, energy, dollars, edp or edap [default: edap]."),
     target: str = target_option("xrnpe", TARGETS_HELP),
-    hardware: str = typer.Option("n_macs", help="Comma-separated learnable hardware parameters ('' for none)."),
-    pretrain_steps: int = typer.Option(150, help="Steps of plain training shared by every point (0: none)."),
-    steps: int = typer.Option(40, help="Joint optimisation steps per point."),
-    recovery_steps: int = typer.Option(10, help="Fine-tuning steps after hardening."),
-    batch: int = typer.Option(16, help="Sequences per step."),
-    seq_len: int = typer.Option(64, help="Bytes per sequence."),
+    hardware: str = typer.Option(None, help="Comma-separated learnable hardware parameters of the target, '' for "
+                                            "none [default: n_macs]."),
+    formats: str = typer.Option(None, help="Per-layer weight formats searched, e.g. 'bf16,fp8_e4m3,mxfp4,posit(4,1)' "
+                                           "[default: bf16,fp8_e4m3,fp4_e2m1]."),
+    kv_formats: str = typer.Option(None, help="Per-layer KV-cache formats searched, '' for none "
+                                              "[default: bf16,fp8_e4m3,mxfp4]."),
+    act_formats: str = typer.Option(None, help="Per-layer activation formats searched, '' for none [default: none]."),
+    widths: bool = typer.Option(True, help="Search the kept FFN / expert hidden width of each layer."),
+    pretrain_steps: int = typer.Option(None, help="Steps of plain training shared by every point (0: none)."),
+    steps: int = typer.Option(None, help="Joint optimisation steps per point."),
+    recovery_steps: int = typer.Option(None, help="Fine-tuning steps after hardening."),
+    batch: int = typer.Option(None, help="Sequences per step."),
+    seq_len: int = typer.Option(None, help="Bytes per sequence."),
     seed: int = seed_option(),
     on_nonfinite: str = on_nonfinite_option(),
     mesh: str = mesh_option("the training mesh; data=* (the default) takes the devices the other axes leave"),
@@ -46,14 +62,21 @@ def sweep(
     quiet: bool = quiet_option(),
     as_json: bool = json_option(),
 ) -> None:
-    """A lambda (or budget) sweep: one joint run per point, the Pareto front, its hypervolume and the plot."""
+    """A lambda (or budget) sweep: by default the gradient path over the lambdas; every point exported, the
+    Pareto front, its hypervolume and the plot. Options left out take `codesign run`'s settings."""
     from codesign.search._sweep import SweepConfig
 
-    sc = SweepConfig(model=model, lams=parse_list(lams, "lams", float) if not budgets else (),
-                     budgets=parse_list(budgets, "budgets", float), metric=metric, target=target,
-                     hardware=parse_list(hardware, "hardware"), pretrain_steps=pretrain_steps, steps=steps,
-                     recovery_steps=recovery_steps, batch=batch, seq_len=seq_len, seed=seed,
-                     on_nonfinite=on_nonfinite, mesh=mesh)
+    given = {"model": model, "method": method, "metric": metric, "pretrain_steps": pretrain_steps, "steps": steps,
+             "recovery_steps": recovery_steps, "batch": batch, "seq_len": seq_len,
+             "lams": None if lams is None else parse_list(lams, "lams", float),
+             "hardware": None if hardware is None else parse_list(hardware, "hardware"),
+             "formats": None if formats is None else parse_formats(formats, "formats"),
+             "kv_formats": None if kv_formats is None else parse_formats(kv_formats, "kv_formats"),
+             "act_formats": None if act_formats is None else parse_formats(act_formats, "act_formats")}
+    kw = {k: v for k, v in given.items() if v is not None}
+    if budgets:
+        kw.update(budgets=parse_list(budgets, "budgets", float), lams=())
+    sc = SweepConfig(**kw, target=target, search_ffn_width=widths, seed=seed, on_nonfinite=on_nonfinite, mesh=mesh)
     _sweep(sc, out_dir(out, "sweep"), quiet=quiet, as_json=as_json)
 
 
@@ -61,7 +84,9 @@ def _sweep(sc, out: Path, *, quiet: bool, as_json: bool) -> None:
     from codesign.search._sweep import summary_table, sweep as run_sweep
 
     log = (lambda *_: None) if as_json else (lambda msg: print(msg, flush=True))
-    log(f"codesign: {len(sc.points())} joint runs of {sc.model} against {sc.target} ({sc.metric}) -> {out}")
+    how = (f"a path over {len(sc.points())} lambdas" if sc.method == "path"
+           else f"{len(sc.points())} independent joint runs")
+    log(f"codesign: {how} of {sc.model} against {sc.target} ({sc.metric}) -> {out}")
     from codesign.training._trainer import NonFiniteError
 
     from codesign._lock import output_lock

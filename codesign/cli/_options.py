@@ -10,7 +10,8 @@
   `hwcost.parallel.parse_mesh`, whose error names the option and the bad entry. Training commands read it
   as a `codesign.parallel.ParallelConfig` (axes data, fsdp, tensor, expert).
 - Lists are one comma-separated value (`--lams 0,0.01,0.1`), read by `parse_list`, whose
-  error names the option, the text and what each entry must be.
+  error names the option, the text and what each entry must be; format lists (`--formats
+  bf16,posit(8,0)`) by `parse_formats`, which keeps a posit's parenthesised comma.
 """
 
 from __future__ import annotations
@@ -87,6 +88,26 @@ def parse_list(text: str, field: str, kind: Callable[[str], T] = str, *,
             if v not in choices:
                 raise InputError(field, text, f"entry {v!r} is not one of {', '.join(choices)}")
     return values
+
+
+def parse_formats(text: str, field: str) -> tuple[str, ...]:
+    """A comma-separated list of number format names; commas inside parentheses belong to the name
+    (`bf16,posit(8,0),mxfp4`). An unknown name is an `InputError` listing the known ones."""
+    from nets.formats import FORMAT_NAMES
+
+    entries, depth, current = [], 0, ""
+    for ch in text or "":
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            entries.append(current)
+            current = ""
+        else:
+            current += ch
+    entries = [e.strip() for e in entries + [current] if e.strip()]
+    for name in entries:
+        if name not in FORMAT_NAMES:
+            raise InputError(field, text, f"entry {name!r} is not one of {', '.join(FORMAT_NAMES)}")
+    return tuple(entries)
 
 
 def out_dir(out: Path | str | None, command: str) -> Path:

@@ -42,8 +42,11 @@ from codesign.joint._deploy import harden_and_recover, load_deployment, write_de
 from codesign.joint._trainer import METRICS, JointConfig, JointTrainer
 from codesign.training._metrics import MetricsWriter
 from codesign.search._pareto import hypervolume, pareto_mask, plot_front
-from codesign.joint._space import DesignSpace
+from codesign.joint._space import DEFAULT_FORMATS, DEFAULT_KV_FORMATS, DesignSpace
 from codesign.training._trainer import TrainConfig, _check
+
+
+METHODS = ("path", "independent")
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,10 @@ class SweepConfig:
     metric: str = "edap"
     target: str = "xrnpe"
     hardware: tuple[str, ...] = ("n_macs",)
-    kv_formats: tuple[str, ...] = ("bf16", "fp8_e4m3", "mxfp4")
+    formats: tuple[str, ...] = DEFAULT_FORMATS        # per-layer weight formats searched
+    kv_formats: tuple[str, ...] = DEFAULT_KV_FORMATS  # per-layer KV-cache formats (() = not searched)
+    act_formats: tuple[str, ...] = ()                 # per-layer activation formats (() = not searched)
+    search_ffn_width: bool = True                     # kept FFN / expert hidden width per layer
     pretrain_steps: int = 150
     steps: int = 40
     recovery_steps: int = 10
@@ -71,6 +77,7 @@ class SweepConfig:
     loss_tolerance: float = 0.02
     on_nonfinite: str = "stop"   # TrainConfig.on_nonfinite of every phase (pretrain, joint, recovery)
     mesh: str = ""               # TrainConfig.mesh of every phase ("data=2,fsdp=4"; "": data over all devices)
+    method: str = "path"         # "path": one continuation over the lambdas; "independent": one run per point
 
     def __post_init__(self) -> None:
         lams, budgets = tuple(self.lams), tuple(self.budgets)
@@ -81,6 +88,9 @@ class SweepConfig:
         for budget in budgets:
             _check(isinstance(budget, (int, float)) and 0 < budget < math.inf, "budget", budget,
                    "must be a positive finite number")
+        _check(self.method in METHODS, "method", self.method, f"must be one of {', '.join(METHODS)}")
+        _check(self.method == "independent" or not budgets, "method", self.method,
+               "the path runs the penalty form over lambdas; budgets need method='independent'")
         _check(self.metric in METRICS, "metric", self.metric, f"must be one of {', '.join(METRICS)}")
         _check(self.loss_tolerance >= 0, "loss_tolerance", self.loss_tolerance, "must be >= 0")
         for name in ("recovery_steps", "pretrain_steps"):
@@ -88,6 +98,7 @@ class SweepConfig:
             _check(isinstance(value, int) and not isinstance(value, bool) and value >= (1 if name == "recovery_steps"
                                                                                        else 0),
                    name, value, "must be a positive integer" if name == "recovery_steps" else "must be an integer >= 0")
+        self.space()  # format names validated by DesignSpace
         self.train_config()  # model, steps, batch, ... validated by TrainConfig
         for point in self.points():
             self.joint_config(point)  # target, hardware, lam validated by JointConfig
@@ -110,7 +121,8 @@ class SweepConfig:
                            scenario_batch=self.scenario_batch, scenario_context=self.scenario_context)
 
     def space(self) -> DesignSpace:
-        return DesignSpace(kv_formats=tuple(self.kv_formats))
+        return DesignSpace(formats=tuple(self.formats), kv_formats=tuple(self.kv_formats),
+                           act_formats=tuple(self.act_formats), search_ffn_width=bool(self.search_ffn_width))
 
 
 @dataclass
@@ -153,8 +165,6 @@ def sweep(sc: SweepConfig, out_dir: str | Path | None = None, *, progress: bool 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     atomic_write_json(out / "sweep_config.json", dataclasses.asdict(sc))
-    tc = sc.train_config()
-    space = sc.space()
     from codesign.training._trainer import Trainer, train
 
     init = None
@@ -162,30 +172,16 @@ def sweep(sc: SweepConfig, out_dir: str | Path | None = None, *, progress: bool 
         log(f"codesign: pretraining the network alone for {sc.pretrain_steps} steps -> {out / 'pretrain'}")
         ptc = sc.train_config(sc.pretrain_steps)
         init = jax.device_get(train(ptc, out / "pretrain", progress=progress, trainer=Trainer(ptc)).params)
-    rows: list[dict[str, Any]] = []
     (out / "metrics.jsonl").unlink(missing_ok=True)  # rewritten from the points' own files
+    if sc.method == "path":
+        from codesign.search._path import path_points
+
+        done = path_points(sc, out, init, progress=progress, log=log, load_deployment=load_deployment)
+    else:
+        done = _independent_points(sc, out, init, progress=progress, log=log)
+    rows: list[dict[str, Any]] = []
     metrics = MetricsWriter(out / "metrics.jsonl")
-    points = sc.points()
-    for index, point in enumerate(points):
-        pdir = out / f"point-{index}"
-        label = ", ".join(f"{k}={v:g}" for k, v in point.items())
-        deployment = pdir / "deployment.json"
-        record = None
-        if deployment.exists():
-            try:
-                record = load_deployment(deployment)
-                log(f"codesign: point {index + 1}/{len(points)} ({label}) already done, read back")
-            except ValueError:
-                record = None
-        if record is None:
-            log(f"codesign: point {index + 1}/{len(points)} ({label}): {sc.steps} joint steps + "
-                f"{sc.recovery_steps} recovery steps -> {pdir}")
-            trainer = JointTrainer(tc, sc.joint_config(point), space, init_net_params=init)
-            train(tc, pdir, progress=progress, trainer=trainer)
-            record = harden_and_recover(trainer, pdir, recovery_steps=sc.recovery_steps, progress=progress)
-            record["objective"].update(point)
-            with phase("file"):
-                write_deployment(deployment, record)
+    for index, (point, record) in enumerate(done):
         row = _point_row(index, point, record)
         rows.append(row)
         metrics.write({"step": index, **{k: v for k, v in row.items() if not isinstance(v, (list, dict))}})
@@ -210,6 +206,37 @@ def sweep(sc: SweepConfig, out_dir: str | Path | None = None, *, progress: bool 
     atomic_write_json(out / "summary.json", {**front, "seconds": seconds})
     return SweepResult(out_dir=out, rows=rows, front_mask=[bool(m) for m in mask], hypervolume=volume,
                        reference=reference, chosen=chosen, seconds=seconds)
+
+
+def _independent_points(sc: SweepConfig, out: Path, init: Any, *, progress: bool, log) -> list[tuple[dict, dict]]:
+    """One joint run per point from the pretrained network (`method="independent"`): (point, record) each."""
+    tc, space = sc.train_config(), sc.space()
+    points = sc.points()
+    from codesign.training._trainer import train
+
+    done = []
+    for index, point in enumerate(points):
+        pdir = out / f"point-{index}"
+        label = ", ".join(f"{k}={v:g}" for k, v in point.items())
+        deployment = pdir / "deployment.json"
+        record = None
+        if deployment.exists():
+            try:
+                record = load_deployment(deployment)
+                log(f"codesign: point {index + 1}/{len(points)} ({label}) already done, read back")
+            except ValueError:
+                record = None
+        if record is None:
+            log(f"codesign: point {index + 1}/{len(points)} ({label}): {sc.steps} joint steps + "
+                f"{sc.recovery_steps} recovery steps -> {pdir}")
+            trainer = JointTrainer(tc, sc.joint_config(point), space, init_net_params=init)
+            train(tc, pdir, progress=progress, trainer=trainer)
+            record = harden_and_recover(trainer, pdir, recovery_steps=sc.recovery_steps, progress=progress)
+            record["objective"].update(point, method="independent")
+            with phase("file"):
+                write_deployment(deployment, record)
+        done.append((point, record))
+    return done
 
 
 def run(out_dir: str | Path | None = None, sc: SweepConfig | None = None, *, progress: bool = True,

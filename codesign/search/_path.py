@@ -1,0 +1,208 @@
+"""The gradient path as the exported job: one continuation over the lambdas, every point hardened,
+recovered, measured and written with its deployment file and checkpoint.
+
+`path_points(sc, out, init, ...)` runs `codesign.search.PathTrainer` (one compiled joint step whose
+lambda is a state leaf) over `sc.lams` in ascending order, `sc.steps` joint steps per lambda, each
+segment continuing from the previous one's network, knobs and optimiser state (a regularisation path
+with warm starts). After each segment it writes
+
+    point-K/path/checkpoints   the path state (network, knobs, hardware, optimiser) after segment K:
+                               an interrupted run continues from the last finished segment
+    point-K/recovery/          the hardened design fine-tuned for `sc.recovery_steps` steps from the
+                               path's network at 0.3x the lr (`codesign.joint.harden_and_recover`'s
+                               recipe), its checkpoint and metrics
+    point-K/deployment.json    the deployment record, as `codesign verify` reads it
+
+Compilations: the recovery fine-tune of every point runs through ONE `RecoveryTrainer`, whose
+compiled step takes the hardened design as one-hot knob arrays (argmax formats as 1e4 logits,
+kept FFN widths as 0/1 gates) passed with the data, so a new design is a new argument, not a
+new trace. Its forward pass is `DesignSpace.apply` at a gate temperature that makes the width
+gate exactly 0/1 and the format softmax exactly one-hot: numerically the design
+`codesign.joint.HardenedTrainer` (what `codesign verify` rebuilds) applies, and its checkpoint
+has HardenedTrainer's layout. A path of N points costs four compilations (the joint step, the
+recovery step, the recovery evaluation, the hardened evaluation of verify is not run here)
+instead of four per point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+import nets
+from codesign._phase import phase
+from codesign.joint._deploy import KIND, SCHEMA_VERSION, design_cost, provenance, recovery_config, write_deployment
+from codesign.joint._space import DesignSpace, full_widths
+from codesign.joint import _targets
+from codesign.training._checkpoint import Checkpointer
+from codesign.training._trainer import NonFiniteError, Trainer, TrainConfig, init_guard, train
+
+_SHARP = 1e-6      # gate temperature at which soft_width_gate is exactly 0/1 (margin 0.5 unit / (T * width))
+_FULL_LOGIT = 30.0  # sigmoid(30) == 1.0 in float32: a layer kept at full width
+
+
+def design_knobs(space: DesignSpace, cfg: nets.ModelConfig, hardened: dict[str, Any]) -> dict[str, jax.Array]:
+    """Knob arrays that select exactly the hardened design: one-hot format logits (`hard_knobs`) and keep
+    logits whose gate, at the `_SHARP` temperature, keeps exactly the first `ffn_widths[l]` hidden units."""
+    knobs = space.hard_knobs(hardened)
+    keep = [w / full for w, full in zip(hardened["ffn_widths"], full_widths(cfg))]
+    knobs["ffn_keep_logit"] = jnp.asarray([_FULL_LOGIT if k >= 1 else math.log(k / (1 - k)) for k in keep],
+                                          jnp.float32)
+    return knobs
+
+
+class RecoveryTrainer(Trainer):
+    """Fine-tuning of any hardened design of `space` through one compiled step (module docstring).
+
+    `set_design(hardened, net_params)` loads a design and fresh network weights (and a fresh
+    optimiser state); `train(tc, out, trainer=self)` then runs it with checkpoints as usual. The
+    state (`params`, `opt_state`) has `HardenedTrainer`'s structure, so `codesign verify` restores it.
+    """
+
+    def __init__(self, tc: TrainConfig, space: DesignSpace):
+        self.space = space
+        self._knobs = None  # the design being traced (set inside the jitted step / evaluation)
+        super().__init__(tc)
+        self._corpus, self._valid = self.train_data, self.valid
+
+    def set_design(self, hardened: dict[str, Any], net_params: Any) -> None:
+        knobs = jax.device_put(design_knobs(self.space, self.cfg, hardened), self.replicated)
+        self.hardened = hardened
+        self.train_data = (self._corpus, knobs)
+        self.valid = (*self._valid, knobs)
+        self.params = jax.device_put(net_params, self.rules.tree_shardings(net_params))
+        opt_state = self.optimizer.init(self.params)
+        self.opt_state = jax.device_put(opt_state, self.rules.tree_shardings(opt_state))
+
+    def _step(self, params, opt_state, train_data, step, guard=None):
+        corpus, self._knobs = train_data
+        try:
+            return super()._step(params, opt_state, corpus, step, guard)
+        finally:
+            self._knobs = None
+
+    def _eval(self, params, valid):
+        xs, ys, self._knobs = valid
+        try:
+            return super()._eval(params, (xs, ys))
+        finally:
+            self._knobs = None
+
+    def forward(self, params: Any, inputs: jax.Array, step: jax.Array | None):
+        knobs = self._knobs
+        net = self.space.apply(self.cfg, params, knobs, _SHARP)
+        return nnx.merge(self.graphdef, net, self.rest)(inputs, quant=self.space.network_quant(knobs))
+
+
+def _segment_done(pdir: Path) -> int | None:
+    ckpt = Checkpointer(pdir / "path" / "checkpoints")
+    try:
+        return ckpt.latest_step()
+    finally:
+        ckpt.close()
+
+
+def path_points(sc, out: Path, init_net_params: Any, *, progress: bool, log: Callable[[str], None],
+                load_deployment: Callable[[Path], dict[str, Any]]) -> list[tuple[dict[str, float], dict[str, Any]]]:
+    """Run (or resume) the path of `sc` (a `SweepConfig`, penalty form) into out/point-K/; returns
+    (point, deployment record) per lambda, ascending."""
+    from codesign.search._baselines import PathTrainer
+
+    space = sc.space()
+    tc = sc.train_config(sc.steps)
+    lams = sorted(float(x) for x in sc.lams)
+    trainer = PathTrainer(tc, sc.joint_config({"lam": 0.0}), space, init_net_params=init_net_params)
+    cfg = trainer.cfg
+    recovery_tc = recovery_config(tc, sc.recovery_steps)
+    recovery = None
+    # resume: the last point whose deployment and path state are both on disk
+    first = 0
+    for k in range(len(lams)):
+        pdir = out / f"point-{k}"
+        if (pdir / "deployment.json").exists() and _segment_done(pdir) == (k + 1) * sc.steps:
+            first = k + 1
+        else:
+            break
+    if first:
+        ckpt = Checkpointer(out / f"point-{first - 1}" / "path" / "checkpoints")
+        restored = ckpt.restore(first * sc.steps, trainer.state())
+        ckpt.close()
+        trainer.params, trainer.opt_state = restored["params"], restored["opt_state"]
+    results = []
+    for k, lam in enumerate(lams):
+        pdir = out / f"point-{k}"
+        point = {"lam": lam}
+        if k < first:
+            log(f"codesign: path point {k + 1}/{len(lams)} (lam={lam:g}) already done, read back")
+            results.append((point, load_deployment(pdir / "deployment.json")))
+            continue
+        log(f"codesign: path point {k + 1}/{len(lams)} (lam={lam:g}): {sc.steps} joint steps from the previous "
+            f"point + {sc.recovery_steps} recovery steps -> {pdir}")
+        end = (k + 1) * sc.steps
+        if _segment_done(pdir) != end:
+            _run_segment(trainer, lam, k * sc.steps, end, pdir)
+            ckpt = Checkpointer(pdir / "path" / "checkpoints")
+            with phase("checkpoint"):
+                ckpt.save(end, trainer.state())
+            ckpt.close()
+        else:  # the segment finished before an interruption; its recovery had not
+            ckpt = Checkpointer(pdir / "path" / "checkpoints")
+            restored = ckpt.restore(end, trainer.state())
+            ckpt.close()
+            trainer.params, trainer.opt_state = restored["params"], restored["opt_state"]
+        params = jax.device_get(trainer.params)
+        hardened = space.harden(cfg, params["knobs"])
+        if recovery is None:
+            recovery = RecoveryTrainer(recovery_tc, space)
+        recovery.set_design(hardened, params["net"])
+        result = train(recovery_tc, pdir / "recovery", progress=progress, trainer=recovery)
+        target = trainer.target(params)
+        record = _record(sc, cfg, space, hardened, target, trainer, lam, recovery_tc, result.final_val_loss,
+                         recovery.corpus.train_sha256)
+        with phase("file"):
+            write_deployment(pdir / "deployment.json", record)
+        results.append((point, record))
+    return results
+
+
+def _run_segment(trainer, lam: float, start: int, end: int, pdir: Path) -> None:
+    """Joint steps start..end-1 at `lam`, with the numerics guard of `codesign.train` (a non-finite step
+    stops the path with NonFiniteError under on_nonfinite="stop", nothing of it saved; "skip" skips it)."""
+    trainer.params = trainer.with_lam(trainer.params, lam)
+    guard = jax.device_put(init_guard(), trainer.replicated)
+    for step in range(start, end):
+        with phase("compile" if step == 0 else "step"):
+            trainer.params, trainer.opt_state, m = trainer.step_fn(trainer.params, trainer.opt_state,
+                                                                   trainer.train_data, jnp.asarray(step, jnp.int32),
+                                                                   guard)
+        guard = {"skipped": m["skipped_steps"], "bad_step": m["bad_step"]}
+    bad = int(jax.device_get(guard["bad_step"]))
+    if bad >= 0:
+        raise NonFiniteError(bad, bad - 1, pdir / "path" / "checkpoints")
+
+
+def _record(sc, cfg, space, hardened, target, trainer, lam, tc, val_loss, corpus_sha256) -> dict[str, Any]:
+    """The deployment record of one path point (the fields `harden_and_recover` writes)."""
+    jc = trainer.jc
+    return {
+        "schema_version": SCHEMA_VERSION, "kind": KIND,
+        "model": cfg.to_dict(), "design_space": space.to_dict(), "hardened": hardened,
+        "target": {"name": jc.target, "params": _targets.target_params(target), "learned": list(jc.hardware)},
+        "scenario": dataclasses.asdict(trainer.scenario),
+        "objective": {"metric": jc.metric, "lam": lam, "budget": None, "method": "path"},
+        "cost": design_cost(cfg, space, hardened, target, trainer.scenario, jc.metric),
+        "validation": {"loss": val_loss, "batch": tc.batch, "seq_len": tc.seq_len, "batches": tc.eval_batches,
+                       "corpus_sha256": corpus_sha256},
+        "checkpoint": {"path": "recovery/checkpoints", "step": tc.steps},
+        "train": dataclasses.asdict(tc),
+        "provenance": provenance(tc.seed),
+    }
+
+
+__all__ = ["RecoveryTrainer", "design_knobs", "path_points"]
