@@ -33,10 +33,11 @@ from codesign.joint import (METRICS, SCHEMA_VERSION, SEED_STRIDE, WIDTH_MULTIPLE
                             HardenedTrainer, JointConfig, JointTrainer, PruningJointTrainer, PruningSpace, check_budget,
                             check_hardened, cost_metric, design_cost, full_widths, harden_and_recover, load_deployment,
                             make_target, pruned_params, soft_width_gate, verify_deployment, write_deployment)
-from codesign.search import (Evaluator, PathTrainer, SweepConfig, SweepResult, candidate_key, common_reference,
-                             front_and_volume, gradient_path, hv_curve, hypervolume, pareto_mask, plot_front,
-                             random_candidate, random_search, run, speedup, summary_table, sweep, time_to_reach,
-                             timed_sweep, tpe_search, width_choices)
+from codesign.search import (Evaluator, PathTrainer, RecoveryTrainer, SweepConfig, SweepResult, beyond_noise,
+                             candidate_key, common_reference, design_knobs, distinct_pairs, front_and_volume,
+                             gradient_path, hv_curve, hypervolume, noise_marks, pareto_mask, path_points, plot_front,
+                             random_candidate, random_search, run, settings_of, speedup, spread_for, spread_of,
+                             summary_table, sweep, time_to_reach, timed_sweep, tpe_search, width_choices)
 from codesign.training import (Checkpointer, MetricsWriter, NonFiniteError, TrainConfig, TrainResult, Trainer,
                                compute_dtype, fresh_run_dir, init_guard, read_metrics, resolve_model, train,
                                training_flops_per_token)
@@ -59,6 +60,8 @@ __all__ = [
     "SweepConfig", "SweepResult", "sweep", "run", "summary_table", "front_and_volume", "pareto_mask", "hypervolume",
     "plot_front", "Evaluator", "PathTrainer", "candidate_key", "common_reference", "gradient_path", "hv_curve",
     "random_candidate", "random_search", "speedup", "time_to_reach", "timed_sweep", "tpe_search", "width_choices",
+    "RecoveryTrainer", "design_knobs", "path_points", "beyond_noise", "distinct_pairs", "noise_marks", "settings_of",
+    "spread_for", "spread_of",
     # outputs and subpackages
     "fresh_run_dir", "output_lock", "IntegrityError", "data",
 ]

@@ -43,8 +43,13 @@ def hypervolume(points_Nx2: np.ndarray, reference: Sequence[float]) -> float:
 
 
 def plot_front(points_Nx2: np.ndarray, labels: Sequence[str], path: str | Path, *, cost_label: str,
-               title: str = "validation loss against hardware cost") -> Path:
-    """Scatter every point, highlight and connect the non-dominated ones; writes a PNG."""
+               title: str = "validation loss against hardware cost", spread: tuple[float, float] | None = None,
+               marks: Sequence[str] | None = None) -> Path:
+    """Scatter every point, highlight and connect the non-dominated ones; writes a PNG.
+
+    spread: (loss, log10 cost) half-widths of a noise band drawn as error bars around every point
+    (the sweep passes 2 seed standard deviations); marks: a note per point appended to its label
+    (the sweep's "within noise")."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,8 +61,16 @@ def plot_front(points_Nx2: np.ndarray, labels: Sequence[str], path: str | Path, 
     ax.scatter(pts[~mask, 1], pts[~mask, 0], c="0.6", label="dominated")
     front = pts[mask][np.argsort(pts[mask][:, 1])]
     ax.plot(front[:, 1], front[:, 0], "-o", c="C3", label="Pareto front")
-    for (loss, cost), label in zip(pts, labels):
-        ax.annotate(label, (cost, loss), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if spread is not None:
+        d_loss, d_log = spread
+        ax.errorbar(pts[:, 1], pts[:, 0], yerr=d_loss,
+                    xerr=[pts[:, 1] * (1 - 10 ** -d_log), pts[:, 1] * (10 ** d_log - 1)], fmt="none", ecolor="0.5",
+                    elinewidth=0.8, capsize=2, label="seed spread (2 sd)")
+    marks = list(marks) if marks is not None else [""] * len(pts)
+    for (loss, cost), label, mark in zip(pts, labels, marks):
+        text = f"{label} ({mark})" if mark == "within noise" else label
+        ax.annotate(text, (cost, loss), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                    color="0.45" if mark == "within noise" else "black")
     ax.set_xscale("log")
     ax.set_xlabel(cost_label)
     ax.set_ylabel("validation loss (nats/byte)")

@@ -3,13 +3,23 @@
 `sweep(SweepConfig, out)` first trains the network alone for `pretrain_steps` into
 out/pretrain/ (all points start from the same weights: the design knobs are then judged on
 a network that already models the data, as quantisation-aware training is done in
-practice, and the sweep pays for that training once), then runs one joint optimisation per
-lambda (or per budget), each hardened and recovery-fine-tuned into out/point-K/
-(checkpoints/, metrics.jsonl, recovery/, deployment.json), and writes into out/:
+practice, and the sweep pays for that training once), then finds one design per lambda:
+
+- method "path" (the default, `codesign.search._path`): ONE continuation over the lambdas in
+  ascending order, each segment of `steps` joint steps warm-started from the previous one
+  (network, knobs, hardware, optimiser), one compiled joint step for all of them; the path
+  state after each segment is checkpointed into out/point-K/path/.
+- method "independent": one joint run per lambda (or per budget, the constrained form) from
+  the pretrained network, each with its own compilation, into out/point-K/checkpoints.
+
+Every point is hardened and recovery-fine-tuned into out/point-K/ (recovery/,
+deployment.json), and the sweep writes into out/:
 
     metrics.jsonl    one record per finished point (lambda or budget, val loss, cost, choices)
-    front.json       every point, the non-dominated mask, the hypervolume and its reference
-    pareto.png       validation loss against cost (log axis), the front highlighted
+    front.json       every point, the non-dominated mask, the hypervolume and its reference,
+                     the seed spread and which front differences are within it (`_noise`)
+    pareto.png       validation loss against cost (log axis), the front highlighted, 2-sd
+                     seed-spread bars, points within noise of the next cheaper one greyed
     deployment.json  the chosen point's deployment (checkpoint path relative to out/):
                      the cheapest front point whose loss is within `loss_tolerance` of the best
     summary.json     the table printed at the end
@@ -41,6 +51,7 @@ from codesign._phase import phase
 from codesign.joint._deploy import harden_and_recover, load_deployment, write_deployment
 from codesign.joint._trainer import METRICS, JointConfig, JointTrainer
 from codesign.training._metrics import MetricsWriter
+from codesign.search._noise import K_SD, distinct_pairs, noise_marks, spread_for
 from codesign.search._pareto import hypervolume, pareto_mask, plot_front
 from codesign.joint._space import DEFAULT_FORMATS, DEFAULT_KV_FORMATS, DesignSpace
 from codesign.training._trainer import TrainConfig, _check
@@ -143,6 +154,7 @@ def _point_row(index: int, point: dict[str, float], record: dict[str, Any]) -> d
             "cost": record["cost"]["metric_value"], "metric": record["cost"]["metric"],
             "latency_s": record["cost"]["latency_s"], "energy_j": record["cost"]["energy_j"],
             "formats": hardened["formats"], "kv_formats": hardened["kv_formats"],
+            "act_formats": hardened.get("act_formats", []),
             "ffn_widths": hardened["ffn_widths"], "target_params": record["target"]["params"]}
 
 
@@ -194,18 +206,24 @@ def sweep(sc: SweepConfig, out_dir: str | Path | None = None, *, progress: bool 
     record["checkpoint"]["path"] = f"point-{chosen}/{record['checkpoint']['path']}"
     with phase("file"):
         write_deployment(out / "deployment.json", record)
+    spread = spread_for(sc)
+    marks = noise_marks(rows, mask, spread)
     labels = [", ".join(f"{k}={r[k]:g}" for k in ("lam", "budget") if k in r) for r in rows]
     pts = np.array([[r["val_loss"], r["cost"]] for r in rows])
-    plot_front(pts, labels, out / "pareto.png", cost_label=f"{sc.metric} on {sc.target} (log)")
+    plot_front(pts, labels, out / "pareto.png", cost_label=f"{sc.metric} on {sc.target} (log)", marks=marks,
+               spread=None if spread is None else (K_SD * spread["sd_loss"], K_SD * spread["sd_log10_cost"]))
+    noise = None if spread is None else {
+        "sd_loss": spread["sd_loss"], "sd_log10_cost": spread["sd_log10_cost"], "runs": spread["runs"],
+        "k_sd": K_SD, "distinct_pairs": distinct_pairs(rows, spread)}
     front = {"rows": rows, "front_mask": [bool(m) for m in mask], "hypervolume": volume,
              "hypervolume_space": "(val_loss, log10 cost)", "reference": list(reference), "chosen": chosen,
-             "metric": sc.metric, "target": sc.target}
+             "metric": sc.metric, "target": sc.target, "method": sc.method, "noise": noise, "noise_marks": marks}
     with phase("file"):
         atomic_write_json(out / "front.json", front)
     seconds = time.perf_counter() - t0
     atomic_write_json(out / "summary.json", {**front, "seconds": seconds})
     return SweepResult(out_dir=out, rows=rows, front_mask=[bool(m) for m in mask], hypervolume=volume,
-                       reference=reference, chosen=chosen, seconds=seconds)
+                       reference=reference, chosen=chosen, seconds=seconds, extra={"noise": noise, "marks": marks})
 
 
 def _independent_points(sc: SweepConfig, out: Path, init: Any, *, progress: bool, log) -> list[tuple[dict, dict]]:
@@ -250,16 +268,28 @@ def run(out_dir: str | Path | None = None, sc: SweepConfig | None = None, *, pro
 
 
 def summary_table(result: SweepResult) -> str:
-    """The human-readable table `codesign run` / `codesign sweep` print."""
+    """The human-readable table `codesign run` / `codesign sweep` print: every point, the front (*), the
+    exported point (<) and, per front point, whether it differs from the next cheaper front point beyond
+    the seed spread ("distinct") or not ("within noise")."""
+    marks = result.extra.get("marks") or [""] * len(result.rows)
     lines = [f"{'point':<6}{'setting':<14}{'val loss':>9}{'cost':>12}  {'weight formats':<28}{'kv formats':<26}"
-             f"{'ffn widths':<22}{'front'}"]
+             f"{'ffn widths':<22}{'front':<6}{'vs next cheaper'}"]
     for i, r in enumerate(result.rows):
         setting = ", ".join(f"{k}={r[k]:g}" for k in ("lam", "budget") if k in r)
         mark = ("*" if result.front_mask[i] else "") + (" <" if i == result.chosen else "")
         lines.append(f"{i:<6}{setting:<14}{r['val_loss']:>9.4f}{r['cost']:>12.4g}  {_short(r['formats']):<28}"
-                     f"{_short(r['kv_formats']):<26}{str(r['ffn_widths']):<22}{mark}")
+                     f"{_short(r['kv_formats']):<26}{str(r['ffn_widths']):<22}{mark:<6}{marks[i]}")
     lines.append(f"hypervolume {result.hypervolume:.4f} in (val loss, log10 cost), reference "
                  f"({result.reference[0]:.4f}, {result.reference[1]:.3f}); * = non-dominated, < = exported")
+    noise = result.extra.get("noise")
+    if noise is None:
+        lines.append("seed spread: not measured for these settings (scripts/codesign_noise.py measures it), so no "
+                     "difference is marked as beyond noise")
+    else:
+        lines.append(f"seed spread ({noise['runs']} seeds, measured once for these settings): sd {noise['sd_loss']:.4f} "
+                     f"nats in loss, {noise['sd_log10_cost']:.4f} in log10 cost; 'within noise' = not more than "
+                     f"{noise['k_sd']:g} sd apart in loss or in cost; {len(noise['distinct_pairs'])} point pairs "
+                     "differ beyond noise in both")
     return "\n".join(lines)
 
 
