@@ -14,9 +14,9 @@ import sys
 
 import typer
 
-from codesign.cli._options import parse_list  # the list parser of every command, for scripts too
+from codesign.cli._options import parse_formats, parse_list  # the list parsers of every command, for scripts too
 
-__all__ = ["app", "main", "parse_list"]
+__all__ = ["app", "main", "parse_formats", "parse_list"]
 
 app = typer.Typer(
     name="codesign",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import typer
@@ -50,6 +49,8 @@ def sweep(
                                               "[default: bf16,fp8_e4m3,mxfp4]."),
     act_formats: str = typer.Option(None, help="Per-layer activation formats searched, '' for none [default: none]."),
     widths: bool = typer.Option(True, help="Search the kept FFN / expert hidden width of each layer."),
+    pruning: str = typer.Option("", help="SpAtten cascade pruning keep ratios searched per layer: 'tokens', 'heads' "
+                                         "or 'tokens,heads' (then no KV/activation formats are searched)."),
     pretrain_steps: int = typer.Option(None, help="Steps of plain training shared by every point (0: none)."),
     steps: int = typer.Option(None, help="Joint optimisation steps per point."),
     recovery_steps: int = typer.Option(None, help="Fine-tuning steps after hardening."),
@@ -74,6 +75,10 @@ def sweep(
              "kv_formats": None if kv_formats is None else parse_formats(kv_formats, "kv_formats"),
              "act_formats": None if act_formats is None else parse_formats(act_formats, "act_formats")}
     kw = {k: v for k, v in given.items() if v is not None}
+    if pruning:
+        kw["pruning"] = parse_list(pruning, "pruning", choices=("tokens", "heads"))
+        kw.setdefault("kv_formats", ())
+        kw.setdefault("act_formats", ())
     if budgets:
         kw.update(budgets=parse_list(budgets, "budgets", float), lams=())
     sc = SweepConfig(**kw, target=target, search_ffn_width=widths, seed=seed, on_nonfinite=on_nonfinite, mesh=mesh)

@@ -93,7 +93,7 @@ def parse_list(text: str, field: str, kind: Callable[[str], T] = str, *,
 def parse_formats(text: str, field: str) -> tuple[str, ...]:
     """A comma-separated list of number format names; commas inside parentheses belong to the name
     (`bf16,posit(8,0),mxfp4`). An unknown name is an `InputError` listing the known ones."""
-    from nets.formats import FORMAT_NAMES
+    from nets.formats import FORMAT_NAMES, get_format
 
     entries, depth, current = [], 0, ""
     for ch in text or "":
@@ -105,8 +105,11 @@ def parse_formats(text: str, field: str) -> tuple[str, ...]:
             current += ch
     entries = [e.strip() for e in entries + [current] if e.strip()]
     for name in entries:
-        if name not in FORMAT_NAMES:
-            raise InputError(field, text, f"entry {name!r} is not one of {', '.join(FORMAT_NAMES)}")
+        try:
+            get_format(name)
+        except ValueError:
+            raise InputError(field, text, f"entry {name!r} is not one of {', '.join(FORMAT_NAMES)} or a "
+                                          "posit(n,es) with 2 <= n <= 16, 0 <= es <= 3") from None
     return tuple(entries)
 
 

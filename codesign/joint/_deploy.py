@@ -198,6 +198,8 @@ class Check:
 
 def verify_deployment(path: str | Path) -> list[Check]:
     """Rebuild the deployment from its file and checkpoint; re-measure loss and cost (see module docstring)."""
+    from codesign.joint._prune_space import HardenedPruningTrainer, PruningSpace
+
     path = Path(path)
     record = load_deployment(path)
     ckpt_dir = path.parent / str(record["checkpoint"]["path"])
@@ -206,7 +208,8 @@ def verify_deployment(path: str | Path) -> list[Check]:
     _integrity.check_checkpoint(record, ckpt_dir, path)  # before anything is rebuilt from it
     try:
         cfg = nets.ModelConfig.from_dict(record["model"])
-        space = DesignSpace.from_dict(record["design_space"])
+        pruning = "search_tokens" in record["design_space"]  # a PruningSpace's dict (SpAtten keep ratios)
+        space = (PruningSpace if pruning else DesignSpace).from_dict(record["design_space"])
         hardened = record["hardened"]
         target = _targets.make_target(record["target"]["name"], record["target"]["params"])
         scenario = hwcost.Scenario(**record["scenario"])
@@ -224,7 +227,7 @@ def verify_deployment(path: str | Path) -> list[Check]:
     cfg_path.write_text(cfg.to_json())
     try:
         tc = TrainConfig(**{**tc_dict, "model": str(cfg_path)})
-        trainer = HardenedTrainer(tc, space, hardened)
+        trainer = (HardenedPruningTrainer if pruning else HardenedTrainer)(tc, space, hardened)
         try:
             restored = checker.restore(step, trainer.state())
         except Exception as err:  # orbax raises many kinds; the user needs one line

@@ -38,7 +38,9 @@ from flax import nnx
 import nets
 from codesign._phase import phase
 from codesign.joint._deploy import KIND, SCHEMA_VERSION, design_cost, provenance, recovery_config, write_deployment
+from codesign.joint._prune_space import HardenedPruningTrainer, PruningJointTrainer, PruningSpace
 from codesign.joint._space import DesignSpace, full_widths
+from codesign.search._baselines import PathTrainer
 from codesign.joint import _targets
 from codesign.training._checkpoint import Checkpointer
 from codesign.training._trainer import NonFiniteError, Trainer, TrainConfig, init_guard, train
@@ -108,16 +110,30 @@ def _segment_done(pdir: Path) -> int | None:
         ckpt.close()
 
 
+class PruningPathTrainer(PathTrainer, PruningJointTrainer):
+    """The path trainer (lambda a state leaf) over a `PruningSpace`: SpAtten token / head keep ratios
+    next to the formats and widths (the forward pass is `PruningJointTrainer`'s)."""
+
+
+def _recover(space, recovery_tc, hardened, net_params, shared):
+    """The trainer that fine-tunes `hardened`: the one shared RecoveryTrainer, or for a pruning design a
+    HardenedPruningTrainer of its own (a PrunePlan's kept counts are static shapes: one compile each)."""
+    if isinstance(space, PruningSpace):
+        return HardenedPruningTrainer(recovery_tc, space, hardened, init_params=net_params), shared
+    shared = shared or RecoveryTrainer(recovery_tc, space)
+    shared.set_design(hardened, net_params)
+    return shared, shared
+
+
 def path_points(sc, out: Path, init_net_params: Any, *, progress: bool, log: Callable[[str], None],
                 load_deployment: Callable[[Path], dict[str, Any]]) -> list[tuple[dict[str, float], dict[str, Any]]]:
     """Run (or resume) the path of `sc` (a `SweepConfig`, penalty form) into out/point-K/; returns
     (point, deployment record) per lambda, ascending."""
-    from codesign.search._baselines import PathTrainer
-
     space = sc.space()
     tc = sc.train_config(sc.steps)
     lams = sorted(float(x) for x in sc.lams)
-    trainer = PathTrainer(tc, sc.joint_config({"lam": 0.0}), space, init_net_params=init_net_params)
+    path_class = PruningPathTrainer if isinstance(space, PruningSpace) else PathTrainer
+    trainer = path_class(tc, sc.joint_config({"lam": 0.0}), space, init_net_params=init_net_params)
     cfg = trainer.cfg
     recovery_tc = recovery_config(tc, sc.recovery_steps)
     recovery = None
@@ -157,14 +173,13 @@ def path_points(sc, out: Path, init_net_params: Any, *, progress: bool, log: Cal
             ckpt.close()
             trainer.params, trainer.opt_state = restored["params"], restored["opt_state"]
         params = jax.device_get(trainer.params)
-        hardened = space.harden(cfg, params["knobs"])
-        if recovery is None:
-            recovery = RecoveryTrainer(recovery_tc, space)
-        recovery.set_design(hardened, params["net"])
-        result = train(recovery_tc, pdir / "recovery", progress=progress, trainer=recovery)
+        hardened = (space.harden(cfg, params["knobs"], n_tokens=tc.seq_len) if isinstance(space, PruningSpace)
+                    else space.harden(cfg, params["knobs"]))
+        fine_tune, recovery = _recover(space, recovery_tc, hardened, params["net"], recovery)
+        result = train(recovery_tc, pdir / "recovery", progress=progress, trainer=fine_tune)
         target = trainer.target(params)
         record = _record(sc, cfg, space, hardened, target, trainer, lam, recovery_tc, result.final_val_loss,
-                         recovery.corpus.train_sha256)
+                         fine_tune.corpus.train_sha256)
         with phase("file"):
             write_deployment(pdir / "deployment.json", record)
         results.append((point, record))
@@ -205,4 +220,4 @@ def _record(sc, cfg, space, hardened, target, trainer, lam, tc, val_loss, corpus
     }
 
 
-__all__ = ["RecoveryTrainer", "design_knobs", "path_points"]
+__all__ = ["PruningPathTrainer", "RecoveryTrainer", "design_knobs", "path_points"]

@@ -46,6 +46,7 @@ import jax
 import numpy as np
 
 from nets import atomic_write_json
+from nets.formats import FORMAT_NAMES, get_format
 from codesign.training._io import fresh_run_dir
 from codesign._phase import phase
 from codesign.joint._deploy import harden_and_recover, load_deployment, write_deployment
@@ -53,11 +54,13 @@ from codesign.joint._trainer import METRICS, JointConfig, JointTrainer
 from codesign.training._metrics import MetricsWriter
 from codesign.search._noise import K_SD, distinct_pairs, noise_marks, spread_for
 from codesign.search._pareto import hypervolume, pareto_mask, plot_front
+from codesign.joint._prune_space import PruningSpace
 from codesign.joint._space import DEFAULT_FORMATS, DEFAULT_KV_FORMATS, DesignSpace
 from codesign.training._trainer import TrainConfig, _check
 
 
 METHODS = ("path", "independent")
+PRUNING = ("tokens", "heads")
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class SweepConfig:
     kv_formats: tuple[str, ...] = DEFAULT_KV_FORMATS  # per-layer KV-cache formats (() = not searched)
     act_formats: tuple[str, ...] = ()                 # per-layer activation formats (() = not searched)
     search_ffn_width: bool = True                     # kept FFN / expert hidden width per layer
+    pruning: tuple[str, ...] = ()                     # SpAtten keep ratios searched: "tokens", "heads"
     pretrain_steps: int = 150
     steps: int = 40
     recovery_steps: int = 10
@@ -109,7 +113,20 @@ class SweepConfig:
             _check(isinstance(value, int) and not isinstance(value, bool) and value >= (1 if name == "recovery_steps"
                                                                                        else 0),
                    name, value, "must be a positive integer" if name == "recovery_steps" else "must be an integer >= 0")
-        self.space()  # format names validated by DesignSpace
+        for name in ("formats", "kv_formats", "act_formats"):
+            names = getattr(self, name)
+            _check(isinstance(names, (tuple, list)), name, names, "must be a tuple of format names")
+            for entry in names:
+                _check(_is_format(entry), name, tuple(names), f"entry {entry!r} is not a number format (known: "
+                       f"{', '.join(FORMAT_NAMES)}, any posit(n,es) with 2 <= n <= 16, 0 <= es <= 3)")
+        for entry in self.pruning:
+            _check(entry in PRUNING, "pruning", tuple(self.pruning), f"entries must be among {', '.join(PRUNING)}")
+        if self.pruning:
+            _check(not self.kv_formats and not self.act_formats, "kv_formats", tuple(self.kv_formats),
+                   "must be () with pruning (the pruned network has no per-layer KV/activation fake-quant); "
+                   "give kv_formats=() and act_formats=()")
+            _check(self.method == "path", "method", self.method, "pruning runs with method='path'")
+        self.space()  # the rest (distinct names, at least one weight format) validated by DesignSpace
         self.train_config()  # model, steps, batch, ... validated by TrainConfig
         for point in self.points():
             self.joint_config(point)  # target, hardware, lam validated by JointConfig
@@ -132,8 +149,19 @@ class SweepConfig:
                            scenario_batch=self.scenario_batch, scenario_context=self.scenario_context)
 
     def space(self) -> DesignSpace:
+        if self.pruning:
+            return PruningSpace(formats=tuple(self.formats), search_ffn_width=bool(self.search_ffn_width),
+                                search_tokens="tokens" in self.pruning, search_heads="heads" in self.pruning)
         return DesignSpace(formats=tuple(self.formats), kv_formats=tuple(self.kv_formats),
                            act_formats=tuple(self.act_formats), search_ffn_width=bool(self.search_ffn_width))
+
+
+def _is_format(name: Any) -> bool:
+    try:
+        get_format(name)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 @dataclass
@@ -155,7 +183,8 @@ def _point_row(index: int, point: dict[str, float], record: dict[str, Any]) -> d
             "latency_s": record["cost"]["latency_s"], "energy_j": record["cost"]["energy_j"],
             "formats": hardened["formats"], "kv_formats": hardened["kv_formats"],
             "act_formats": hardened.get("act_formats", []),
-            "ffn_widths": hardened["ffn_widths"], "target_params": record["target"]["params"]}
+            "ffn_widths": hardened["ffn_widths"], "target_params": record["target"]["params"],
+            **{k: hardened[k] for k in ("token_counts", "head_counts") if k in hardened}}
 
 
 def front_and_volume(rows: Sequence[dict[str, Any]], reference: tuple[float, float] | None = None):

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from codesign import fresh_run_dir
-from codesign.cli import main, parse_list
+from codesign.cli import main, parse_formats, parse_list
 
 
 def test_parse_list_converts_and_names_the_field_on_error():
@@ -17,6 +17,13 @@ def test_parse_list_converts_and_names_the_field_on_error():
         parse_list("4,x", "ms", int)
     with pytest.raises(ValueError, match=r"^parts='speed,fast': entry 'fast' is not one of accuracy, speed"):
         parse_list("speed,fast", "parts", choices=("accuracy", "speed"))
+
+
+def test_parse_formats_keeps_the_posit_comma_and_names_the_field_on_error():
+    assert parse_formats("bf16, posit(8,0),mxfp4", "formats") == ("bf16", "posit(8,0)", "mxfp4")
+    assert parse_formats("", "act_formats") == ()
+    with pytest.raises(ValueError, match=r"^kv_formats='bf16,int3': entry 'int3' is not one of fp32"):
+        parse_formats("bf16,int3", "kv_formats")
 
 
 def test_fresh_run_dir_is_under_runs_and_never_reused(tmp_path):
@@ -31,6 +38,9 @@ def test_fresh_run_dir_is_under_runs_and_never_reused(tmp_path):
 @pytest.mark.parametrize("args, field", [
     (["sweep", "--lams", "0,big"], "lams="),
     (["sweep", "--budgets", "1,x"], "budgets="),
+    (["sweep", "--formats", "bf16,posit(8,9)"], "formats="),
+    (["sweep", "--budgets", "1e-5"], "method="),  # budgets need --method independent
+    (["run", "--method", "annealing"], "method="),
     (["atts", "bench", "--ms", "4,eight"], "ms="),
     (["atts", "bench", "--parts", "speed,fast"], "parts="),
     (["train", "--remat", "some"], "remat="),

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from codesign import (Checkpointer, load_deployment, verify_deployment, read_metrics, JointConfig,
-                      JointTrainer, cost_metric, DesignSpace, SweepConfig, sweep, TrainConfig, train,
-                      write_deployment)
+                      JointTrainer, cost_metric, DesignSpace, HardenedTrainer, RecoveryTrainer, SweepConfig, sweep,
+                      TrainConfig, train, write_deployment)
 
 
 def _sc(tiny_json, **kw):
@@ -34,7 +34,8 @@ def swept(tiny_json, tmp_path_factory):
 def test_sweep_writes_every_output_and_an_honest_front(swept):
     out, result = swept
     for name in ("metrics.jsonl", "pareto.png", "front.json", "deployment.json", "summary.json",
-                 "point-0/deployment.json", "point-1/recovery/checkpoints"):
+                 "point-0/deployment.json", "point-1/recovery/checkpoints", "point-0/path/checkpoints",
+                 "point-1/path/checkpoints"):
         assert (out / name).exists(), name
     pts = np.array([[r["val_loss"], r["cost"]] for r in result.rows])
     for i, on_front in enumerate(result.front_mask):
@@ -45,9 +46,13 @@ def test_sweep_writes_every_output_and_an_honest_front(swept):
 
 
 def test_exported_deployment_verifies(swept):
-    out, _ = swept
+    out, result = swept
     checks = verify_deployment(out / "deployment.json")
     assert checks and all(c.ok for c in checks), [c.to_dict() for c in checks if not c.ok]
+    other = 1 - result.chosen  # every point of the path is exported, not only the chosen one
+    checks = verify_deployment(out / f"point-{other}" / "deployment.json")
+    assert checks and all(c.ok for c in checks), [c.to_dict() for c in checks if not c.ok]
+    assert load_deployment(out / f"point-{other}" / "deployment.json")["objective"]["method"] == "path"
     record = load_deployment(out / "deployment.json")
     for key in ("seed", "git_commit", "packages"):
         assert key in record["provenance"]
@@ -130,9 +135,47 @@ def test_rerun_reads_finished_points_back(swept, tiny_json):
     assert again.seconds < result.seconds
 
 
+def test_path_interrupted_before_a_recovery_finishes_it_identically(swept, tiny_json, tmp_path):
+    """A path stopped after a segment's checkpoint but before that point's export continues from the
+    segment's state: the point comes out bitwise as in the uninterrupted run."""
+    out = tmp_path / "copy"
+    shutil.copytree(swept[0], out)
+    shutil.rmtree(out / "point-1" / "recovery")
+    (out / "point-1" / "deployment.json").unlink()
+    again = sweep(_sc(tiny_json), out, progress=False, log=lambda *_: None)
+    assert [r["val_loss"] for r in again.rows] == [r["val_loss"] for r in swept[1].rows]
+    assert [r["cost"] for r in again.rows] == [r["cost"] for r in swept[1].rows]
+
+
+def test_recovery_trainer_is_the_hardened_design_with_one_compilation(tiny_json):
+    """The shared recovery step applies a hardened design exactly as HardenedTrainer (what verify
+    rebuilds) does, and a second design reuses the compiled step and evaluation."""
+    tc = _tc(tiny_json, steps=2)
+    space = DesignSpace()
+    cfg = tc.model_config()
+    designs = [{"formats": ["fp4_e2m1", "bf16"], "kv_formats": ["mxfp4", "fp8_e4m3"], "act_formats": [],
+                "ffn_widths": [64, 16]},
+               {"formats": ["fp8_e4m3", "fp4_e2m1"], "kv_formats": ["bf16", "mxfp4"], "act_formats": [],
+                "ffn_widths": [128, 32]}]
+    recovery = RecoveryTrainer(tc, space)
+    init = jax.device_get(recovery.params)
+    losses = []
+    for hardened in designs:
+        recovery.set_design(hardened, init)
+        recovery.advance(0)
+        losses.append(recovery.evaluate())
+        reference = HardenedTrainer(tc, space, hardened, init_params=init)
+        reference.advance(0)
+        np.testing.assert_allclose(losses[-1], reference.evaluate(), rtol=1e-6)
+    assert recovery.trace_count == 1 and losses[0] != losses[1]
+    assert cfg.n_layers == 2
+
+
 @pytest.mark.parametrize("kw, field", [({"lams": (-1.0,)}, "lam"), ({"metric": "speed"}, "metric"),
                                        ({"target": "tpu-v9"}, "target"), ({"hardware": ("warp_drive",)}, "hardware"),
-                                       ({"budgets": (1e-30,)}, "budget")])
+                                       ({"budgets": (1e-30,), "method": "independent"}, "budget"),
+                                       ({"budgets": (1e-5,)}, "method"), ({"method": "anneal"}, "method"),
+                                       ({"formats": ("bf16", "int3")}, "formats")])
 def test_bad_sweep_input_names_the_field_and_writes_nothing(tiny_json, tmp_path, kw, field):
     out = tmp_path / "never"
     with pytest.raises(ValueError, match=f"^{field}="):
@@ -195,3 +238,18 @@ def test_joint_resume_after_kill_is_bitwise_equal(tiny_json, tmp_path):
     b = Checkpointer(killed / "checkpoints").restore(8, like)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.slow
+def test_pruning_path_exports_the_keep_ratios_and_verifies(tiny_json, tmp_path):
+    """SpAtten token / head keep ratios in the sweep: hardened to kept counts, priced, exported, verified."""
+    out = tmp_path / "pruned"
+    result = sweep(_sc(tiny_json, pruning=("tokens", "heads"), kv_formats=(), lams=(0.0, 3.0)), out, progress=False,
+                   log=lambda *_: None)
+    record = load_deployment(out / "point-1" / "deployment.json")
+    hardened = record["hardened"]
+    assert len(hardened["token_counts"]) == len(hardened["head_counts"]) == 2 and hardened["n_tokens"] == 32
+    assert record["design_space"]["search_tokens"] and record["design_space"]["search_heads"]
+    assert result.rows[1]["cost"] < result.rows[0]["cost"], [r["cost"] for r in result.rows]
+    checks = verify_deployment(out / "point-1" / "deployment.json")
+    assert checks and all(c.ok for c in checks), [c.to_dict() for c in checks if not c.ok]
