@@ -78,11 +78,12 @@ class SweepConfig:
     act_formats: tuple[str, ...] = ()                 # per-layer activation formats (() = not searched)
     search_ffn_width: bool = True                     # kept FFN / expert hidden width per layer
     pruning: tuple[str, ...] = ()                     # SpAtten keep ratios searched: "tokens", "heads"
-    pretrain_steps: int = 150
-    steps: int = 40
-    recovery_steps: int = 10
+    # sized so that `codesign run` needs at most 300 s of CPU time (all threads), compilation included
+    pretrain_steps: int = 100
+    steps: int = 30
+    recovery_steps: int = 8
     batch: int = 16
-    seq_len: int = 64
+    seq_len: int = 32
     lr: float = 3e-3
     knob_lr: float = 0.05
     eval_batches: int = 4
