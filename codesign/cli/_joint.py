@@ -36,6 +36,9 @@ def run(
 def sweep(
     model: str = typer.Option(None, help="Zoo name or ModelConfig JSON path [default: codesign-default]."),
     method: str = typer.Option(None, help=METHOD_HELP + " [default: path]"),
+    recover_from: str = typer.Option(None, help="Path method: each point's recovery starts from the weights the path "
+                                                "started from ('start': equal training budget per point) or from "
+                                                "the path's network at that point ('path') [default: start]."),
     lams: str = typer.Option(None, help="Comma-separated lambda values (penalty form) [default: codesign run's]."),
     budgets: str = typer.Option("", help="Comma-separated cost budgets (constrained form; replaces --lams; "
                                          "needs --method independent)."),
@@ -67,7 +70,7 @@ def sweep(
     Pareto front, its hypervolume and the plot. Options left out take `codesign run`'s settings."""
     from codesign.search._sweep import SweepConfig
 
-    given = {"model": model, "method": method, "metric": metric, "pretrain_steps": pretrain_steps, "steps": steps,
+    given = {"model": model, "method": method, "recover_from": recover_from, "metric": metric, "pretrain_steps": pretrain_steps, "steps": steps,
              "recovery_steps": recovery_steps, "batch": batch, "seq_len": seq_len,
              "lams": None if lams is None else parse_list(lams, "lams", float),
              "hardware": None if hardware is None else parse_list(hardware, "hardware"),

@@ -8,9 +8,20 @@ with warm starts). After each segment it writes
 
     point-K/path/checkpoints   the path state (network, knobs, hardware, optimiser) after segment K:
                                an interrupted run continues from the last finished segment
-    point-K/recovery/          the hardened design fine-tuned for `sc.recovery_steps` steps from the
-                               path's network at 0.3x the lr (`codesign.joint.harden_and_recover`'s
-                               recipe), its checkpoint and metrics
+    point-K/recovery/          the hardened design fine-tuned for `sc.recovery_steps` steps at 0.3x
+                               the lr (`codesign.joint.harden_and_recover`'s recipe), its checkpoint
+                               and metrics; from the weights the path STARTED from (the pretrained
+                               network; `recover_from="start"`, the default) or from the path's own
+                               network after segment K (`recover_from="path"`)
+
+Why recovery starts from the shared weights by default: along the path the network keeps training,
+so point K's network has had K more segments than point 0's. On a network far from convergence
+(the default job's, after 100 steps) that extra training lowers the loss of every later point by
+more than its cheaper design raises it (measured: with recovery from the path, the four points of
+`codesign run` lost 2.194, 2.149, 2.099, 2.066 nats while the cost fell 3x, one point dominating
+the rest). Starting every point's recovery from the same weights gives every exported point the
+same training budget (pretraining + recovery steps), so the front compares designs, not budgets;
+the path then is the search for the designs.
     point-K/deployment.json    the deployment record, as `codesign verify` reads it
 
 Compilations: the recovery fine-tune of every point runs through ONE `RecoveryTrainer`, whose
@@ -19,9 +30,10 @@ kept FFN widths as 0/1 gates) passed with the data, so a new design is a new arg
 new trace. Its forward pass is `DesignSpace.apply` at a gate temperature that makes the width
 gate exactly 0/1 and the format softmax exactly one-hot: numerically the design
 `codesign.joint.HardenedTrainer` (what `codesign verify` rebuilds) applies, and its checkpoint
-has HardenedTrainer's layout. A path of N points costs four compilations (the joint step, the
-recovery step, the recovery evaluation, the hardened evaluation of verify is not run here)
-instead of four per point.
+has HardenedTrainer's layout. A path of N points thus compiles three functions (the joint step,
+the recovery step, the recovery evaluation) where N independent runs compile four per point (joint
+step and evaluation, recovery step and evaluation). A pruning space (`PruningSpace`) recovers
+through `HardenedPruningTrainer`, one compilation per point: its kept counts are static shapes.
 """
 
 from __future__ import annotations
@@ -137,6 +149,7 @@ def path_points(sc, out: Path, init_net_params: Any, *, progress: bool, log: Cal
     cfg = trainer.cfg
     recovery_tc = recovery_config(tc, sc.recovery_steps)
     recovery = None
+    start_net = jax.device_get(trainer.params["net"])  # the pretrained (or initial) weights every point shares
     # resume: the last point whose deployment and path state are both on disk
     first = 0
     for k in range(len(lams)):
@@ -175,7 +188,8 @@ def path_points(sc, out: Path, init_net_params: Any, *, progress: bool, log: Cal
         params = jax.device_get(trainer.params)
         hardened = (space.harden(cfg, params["knobs"], n_tokens=tc.seq_len) if isinstance(space, PruningSpace)
                     else space.harden(cfg, params["knobs"]))
-        fine_tune, recovery = _recover(space, recovery_tc, hardened, params["net"], recovery)
+        recover_net = start_net if sc.recover_from == "start" else params["net"]
+        fine_tune, recovery = _recover(space, recovery_tc, hardened, recover_net, recovery)
         result = train(recovery_tc, pdir / "recovery", progress=progress, trainer=fine_tune)
         target = trainer.target(params)
         record = _record(sc, cfg, space, hardened, target, trainer, lam, recovery_tc, result.final_val_loss,
@@ -210,7 +224,8 @@ def _record(sc, cfg, space, hardened, target, trainer, lam, tc, val_loss, corpus
         "model": cfg.to_dict(), "design_space": space.to_dict(), "hardened": hardened,
         "target": {"name": jc.target, "params": _targets.target_params(target), "learned": list(jc.hardware)},
         "scenario": dataclasses.asdict(trainer.scenario),
-        "objective": {"metric": jc.metric, "lam": lam, "budget": None, "method": "path"},
+        "objective": {"metric": jc.metric, "lam": lam, "budget": None, "method": "path",
+                      "recover_from": sc.recover_from},
         "cost": design_cost(cfg, space, hardened, target, trainer.scenario, jc.metric),
         "validation": {"loss": val_loss, "batch": tc.batch, "seq_len": tc.seq_len, "batches": tc.eval_batches,
                        "corpus_sha256": corpus_sha256},

@@ -61,6 +61,7 @@ from codesign.training._trainer import TrainConfig, _check
 
 METHODS = ("path", "independent")
 PRUNING = ("tokens", "heads")
+RECOVER_FROM = ("start", "path")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class SweepConfig:
     on_nonfinite: str = "stop"   # TrainConfig.on_nonfinite of every phase (pretrain, joint, recovery)
     mesh: str = ""               # TrainConfig.mesh of every phase ("data=2,fsdp=4"; "": data over all devices)
     method: str = "path"         # "path": one continuation over the lambdas; "independent": one run per point
+    recover_from: str = "start"  # path only: recovery from the weights the path started from, or from the path's
 
     def __post_init__(self) -> None:
         lams, budgets = tuple(self.lams), tuple(self.budgets)
@@ -105,6 +107,8 @@ class SweepConfig:
             _check(isinstance(budget, (int, float)) and 0 < budget < math.inf, "budget", budget,
                    "must be a positive finite number")
         _check(self.method in METHODS, "method", self.method, f"must be one of {', '.join(METHODS)}")
+        _check(self.recover_from in RECOVER_FROM, "recover_from", self.recover_from,
+               f"must be one of {', '.join(RECOVER_FROM)}")
         _check(self.method == "independent" or not budgets, "method", self.method,
                "the path runs the penalty form over lambdas; budgets need method='independent'")
         _check(self.metric in METRICS, "metric", self.metric, f"must be one of {', '.join(METRICS)}")
