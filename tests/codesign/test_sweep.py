@@ -18,8 +18,10 @@ from codesign import (Checkpointer, load_deployment, verify_deployment, read_met
 
 
 def _sc(tiny_json, **kw):
-    base = dict(model=tiny_json, lams=(0.0, 0.1), pretrain_steps=4, steps=4, recovery_steps=2, batch=8, seq_len=32,
-                eval_batches=2)
+    # a steep second lambda and a fast knob rate: 4 steps then reach a design of their own at each point (so the
+    # two recovered checkpoints differ, which the checkpoint-swap test needs)
+    base = dict(model=tiny_json, lams=(0.0, 3.0), pretrain_steps=4, steps=4, recovery_steps=2, batch=8, seq_len=32,
+                eval_batches=2, knob_lr=0.3)
     base.update(kw)
     return SweepConfig(**base)
 
@@ -33,6 +35,7 @@ def swept(tiny_json, tmp_path_factory):
 
 def test_sweep_writes_every_output_and_an_honest_front(swept):
     out, result = swept
+    assert result.rows[0]["formats"] != result.rows[1]["formats"] and result.rows[1]["cost"] < result.rows[0]["cost"]
     for name in ("metrics.jsonl", "pareto.png", "front.json", "deployment.json", "summary.json",
                  "point-0/deployment.json", "point-1/recovery/checkpoints", "point-0/path/checkpoints",
                  "point-1/path/checkpoints"):
