@@ -35,7 +35,8 @@ def swept(tiny_json, tmp_path_factory):
 
 def test_sweep_writes_every_output_and_an_honest_front(swept):
     out, result = swept
-    assert result.rows[0]["formats"] != result.rows[1]["formats"] and result.rows[1]["cost"] < result.rows[0]["cost"]
+    design = [[r[k] for k in ("formats", "kv_formats", "ffn_widths")] for r in result.rows]
+    assert design[0] != design[1] and result.rows[1]["cost"] < result.rows[0]["cost"], (design, result.rows)
     for name in ("metrics.jsonl", "pareto.png", "front.json", "deployment.json", "summary.json",
                  "point-0/deployment.json", "point-1/recovery/checkpoints", "point-0/path/checkpoints",
                  "point-1/path/checkpoints"):
