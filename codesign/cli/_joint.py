@@ -59,6 +59,9 @@ def sweep(
     recovery_steps: int = typer.Option(None, help="Fine-tuning steps after hardening."),
     batch: int = typer.Option(None, help="Sequences per step."),
     seq_len: int = typer.Option(None, help="Bytes per sequence."),
+    scenario_batch: int = typer.Option(None, help="Decode batch of the priced scenario [default: 64; AFD targets "
+                                                  "need a multiple of their attention GPUs x micro-batches, e.g. 48]."),
+    scenario_context: int = typer.Option(None, help="Context length of the priced scenario [default: 2048]."),
     seed: int = seed_option(),
     on_nonfinite: str = on_nonfinite_option(),
     mesh: str = mesh_option("the training mesh; data=* (the default) takes the devices the other axes leave"),
@@ -71,7 +74,8 @@ def sweep(
     from codesign.search._sweep import SweepConfig
 
     given = {"model": model, "method": method, "recover_from": recover_from, "metric": metric, "pretrain_steps": pretrain_steps, "steps": steps,
-             "recovery_steps": recovery_steps, "batch": batch, "seq_len": seq_len,
+             "recovery_steps": recovery_steps, "batch": batch, "seq_len": seq_len, "scenario_batch": scenario_batch,
+             "scenario_context": scenario_context,
              "lams": None if lams is None else parse_list(lams, "lams", float),
              "hardware": None if hardware is None else parse_list(hardware, "hardware"),
              "formats": None if formats is None else parse_formats(formats, "formats"),

@@ -45,10 +45,13 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+import hwcost
+
 from nets import atomic_write_json
 from nets.formats import FORMAT_NAMES, get_format
 from codesign.training._io import fresh_run_dir
 from codesign._phase import phase
+from codesign.joint._targets import make_target
 from codesign.joint._deploy import harden_and_recover, load_deployment, write_deployment
 from codesign.joint._trainer import METRICS, JointConfig, JointTrainer
 from codesign.training._metrics import MetricsWriter
@@ -205,8 +208,11 @@ def sweep(sc: SweepConfig, out_dir: str | Path | None = None, *, progress: bool 
     it writes."""
     from codesign.joint._trainer import check_budget
 
+    cfg = sc.train_config().model_config()
     for point in sc.points():  # every error a user can make surfaces before anything is written
-        check_budget(sc.train_config().model_config(), sc.space(), sc.joint_config(point))
+        check_budget(cfg, sc.space(), sc.joint_config(point))
+    jc = sc.joint_config(sc.points()[0])  # a scenario the target cannot run (AFD: batch not a multiple of 48)
+    make_target(sc.target).cost(hwcost.workload(cfg, jc.scenario()))
     out = Path(out_dir) if out_dir is not None else fresh_run_dir("sweep")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

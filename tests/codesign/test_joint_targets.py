@@ -67,7 +67,8 @@ def _segment(trainer, start_state, lam):
 def _check_target(name, micro_json, preset_path):
     target = preset_path if name == CALIBRATED else name
     tc = TrainConfig(model=micro_json, steps=STEPS, batch=4, seq_len=16, warmup_steps=1, eval_batches=1)
-    jc = JointConfig(lam=0.0, metric="latency", target=target, knob_lr=0.1)
+    # decode batch 48 = AFD's 16 attention GPUs x 3 micro-batches (every target takes it; 64 is not one for AFD)
+    jc = JointConfig(lam=0.0, metric="latency", target=target, knob_lr=0.1, scenario_batch=48)
     trainer = PathTrainer(tc, jc, DesignSpace())
     start = jax.device_get((trainer.params, trainer.opt_state))
     low, low_norms = _segment(trainer, start, 0.0)

@@ -182,7 +182,8 @@ def test_recovery_trainer_is_the_hardened_design_with_one_compilation(tiny_json)
                                        ({"target": "tpu-v9"}, "target"), ({"hardware": ("warp_drive",)}, "hardware"),
                                        ({"budgets": (1e-30,), "method": "independent"}, "budget"),
                                        ({"budgets": (1e-5,)}, "method"), ({"method": "anneal"}, "method"),
-                                       ({"formats": ("bf16", "int3")}, "formats")])
+                                       ({"formats": ("bf16", "int3")}, "formats"),
+                                       ({"target": "afd", "hardware": ()}, "batch")])
 def test_bad_sweep_input_names_the_field_and_writes_nothing(tiny_json, tmp_path, kw, field):
     out = tmp_path / "never"
     with pytest.raises(ValueError, match=f"^{field}="):
