@@ -25,12 +25,12 @@ the path then is the search for the designs.
     point-K/deployment.json    the deployment record, as `codesign verify` reads it
 
 Compilations: the recovery fine-tune of every point runs through ONE `RecoveryTrainer`, whose
-compiled step takes the hardened design as one-hot knob arrays (argmax formats as 1e4 logits,
-kept FFN widths as 0/1 gates) passed with the data, so a new design is a new argument, not a
-new trace. Its forward pass is `DesignSpace.apply` at a gate temperature that makes the width
-gate exactly 0/1 and the format softmax exactly one-hot: numerically the design
-`codesign.joint.HardenedTrainer` (what `codesign verify` rebuilds) applies, and its checkpoint
-has HardenedTrainer's layout. A path of N points thus compiles three functions (the joint step,
+compiled step takes the hardened design as arrays (argmax formats as one-hot 1e4 logits, kept FFN
+widths as a 0/1 mask, `DesignSpace.apply(..., widths=)`) passed with the data, so a new design is
+a new argument, not a new trace: numerically the design `codesign.joint.HardenedTrainer` (what
+`codesign verify` rebuilds) applies. Unlike `codesign.joint.DesignTrainer` (the same idea with the
+design in the trainable state), its state and checkpoint have HardenedTrainer's layout, which is
+what a deployment file's checkpoint must restore into. A path of N points thus compiles three functions (the joint step,
 the recovery step, the recovery evaluation) where N independent runs compile four per point (joint
 step and evaluation, recovery step and evaluation). A pruning space (`PruningSpace`) recovers
 through `HardenedPruningTrainer`, one compilation per point: its kept counts are static shapes.
@@ -39,7 +39,6 @@ through `HardenedPruningTrainer`, one compilation per point: its kept counts are
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -57,18 +56,11 @@ from codesign.joint import _targets
 from codesign.training._checkpoint import Checkpointer
 from codesign.training._trainer import NonFiniteError, Trainer, TrainConfig, init_guard, train
 
-_SHARP = 1e-6      # gate temperature at which soft_width_gate is exactly 0/1 (margin 0.5 unit / (T * width))
-_FULL_LOGIT = 30.0  # sigmoid(30) == 1.0 in float32: a layer kept at full width
-
-
 def design_knobs(space: DesignSpace, cfg: nets.ModelConfig, hardened: dict[str, Any]) -> dict[str, jax.Array]:
-    """Knob arrays that select exactly the hardened design: one-hot format logits (`hard_knobs`) and keep
-    logits whose gate, at the `_SHARP` temperature, keeps exactly the first `ffn_widths[l]` hidden units."""
-    knobs = space.hard_knobs(hardened)
-    keep = [w / full for w, full in zip(hardened["ffn_widths"], full_widths(cfg))]
-    knobs["ffn_keep_logit"] = jnp.asarray([_FULL_LOGIT if k >= 1 else math.log(k / (1 - k)) for k in keep],
-                                          jnp.float32)
-    return knobs
+    """The arrays that select exactly the hardened design: one-hot format logits (`hard_knobs`) and the
+    kept FFN hidden units per layer ("widths", read by `DesignSpace.apply(..., widths=)` as a 0/1 mask)."""
+    widths = hardened["ffn_widths"] if space.search_ffn_width else full_widths(cfg)
+    return {"knobs": space.hard_knobs(hardened), "widths": jnp.asarray(widths, jnp.float32)}
 
 
 class RecoveryTrainer(Trainer):
@@ -109,9 +101,9 @@ class RecoveryTrainer(Trainer):
             self._knobs = None
 
     def forward(self, params: Any, inputs: jax.Array, step: jax.Array | None):
-        knobs = self._knobs
-        net = self.space.apply(self.cfg, params, knobs, _SHARP)
-        return nnx.merge(self.graphdef, net, self.rest)(inputs, quant=self.space.network_quant(knobs))
+        design = self._knobs
+        net = self.space.apply(self.cfg, params, design["knobs"], 1.0, widths=design["widths"])
+        return nnx.merge(self.graphdef, net, self.rest)(inputs, quant=self.space.network_quant(design["knobs"]))
 
 
 def _segment_done(pdir: Path) -> int | None:
