@@ -26,6 +26,8 @@ def test_joint_step_compiles_once_and_moves_knobs(tiny_json):
     assert not np.allclose(before["ffn_keep_logit"], np.asarray(after["ffn_keep_logit"]))
 
 
+@pytest.mark.slow  # four compiles (lam is baked into each trainer); tests/codesign/test_joint_targets.py checks the
+# same property per target with one compiled step, and test_search's path test the order over lambdas
 def test_predicted_cost_falls_as_lambda_rises(tiny_json, tmp_path):
     costs = []
     # lambdas below saturation: from ~0.3 on, 12 steps already reach the cheapest corner of the space
