@@ -152,7 +152,8 @@ def sweep(sc: SweepConfig, out_dir: str | Path | None = None, *, progress: bool 
     out = Path(out_dir) if out_dir is not None else fresh_run_dir("sweep")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    atomic_write_json(out / "sweep_config.json", dataclasses.asdict(sc))
+    with phase("file"):
+        atomic_write_json(out / "sweep_config.json", dataclasses.asdict(sc))
     tc = sc.train_config()
     space = sc.space()
     from codesign.training._trainer import Trainer, train
@@ -200,14 +201,16 @@ def sweep(sc: SweepConfig, out_dir: str | Path | None = None, *, progress: bool 
         write_deployment(out / "deployment.json", record)
     labels = [", ".join(f"{k}={r[k]:g}" for k in ("lam", "budget") if k in r) for r in rows]
     pts = np.array([[r["val_loss"], r["cost"]] for r in rows])
-    plot_front(pts, labels, out / "pareto.png", cost_label=f"{sc.metric} on {sc.target} (log)")
+    with phase("file"):
+        plot_front(pts, labels, out / "pareto.png", cost_label=f"{sc.metric} on {sc.target} (log)")
     front = {"rows": rows, "front_mask": [bool(m) for m in mask], "hypervolume": volume,
              "hypervolume_space": "(val_loss, log10 cost)", "reference": list(reference), "chosen": chosen,
              "metric": sc.metric, "target": sc.target}
     with phase("file"):
         atomic_write_json(out / "front.json", front)
     seconds = time.perf_counter() - t0
-    atomic_write_json(out / "summary.json", {**front, "seconds": seconds})
+    with phase("file"):
+        atomic_write_json(out / "summary.json", {**front, "seconds": seconds})
     return SweepResult(out_dir=out, rows=rows, front_mask=[bool(m) for m in mask], hypervolume=volume,
                        reference=reference, chosen=chosen, seconds=seconds)
 
