@@ -154,8 +154,12 @@ def prepare(work: Path, commands: list[str], env: dict) -> None:
         (work / "kernels.json").write_text(json.dumps({"schema": "codesign.kernels/1", "device": {"kind": "harness"},
                                                        "items": items}))
     if "atts-calibrate" in commands and not (work / "pair" / "target" / "config.json").exists():
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "atts_train.py"), "--out", str(work / "pair"),
-                        "--size", "tiny"], check=True, env=env, cwd=work, stdout=subprocess.DEVNULL)
+        # a barely trained tiny pair: what is measured here is the bank's file, not the models' quality
+        code = ("import sys; from codesign.atts import TrainSpec, train_pair; "
+                "spec = TrainSpec(steps=20, batch=16, warmup_steps=2, eval_every=10, eval_n=16); "
+                "train_pair('tiny', out=sys.argv[1], target_spec=spec, draft_spec=spec, test_n=16, log=None)")
+        subprocess.run([sys.executable, "-c", code, str(work / "pair")], check=True, env=env, cwd=ROOT,
+                       stdout=subprocess.DEVNULL)
 
 
 def phases_of(log: Path) -> list[tuple[str, str, float]]:
@@ -192,7 +196,8 @@ def write_lengths(log: Path) -> list[float]:
 
 def run_once(launcher: Launcher, argv: list[str], log: Path, kill: tuple | None = None,
              fork: bool | None = None) -> dict[str, Any]:
-    """Run `codesign argv` with its phase log at `log`; `kill`: ('time', s) or ('write', j, delay_s)."""
+    """Run `codesign argv` with its phase log at `log`; `kill`: ('time', s) or ('write', j, delay_s[, phases]):
+    SIGKILL it `delay_s` after the j-th start of a write (of `phases`, default checkpoint and file)."""
     log.unlink(missing_ok=True)
     env = {**launcher.env, "CODESIGN_PHASE_LOG": str(log)}
     stderr = log.with_suffix(".stderr")
@@ -204,6 +209,7 @@ def run_once(launcher: Launcher, argv: list[str], log: Path, kill: tuple | None 
         killed = _kill(pid, proc)
     elif kill is not None:
         seen, offset, buffer = 0, 0, ""
+        aimed_at = kill[3] if len(kill) > 3 else WRITE_PHASES
         while _running(pid, proc):
             if log.exists():
                 with open(log) as f:
@@ -211,7 +217,7 @@ def run_once(launcher: Launcher, argv: list[str], log: Path, kill: tuple | None 
                     buffer += f.read()
                     offset = f.tell()
                 *done, buffer = buffer.split("\n")
-                seen += sum(1 for line in done if line.split()[:1] == ["start"] and line.split()[1] in WRITE_PHASES)
+                seen += sum(1 for line in done if line.split()[:1] == ["start"] and line.split()[1] in aimed_at)
                 if seen >= kill[1]:
                     time.sleep(kill[2])
                     killed = _kill(pid, proc)
