@@ -15,7 +15,8 @@ For each command (train, sweep, calibrate, atts-calibrate) with tiny settings:
 Kill instants. A fraction `--aim` of the kills are aimed at writes: the harness follows the
 run's phase log (`CODESIGN_PHASE_LOG`, written by the library) and kills when the j-th
 `start checkpoint` or `start file` line appears plus a random delay drawn within the length
-of that write in the warm run (j drawn uniformly). The others are timed: uniform in (0, T)
+of that write in the warm run (j drawn uniformly among the writes that lasted 2 ms or more in
+the warm run: a metrics line's append is over before the harness can react). The others are timed: uniform in (0, T)
 with T the length of a whole warm run. The phase each kill hit is read from the log after
 the kill: the innermost phase started and not ended (`compile` = the first training step,
 `step`, `checkpoint`, `file`), `startup` before the first line (imports, model set-up),
@@ -349,6 +350,9 @@ def harness(command: str, kills: int, chain: int, seed: int, aim: float, root: P
         raise SystemExit(f"crash_harness: a clean warm {command} run differs from the reference: {warm['stderr']}"
                          f" {_diff(fingerprint(base / 'warm'), ref_print)}")
     lengths = write_lengths(base / "warm.phases") or [0.0]
+    # aimed kills go for the writes long enough to be hit after the harness sees them start (not a metrics
+    # line's microseconds); their index j counts every write
+    landable = [j for j, t in enumerate(lengths, 1) if t >= 0.002] or list(range(1, len(lengths) + 1))
     print(f"{command}: reference {ref['seconds']:.1f} s (cold, plain process), warm {warm['seconds']:.1f} s, "
           f"{len(lengths)} writes", flush=True)
     chains, n_kills = [], 0
@@ -360,7 +364,7 @@ def harness(command: str, kills: int, chain: int, seed: int, aim: float, root: P
         runs = []
         for i in range(chain):
             if rng.random() < aim:
-                j = rng.randint(1, len(lengths))
+                j = rng.choice(landable)
                 kill = ("write", j, rng.uniform(0.0, 0.9 * lengths[j - 1]))
             else:
                 kill = ("time", rng.uniform(0.0, warm["seconds"]))
@@ -417,7 +421,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--aim", type=float, default=0.4, help="Fraction of kills aimed at checkpoint/file writes.")
     parser.add_argument("--no-fork", action="store_true", help="Start every run as a plain process.")
     parser.add_argument("--out", type=Path, default=Path("runs/crash-harness"))
-    parser.add_argument("--json", type=Path, default=None, help="Write the report here (after each command).")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="Write the report here (after each command); the entries of commands not run now, "
+                             "from an earlier report at this path, are kept.")
     args = parser.parse_args(argv)
     commands = [c.strip() for c in args.commands.split(",") if c.strip()]
     for c in commands:
@@ -433,13 +439,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {"seed": args.seed, "aim": args.aim, "chain": args.chain, "fork": not args.no_fork,
               "command_line": "python scripts/crash_harness.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "commands": []}
+    earlier = json.loads(args.json.read_text())["commands"] if args.json and args.json.exists() else []
     try:
         for c in commands:
-            report["commands"].append(harness(c, args.kills, args.chain, args.seed, args.aim, root, launcher))
+            t0, load0 = time.perf_counter(), os.getloadavg()[1]
+            r = harness(c, args.kills, args.chain, args.seed, args.aim, root, launcher)
+            r.update(command_line=report["command_line"], wall_s=round(time.perf_counter() - t0, 1),
+                     machine={"cpus": os.cpu_count(), "loadavg_5min": [load0, os.getloadavg()[1]]})
+            report["commands"].append(r)
             if args.json:
+                kept = [e for e in earlier if e["command"] not in [x["command"] for x in report["commands"]]]
+                order = {name: i for i, name in enumerate(COMMANDS)}
+                entries = sorted(kept + report["commands"], key=lambda e: order[e["command"]])
                 args.json.parent.mkdir(parents=True, exist_ok=True)
-                args.json.write_text(json.dumps(report, indent=2) + "\n")
-            r = report["commands"][-1]
+                args.json.write_text(json.dumps({**report, "commands": entries}, indent=2) + "\n")
             print(f"{r['command']}: {r['kills']} kills ({r['in_writes']} in writes; {r['phases']}), "
                   f"{r['bitwise_equal']}/{r['chains']} chains bitwise equal, {r['partial_files']} partial files",
                   flush=True)
