@@ -19,8 +19,8 @@ of that write in the warm run (j drawn uniformly among the writes that lasted 2 
 the warm run: a metrics line's append is over before the harness can react). The others are timed: uniform in (0, T)
 with T the length of a whole warm run. The phase each kill hit is read from the log after
 the kill: the innermost phase started and not ended (`compile` = the first training step,
-`step`, `checkpoint`, `file`), `startup` before the first line (imports, model set-up),
-`between` outside every phase. Aimed kills are reported apart from timed ones.
+`step`, `checkpoint`, `file`, `fit` = calibrate's fit, `generate` = atts calibrate's sampling),
+`startup` before the first line (imports, model set-up), `between` outside every phase. Aimed kills are reported apart from timed ones.
 
 Runs other than the reference start from a fork of one process that has already imported
 codesign and JAX (no JAX backend started in it), so a kill costs the command's own work and
