@@ -52,3 +52,25 @@ def test_every_long_command_killed_fifty_times(tmp_path):
         assert result["in_writes"] >= 10, (result["command"], result["phases"])
         assert result["bitwise_equal"] == result["chains"], result["failures"]
         assert result["partial_files"] == 0, result["failures"]
+
+
+def test_old_checkpoints_leave_through_the_trash(tmp_path, monkeypatch):
+    """Old steps are renamed away whole (never deleted file by file in place, which a kill leaves as a
+    listed step that cannot be restored); what a killed run left in the trash goes when the folder opens."""
+    import numpy as np
+
+    from codesign import Checkpointer
+
+    with monkeypatch.context() as m:  # keep the trash to see what went there: step 1, whole
+        m.setattr(Checkpointer, "_empty_trash", lambda self: None)
+        ckpt = Checkpointer(tmp_path / "ckpt", max_to_keep=2)
+        for step in (1, 2, 3):
+            ckpt.save(step, {"w": np.full(4, step, np.float32)})
+        assert ckpt.all_steps() == [2, 3]
+        ckpt.close()
+    assert (tmp_path / "ckpt" / ".deleted" / "1" / "_CHECKPOINT_METADATA").exists()
+    (tmp_path / "ckpt" / ".deleted" / "1" / "_CHECKPOINT_METADATA").unlink()  # as a killed run's removal left it
+    ckpt = Checkpointer(tmp_path / "ckpt", max_to_keep=2)
+    assert not (tmp_path / "ckpt" / ".deleted").exists()
+    assert [float(ckpt.restore(s, {"w": np.zeros(4, np.float32)})["w"][0]) for s in ckpt.all_steps()] == [2.0, 3.0]
+    ckpt.close()
