@@ -42,6 +42,7 @@ import argparse
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import subprocess
@@ -198,10 +199,20 @@ def write_lengths(log: Path) -> list[float]:
 def run_once(launcher: Launcher, argv: list[str], log: Path, kill: tuple | None = None,
              fork: bool | None = None) -> dict[str, Any]:
     """Run `codesign argv` with its phase log at `log`; `kill`: ('time', s) or ('write', j, delay_s[, phases]):
-    SIGKILL it `delay_s` after the j-th start of a write (of `phases`, default checkpoint and file)."""
+    SIGKILL it `delay_s` after the j-th start of a write (of `phases`, default checkpoint and file).
+
+    An aimed run writes its phase log into a named pipe that this process reads (and copies to
+    `log`): a blocked read wakes as soon as a line is written, where polling a file lags by
+    milliseconds on a loaded machine, longer than a short write lasts."""
     log.unlink(missing_ok=True)
     env = {**launcher.env, "CODESIGN_PHASE_LOG": str(log)}
     stderr = log.with_suffix(".stderr")
+    if kill is not None and kill[0] == "write":
+        fifo = log.with_suffix(".fifo")
+        fifo.unlink(missing_ok=True)
+        os.mkfifo(fifo)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        env["CODESIGN_PHASE_LOG"] = str(fifo)
     t0 = time.perf_counter()
     pid, proc = launcher.start(argv, env, stderr, fork)
     killed = False
@@ -209,21 +220,31 @@ def run_once(launcher: Launcher, argv: list[str], log: Path, kill: tuple | None 
         time.sleep(kill[1])
         killed = _kill(pid, proc)
     elif kill is not None:
-        seen, offset, buffer = 0, 0, ""
         aimed_at = kill[3] if len(kill) > 3 else WRITE_PHASES
-        while _running(pid, proc):
-            if log.exists():
-                with open(log) as f:
-                    f.seek(offset)
-                    buffer += f.read()
-                    offset = f.tell()
-                *done, buffer = buffer.split("\n")
-                seen += sum(1 for line in done if line.split()[:1] == ["start"] and line.split()[1] in aimed_at)
-                if seen >= kill[1]:
+        seen, buffer, poller = 0, b"", select.poll()
+        poller.register(reader, select.POLLIN)
+        with open(log, "ab") as copy:
+            while True:
+                if not poller.poll(50):  # nothing written (a pipe never opened for writing reports no hang-up)
+                    if not _running(pid, proc):
+                        break
+                    continue
+                try:
+                    chunk = os.read(reader, 1 << 16)
+                except BlockingIOError:
+                    continue
+                if not chunk:  # the run closed its end: it ended or was killed
+                    break
+                copy.write(chunk)
+                copy.flush()
+                *done, buffer = (buffer + chunk).split(b"\n")
+                seen += sum(1 for line in done if line.split()[:1] == [b"start"]
+                            and line.split()[1].decode() in aimed_at)
+                if seen >= kill[1] and not killed:
                     time.sleep(kill[2])
                     killed = _kill(pid, proc)
-                    break
-            time.sleep(0.0005)
+        os.close(reader)
+        fifo.unlink()
     rc = launcher.wait(proc)
     return {"rc": rc, "killed": killed and rc == -signal.SIGKILL, "seconds": time.perf_counter() - t0,
             "stderr": stderr.read_text(errors="replace")[-600:] if stderr.exists() else ""}
