@@ -357,7 +357,7 @@ def _diff(a: dict, b: dict) -> list[str]:
 
 
 def harness(command: str, kills: int, chain: int, seed: int, aim: float, root: Path,
-            launcher: Launcher) -> dict[str, Any]:
+            launcher: Launcher, budget_s: float = float("inf")) -> dict[str, Any]:
     """Reference run, then chains of kills + a final rerun until `kills` kills (module docstring)."""
     base, inputs = root / command, root / "inputs"
     shutil.rmtree(base, ignore_errors=True)
@@ -376,9 +376,9 @@ def harness(command: str, kills: int, chain: int, seed: int, aim: float, root: P
     landable = [j for j, t in enumerate(lengths, 1) if t >= 0.002] or list(range(1, len(lengths) + 1))
     print(f"{command}: reference {ref['seconds']:.1f} s (cold, plain process), warm {warm['seconds']:.1f} s, "
           f"{len(lengths)} writes", flush=True)
-    chains, n_kills = [], 0
+    chains, n_kills, t0 = [], 0, time.perf_counter()
     for s in range(seed, seed + 10 * kills):
-        if n_kills >= kills:
+        if n_kills >= kills or time.perf_counter() - t0 > budget_s:
             break
         rng = random.Random(f"{command}-{s}")
         out = base / f"seed-{s}"
@@ -440,6 +440,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--chain", type=int, default=5, help="Kills of one folder before its final rerun.")
     parser.add_argument("--seed", type=int, default=0, help="First seed (seeds seed, seed+1, ... one per chain).")
     parser.add_argument("--aim", type=float, default=0.4, help="Fraction of kills aimed at checkpoint/file writes.")
+    parser.add_argument("--budget-s", type=float, default=float("inf"),
+                        help="Per command: start no new chain after this many seconds of chains (then fewer kills).")
     parser.add_argument("--no-fork", action="store_true", help="Start every run as a plain process.")
     parser.add_argument("--out", type=Path, default=Path("runs/crash-harness"))
     parser.add_argument("--json", type=Path, default=None,
@@ -464,9 +466,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         for c in commands:
             t0, load0 = time.perf_counter(), os.getloadavg()[1]
-            r = harness(c, args.kills, args.chain, args.seed, args.aim, root, launcher)
+            r = harness(c, args.kills, args.chain, args.seed, args.aim, root, launcher, args.budget_s)
             r.update(command_line=report["command_line"], wall_s=round(time.perf_counter() - t0, 1),
                      machine={"cpus": os.cpu_count(), "loadavg_5min": [load0, os.getloadavg()[1]]})
+            r["stopped_by_budget"] = r["kills"] < args.kills
             report["commands"].append(r)
             if args.json:
                 kept = [e for e in earlier if e["command"] not in [x["command"] for x in report["commands"]]]
