@@ -4,7 +4,8 @@ With `CODESIGN_PHASE_LOG=PATH` in the environment, `phase(name)` appends `start 
 its block begins and `end NAME T` when it ends (T: seconds since the epoch), flushed at once
 (not fsynced: the kernel keeps it through a SIGKILL of the process). Phases: `compile` (the
 first step, which compiles), `step`, `checkpoint` (a checkpoint save), `file` (writing an
-output file). `scripts/crash_harness.py` reads the log to say which phase each kill hit and
+output file), `fit` (`codesign calibrate`'s fit), `generate` (`codesign atts calibrate`'s
+sampling and scoring). `scripts/crash_harness.py` reads the log to say which phase each kill hit and
 to aim kills at writes. Without the variable `phase` costs one dictionary lookup.
 """
 

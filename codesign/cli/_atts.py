@@ -67,8 +67,9 @@ def calibrate(
     from codesign._phase import phase
 
     with output_lock(out.parent, f".{out.name}.lock"):  # one writer of this bank at a time
-        bank = collect_bank(pair.draft, pair.target, problems, m=m, max_turns=max_turns, key=jax.random.key(seed),
-                            **turns)
+        with phase("generate"):
+            bank = collect_bank(pair.draft, pair.target, problems, m=m, max_turns=max_turns,
+                                key=jax.random.key(seed), **turns)
         with phase("file"):
             save_bank(out, bank, bank_settings(pair.draft, pair.target, max_turns=max_turns,
                                                turn_end_prob=turn_end_prob, max_chunk=max_chunk, buf_len=buf_len))

@@ -26,7 +26,8 @@ def calibrate(
     kernels = hwcost.load_data(data)  # a bad file fails before anything is written
     out = Path(out) if out else Path("runs/calibrate") / f"{hwcost.gpu(target).name}-calibrated.json"
     with output_lock(out.parent, f".{out.name}.lock"):  # one writer of this preset at a time
-        device, report = hwcost.calibrate(kernels, target, steps=steps)
+        with phase("fit"):
+            device, report = hwcost.calibrate(kernels, target, steps=steps)
         with phase("file"):
             hwcost.save_preset(device, out, report)
     report["preset"] = str(out)

@@ -216,7 +216,8 @@ def sweep(sc: SweepConfig, out_dir: str | Path | None = None, *, progress: bool 
     out = Path(out_dir) if out_dir is not None else fresh_run_dir("sweep")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    atomic_write_json(out / "sweep_config.json", dataclasses.asdict(sc))
+    with phase("file"):
+        atomic_write_json(out / "sweep_config.json", dataclasses.asdict(sc))
     from codesign.training._trainer import Trainer, train
 
     init = None
@@ -250,8 +251,9 @@ def sweep(sc: SweepConfig, out_dir: str | Path | None = None, *, progress: bool 
     marks = noise_marks(rows, mask, spread)
     labels = [", ".join(f"{k}={r[k]:g}" for k in ("lam", "budget") if k in r) for r in rows]
     pts = np.array([[r["val_loss"], r["cost"]] for r in rows])
-    plot_front(pts, labels, out / "pareto.png", cost_label=f"{sc.metric} on {sc.target} (log)", marks=marks,
-               spread=None if spread is None else (K_SD * spread["sd_loss"], K_SD * spread["sd_log10_cost"]))
+    with phase("file"):
+        plot_front(pts, labels, out / "pareto.png", cost_label=f"{sc.metric} on {sc.target} (log)", marks=marks,
+                   spread=None if spread is None else (K_SD * spread["sd_loss"], K_SD * spread["sd_log10_cost"]))
     noise = None if spread is None else {
         "sd_loss": spread["sd_loss"], "sd_log10_cost": spread["sd_log10_cost"], "runs": spread["runs"],
         "k_sd": K_SD, "distinct_pairs": distinct_pairs(rows, spread)}
@@ -261,7 +263,8 @@ def sweep(sc: SweepConfig, out_dir: str | Path | None = None, *, progress: bool 
     with phase("file"):
         atomic_write_json(out / "front.json", front)
     seconds = time.perf_counter() - t0
-    atomic_write_json(out / "summary.json", {**front, "seconds": seconds})
+    with phase("file"):
+        atomic_write_json(out / "summary.json", {**front, "seconds": seconds})
     return SweepResult(out_dir=out, rows=rows, front_mask=[bool(m) for m in mask], hypervolume=volume,
                        reference=reference, chosen=chosen, seconds=seconds, extra={"noise": noise, "marks": marks})
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import nets
+from codesign._phase import phase
 
 
 class MetricsWriter:
@@ -30,7 +31,8 @@ class MetricsWriter:
         elif self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if _parses(line) and json.loads(line).get("step", 0) <= resume_step]
-            nets.atomic_write(self.path, "".join(line + "\n" for line in kept))
+            with phase("file"):
+                nets.atomic_write(self.path, "".join(line + "\n" for line in kept))
         self._file = self.path.open("a")
 
     def write(self, record: dict[str, Any]) -> None:
@@ -38,8 +40,9 @@ class MetricsWriter:
             return
         clean = {k: (float(v) if isinstance(v, float) or hasattr(v, "dtype") else v) for k, v in record.items()}
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in clean.items()}
-        self._file.write(json.dumps(clean, sort_keys=True) + "\n")
-        self._file.flush()
+        with phase("file"):
+            self._file.write(json.dumps(clean, sort_keys=True) + "\n")
+            self._file.flush()
 
     def close(self) -> None:
         if self._file is not None:

@@ -452,7 +452,8 @@ def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress
                 os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
     metrics.close()
-    ckpt.close()
+    with phase("checkpoint"):
+        ckpt.close()  # waits for orbax, whose removal of old checkpoints can end here
     final_val = trainer.evaluate()
     history = [r for r in read_metrics(out / "metrics.jsonl") if "tokens_per_s" in r]
     tps = float(np.median([r["tokens_per_s"] for r in history[1:]] or [r["tokens_per_s"] for r in history] or [0.0]))

@@ -118,4 +118,6 @@ def test_invalid_cli_options_exit_2_with_one_line(codesign_main, tmp_path, kerne
 
 @pytest.mark.slow
 def test_invalid_cli_options_exit_2_with_one_line_slow(codesign_main, tmp_path, kernel_data):
-    assert _fuzz_cli(codesign_main, tmp_path, kernel_data, CLI_SLOW) >= CLI_SLOW
+    ran = _fuzz_cli(codesign_main, tmp_path, kernel_data, CLI_SLOW)
+    print(f"fuzzed CLI options: {ran} cases")  # the count a slow run reports (pytest -s)
+    assert ran >= CLI_SLOW

@@ -326,4 +326,6 @@ def test_hypothesis_cases(bases, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LOADERS))
 def test_hypothesis_cases_slow(bases, name):
-    assert _fuzz(name, bases[name], FUZZ_SLOW) >= FUZZ_SLOW
+    ran = _fuzz(name, bases[name], FUZZ_SLOW)
+    print(f"fuzzed {name}: {ran} hypothesis cases")  # the count a slow run reports (pytest -s)
+    assert ran >= FUZZ_SLOW
