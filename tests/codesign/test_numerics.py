@@ -67,9 +67,15 @@ def _assert_tree_equal(a, b):
 
 
 def _clean_states(path, tc, n):
-    """The (params, opt_state) of a clean run after each of the first `n` steps, stepped the loop's way."""
+    """The (params, opt_state) of a clean run after each of the first `n` steps, stepped the loop's way.
+
+    The clean run is the same instrumented program with the poison never firing (loop index -1), so
+    the bitwise comparison sets like against like: a program without the hook may fuse the
+    objective's arithmetic differently, and at XLA's cheapest CPU compile (the test session's)
+    that alone moved 706 of 16,384 values by up to 3.7e-9.
+    """
     from codesign import init_guard
-    trainer = _make(path, tc)
+    trainer = _make(path, tc, poison=-1)
     guard = jax.device_put(init_guard(), trainer.replicated)
     states = []
     for step in range(n):
