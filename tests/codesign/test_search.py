@@ -257,5 +257,9 @@ def test_gradient_path_walks_the_lambdas_in_order_from_one_compilation(tiny_json
         hardened = {k: r[k] for k in ("formats", "kv_formats", "act_formats", "ffn_widths")}
         _check_hardened(ev.space, hardened)
         assert r["cost"] == ev.cost(hardened)["metric_value"] and math.isfinite(r["val_loss"])
+    # budgets are the independent sweep's form: the config itself refuses them for the path, and
+    # gradient_path refuses a config of the independent method that carries them
+    with pytest.raises(ValueError, match="^method='path'"):
+        _sc(tiny_json, lams=(), budgets=(1e-3,))
     with pytest.raises(ValueError, match="^budgets="):
-        gradient_path(_sc(tiny_json, lams=(), budgets=(1e-3,)), None)
+        gradient_path(_sc(tiny_json, lams=(), budgets=(1e-3,), method="independent"), None)
