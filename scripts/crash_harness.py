@@ -10,7 +10,8 @@ For each command (train, sweep, calibrate, atts-calibrate) with tiny settings:
    must be complete (every .json parses, every .npz loads, every checkpoint step orbax lists
    restores, every line of a .jsonl parses); then one uninterrupted rerun must finish (exit 0)
    and its results must equal the reference's bit for bit. Chains are run until `--kills`
-   kills are reached (a kill drawn after the run ended is no kill, and is counted apart).
+   kills are reached (a kill drawn after the run ended is no kill, and is counted apart; such a
+   run completed the folder, so it ends its chain: later runs would only reread finished work).
 
 Kill instants. A fraction `--aim` of the kills are aimed at writes: the harness follows the
 run's phase log (`CODESIGN_PHASE_LOG`, written by the library) and kills when the j-th
@@ -396,6 +397,8 @@ def harness(command: str, kills: int, chain: int, seed: int, aim: float, root: P
             runs.append({"kill": list(kill), "killed": r["killed"], "rc": r["rc"], "phase": hit,
                          "partial_files": partial, **({} if r["killed"] or r["rc"] == 0 else {"stderr": r["stderr"]})})
             n_kills += r["killed"]
+            if not r["killed"] and r["rc"] == 0:
+                break   # the folder is complete: later runs of the chain would only be a few seconds long
         final = run_once(launcher, command_argv(command, out, inputs), base / f"seed-{s}.final.phases")
         got = fingerprint(out) if final["rc"] == 0 else {}
         entry = {"seed": s, "runs": runs, "final_rc": final["rc"], "bitwise_equal": got == ref_print,
