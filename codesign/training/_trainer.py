@@ -255,11 +255,10 @@ class Trainer:
     def step_data(self, step: int) -> Any:
         """What the jitted step reads as its `train_data` at `step` (0-based).
 
-        One process: the training split, on the devices (`sample` draws the batch inside the
-        step). Several processes: the step's batch itself, (inputs, targets) global arrays laid out
-        like `batch_sharded`, each process reading from its own copy of the corpus only the rows
-        its devices hold. The windows are those `sample_batch` draws from the same key, so the
-        batch (and the loss) is the one-process batch whatever the number of processes.
+        One process: the training split, on the devices (`sample` draws the batch inside the step).
+        Several processes: the step's batch itself, (inputs, targets) global arrays laid out like
+        `batch_sharded`, each process reading only the rows its devices hold; the windows are those
+        `sample_batch` draws from the same key, so the batch is the one-process batch.
         """
         if not self.per_process_batches:
             return self.train_data
