@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import jax
@@ -24,17 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 import nets
-
-
-def median_call_s(fn, repeats: int) -> float:
-    for _ in range(2):
-        jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from gpu_speed import timed  # scripts/bench is on sys.path when run as a script
 
 
 def main() -> None:
@@ -66,8 +54,8 @@ def main() -> None:
         prompt = jax.random.randint(jax.random.key(batch), (batch, a.prompt), 0, cfg.vocab_size)
         key = jax.random.key(0)
         try:
-            call_s = median_call_s(lambda: nets.generate(model, prompt, a.new, key=key), a.repeats)
-            prefill_s = median_call_s(lambda: nets.generate(model, prompt, 1, key=key), a.repeats)
+            call_s = timed(lambda: nets.generate(model, prompt, a.new, key=key), blocks=a.repeats, inner=1)
+            prefill_s = timed(lambda: nets.generate(model, prompt, 1, key=key), blocks=a.repeats, inner=1)
         except Exception as error:  # noqa: BLE001 - an out-of-memory batch is a row, the others still run
             rows.append({"batch": batch, "error": f"{type(error).__name__}: {error}"[:300]})
             print(f"{batch:>6} failed: {rows[-1]['error'][:120]}", flush=True)
