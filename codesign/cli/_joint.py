@@ -45,7 +45,7 @@ def sweep(
     metric: str = typer.Option(None, help="latency, energy, dollars, edp or edap [default: edap]."),
     target: str = target_option("xrnpe", TARGETS_HELP),
     hardware: str = typer.Option(None, help="Comma-separated learnable hardware parameters of the target, '' for "
-                                            "none [default: n_macs]."),
+                                            "none [default: n_macs on xrnpe, none on other targets]."),
     formats: str = typer.Option(None, help="Per-layer weight formats searched, e.g. 'bf16,fp8_e4m3,mxfp4,posit(4,1)' "
                                            "[default: bf16,fp8_e4m3,fp4_e2m1]."),
     kv_formats: str = typer.Option(None, help="Per-layer KV-cache formats searched, '' for none "
@@ -82,6 +82,8 @@ def sweep(
              "kv_formats": None if kv_formats is None else parse_formats(kv_formats, "kv_formats"),
              "act_formats": None if act_formats is None else parse_formats(act_formats, "act_formats")}
     kw = {k: v for k, v in given.items() if v is not None}
+    # the default learnable hardware (the NPE's MAC count) belongs to the default target only
+    kw.setdefault("hardware", SweepConfig.hardware if target == SweepConfig.target else ())
     if pruning:
         kw["pruning"] = parse_list(pruning, "pruning", choices=("tokens", "heads"))
         kw.setdefault("kv_formats", ())

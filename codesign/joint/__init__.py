@@ -8,7 +8,8 @@ export it and check it again.
 """
 
 from codesign.joint._deploy import (SCHEMA_VERSION, Check, HardenedTrainer, design_cost, harden_and_recover,
-                                    load_deployment, verify_deployment, write_deployment)
+                                    load_deployment, rebuild_deployment, Rebuilt,
+                                    verify_deployment, write_deployment)
 from codesign.joint._retrain import SEED_STRIDE, DesignTrainer
 from codesign.joint._prune_space import HardenedPruningTrainer, PruningJointTrainer, PruningSpace, pruned_params
 from codesign.joint._space import WIDTH_MULTIPLE, DesignSpace, check_hardened, full_widths, soft_width_gate
@@ -21,5 +22,5 @@ __all__ = [
     "PruningSpace", "PruningJointTrainer", "HardenedPruningTrainer", "pruned_params",
     "DesignTrainer", "SEED_STRIDE",
     "SCHEMA_VERSION", "Check", "HardenedTrainer", "design_cost", "harden_and_recover", "write_deployment",
-    "load_deployment", "verify_deployment",
+    "load_deployment", "rebuild_deployment", "Rebuilt", "verify_deployment",
 ]

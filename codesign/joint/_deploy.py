@@ -196,8 +196,29 @@ class Check:
                 "ok": self.ok}
 
 
-def verify_deployment(path: str | Path) -> list[Check]:
-    """Rebuild the deployment from its file and checkpoint; re-measure loss and cost (see module docstring)."""
+@dataclass
+class Rebuilt:
+    """A deployment rebuilt from its file: the record, the design and the trainer holding its weights."""
+    record: dict[str, Any]
+    cfg: nets.ModelConfig
+    space: Any  # DesignSpace or PruningSpace
+    hardened: dict[str, Any]
+    target: Any
+    scenario: hwcost.Scenario
+    trainer: Trainer  # params restored from the recorded checkpoint step
+
+    def model(self):
+        """The network with the hardened design applied to its weights (KV/activation formats: `trainer.quant`)."""
+        return self.trainer.model_from(self.trainer.params)
+
+    def cost(self, target=None, scenario: hwcost.Scenario | None = None) -> dict[str, Any]:
+        """Predicted cost of the design on `target` / `scenario` (default: the recorded ones)."""
+        return design_cost(self.cfg, self.space, self.hardened, self.target if target is None else target,
+                           self.scenario if scenario is None else scenario, self.record["objective"]["metric"])
+
+
+def rebuild_deployment(path: str | Path) -> Rebuilt:
+    """Check a deployment file and its checkpoint's hashes, rebuild the network and restore its weights."""
     from codesign.joint._prune_space import HardenedPruningTrainer, PruningSpace
 
     path = Path(path)
@@ -234,11 +255,18 @@ def verify_deployment(path: str | Path) -> list[Check]:
             raise ValueError(f"checkpoint={str(ckpt_dir)!r}: cannot be restored into the recorded model "
                              f"({err.__class__.__name__}: {str(err).splitlines()[0][:200]})") from None
         trainer.params, trainer.opt_state = restored["params"], restored["opt_state"]
-        loss = trainer.evaluate()
     finally:
         checker.close()
         cfg_path.unlink(missing_ok=True)
-    cost = design_cost(cfg, space, hardened, target, scenario, record["objective"]["metric"])
+    return Rebuilt(record, cfg, space, hardened, target, scenario, trainer)
+
+
+def verify_deployment(path: str | Path) -> list[Check]:
+    """Rebuild the deployment from its file and checkpoint; re-measure loss and cost (see module docstring)."""
+    rebuilt = rebuild_deployment(path)
+    record = rebuilt.record
+    loss = rebuilt.trainer.evaluate()
+    cost = rebuilt.cost()
     checks = [Check("validation.loss", float(record["validation"]["loss"]), loss, LOSS_RTOL)]
     for name in _COST_FIELDS + ("metric_value",):
         if cost[name] is None:
@@ -248,4 +276,4 @@ def verify_deployment(path: str | Path) -> list[Check]:
 
 
 __all__ = ["SCHEMA_VERSION", "Check", "HardenedTrainer", "design_cost", "harden_and_recover",
-           "load_deployment", "verify_deployment", "write_deployment"]
+           "load_deployment", "rebuild_deployment", "Rebuilt", "verify_deployment", "write_deployment"]
