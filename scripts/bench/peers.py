@@ -2,7 +2,9 @@
 
     PYTHONPATH=. python scripts/bench/peers.py [--calibrated PRESET.json] [--measured H200.json] \
         [--out results/peers_cpu.json]
-    PYTHONPATH=. python scripts/bench/peers.py --measure-out results/peers_h200_measured.json  # on the H200
+    PYTHONPATH=. python scripts/bench/peers.py --measure-out results/peers_h100_measured.json  # on the GPU
+    PYTHONPATH=. python scripts/bench/peers.py --gpu h100 --measured results/peers_h100_measured.json \
+        --out results/peers_h100.json
 
 The same workload (Llama-2-7B, BF16 weights, activations and KV cache; prefill of 2048
 tokens, decode at batch 1 and 20 with a 2048-token cache) on the same hardware spec (an
@@ -61,8 +63,8 @@ import nets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the peers_* modules beside this file, however it is loaded
 import peers_tools  # noqa: E402
-from peers_cases import (A100_80GB, COLUMNS, GIB, GROUPS, H200, MODEL, ROWS, Case, Spec, default_cases,  # noqa: E402,F401
-                         parse_case)
+from peers_cases import (A100_80GB, COLUMNS, GIB, GROUPS, H100, H200, MODEL, PEER_CASES, ROWS, SPECS,  # noqa: E402,F401
+                         Case, Spec, default_cases, parse_case, spec_of_device)
 from peers_measured import load_measured, measure, measured  # noqa: E402
 from peers_ours import (SPACES, calibrated_from_json, load_calibrated, our_gpu, our_points_per_s,  # noqa: E402,F401
                         ours)
@@ -112,7 +114,7 @@ def run(cases: list[Case], calibrated: str | None, measured_path: str | None, po
     for case in cases:
         columns = {"genz": genz(case), "llm_analysis": llm_analysis(case), "ours": ours(case, our_gpu(case.spec)),
                    "ours_calibrated": None if calibrated_target is None else ours(case, calibrated_target(case.spec)),
-                   "measured": measured(case, records)}
+                   "measured": measured(case, records, measured_header.get("device"))}
         results.append({"case": case.label, "spec": case.spec.name, "phase": case.phase, "batch": case.batch,
                         "context_len": case.context_len, "columns": columns})
     race = [our_points_per_s(throughput_case, points, chunk, repeats, grad=grad, space=space)
@@ -171,6 +173,31 @@ def _model_configs() -> dict:
                      "vocab_size": cfg.vocab_size, "tie_embeddings": cfg.tie_embeddings}}
 
 
+def _measure(args) -> dict:
+    """Time the cases on the local device; the JSON is rewritten (atomically) after every case."""
+    device = jax.devices()[0]
+    kind = getattr(device, "device_kind", str(device))
+    spec = spec_of_device(kind) or H200  # the spec only labels a case here; measure reads phase, batch, context
+    cases = [parse_case(text.strip(), spec) for text in args.measure_cases.split(",") if text.strip()]
+    report = {"benchmark": "measured step for scripts/bench/peers.py", "device": kind,
+              "backend": jax.default_backend(), "jax": jax.__version__, "records": []}
+    out = Path(args.measure_out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(records: list[dict]) -> None:
+        r = records[-1]
+        print(f"{args.measure_model} {r['phase']} b={r['batch']} ctx={r['context_len']} on {kind} ({r['backend']}): "
+              f"median {r['median_s'] * 1e3:.3f} ms, IQR {r['iqr_s'] * 1e3:.3f} ms over {r['repeats']} calls "
+              f"(first call {r['compile_s']:.1f} s)", flush=True)
+        report["records"] = list(records)
+        nets.atomic_write_json(out, report)
+
+    print(f"timing {args.measure_model} on {kind}: {', '.join(c.label for c in cases)}", flush=True)
+    measure(cases, args.measure_model, warmup=args.measure_warmup, repeats=args.measure_repeats, on_record=save)
+    print(f"wrote {out}")
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/peers_cpu.json")
@@ -181,30 +208,25 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--chunk", type=int, default=64, help="vmap chunk (lax.map batch_size)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--peer-seconds", type=float, default=5.0, help="wall time of each peer's timed loop")
+    parser.add_argument("--gpu", default="a100", choices=sorted(SPECS),
+                        help="spec of the three peer cases (a100 also adds the --h200-case case)")
     parser.add_argument("--measure-out", default=None,
-                        help="instead: time the H200 case on the local device and write this measured JSON")
+                        help="instead: time --measure-cases on the local device and write this measured JSON")
+    parser.add_argument("--measure-cases", default=",".join(PEER_CASES),
+                        help="comma-separated PHASE:BATCH:CONTEXT cases timed with --measure-out")
+    parser.add_argument("--measure-warmup", type=int, default=3, help="untimed calls (the first compiles)")
     parser.add_argument("--measure-model", default=MODEL, help="zoo model to time with --measure-out")
     parser.add_argument("--measure-repeats", type=int, default=20, help="timed calls with --measure-out")
     args = parser.parse_args(argv)
-    for name in ("points", "chunk", "repeats", "measure_repeats"):
+    for name in ("points", "chunk", "repeats", "measure_repeats", "measure_warmup"):
         if getattr(args, name) <= 0:
             raise ValueError(f"{name}={getattr(args, name)}: must be a positive integer")
     if not args.peer_seconds > 0:
         raise ValueError(f"peer_seconds={args.peer_seconds}: must be positive")
-    h200_case = parse_case(args.h200_case, H200)
+    parse_case(args.h200_case, H200)  # a bad --h200-case fails before any work
     if args.measure_out:
-        record = measure(h200_case, args.measure_model, warmup=3, repeats=args.measure_repeats)
-        report = {"benchmark": "measured step for scripts/bench/peers.py", "device": record["device"],
-                  "backend": record["backend"], "jax": jax.__version__, "records": [record]}
-        print(f"{args.measure_model} {h200_case.phase} b={h200_case.batch} ctx={h200_case.context_len} on "
-              f"{record['device']} ({record['backend']}): median {record['median_s'] * 1e3:.3f} ms, "
-              f"IQR {record['iqr_s'] * 1e3:.3f} ms over {record['repeats']} calls")
-        out = Path(args.measure_out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2))
-        print(f"wrote {out}")
-        return report
-    cases = default_cases(args.h200_case)
+        return _measure(args)
+    cases = default_cases(args.h200_case, args.gpu)
     report = run(cases, args.calibrated, args.measured, args.points, args.chunk, args.repeats, args.peer_seconds,
                  throughput_case=cases[2])
     print(f"Llama-2-7B, BF16, milliseconds per step; ran on {report['host']['processor']} "

@@ -48,14 +48,23 @@ A100_80GB = Spec(
            "80 GB; our other fields (power, area) from the a800 preset, the same GA100 silicon")
 
 
-def _h200_spec() -> Spec:
-    preset = hwcost.gpu("h200")
-    return Spec(name="h200-sxm", peak_flops_bf16=float(preset.peak_flops_bf16),
-                mem_bandwidth=float(preset.mem_bandwidth), mem_capacity=float(preset.mem_capacity),
-                base_preset="h200", source="our h200 preset: NVIDIA H200 Tensor Core GPU datasheet (2024)")
+def _preset_spec(name: str, preset: str, source: str) -> Spec:
+    g = hwcost.gpu(preset)
+    return Spec(name=name, peak_flops_bf16=float(g.peak_flops_bf16), mem_bandwidth=float(g.mem_bandwidth),
+                mem_capacity=float(g.mem_capacity), base_preset=preset, source=source)
 
 
-H200 = _h200_spec()
+H200 = _preset_spec("h200-sxm", "h200", "our h200 preset: NVIDIA H200 Tensor Core GPU datasheet (2024)")
+H100 = _preset_spec("h100-sxm", "h100-sxm", "our h100-sxm preset: NVIDIA H100 Tensor Core GPU datasheet, SXM5 80GB "
+                    "HBM3: 989 TFLOP/s BF16 dense, 3.35 TB/s, 80 GB")
+# the GPU a measurement ran on (jax's device_kind) -> the spec its cases use
+DEVICE_SPECS = {"H100": H100, "H200": H200, "A100": A100_80GB}
+
+
+def spec_of_device(device_kind: str) -> Spec | None:
+    """The spec of a measured device, e.g. 'NVIDIA H100 80GB HBM3' -> H100; None for any other device."""
+    hits = [spec for key, spec in DEVICE_SPECS.items() if key in str(device_kind).upper()]
+    return hits[0] if len(hits) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,13 @@ def parse_case(text: str, spec: Spec) -> Case:
     return Case(spec, parts[0], int(parts[1]), int(parts[2]))
 
 
-def default_cases(h200_case: str = "decode:20:2048") -> list[Case]:
-    return [Case(A100_80GB, "prefill", 1, 2048), Case(A100_80GB, "decode", 1, 2048),
-            Case(A100_80GB, "decode", 20, 2048), parse_case(h200_case, H200)]
+PEER_CASES = ("prefill:1:2048", "decode:1:2048", "decode:20:2048")  # the peers' Llama-2-7B workload
+SPECS = {"a100": A100_80GB, "h100": H100, "h200": H200}
+
+
+def default_cases(h200_case: str = "decode:20:2048", gpu: str = "a100") -> list[Case]:
+    """The peer cases on `gpu`'s spec; on the A100 (the first side by side) plus one H200 case."""
+    if gpu not in SPECS:
+        raise ValueError(f"gpu={gpu!r}: must be one of {sorted(SPECS)}")
+    cases = [parse_case(text, SPECS[gpu]) for text in PEER_CASES]
+    return cases + [parse_case(h200_case, H200)] if gpu == "a100" else cases

@@ -99,19 +99,29 @@ def test_flops_agree_across_tools_on_decode():
     assert peers.genz(DECODE_20)["flops"] == pytest.approx(ours, rel=0.01)
 
 
-def test_measured_reader_matches_the_h200_case_only(tmp_path):
+def test_measured_reader_matches_the_measured_gpu_only(tmp_path):
     path = tmp_path / "measured.json"
     path.write_text(json.dumps({"device": "NVIDIA H200", "records": [
         {"model": "llama-2-7b", "phase": "decode", "batch": 20, "context_len": 2048, "median_s": 0.0123,
          "iqr_s": 0.0002},
-        {"model": "llama-2-7b", "phase": "prefill", "batch": 1, "context_len": 2048, "median_ms": 45.0}]}))
+        {"model": "llama-2-7b", "phase": "prefill", "batch": 1, "context_len": 2048, "median_ms": 45.0},
+        {"model": "llama-2-7b", "phase": "decode", "batch": 1, "context_len": 2048, "median_s": 0.007,
+         "device": "NVIDIA H100 80GB HBM3"}]}))
     header, records = peers.load_measured(str(path))
     assert header["device"] == "NVIDIA H200"
-    got = peers.measured(peers.Case(peers.H200, "decode", 20, 2048), records)
+
+    def total(spec, phase, batch):
+        got = peers.measured(peers.Case(spec, phase, batch, 2048), records, header["device"])
+        return None if got is None else got["rows_ms"]["total"]
+
+    got = peers.measured(peers.Case(peers.H200, "decode", 20, 2048), records, header["device"])
     assert got["rows_ms"]["total"] == pytest.approx(12.3) and got["spread_ms"] == pytest.approx(0.2)
-    assert peers.measured(peers.Case(peers.H200, "prefill", 1, 2048), records)["rows_ms"]["total"] == 45.0
-    assert peers.measured(peers.Case(peers.H200, "decode", 1, 2048), records) is None
-    assert peers.measured(DECODE_20, records) is None  # an A100 case has no H200 measurement
+    assert total(peers.H200, "prefill", 1) == 45.0
+    assert total(peers.H200, "decode", 1) is None  # that record names its own GPU, the H100
+    assert total(peers.H100, "decode", 1) == pytest.approx(7.0)
+    assert total(peers.H100, "decode", 20) is None  # the file's H200 records are not the H100's
+    assert peers.measured(DECODE_20, records, header["device"]) is None  # an A100 case has no measurement
+    assert peers.spec_of_device("NVIDIA H100 80GB HBM3") is peers.H100 and peers.spec_of_device("cpu") is None
     with pytest.raises(ValueError, match=r"^measured='.*missing.json': no such file"):
         peers.load_measured(str(tmp_path / "missing.json"))
 
