@@ -186,13 +186,17 @@ def _measure(args) -> dict:
 
     def save(records: list[dict]) -> None:
         r = records[-1]
-        print(f"{args.measure_model} {r['phase']} b={r['batch']} ctx={r['context_len']} on {kind} ({r['backend']}): "
-              f"median {r['median_s'] * 1e3:.3f} ms, IQR {r['iqr_s'] * 1e3:.3f} ms over {r['repeats']} calls "
-              f"(first call {r['compile_s']:.1f} s)", flush=True)
+        what = f"{args.measure_model} {r['phase']} b={r['batch']} ctx={r['context_len']} on {kind}"
+        if "error" in r:
+            print(f"{what}: FAILED: {r['error'][:300]}", flush=True)
+        else:
+            print(f"{what}: median {r['median_s'] * 1e3:.3f} ms, IQR {r['iqr_s'] * 1e3:.3f} ms over {r['repeats']} "
+                  f"calls (first call {r['compile_s']:.1f} s)", flush=True)
         report["records"] = list(records)
         nets.atomic_write_json(out, report)
 
-    print(f"timing {args.measure_model} on {kind}: {', '.join(c.label for c in cases)}", flush=True)
+    listed = ", ".join(f"{c.phase} b={c.batch} ctx={c.context_len}" for c in cases)
+    print(f"timing {args.measure_model} on {kind}: {listed}", flush=True)
     measure(cases, args.measure_model, warmup=args.measure_warmup, repeats=args.measure_repeats, on_record=save)
     print(f"wrote {out}")
     return report

@@ -81,6 +81,34 @@ def _random_cache(cfg, batch: int, max_len: int, key) -> tuple:
     return jax.tree.unflatten(treedef, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
 
 
+def _time_case(graphdef, state, cfg, case: Case, n: int, warmup: int, repeats: int) -> dict:
+    from flax import nnx  # noqa: PLC0415
+    length = case.context_len if case.phase == "prefill" else 1
+    cache = _random_cache(cfg, case.batch, case.context_len + (case.phase == "decode"), jax.random.key(1 + n))
+    tokens = jnp.asarray(np.random.default_rng(n).integers(0, cfg.vocab_size, (case.batch, length)), jnp.int32)
+    index = 0 if case.phase == "prefill" else case.context_len
+
+    def step(state, tokens, cache):
+        logits, aux = nnx.merge(graphdef, state)(tokens, cache=cache, cache_index=index)
+        return logits[:, -1], aux["cache"]
+
+    # the cache is donated (updated in place) where the backend supports donation
+    donated = jax.jit(step, donate_argnums=(2,) if jax.default_backend() != "cpu" else ())
+    t = time.perf_counter()
+    _, cache = jax.block_until_ready(donated(state, tokens, cache))
+    compile_s = time.perf_counter() - t
+    for _ in range(warmup - 1):
+        _, cache = jax.block_until_ready(donated(state, tokens, cache))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        _, cache = jax.block_until_ready(donated(state, tokens, cache))
+        times.append(time.perf_counter() - t)
+    q1, median, q3 = np.percentile(times, [25, 50, 75])
+    return {"median_s": float(median), "iqr_s": float(q3 - q1), "min_s": float(min(times)),
+            "compile_s": float(compile_s)}
+
+
 def measure(cases: list[Case], model: str, warmup: int, repeats: int, on_record=None) -> list[dict]:
     """Time one jitted step of `model` (random BF16 weights, nets.TransformerLM) per case on the local device.
 
@@ -88,8 +116,10 @@ def measure(cases: list[Case], model: str, warmup: int, repeats: int, on_record=
     tokens written into an empty cache (logits for every position, as the network computes
     them); decode: one token per sequence attending a cache of context_len tokens, the cache
     donated so that it is updated in place. Median and interquartile range of `repeats` timed
-    calls after `warmup` calls, each ended by block_until_ready; the first call's time is
-    reported as compile_s. `on_record(records)` is called after each case (to save progress).
+    calls after `warmup` calls (the first compiles; its time is compile_s), each ended by
+    block_until_ready. A case the device cannot run (out of memory) is recorded with its
+    error instead of a time, and the next case runs. `on_record(records)` is called after
+    each case (to save progress).
     """
     from flax import nnx  # noqa: PLC0415
     cfg = nets.zoo.get(model)
@@ -99,34 +129,14 @@ def measure(cases: list[Case], model: str, warmup: int, repeats: int, on_record=
     device = jax.devices()[0]
     records = []
     for n, case in enumerate(cases):
-        length = case.context_len if case.phase == "prefill" else 1
-        cache = _random_cache(cfg, case.batch, case.context_len + (case.phase == "decode"), jax.random.key(1 + n))
-        tokens = jnp.asarray(np.random.default_rng(n).integers(0, cfg.vocab_size, (case.batch, length)), jnp.int32)
-        index = 0 if case.phase == "prefill" else case.context_len
-
-        def step(state, tokens, cache, index=index):
-            logits, aux = nnx.merge(graphdef, state)(tokens, cache=cache, cache_index=index)
-            return logits[:, -1], aux["cache"]
-
-        # the cache is donated (updated in place) where the backend supports donation
-        donated = jax.jit(step, donate_argnums=(2,) if jax.default_backend() != "cpu" else ())
-        t = time.perf_counter()
-        _, cache = jax.block_until_ready(donated(state, tokens, cache))
-        compile_s = time.perf_counter() - t
-        for _ in range(warmup - 1):
-            _, cache = jax.block_until_ready(donated(state, tokens, cache))
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            _, cache = jax.block_until_ready(donated(state, tokens, cache))
-            times.append(time.perf_counter() - t)
-        del cache, donated
-        q1, median, q3 = np.percentile(times, [25, 50, 75])
-        records.append({"model": model, "phase": case.phase, "batch": case.batch, "context_len": case.context_len,
-                        "dtype": "bfloat16", "median_s": float(median), "iqr_s": float(q3 - q1),
-                        "min_s": float(min(times)), "compile_s": float(compile_s), "repeats": repeats,
-                        "warmup": warmup, "device": getattr(device, "device_kind", str(device)),
-                        "backend": jax.default_backend()})
+        record = {"model": model, "phase": case.phase, "batch": case.batch, "context_len": case.context_len,
+                  "dtype": "bfloat16", "repeats": repeats, "warmup": warmup,
+                  "device": getattr(device, "device_kind", str(device)), "backend": jax.default_backend()}
+        try:
+            record.update(_time_case(graphdef, state, cfg, case, n, warmup, repeats))
+        except jax.errors.JaxRuntimeError as error:  # e.g. RESOURCE_EXHAUSTED: reported, not fatal
+            record["error"] = str(error)[:2000]
+        records.append(record)
         if on_record is not None:
             on_record(records)
     return records
