@@ -265,6 +265,9 @@ def train_model(cfg: nets.ModelConfig, task: ArithTask, spec: TrainSpec, *,
             trainer.set_lr(clock.lr(step))
         metrics = trainer.advance(step)
         out_of_time = clock.tick(step, metrics)
+        if log and clock.new_quarter():
+            log(f"  {cfg.name} step {step + 1:>5}  loss {float(metrics['loss']):.4f}  {clock.share:.0%} of the time "
+                f"after compiling  {time.perf_counter() - start:.0f} s")
         if (step + 1) % spec.eval_every == 0 or step + 1 == spec.steps or out_of_time:
             acc = step_accuracy(trainer.model_from(trainer.params), valid)
             entry = {"step": step + 1, "loss": float(metrics["loss"]), "step_accuracy": acc["step"],
@@ -297,7 +300,14 @@ class _BudgetClock:
     sync_every = 8
 
     def __init__(self, spec: TrainSpec, start: float):
-        self.spec, self.start, self.first_done, self.share = spec, start, None, 0.0
+        self.spec, self.start, self.first_done, self.share, self.quarters = spec, start, None, 0.0, 0
+
+    def new_quarter(self) -> bool:
+        """True the first time the elapsed share passes each quarter of the budget (progress lines)."""
+        if self.share >= (self.quarters + 1) / 4:
+            self.quarters = int(self.share * 4)
+            return True
+        return False
 
     def lr(self, step: int) -> float:
         spec = self.spec

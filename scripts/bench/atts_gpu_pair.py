@@ -245,7 +245,13 @@ def main() -> int:
                        eval_every=10**6 if args.tiny else 500, eval_n=64 if args.tiny else 256, seed=args.seed,
                        time_budget_s=TARGET_END * args.budget_s, dtype=dtype)
     run.report.update(args=vars(args), task=dataclasses.asdict(task), plan=plan(args, task, target_cfg, draft_cfg, spec_t))
-    run.log(f"device {run.report['device']}; plan: {run.report['plan']}")
+    p = run.report["plan"]
+    run.log(f"device {run.report['device']}; time plan (s from the start): target trained until {p['target_end_s']:.0f}, "
+            f"draft until {p['draft_end_s']:.0f}, cost ratio, calibration until {p['calibration_end_s']:.0f}, "
+            f"evaluation until {p['evaluation_end_s']:.0f}; a target step is {p['target_step_tflop']:.2f} TFLOP: "
+            + ", ".join(f"{ms:.1f} ms at MFU {mfu}" for mfu, ms in p["target_step_ms_h100_at_mfu"].items())
+            + f" on an H100, so {p['target_steps_h100_if_compile_30s'][0]}-{p['target_steps_h100_if_compile_30s'][1]} "
+              "steps if it compiles in 30 s")
     run.save()
 
     target, _ = train(run, "target", target_cfg, task, spec_t, TARGET_END, stop_at_step_accuracy=0.997)
@@ -271,7 +277,7 @@ def main() -> int:
     n_batches = -(-args.n_accuracy // args.batch_questions)
     chunk = cal["chunk_s_median"] or cal["first_chunk_s"] / 2
     batch_s = max(chunk, task.seq_len * ratio["target_decode_ms"] / 1e3)
-    per_run = max(cal["first_chunk_s"] - chunk, 0.0) + n_batches * batch_s
+    per_run = 1.25 * (max(cal["first_chunk_s"] - chunk, 0.0) + n_batches * batch_s)   # 25% margin: compiles vary
     deadline = START + args.budget_s - per_run
     common = dict(n_calibration=cal["questions"], m_accuracy=args.m, alpha=args.alphas[0], max_turns=args.max_turns,
                   batch_questions=args.batch_questions, seed=args.seed, turn_end_prob=1.0, max_chunk=args.max_chunk,
