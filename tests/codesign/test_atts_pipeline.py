@@ -382,6 +382,8 @@ def test_a_saved_bank_is_reused_only_with_the_same_settings_and_models(models, t
     second = bench(*models, ArithTask(3, 3), **kw)
     assert not second["calibration"]["collected"], "the saved bank should have been read"
     assert {**second["calibration"], "collected": True} == first["calibration"]
+    late = bench(*models, ArithTask(3, 3), **kw, deadline=0.0)   # past its deadline: no run starts, each is listed
+    assert late["speed"] == [] and late["skipped"] == ["speed m=2"] and late["complete"]
     with pytest.raises(ValueError, match="max_chunk: file 5, here 6"):
         bench(*models, ArithTask(3, 3), **{**kw, "max_chunk": 6})
     with pytest.raises(ValueError, match="models: file"):                  # another pair scored it
