@@ -96,7 +96,8 @@ def plan(args, task, target_cfg, draft_cfg, spec_t: TrainSpec) -> dict:
     return {"target_end_s": share_s, "draft_end_s": DRAFT_END * args.budget_s,
             "calibration_end_s": CALIBRATION_END * args.budget_s, "evaluation_end_s": args.budget_s,
             "target_step_tflop": flops / 1e12, "target_step_ms_h100_at_mfu": dict(zip(map(str, PLANNED_MFU), step_ms)),
-            "target_steps_h100_if_compile_30s": [int((share_s - 30) / (ms / 1e3)) for ms in step_ms[::-1]]}
+            "target_steps_h100_if_compile_30s": [int((share_s * (1 - EVAL_RESERVE) - 30) / (ms / 1e3))
+                                                 for ms in step_ms[::-1]]}
 
 
 def train(run: Run, role: str, cfg, task, spec: TrainSpec, end: float, **kw):
@@ -277,7 +278,8 @@ def main() -> int:
     n_batches = -(-args.n_accuracy // args.batch_questions)
     chunk = cal["chunk_s_median"] or cal["first_chunk_s"] / 2
     batch_s = max(chunk, task.seq_len * ratio["target_decode_ms"] / 1e3)
-    per_run = 1.25 * (max(cal["first_chunk_s"] - chunk, 0.0) + n_batches * batch_s)   # 25% margin: compiles vary
+    # margins: an ATTS or sync program holds more calls than the calibration's, and compiles vary
+    per_run = 1.5 * max(cal["first_chunk_s"] - chunk, 0.0) + 1.25 * n_batches * batch_s
     deadline = START + args.budget_s - per_run
     common = dict(n_calibration=cal["questions"], m_accuracy=args.m, alpha=args.alphas[0], max_turns=args.max_turns,
                   batch_questions=args.batch_questions, seed=args.seed, turn_end_prob=1.0, max_chunk=args.max_chunk,
