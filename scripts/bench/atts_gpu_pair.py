@@ -231,6 +231,8 @@ def main() -> int:
     parser.add_argument("--max-turns", type=int, default=16)
     parser.add_argument("--buf-len", type=int, default=256)
     parser.add_argument("--max-chunk", type=int, default=16)
+    parser.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
+                        help="compute dtype of both models (auto: bfloat16 on a GPU, float32 on a CPU)")
     args = parser.parse_args()
     args.alphas = [float(a) for a in args.alphas.split(",")]
     if args.tiny:
@@ -241,10 +243,9 @@ def main() -> int:
     run = Run(out, args.budget_s)
     size = "tiny" if args.tiny else "large"
     task, target_cfg, draft_cfg = task_for(size), target_config(size), draft_config(size)
-    dtype = "auto"   # bfloat16 compute on a GPU, float32 on a CPU
     spec_t = TrainSpec(steps=10**6, batch=16 if args.tiny else 64, lr=3e-3 if args.tiny else 1e-3, warmup_steps=100,
                        eval_every=10**6 if args.tiny else 500, eval_n=64 if args.tiny else 256, seed=args.seed,
-                       time_budget_s=TARGET_END * args.budget_s, dtype=dtype)
+                       time_budget_s=TARGET_END * args.budget_s, dtype=args.dtype)
     run.report.update(args=vars(args), task=dataclasses.asdict(task), plan=plan(args, task, target_cfg, draft_cfg, spec_t))
     p = run.report["plan"]
     run.log(f"device {run.report['device']}; time plan (s from the start): target trained until {p['target_end_s']:.0f}, "
