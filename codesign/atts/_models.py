@@ -6,8 +6,10 @@ weights can be downloaded here, so both are trained on the embedded arithmetic t
 2509.15148's setting): the target to at least 99% step accuracy, the draft stopped
 while its step error lies in the 10-30% band, so that it is a useful but fallible writer.
 
-Sizes: "full" (target 3.54M params, draft 0.14M, operands of 3-12 digits, for the H200) and
-"tiny" (target 0.14M, draft 0.05M, 3-5 digits, minutes on a CPU).
+Sizes: "full" (target 3.54M params, draft 0.14M, operands of 3-12 digits, for the H200), "large"
+(target 106M, draft 4.0M, 3-12 digits: a per-call cost ratio that lets a draft pay, for a GPU) and
+"tiny" (target 0.14M, draft 0.05M, 3-5 digits, minutes on a CPU). A `TrainSpec` with a time budget
+trains for a wall-clock time instead of a step count (its learning rate follows the elapsed time).
 
 Step accuracy (`step_accuracy`) is teacher-forced: given the gold prefix, a scratchpad line
 counts as correct when the greedy (argmax) prediction of every byte of the line, its newline
@@ -37,7 +39,7 @@ from codesign.training import TrainConfig, Trainer
 __all__ = ["ArithTask", "TrainSpec", "ModelPair", "draft_config", "target_config", "task_for", "train_model",
            "step_accuracy", "save_model", "load_model", "train_pair", "load_pair"]
 
-SIZES = ("full", "tiny")
+SIZES = ("full", "large", "tiny")
 NEWLINE = 10
 
 
@@ -73,9 +75,9 @@ class ArithTask:
 
 
 def task_for(size: str) -> ArithTask:
-    """The task of a size: 3-12 digit addition ("full"), 3-5 digits ("tiny")."""
+    """The task of a size: 3-12 digit addition ("full", "large"), 3-5 digits ("tiny")."""
     _check_size(size)
-    return ArithTask(3, 12) if size == "full" else ArithTask(3, 5)
+    return ArithTask(3, 5) if size == "tiny" else ArithTask(3, 12)
 
 
 def _decoder(name: str, d_model: int, n_layers: int, n_heads: int, d_ff: int) -> nets.ModelConfig:
@@ -87,18 +89,25 @@ def _decoder(name: str, d_model: int, n_layers: int, n_heads: int, d_ff: int) ->
 
 
 def target_config(size: str = "full") -> nets.ModelConfig:
-    """Target decoder: 4 layers, d_model 256 (3.54M params) full; 2 layers, d_model 64 (0.14M) tiny."""
+    """Target decoder: 4 layers, d_model 256 (3.54M params) full; 12 layers, d_model 768 (106M) large;
+    2 layers, d_model 64 (0.14M) tiny."""
     _check_size(size)
     if size == "full":
         return _decoder("atts-target", 256, 4, 8, 768)
+    if size == "large":
+        return _decoder("atts-target-large", 768, 12, 12, 2816)
     return _decoder("atts-target-tiny", 64, 2, 4, 192)
 
 
 def draft_config(size: str = "full") -> nets.ModelConfig:
-    """Draft decoder: 2 layers, d_model 64 (0.14M params) full; 1 layer, d_model 48 (0.05M) tiny."""
+    """Draft decoder: 2 layers, d_model 64 (0.14M params) full; 2 layers, d_model 384 (4.0M, 26x smaller
+    than its target; its KV cache, which a decode step reads, 12x smaller) large; 1 layer, d_model 48
+    (0.05M) tiny."""
     _check_size(size)
     if size == "full":
         return _decoder("atts-draft", 64, 2, 4, 192)
+    if size == "large":
+        return _decoder("atts-draft-large", 384, 2, 6, 1152)
     return _decoder("atts-draft-tiny", 48, 1, 4, 128)
 
 
@@ -108,6 +117,11 @@ class TrainSpec:
 
     steps: optimiser steps; batch: examples per step; lr: peak learning rate;
     eval_every: steps between step-accuracy evaluations on `eval_n` validation problems.
+    time_budget_s: if set, train for this many wall-clock seconds (compilation and evaluations
+      included) or `steps`, whichever ends first; the learning rate warms up over `warmup_steps`
+      and then decays on a cosine of the elapsed share of the budget (not of `steps`).
+    dtype: compute dtype of the network (`TrainConfig.dtype`: "float32", or "auto" for bfloat16 on
+      an accelerator); parameters and optimiser state stay float32.
     """
 
     steps: int = 3000
@@ -119,6 +133,8 @@ class TrainSpec:
     eval_n: int = 256
     train_n: int = 20000
     seed: int = 0
+    time_budget_s: float | None = None
+    dtype: str = "float32"
 
     def __post_init__(self):
         for name in ("steps", "batch", "eval_every", "eval_n", "train_n"):
@@ -131,6 +147,12 @@ class TrainSpec:
             raise InputError("lr", self.lr, "must lie in (0, 1)")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise InputError("seed", self.seed, "must be a non-negative integer")
+        budget = self.time_budget_s
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                                   or not 0 < budget < float("inf")):
+            raise InputError("time_budget_s", budget, "must be None or a positive number of seconds")
+        if self.dtype not in ("float32", "bfloat16", "auto"):
+            raise InputError("dtype", self.dtype, "must be one of float32, bfloat16, auto")
 
 
 def _line_ids(dataset: ArithDataset) -> np.ndarray:
@@ -176,13 +198,14 @@ def step_accuracy(model: nets.TransformerLM, dataset: ArithDataset, *, batch: in
 class _ArithTrainer(Trainer):
     """The project's one training step on the arithmetic task: batches of whole examples drawn from a
     fixed training set, the next-byte loss on the completion only (the prompt's bytes are masked out),
-    AdamW with the `TrainSpec`'s schedule; computed in float32 on every backend."""
+    AdamW with the `TrainSpec`'s schedule (with a time budget, a learning rate set before every step:
+    `optax.inject_hyperparams`); computed in the `TrainSpec`'s dtype."""
 
     def __init__(self, cfg: nets.ModelConfig, task: ArithTask, spec: TrainSpec):
         self.task, self.spec = task, spec
         tc = TrainConfig(steps=spec.steps, batch=spec.batch, seq_len=task.seq_len, lr=spec.lr,
                          warmup_steps=spec.warmup_steps, weight_decay=spec.weight_decay, clip_norm=1.0, aux_weight=0.0,
-                         seed=spec.seed, dtype="float32")
+                         seed=spec.seed, dtype=spec.dtype)
         super().__init__(tc, cfg=cfg)
 
     def load_data(self):
@@ -197,9 +220,21 @@ class _ArithTrainer(Trainer):
 
     def build_optimizer(self):
         spec = self.spec
+        if spec.time_budget_s is not None:   # the rate is set from the elapsed time before every step
+            adamw = optax.inject_hyperparams(optax.adamw, static_args=("b1", "b2", "weight_decay"))
+            return optax.chain(optax.clip_by_global_norm(1.0),
+                               adamw(learning_rate=0.0, b1=0.9, b2=0.98, weight_decay=spec.weight_decay))
         schedule = optax.warmup_cosine_decay_schedule(0.0, spec.lr, spec.warmup_steps, spec.steps, spec.lr * 0.05)
         return optax.chain(optax.clip_by_global_norm(1.0),
                            optax.adamw(schedule, b1=0.9, b2=0.98, weight_decay=spec.weight_decay))
+
+    def set_lr(self, lr: float) -> None:
+        """Set the learning rate of the next steps (time-budgeted training): a new value of the same
+        shape, dtype and placement, so the compiled step is reused."""
+        clip_state, adamw_state = self.opt_state
+        old = adamw_state.hyperparams["learning_rate"]
+        new = jax.device_put(np.asarray(lr, old.dtype), self.replicated)
+        self.opt_state = (clip_state, adamw_state._replace(hyperparams={**adamw_state.hyperparams, "learning_rate": new}))
 
     def objective(self, params, inputs_BxL, targets_and_mask, step):
         targets_BxL, mask_BxL = targets_and_mask
@@ -224,9 +259,16 @@ def train_model(cfg: nets.ModelConfig, task: ArithTask, spec: TrainSpec, *,
     valid = task.dataset(spec.eval_n, spec.seed, "valid")
     history, kept = [], None
     start = time.perf_counter()
+    clock = _BudgetClock(spec, start)
     for step in range(spec.steps):
+        if spec.time_budget_s is not None:
+            trainer.set_lr(clock.lr(step))
         metrics = trainer.advance(step)
-        if (step + 1) % spec.eval_every == 0 or step + 1 == spec.steps:
+        out_of_time = clock.tick(step, metrics)
+        if log and clock.new_quarter():
+            log(f"  {cfg.name} step {step + 1:>5}  loss {float(metrics['loss']):.4f}  {clock.share:.0%} of the time "
+                f"after compiling  {time.perf_counter() - start:.0f} s")
+        if (step + 1) % spec.eval_every == 0 or step + 1 == spec.steps or out_of_time:
             acc = step_accuracy(trainer.model_from(trainer.params), valid)
             entry = {"step": step + 1, "loss": float(metrics["loss"]), "step_accuracy": acc["step"],
                      "answer_accuracy": acc["answer"], "exact": acc["exact"],
@@ -241,7 +283,48 @@ def train_model(cfg: nets.ModelConfig, task: ArithTask, spec: TrainSpec, *,
                     break
             if stop_at_step_accuracy is not None and acc["step"] >= stop_at_step_accuracy:
                 break
+            if out_of_time:
+                break
     return trainer.model_from(kept if kept is not None else trainer.params), history
+
+
+class _BudgetClock:
+    """Wall-clock control of a time-budgeted training (`TrainSpec.time_budget_s`; inert without one).
+
+    The device runs ahead of the host, so the clock waits for the step's loss every `sync_every`
+    steps (and after the first, whose time is mostly compilation) before reading the time. The
+    learning rate: linear warmup over `warmup_steps`, then a cosine from `lr` to 5% of it over the
+    share of the budget left after the first step.
+    """
+
+    sync_every = 8
+
+    def __init__(self, spec: TrainSpec, start: float):
+        self.spec, self.start, self.first_done, self.share, self.quarters = spec, start, None, 0.0, 0
+
+    def new_quarter(self) -> bool:
+        """True the first time the elapsed share passes each quarter of the budget (progress lines)."""
+        if self.share >= (self.quarters + 1) / 4:
+            self.quarters = int(self.share * 4)
+            return True
+        return False
+
+    def lr(self, step: int) -> float:
+        spec = self.spec
+        warm = min(1.0, (step + 1) / max(spec.warmup_steps, 1))
+        return spec.lr * warm * (0.05 + 0.95 * 0.5 * (1.0 + np.cos(np.pi * min(self.share, 1.0))))
+
+    def tick(self, step: int, metrics: dict) -> bool:
+        """After `step`: True once the budget is spent."""
+        if self.spec.time_budget_s is None or (step > 0 and (step + 1) % self.sync_every):
+            return False
+        jax.block_until_ready(metrics["loss"])
+        now = time.perf_counter()
+        if self.first_done is None:
+            self.first_done = now
+        left_after_first = self.spec.time_budget_s - (self.first_done - self.start)
+        self.share = (now - self.first_done) / max(left_after_first, 1e-9)
+        return now - self.start >= self.spec.time_budget_s
 
 
 def save_model(model: nets.TransformerLM, directory: str | Path, meta: dict | None = None) -> None:

@@ -142,6 +142,9 @@ def run_pipeline(draft: nets.TransformerLM, target: nets.TransformerLM, problems
     width = max(len(p) for p in prompts)
     if width + 2 * (cfg.max_chunk + 1) >= L:
         raise InputError("buf_len", L, f"too short for a prompt of {width} bytes plus two chunks")
+    # the prompt table's width rounded up to a multiple of 8 (where the buffer allows): batches whose longest
+    # prompts differ by a few bytes share one compiled program (a shorter prompt is padded, as in any batch)
+    width = max(width, min(-(-width // 8) * 8, L - 2 * (cfg.max_chunk + 1) - 1))
     table = np.zeros((Q, width), np.int32)
     plen = np.asarray([len(p) for p in prompts], np.int32)
     for q, prompt in enumerate(prompts):

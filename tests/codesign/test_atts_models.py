@@ -11,8 +11,8 @@ import pytest
 from flax import nnx
 
 import nets
-from codesign.atts import (ArithTask, TrainSpec, draft_config, load_model, save_model, step_accuracy, task_for,
-                           train_model)
+from codesign.atts import (ArithTask, TrainSpec, draft_config, load_model, save_model, step_accuracy, target_config,
+                           task_for, train_model)
 
 TASK = task_for("tiny")
 SPEC = TrainSpec(steps=300, batch=32, warmup_steps=20, eval_every=100, eval_n=64, train_n=2000)
@@ -66,3 +66,27 @@ def test_bad_training_spec_is_a_clear_error():
         TrainSpec(steps=10, warmup_steps=10)
     with pytest.raises(ValueError, match="^lr="):
         TrainSpec(lr=2.0)
+    for bad in (0, -1.0, True, float("inf")):
+        with pytest.raises(ValueError, match="^time_budget_s="):
+            TrainSpec(time_budget_s=bad)
+    with pytest.raises(ValueError, match="^dtype="):
+        TrainSpec(dtype="float16")
+
+
+def test_the_large_pair_has_the_sizes_a_draft_needs_to_pay():
+    """A target of >= 100M params and a draft 20-50x smaller (shapes only: nothing is allocated)."""
+    count = lambda cfg: nets.param_count(nnx.eval_shape(lambda: nets.TransformerLM(cfg, rngs=nnx.Rngs(params=0))))
+    target, draft = count(target_config("large")), count(draft_config("large"))
+    assert target >= 100e6 and 20 <= target / draft <= 50, (target, draft)
+    assert task_for("large") == task_for("full")
+
+
+@pytest.mark.slow
+def test_a_time_budget_ends_training_by_the_clock():
+    """A step cap it cannot reach: the run stops once its budget (compilation included) is spent, evaluates
+    there, and has learnt (the rate warmed up and decayed with the elapsed time, on one compiled step)."""
+    spec = dataclasses.replace(SPEC, steps=10**6, eval_every=10**6, time_budget_s=25.0)
+    _, history = train_model(draft_config("tiny"), TASK, spec, log=None)
+    (last,) = history
+    assert 8 <= last["step"] < 10**6 and 25.0 <= last["elapsed_s"] < 60.0
+    assert last["loss"] < 1.5

@@ -382,6 +382,8 @@ def test_a_saved_bank_is_reused_only_with_the_same_settings_and_models(models, t
     second = bench(*models, ArithTask(3, 3), **kw)
     assert not second["calibration"]["collected"], "the saved bank should have been read"
     assert {**second["calibration"], "collected": True} == first["calibration"]
+    late = bench(*models, ArithTask(3, 3), **kw, deadline=0.0)   # past its deadline: no run starts, each is listed
+    assert late["speed"] == [] and late["skipped"] == ["speed m=2"] and late["complete"]
     with pytest.raises(ValueError, match="max_chunk: file 5, here 6"):
         bench(*models, ArithTask(3, 3), **{**kw, "max_chunk": 6})
     with pytest.raises(ValueError, match="models: file"):                  # another pair scored it
@@ -412,3 +414,20 @@ def test_bench_runs_every_arm_with_the_turn_structure_it_was_given(models):
         assert serve[mode]["ticks"] > 0 and serve[mode]["latency_s_mean"] > 0
     table = format_bench(report)
     assert "mean 2" in table and "a pool of 4 slots" in table
+
+
+def test_batches_whose_longest_prompts_differ_by_a_few_bytes_share_one_compiled_program(models):
+    """Prompt widths are rounded up to a multiple of 8: batches of 10- and 14-byte prompts run one program,
+    and a prompt padded further writes what generation from the bare prompt writes."""
+    from codesign.data import ArithProblem
+
+    draft, target = models
+    cfg = PipelineConfig(mode="target_only", **GREEDY)
+    short, long = ArithProblem(123, 45), ArithProblem(12345, 6789)
+    assert [len(encode(format_problem(p))) for p in (short, long)] == [10, 14]
+    first = run_pipeline(*models, [short], cfg, key=jax.random.key(0))
+    second = run_pipeline(*models, [long], cfg, key=jax.random.key(0))
+    assert second.compile_s < 0.05, "the second width should have reused the first's program"
+    n_bytes = GREEDY["max_turns"] * GREEDY["max_chunk"]   # random models never end a line early
+    assert first.texts[0] == [_generated(target, short, n_bytes)] * GREEDY["m"]
+    assert second.texts[0] == [_generated(target, long, n_bytes)] * GREEDY["m"]

@@ -1,0 +1,314 @@
+"""ATTS with a realistic draft/target pair, whole inside one time-limited GPU call: train, cost ratio, calibrate, evaluate.
+
+    PYTHONPATH=. python3 scripts/bench/atts_gpu_pair.py --budget-s 540 --out $OUT/atts
+    PYTHONPATH=. python3 scripts/bench/atts_gpu_pair.py --tiny --budget-s 120 --out /tmp/atts-gpu-pair   # CPU check
+
+A lent GPU keeps nothing between calls and a ~100M-parameter checkpoint cannot be brought back, so
+every phase runs in this one process, each ending at a share of `--budget-s` counted from the start:
+
+1. train the target (`target_config("large")`, 106M params, bf16 compute) and the draft
+   (`draft_config("large")`, 4.0M, 26x smaller) on the arithmetic task for their time shares
+   (`TrainSpec.time_budget_s`: a wall-clock budget, compilation included; the steps done are recorded);
+2. the per-call time of both models at the rows the pipeline runs (questions per batch x m): the
+   target/draft ratio of a one-byte decode step (the issue asks >= 10x before anything else; a smaller
+   ratio is reported and the run goes on) and of the target's scoring call;
+3. a calibration bank on as many validation questions as the calibration share allows (chunks of
+   `--batch-questions` questions x m), then `codesign.atts.bench`'s accuracy part on held-out test
+   problems at m: target-only, ATTS (the calibrator chosen in advance: Mondrian with its per-turn
+   banks), sync and draft-only at the first alpha, then ATTS and sync at the others; paired bootstrap
+   intervals and per-turn takeover rates with SE; each run's wall time per question (the batched,
+   serving regime; compilation apart). No run starts once the time left would not hold it;
+4. if time is left, bench's speed part at m (one question at a time: the latency regime).
+
+Files under --out: atts_gpu_pair.json (rewritten atomically after every phase and run, "complete"
+false until the end), atts_gpu_pair.txt (the tables), atts_gpu_pair.log (the progress lines) and
+bank.npz (the calibration scores). The longer, variable-chain task is not run here.
+"""
+
+from __future__ import annotations
+
+import time
+
+START = time.perf_counter()   # the budget counts from here, before jax is imported
+
+import argparse
+import dataclasses
+import statistics
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import nets
+from nets import atomic_write, atomic_write_json
+from codesign.atts import (TrainSpec, bank_settings, bench, collect_bank, draft_config, format_bench, joint_min_bank,
+                           row_forward, save_bank, step_accuracy, target_config, task_for, train_model)
+from codesign.training import training_flops_per_token
+
+# shares of the budget at which each phase must end (counted from the start of the process)
+TARGET_END, DRAFT_END, CALIBRATION_END = 0.42, 0.50, 0.62
+EVAL_RESERVE = 0.12               # share of a training phase kept for its closing evaluations (one more compile)
+MIN_SHARE = 0.04                  # the least share a training phase gets when an earlier one ran over
+H100_BF16_PEAK = 989e12           # dense bf16 FLOP/s (datasheet)
+PLANNED_MFU = (0.12, 0.29)        # measured training MFU on an H100: codesign-100m 12%, dense-300m 29% (results/gpu_speed)
+
+
+def elapsed() -> float:
+    return time.perf_counter() - START
+
+
+class Run:
+    """The report, its files and the log: every update rewrites the JSON atomically."""
+
+    def __init__(self, out: Path, budget_s: float):
+        self.out, self.budget_s = out, budget_s
+        self.report = {"budget_s": budget_s, "device": str(jax.devices()[0]), "backend": jax.default_backend(),
+                       "complete": False, "phases": {}}
+        self.log_file = open(out / "atts_gpu_pair.log", "a", buffering=1)
+
+    def log(self, msg: str) -> None:
+        line = f"[{elapsed():6.1f} s] {msg}"
+        print(line, flush=True)
+        self.log_file.write(line + "\n")
+
+    def phase(self, name: str, result: dict) -> None:
+        self.report["phases"][name] = {**result, "ended_at_s": elapsed()}
+        self.save()
+
+    def save(self) -> None:
+        self.report["elapsed_s"] = elapsed()
+        atomic_write_json(self.out / "atts_gpu_pair.json", self.report)
+        atomic_write(self.out / "atts_gpu_pair.txt", summary(self.report) + "\n")
+
+    def until(self, share: float) -> float:
+        """Seconds left until `share` of the budget."""
+        return share * self.budget_s - elapsed()
+
+
+def plan(args, task, target_cfg, draft_cfg, spec_t: TrainSpec) -> dict:
+    """The time plan: phase ends, and what the target's share buys on an H100 at the measured MFU range."""
+    tokens = spec_t.batch * task.seq_len
+    flops = training_flops_per_token(target_cfg, task.seq_len) * tokens
+    step_ms = [flops / (H100_BF16_PEAK * mfu) * 1e3 for mfu in PLANNED_MFU]
+    share_s = TARGET_END * args.budget_s
+    return {"target_end_s": share_s, "draft_end_s": DRAFT_END * args.budget_s,
+            "calibration_end_s": CALIBRATION_END * args.budget_s, "evaluation_end_s": args.budget_s,
+            "target_step_tflop": flops / 1e12, "target_step_ms_h100_at_mfu": dict(zip(map(str, PLANNED_MFU), step_ms)),
+            "target_steps_h100_if_compile_30s": [int((share_s * (1 - EVAL_RESERVE) - 30) / (ms / 1e3))
+                                                 for ms in step_ms[::-1]]}
+
+
+def train(run: Run, role: str, cfg, task, spec: TrainSpec, end: float, **kw):
+    """Train for the time left until `end` (a share of the budget; at least MIN_SHARE), less the evaluation's reserve."""
+    phase_s = max(run.until(end), MIN_SHARE * run.budget_s)
+    spec = dataclasses.replace(spec, time_budget_s=phase_s * (1 - EVAL_RESERVE))
+    run.log(f"training the {role} ({cfg.name}, {spec.time_budget_s:.0f} s budget)")
+    model, hist = train_model(cfg, task, spec, log=run.log, **kw)
+    test = step_accuracy(model, task.dataset(spec.eval_n * 2, spec.seed + 7, "test"), batch=spec.eval_n)
+    result = {"config": cfg.name, "params": nets.param_count(model), "spec": dataclasses.asdict(spec),
+              "steps_done": hist[-1]["step"] if hist else 0, "history": hist, "test": test,
+              "test_n": spec.eval_n * 2}
+    run.phase(f"train_{role}", result)
+    run.log(f"{role}: {result['params']:,} params, {result['steps_done']} steps, test step acc {test['step']:.4f}")
+    return model, result
+
+
+def timed(fn, *args, reps: int) -> float:
+    """Median seconds per call of a jitted `fn` after one compile-and-warm-up call."""
+    jax.block_until_ready(fn(*args))
+    samples = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def call_ratio(draft, target, rows: int, buf_len: int, width: int, reps: int) -> dict:
+    """Per-call time of each model at `rows` rows, every row at its own position (the pipeline's `row_forward`):
+    a one-byte decode step of both, and the target's scoring call of `width` bytes."""
+    times = {}
+    for name, model, calls in (("draft", draft, (("decode", 1),)), ("target", target, (("decode", 1), ("score", width)))):
+        gd, state = nnx.split(model)
+        fn = jax.jit(lambda st, tok, cache, start, gd=gd: row_forward(gd, st, tok, cache, start))
+        cache = nets.init_cache(model, rows, buf_len)
+        start = jnp.full(rows, buf_len // 2, jnp.int32)
+        for call, w in calls:
+            times[f"{name}_{call}_ms"] = timed(fn, state, jnp.ones((rows, w), jnp.int32), cache, start, reps=reps) * 1e3
+    ratio = times["target_decode_ms"] / times["draft_decode_ms"]
+    return {"rows": rows, "buf_len": buf_len, "score_width": width, "reps": reps, **times, "decode_ratio": ratio,
+            "score_over_draft_decode": times["target_score_ms"] / times["draft_decode_ms"],
+            "meets_10x": ratio >= 10.0, "params_ratio": nets.param_count(target) / nets.param_count(draft)}
+
+
+def calibrate(run: Run, draft, target, task, args, turns: dict, k_cal) -> tuple[np.ndarray, dict]:
+    """Calibration scores of validation questions, `--batch-questions` at a time, until the calibration share
+    is spent (a chunk is started only if the time measured for one still fits) or `--max-calibration`."""
+    bq, m = args.batch_questions, args.m
+    problems = list(task.dataset(args.max_calibration, args.seed + 11, "valid").problems)
+    chunks, chunk_s, compile_s = [], [], 0.0
+    while len(chunks) * bq < len(problems):
+        one = min(chunk_s) if chunk_s else 0.0
+        if chunks and run.until(CALIBRATION_END) < 1.2 * one:
+            break
+        t = time.perf_counter()
+        i = len(chunks)
+        chunks.append(collect_bank(draft, target, problems[i * bq:(i + 1) * bq], m=m, key=jax.random.fold_in(k_cal, i),
+                                   batch_questions=bq, **turns))
+        if i == 0:   # the first chunk compiles the program
+            compile_s = time.perf_counter() - t
+        else:
+            chunk_s.append(time.perf_counter() - t)
+    bank = np.concatenate(chunks)
+    counts = np.isfinite(bank).sum((0, 1))
+    result = {"questions": int(bank.shape[0]), "m": m, "chunks": len(chunks), "first_chunk_s": compile_s,
+              "chunk_s_median": statistics.median(chunk_s) if chunk_s else None, "count_by_turn": counts.tolist(),
+              "min_bank": {str(a): joint_min_bank(a, args.max_turns) for a in args.alphas}}
+    run.phase("calibration", result)
+    run.log(f"calibration: {bank.shape[0]} questions x {m}, scores by turn {counts.tolist()}")
+    return bank, result
+
+
+def under_calibrated(report: dict, counts: list[int]) -> dict:
+    """Per run: the judged turns (>= min_turn_n test chunks) whose own bank is below joint_min_bank(alpha, judged)."""
+    out = {}
+    for label, e in report.get("accuracy", {}).items():
+        if "rejection" in e and label.startswith("atts"):
+            rj = e["rejection"]
+            judged = [t for t, n in enumerate(rj["n_by_turn"]) if n >= report["min_turn_n"]]
+            need = joint_min_bank(e["alpha"], max(len(judged), 1))
+            out[label] = {"min_bank": need, "turns": [t for t in judged if counts[t] < need]}
+    return out
+
+
+def summary(r: dict) -> str:
+    """The readable table of the report so far."""
+    lines = [f"ATTS, a realistic pair in one call on {r['device']} ({r['backend']}), budget {r['budget_s']:.0f} s, "
+             f"{r.get('elapsed_s', 0):.0f} s used" + ("" if r["complete"] else " (PARTIAL)")]
+    ph = r["phases"]
+    for role in ("target", "draft"):
+        if f"train_{role}" in ph:
+            t = ph[f"train_{role}"]
+            lines.append(f"{role:<7} {t['params']:>12,} params  {t['steps_done']:>6} steps  test step acc "
+                         f"{t['test']['step']:.4f}  answer acc {t['test']['answer']:.4f}")
+    if "call_ratio" in ph:
+        c = ph["call_ratio"]
+        lines.append(f"per call at {c['rows']} rows: draft decode {c['draft_decode_ms']:.3f} ms, target decode "
+                     f"{c['target_decode_ms']:.3f} ms, target score ({c['score_width']} bytes) {c['target_score_ms']:.3f} ms; "
+                     f"decode ratio {c['decode_ratio']:.1f}x ({'meets' if c['meets_10x'] else 'BELOW'} the 10x required)")
+    if "calibration" in ph:
+        c = ph["calibration"]
+        lines.append(f"calibration: {c['questions']} questions x m {c['m']}; scores by turn {c['count_by_turn']}")
+    if "evaluation" in ph or "evaluation_partial" in r:
+        e = ph.get("evaluation", r.get("evaluation_partial"))
+        lines += ["", format_bench(e["bench"])]
+        base = e["bench"]["accuracy"].get("target_only")
+        if base:
+            lines += ["", f"{'run':<22} {'ms/question':>11} {'tokens/s':>10} {'vs target-only':>14}  (batched runs)"]
+            for label, a in e["bench"]["accuracy"].items():
+                lines.append(f"{label:<22} {a['wall_s_per_question'] * 1e3:>11.3f} {a['tokens_per_s']:>10.0f} "
+                             f"{base['wall_s_per_question'] / a['wall_s_per_question']:>13.2f}x")
+        for label, u in e.get("under_calibrated", {}).items():
+            lines.append(f"{label}: judged turns with a bank below {u['min_bank']}: {u['turns'] or 'none'}")
+    if "latency" in ph:
+        lines += ["", "latency regime (one question at a time):", format_bench(ph["latency"]["bench"])]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="output folder (at most 4 files)")
+    parser.add_argument("--budget-s", type=float, default=540.0, help="wall-clock seconds for everything")
+    parser.add_argument("--tiny", action="store_true", help="tiny models and counts: a CPU check of the path")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--m", type=int, default=16, help="samples per question")
+    parser.add_argument("--alphas", default="0.25,0.1", help="rejection levels; the first is the speed runs'")
+    parser.add_argument("--n-accuracy", type=int, default=512, help="held-out test problems")
+    parser.add_argument("--batch-questions", type=int, default=64, help="questions per pipeline batch (rows = this x m)")
+    parser.add_argument("--max-calibration", type=int, default=2048, help="calibration questions at most")
+    parser.add_argument("--max-turns", type=int, default=16)
+    parser.add_argument("--buf-len", type=int, default=256)
+    parser.add_argument("--max-chunk", type=int, default=16)
+    parser.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
+                        help="compute dtype of both models (auto: bfloat16 on a GPU, float32 on a CPU)")
+    args = parser.parse_args()
+    args.alphas = [float(a) for a in args.alphas.split(",")]
+    if args.tiny:
+        args.m, args.n_accuracy, args.batch_questions, args.max_calibration = 4, 16, 8, 64
+        args.max_turns, args.buf_len, args.max_chunk = 8, 96, 12
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = Run(out, args.budget_s)
+    size = "tiny" if args.tiny else "large"
+    task, target_cfg, draft_cfg = task_for(size), target_config(size), draft_config(size)
+    spec_t = TrainSpec(steps=10**6, batch=16 if args.tiny else 64, lr=3e-3 if args.tiny else 1e-3, warmup_steps=100,
+                       eval_every=10**6 if args.tiny else 500, eval_n=64 if args.tiny else 256, seed=args.seed,
+                       time_budget_s=TARGET_END * args.budget_s, dtype=args.dtype)
+    run.report.update(args=vars(args), task=dataclasses.asdict(task), plan=plan(args, task, target_cfg, draft_cfg, spec_t))
+    p = run.report["plan"]
+    run.log(f"device {run.report['device']}; time plan (s from the start): target trained until {p['target_end_s']:.0f}, "
+            f"draft until {p['draft_end_s']:.0f}, cost ratio, calibration until {p['calibration_end_s']:.0f}, "
+            f"evaluation until {p['evaluation_end_s']:.0f}; a target step is {p['target_step_tflop']:.2f} TFLOP: "
+            + ", ".join(f"{ms:.1f} ms at MFU {mfu}" for mfu, ms in p["target_step_ms_h100_at_mfu"].items())
+            + f" on an H100, so {p['target_steps_h100_if_compile_30s'][0]}-{p['target_steps_h100_if_compile_30s'][1]} "
+              "steps if it compiles in 30 s")
+    run.save()
+
+    target, _ = train(run, "target", target_cfg, task, spec_t, TARGET_END, stop_at_step_accuracy=0.997)
+    spec_d = dataclasses.replace(spec_t, lr=3e-3, eval_every=10**6 if args.tiny else 100, seed=args.seed + 1)
+    in_band = lambda acc: 0.10 <= 1.0 - acc["step"] <= 0.30
+    draft, _ = train(run, "draft", draft_cfg, task, spec_d, DRAFT_END, select=in_band)
+
+    rows = args.batch_questions * args.m
+    ratio = call_ratio(draft, target, rows, args.buf_len, args.max_chunk + 1, reps=5 if args.tiny else 20)
+    run.phase("call_ratio", ratio)
+    run.log(f"per-call ratio target/draft at {rows} rows: {ratio['decode_ratio']:.2f}x "
+            f"({'meets' if ratio['meets_10x'] else 'BELOW'} the 10x the issue requires; the run continues)")
+
+    turns = dict(max_turns=args.max_turns, turn_end_prob=1.0, max_chunk=args.max_chunk, buf_len=args.buf_len)
+    k_cal = jax.random.split(jax.random.key(args.seed), 3)[0]   # bench's calibration key
+    bank, cal = calibrate(run, draft, target, task, args, turns, k_cal)
+    settings = bank_settings(draft, target, questions=cal["questions"], m=args.m, seed=args.seed,
+                             task=dataclasses.asdict(task), **turns)
+    save_bank(out / "bank.npz", bank, settings)
+
+    # a run starts only if one more fits: its compilation (the calibration's first chunk less a later one) and its
+    # batches, each at most the calibration's or a target decode step per byte of the longest example
+    n_batches = -(-args.n_accuracy // args.batch_questions)
+    chunk = cal["chunk_s_median"] or cal["first_chunk_s"] / 2
+    batch_s = max(chunk, task.seq_len * ratio["target_decode_ms"] / 1e3)
+    # margins: an ATTS or sync program holds more calls than the calibration's, and compiles vary
+    per_run = 1.5 * max(cal["first_chunk_s"] - chunk, 0.0) + 1.25 * n_batches * batch_s
+    deadline = START + args.budget_s - per_run
+    common = dict(n_calibration=cal["questions"], m_accuracy=args.m, alpha=args.alphas[0], max_turns=args.max_turns,
+                  batch_questions=args.batch_questions, seed=args.seed, turn_end_prob=1.0, max_chunk=args.max_chunk,
+                  buf_len=args.buf_len, bank_file=out / "bank.npz", calibrators=("mondrian",), deadline=deadline,
+                  log=run.log)
+    min_turn_n = 20 if args.tiny else 2000
+    run.log(f"evaluation: runs start until {deadline - START:.0f} s (one run estimated at {per_run:.0f} s)")
+
+    def partial(rep):
+        run.report["evaluation_partial"] = {"bench": rep}
+        run.save()
+    rep = bench(draft, target, task, n_accuracy=args.n_accuracy, parts=("accuracy",), min_turn_n=min_turn_n,
+                more_alphas=tuple(args.alphas[1:]), save=partial, **common)
+    rep["min_turn_n"] = min_turn_n
+    run.report.pop("evaluation_partial", None)
+    run.phase("evaluation", {"bench": rep, "under_calibrated": under_calibrated(rep, cal["count_by_turn"])})
+
+    if run.until(1.0) > 2 * per_run:   # the latency regime: one question at a time, 3 compilations
+        lat = bench(draft, target, task, ms=(args.m,), n_speed=4 if args.tiny else 8, parts=("speed",),
+                    **{**common, "deadline": START + args.budget_s - 2 * per_run})
+        run.phase("latency", {"bench": lat})
+    else:
+        run.log("latency regime skipped: not enough time left")
+    run.report["complete"] = True
+    run.save()
+    run.log("done\n" + summary(run.report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
