@@ -221,19 +221,19 @@ def _device_slug(kind: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in kind.lower()).strip("-") or "device"
 
 
-def run(out_dir: Path, budget_s: float, tiny: bool, seed: int = 0, only: tuple[str, ...] = ()) -> Path:
+def run(out_dir: Path, budget_s: float, tiny: bool, seed: int = 0, only: tuple[str, ...] = (), start: int = 0) -> Path:
     """Measure the plan within `budget_s` seconds into a new versioned file under `out_dir`; returns its path."""
     begun = time.perf_counter()
     device = jax.devices()[0]
     kind = getattr(device, "device_kind", str(device))
     stamp = datetime.datetime.now(datetime.timezone.utc)
     path = out_dir / f"kernels_{_device_slug(kind)}_{stamp:%Y%m%dT%H%M%SZ}.json"
-    items = [i for i in plan(tiny) if not only or i["kind"] in only]
+    items = [i for i in plan(tiny) if not only or i["kind"] in only][start:]  # `start`: resume a cut-off suite
     report = {"schema": DATA_SCHEMA, "created": stamp.isoformat(),
               "device": {"kind": kind, "platform": device.platform, "count": jax.device_count(),
                          "host": socket.gethostname(), "python": platform.python_version(), "jax": jax.__version__},
               "suite": {"version": SUITE_VERSION, "tiny": tiny, "budget_s": budget_s, "seed": seed,
-                        "planned": len(items),
+                        "start": start, "planned": len(items),
                         "collectives": "not measured: one device" if jax.device_count() < 2 else "not in this suite"},
               "ceilings": K.ceilings(tiny), "items": [], "skipped": []}
     atomic_write_json(path, report, indent=1, sort_keys=False)
@@ -285,13 +285,15 @@ def main(argv: list[str] | None = None) -> Path:
                         "(JAX start and the ceilings come on top: ~30 s on a GPU)")
     parser.add_argument("--tiny", action="store_true", help="tiny shapes (a CPU check)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--start", type=int, default=0, help="skip the plan's first N items (measured by an earlier "
+                        "call cut off by its budget); the data files are read together")
     parser.add_argument("--only", nargs="*", default=(), help="measure only these kinds (gemm attention grouped_gemm "
                         "moe norm elementwise decode_step prefill_step train_step)")
     args = parser.parse_args(argv)
     if not args.budget_s > 0:
         raise SystemExit(f"budget_s={args.budget_s}: must be positive")
     args.out.mkdir(parents=True, exist_ok=True)
-    return run(args.out, args.budget_s, args.tiny, args.seed, tuple(args.only))
+    return run(args.out, args.budget_s, args.tiny, args.seed, tuple(args.only), args.start)
 
 
 if __name__ == "__main__":

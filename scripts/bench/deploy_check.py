@@ -11,10 +11,10 @@ tokens) is then run on this machine's first device:
 - latency: a jitted `lax.scan` of `--steps` decode steps against a cache filled to
   `context_len` (decode cost does not depend on the cached values), median of timed repeats
   after a warm-up; per step = scan time / steps.
-- energy (NVIDIA GPUs only): the driver's cumulative energy counter
-  (`nvidia-smi --query-gpu=total_energy_consumption`, mJ) read before and after repeats
-  lasting at least `--min-seconds`, and the idle power read the same way over an idle second;
-  reported per step as measured total and above idle.
+- energy (NVIDIA GPUs only): the board power (`nvidia-smi --query-gpu=power.draw`, sampled
+  every 50 ms) averaged over repeats lasting at least `--min-seconds`, times their wall time,
+  and the idle power read the same way over an idle second; reported per step as measured
+  total and above idle.
 
 The weights run as bfloat16 on an accelerator (the design's formats are applied to their
 values; XLA has no kernels that read posit or 4-bit storage), so the prediction is given
@@ -45,16 +45,32 @@ from codesign.joint import design_cost, rebuild_deployment
 from nets import atomic_write_json
 
 
-def energy_counter_j() -> float | None:
-    """The GPU's cumulative energy counter [J], or None where there is none (CPU, no nvidia-smi)."""
+def mean_power_w(during) -> tuple[float | None, float]:
+    """Run `during()` while nvidia-smi samples the GPU's power draw every 50 ms; (mean W or None, wall s).
+
+    None where there is no NVIDIA GPU or no samples (CPU, no nvidia-smi). The driver's cumulative
+    energy counter would be better, but not every driver answers `total_energy_consumption`.
+    """
     if jax.default_backend() != "gpu" or shutil.which("nvidia-smi") is None:
-        return None
-    out = subprocess.run(["nvidia-smi", "--query-gpu=total_energy_consumption", "--format=csv,noheader,nounits",
-                          "-i", "0"], capture_output=True, text=True, check=False).stdout.strip()
-    try:
-        return float(out.splitlines()[0]) / 1e3
-    except (ValueError, IndexError):
-        return None
+        t = time.perf_counter()
+        during()
+        return None, time.perf_counter() - t
+    sampler = subprocess.Popen(["nvidia-smi", "--query-gpu=power.draw", "--format=csv,noheader,nounits", "-lms", "50",
+                                "-i", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(0.3)  # the sampler's first reading
+    t = time.perf_counter()
+    during()
+    wall = time.perf_counter() - t
+    sampler.terminate()
+    out, _ = sampler.communicate(timeout=10)
+    samples = []
+    for line in out.splitlines():
+        try:
+            samples.append(float(line.strip()))
+        except ValueError:
+            pass
+    samples = samples[2:] if len(samples) > 4 else samples  # readings from before `during` started
+    return (statistics.mean(samples) if samples else None), wall
 
 
 def decode_program(model: nnx.Module, quant, batch: int, context: int, steps: int):
@@ -92,19 +108,22 @@ def measure(call, steps: int, repeats: int, min_seconds: float) -> dict:
         times.append(time.perf_counter() - t)
     step_s = statistics.median(times) / steps
     out = {"compile_s": compile_s, "step_s": step_s, "repeats": repeats, "steps_per_call": steps}
-    e0 = energy_counter_j()
-    if e0 is None:
+    idle_w, _ = mean_power_w(lambda: time.sleep(1.0))
+    if idle_w is None:
         return out
-    time.sleep(1.0)
-    idle_w = energy_counter_j() - e0
-    n, t, e0 = 0, time.perf_counter(), energy_counter_j()
-    while time.perf_counter() - t < min_seconds:
-        jax.block_until_ready(call())
-        n += 1
-    wall, used = time.perf_counter() - t, energy_counter_j() - e0
-    out.update({"energy_calls": n, "energy_wall_s": wall, "power_w": used / wall, "idle_power_w": idle_w,
-                "energy_step_j": used / (n * steps), "energy_step_above_idle_j": (used - idle_w * wall) / (n * steps),
-                "latency_during_energy_s": wall / (n * steps)})
+    calls = []
+
+    def busy():
+        t = time.perf_counter()
+        while time.perf_counter() - t < min_seconds:
+            jax.block_until_ready(call())
+            calls.append(1)
+
+    power_w, wall = mean_power_w(busy)
+    n = len(calls) * steps
+    out.update({"energy_calls": len(calls), "energy_wall_s": wall, "power_w": power_w, "idle_power_w": idle_w,
+                "energy_step_j": power_w * wall / n, "energy_step_above_idle_j": (power_w - idle_w) * wall / n,
+                "latency_during_energy_s": wall / n, "energy_method": "nvidia-smi power.draw sampled every 50 ms"})
     return out
 
 
