@@ -103,6 +103,31 @@ def table(cases: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def errors_vs_measured(columns: dict) -> dict:
+    """Each column's end-to-end step against the measured one: (predicted - measured) / measured; None if either is n/a."""
+    meas = (columns.get("measured") or {}).get("rows_ms", {}).get("total")
+    out = {}
+    for c in COLUMNS[:-1]:
+        pred = (columns.get(c) or {}).get("rows_ms", {}).get("total")
+        out[c] = None if meas is None or pred is None else (pred - meas) / meas
+    return out
+
+
+def summary(cases: list[dict]) -> str:
+    """A markdown table: end-to-end milliseconds per step of every column, and each one's error vs measured."""
+    names = {"genz": "GenZ", "llm_analysis": "llm-analysis", "ours": "ours (roofline)",
+             "ours_calibrated": "ours (calibrated)", "measured": "measured"}
+    head = "| case | " + " | ".join(names[c] + " ms" for c in COLUMNS) + " | " + \
+        " | ".join(f"{names[c]} err" for c in COLUMNS[:-1]) + " |"
+    lines = [head, "|" + " --- |" * (2 * len(COLUMNS))]
+    for case in cases:
+        totals = [(case["columns"].get(c) or {}).get("rows_ms", {}).get("total") for c in COLUMNS]
+        errs = [case["error_vs_measured"][c] for c in COLUMNS[:-1]]
+        lines.append(f"| {case['case']} | " + " | ".join(_fmt(v) for v in totals) + " | " +
+                     " | ".join("n/a" if e is None else f"{100 * e:+.1f}%" for e in errs) + " |")
+    return "\n".join(lines)
+
+
 def run(cases: list[Case], calibrated: str | None, measured_path: str | None, points: int, chunk: int,
         repeats: int, peer_seconds: float, throughput_case: Case) -> dict:
     """The side-by-side table and the design-points-per-second race, as one JSON-ready dict."""
@@ -116,7 +141,8 @@ def run(cases: list[Case], calibrated: str | None, measured_path: str | None, po
                    "ours_calibrated": None if calibrated_target is None else ours(case, calibrated_target(case.spec)),
                    "measured": measured(case, records, measured_header.get("device"))}
         results.append({"case": case.label, "spec": case.spec.name, "phase": case.phase, "batch": case.batch,
-                        "context_len": case.context_len, "columns": columns})
+                        "context_len": case.context_len, "columns": columns,
+                        "error_vs_measured": errors_vs_measured(columns)})
     race = [our_points_per_s(throughput_case, points, chunk, repeats, grad=grad, space=space)
             for space in SPACES for grad in (False, True)]
     race += peer_points_per_s(throughput_case, peer_seconds)
@@ -132,7 +158,7 @@ def run(cases: list[Case], calibrated: str | None, measured_path: str | None, po
     return {
         "benchmark": "side by side with GenZ and llm-analysis",
         "model": MODEL, "units": "rows_ms: milliseconds per step; flops: FLOPs per step as each tool counts them",
-        "efficiencies": "all 1 (pure rooflines) except ours_calibrated; measured = H200 wall time",
+        "efficiencies": "all 1 (pure rooflines) except ours_calibrated; measured = wall time on the measured GPU",
         "specs": spec_records,
         "model_configs": _model_configs(),
         "calibrated": calibrated, "calibrated_note": None if calibrated is None else
@@ -202,6 +228,19 @@ def _measure(args) -> dict:
     return report
 
 
+def _markdown(report: dict) -> str:
+    specs = "; ".join(f"{s['spec']['name']}: {s['spec']['peak_flops_bf16'] / 1e12:.0f} TFLOP/s BF16, "
+                      f"{s['spec']['mem_bandwidth'] / 1e12:.3f} TB/s, {s['spec']['mem_capacity'] / GIB:.1f} GiB"
+                      for s in report["specs"])
+    meas = report["measured_header"].get("device") or "n/a"
+    return (f"# {report['model']}, BF16: GenZ, llm-analysis and ours vs measured\n\n"
+            f"Specs (the same three numbers in every tool): {specs}.\n"
+            f"Calibrated preset: {report['calibrated'] or 'n/a'}. Measured: {report['measured'] or 'n/a'} "
+            f"(device {meas}). Written by scripts/bench/peers.py.\n\n"
+            f"## End to end, milliseconds per step\n\n{summary(report['cases'])}\n\n"
+            f"## Per op row, milliseconds per step\n\n```\n{table(report['cases'])}\n```\n")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/peers_cpu.json")
@@ -240,6 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"spec {spec['name']}: {spec['peak_flops_bf16'] / 1e12:.0f} TFLOP/s BF16, "
               f"{spec['mem_bandwidth'] / 1e12:.3f} TB/s, {spec['mem_capacity'] / GIB:.1f} GiB (same in every tool)")
     print(table(report["cases"]))
+    print("\nend to end, each column vs measured ((predicted - measured) / measured):\n" + summary(report["cases"]))
     dps = report["design_points_per_s"]
     print(f"\ndesign points per second ({dps['case']}), same process and CPU:")
     print(f"  {'tool':<13} {'path':<52} {'median/s':>12} {'best/s':>12}")
@@ -252,7 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=float))
-    print(f"wrote {out}")
+    nets.atomic_write(out.with_suffix(".md"), _markdown(report))
+    print(f"wrote {out} and {out.with_suffix('.md')}")
     return report
 
 

@@ -58,6 +58,10 @@ def test_spec_fields_and_case_validation():
         peers.Case(A100, "decode", 0, 2048)
     with pytest.raises(ValueError, match=r"^mem_bandwidth=-1.0:"):
         peers.Spec("x", 1e12, -1.0, 1e9, "a800", "test")
+    assert [c.label for c in peers.default_cases(gpu="h100")] == [
+        "h100-sxm prefill b=1 ctx=2048", "h100-sxm decode b=1 ctx=2048", "h100-sxm decode b=20 ctx=2048"]
+    with pytest.raises(ValueError, match=r"^gpu='v100':"):
+        peers.default_cases(gpu="v100")
     g = peers.our_gpu(A100)
     assert (float(g.peak_flops_bf16), float(g.mem_bandwidth), float(g.mem_capacity)) == pytest.approx(
         (A100.peak_flops_bf16, A100.mem_bandwidth, A100.mem_capacity), rel=1e-7)
@@ -67,7 +71,7 @@ def test_spec_fields_and_case_validation():
 def test_every_tool_holds_the_same_spec(monkeypatch):
     pytest.importorskip("GenZ")
     pytest.importorskip("llm_analysis")
-    records = peers._check_specs([A100, peers.H200])
+    records = peers._check_specs([A100, peers.H100, peers.H200])
     for record in records:
         for tool in ("ours", "genz", "llm_analysis"):
             held = record["as_held_by_each_tool_si"][tool]
@@ -122,6 +126,9 @@ def test_measured_reader_matches_the_measured_gpu_only(tmp_path):
     assert total(peers.H100, "decode", 20) is None  # the file's H200 records are not the H100's
     assert peers.measured(DECODE_20, records, header["device"]) is None  # an A100 case has no measurement
     assert peers.spec_of_device("NVIDIA H100 80GB HBM3") is peers.H100 and peers.spec_of_device("cpu") is None
+    errors = peers.errors_vs_measured({"ours": {"rows_ms": {"total": 11.0}}, "genz": None,
+                                       "measured": {"rows_ms": {"total": 10.0}}})
+    assert errors["ours"] == pytest.approx(0.1) and errors["genz"] is None
     with pytest.raises(ValueError, match=r"^measured='.*missing.json': no such file"):
         peers.load_measured(str(tmp_path / "missing.json"))
 
