@@ -1,22 +1,23 @@
 """Side by side with the peers: GenZ and llm-analysis against our hwcost GPU model.
 
-    PYTHONPATH=. python scripts/bench/peers.py [--calibrated PRESET.json] [--measured H200.json] \
+    PYTHONPATH=. python scripts/bench/peers.py [--gpu a100|h100|h200] [--calibrated PRESET.json] [--measured M.json] \
         [--out results/peers_cpu.json]
     PYTHONPATH=. python scripts/bench/peers.py --measure-out results/peers_h100_measured.json  # on the GPU
     PYTHONPATH=. python scripts/bench/peers.py --gpu h100 --measured results/peers_h100_measured.json \
         --out results/peers_h100.json
 
 The same workload (Llama-2-7B, BF16 weights, activations and KV cache; prefill of 2048
-tokens, decode at batch 1 and 20 with a 2048-token cache) on the same hardware spec (an
-A100-SXM4-80GB: peak BF16 FLOP/s, HBM bandwidth and capacity, the only three numbers all
-three tools share) goes through
+tokens, decode at batch 1 and 20 with a 2048-token cache) on the same hardware spec (`--gpu`:
+an A100-SXM4-80GB plus one H200 case, or the H100-SXM or the H200 presets; peak BF16
+FLOP/s, HBM bandwidth and capacity, the only three numbers all three tools share) goes through
   - GenZ (`pip install genz-llm`, Bambhaniya et al., "Demystifying Platform Requirements for
     Diverse LLM Inference Use Cases", arXiv 2406.01698): `prefill_moddeling` / `decode_moddeling`;
   - llm-analysis (`pip install llm-analysis`, Cheng Li, github.com/cli99/llm-analysis):
     `LLMAnalysis.inference`;
   - our `hwcost.GPU` roofline, uncalibrated (datasheet peaks, efficiency 1), and calibrated
     when a calibrated preset is given (`--calibrated`, written by `codesign calibrate`);
-  - our H200 measurement where it applies (`--measured`, one H200 case).
+  - our measurement where it applies (`--measured`: a `--measure-out` file; its records apply
+    to the cases on the spec of the GPU they ran on), and each column's error against it.
 Each tool describes Llama-2-7B with its own shipped config (GenZ `llama2_7b`; llm-analysis
 `NousResearch_Llama-2-7b-hf`, a two-matrix MLP of width 16384 standing in for SwiGLU's three
 of 11008; ours `nets.zoo.get("llama-2-7b")`); all three are recorded in the output. Every
@@ -27,6 +28,8 @@ Units: each tool gets the spec in its own units and we read the numbers back fro
 tool's objects in SI (FLOP/s, bytes/s, bytes); the run fails if any differs from the spec
 by more than 1e-9 relative. GenZ takes GB/s and GB as 2^30, llm-analysis GB/s as 1e9 and
 GB of memory as 2^30. The A100's "80 GB" is 80 GiB (81920 MiB on the device).
+The H100 and H200 specs are our presets as they are (the H100's "80 GB" read as 80e9 bytes;
+Llama-2-7B and its caches fit in either reading).
 
 Per-op rows (milliseconds per step): attention core (score + value products, softmax, KV
 reads), attention projections (Q, K, V, O), attention (both), FFN, norms, embedding + LM
@@ -245,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/peers_cpu.json")
     parser.add_argument("--calibrated", default=None, help="calibrated preset JSON (codesign calibrate); else n/a")
-    parser.add_argument("--measured", default=None, help="JSON of measured H200 step times; else n/a")
+    parser.add_argument("--measured", default=None, help="JSON of measured step times (--measure-out); else n/a")
     parser.add_argument("--h200-case", default="decode:20:2048", help="PHASE:BATCH:CONTEXT of the H200 case")
     parser.add_argument("--points", type=int, default=65536, help="our design points per timed call")
     parser.add_argument("--chunk", type=int, default=64, help="vmap chunk (lax.map batch_size)")
