@@ -58,13 +58,14 @@ from codesign.training._metrics import MetricsWriter
 from codesign.search._noise import K_SD, distinct_pairs, noise_marks, spread_for
 from codesign.search._pareto import hypervolume, pareto_mask, plot_front
 from codesign.joint._prune_space import PruningSpace
-from codesign.joint._space import DEFAULT_FORMATS, DEFAULT_KV_FORMATS, DesignSpace
+from codesign.joint._space import DEFAULT_KV_FORMATS, DesignSpace
 from codesign.training._trainer import TrainConfig, _check
 
 
 METHODS = ("path", "independent")
 PRUNING = ("tokens", "heads")
 RECOVER_FROM = ("start", "path")
+RUN_FORMATS = ("bf16", "fp8_e4m3", "mxfp4")
 
 
 @dataclass(frozen=True)
@@ -72,25 +73,25 @@ class SweepConfig:
     """A sweep over `lams` (penalty form) or, when given, over `budgets` (constrained form)."""
 
     model: str = "codesign-default"
-    lams: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1)
+    lams: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0)
     budgets: tuple[float, ...] = ()
     metric: str = "edap"
     target: str = "xrnpe"
     hardware: tuple[str, ...] = ("n_macs",)
-    formats: tuple[str, ...] = DEFAULT_FORMATS        # per-layer weight formats searched
+    formats: tuple[str, ...] = RUN_FORMATS            # per-layer weight formats searched
     kv_formats: tuple[str, ...] = DEFAULT_KV_FORMATS  # per-layer KV-cache formats (() = not searched)
     act_formats: tuple[str, ...] = ()                 # per-layer activation formats (() = not searched)
     search_ffn_width: bool = True                     # kept FFN / expert hidden width per layer
     pruning: tuple[str, ...] = ()                     # SpAtten keep ratios searched: "tokens", "heads"
     # sized so that `codesign run` needs at most 300 s of CPU time (all threads), compilation included
-    pretrain_steps: int = 100
-    steps: int = 30
+    pretrain_steps: int = 150
+    steps: int = 20
     recovery_steps: int = 8
     batch: int = 16
     seq_len: int = 32
     lr: float = 3e-3
-    knob_lr: float = 0.05
-    eval_batches: int = 4
+    knob_lr: float = 0.1
+    eval_batches: int = 8
     seed: int = 0
     scenario_batch: int = 64
     scenario_context: int = 2048
