@@ -73,7 +73,7 @@ class SweepConfig:
     """A sweep over `lams` (penalty form) or, when given, over `budgets` (constrained form)."""
 
     model: str = "codesign-default"
-    lams: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0)
+    lams: tuple[float, ...] = (0.0, 0.3, 1.0, 3.0)
     budgets: tuple[float, ...] = ()
     metric: str = "edap"
     target: str = "xrnpe"

@@ -89,6 +89,7 @@ def main(argv=None) -> dict:
                      pretrain_steps=pick(a.pretrain_steps, 60, 150), steps=pick(a.steps, 16, 40),
                      recovery_steps=pick(a.recovery_steps, 4, 10), batch=pick(a.batch, 8, 16),
                      seq_len=pick(a.seq_len, 32, 64), eval_batches=2 if small else 4, seed=a.seed,
+                     formats=("bf16", "fp8_e4m3", "fp4_e2m1"), knob_lr=0.05,  # the space its results were measured in
                      method="independent")  # the independent-point sweep; the path is gradient_path below
     factor = pick(a.blackbox_factor, 1.0, 3.0)
     where = f"{jax.default_backend()} ({jax.devices()[0].device_kind}, {jax.device_count()} device(s)), " \
