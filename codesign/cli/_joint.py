@@ -47,7 +47,7 @@ def sweep(
     hardware: str = typer.Option(None, help="Comma-separated learnable hardware parameters of the target, '' for "
                                             "none [default: n_macs on xrnpe, none on other targets]."),
     formats: str = typer.Option(None, help="Per-layer weight formats searched, e.g. 'bf16,fp8_e4m3,mxfp4,posit(4,1)' "
-                                           "[default: bf16,fp8_e4m3,fp4_e2m1]."),
+                                           "[default: bf16,fp8_e4m3,mxfp4]."),
     kv_formats: str = typer.Option(None, help="Per-layer KV-cache formats searched, '' for none "
                                               "[default: bf16,fp8_e4m3,mxfp4]."),
     act_formats: str = typer.Option(None, help="Per-layer activation formats searched, '' for none [default: none]."),

@@ -60,6 +60,19 @@ def test_the_shipped_spread_is_for_codesign_runs_settings():
     assert len(spread["per_point"]) == len(SweepConfig().lams)
 
 
+def test_the_shipped_runs_fronts_are_a_trade_off_beyond_noise():
+    """Every seed's front of the stored measurement has two points apart by more than the spread in loss and
+    in cost (so `codesign run`'s defaults give a front with a real trade-off, not only seed noise), and the
+    spread is the one its rows give."""
+    spread = spread_for(SweepConfig())
+    assert spread is not None
+    recomputed = spread_of(spread["rows"])
+    assert recomputed["sd_loss"] == pytest.approx(spread["sd_loss"])
+    assert recomputed["sd_log10_cost"] == pytest.approx(spread["sd_log10_cost"])
+    for seed, rows in zip(spread["seeds"], spread["rows"]):
+        assert distinct_pairs(rows, spread), f"seed {seed}: no two points differ beyond noise: {rows}"
+
+
 def test_table_marks_differences_within_noise():
     rows = [_row(2.0, 1.0, 0.0), _row(2.005, 0.5, 0.01), _row(2.10, 0.1, 0.1)]
     marks = noise_marks(rows, [True] * 3, SPREAD)
