@@ -337,7 +337,8 @@ def summary_table(result: SweepResult) -> str:
         lines.append(f"seed spread ({noise['runs']} seeds, measured once for these settings): sd {noise['sd_loss']:.4f} "
                      f"nats in loss, {noise['sd_log10_cost']:.4f} in log10 cost; 'within noise' = not more than "
                      f"{noise['k_sd']:g} sd apart in loss or in cost; {len(noise['distinct_pairs'])} point pairs "
-                     "differ beyond noise in both")
+                     "differ beyond noise in both" + "".join(f"{', ' if k else ': '}{i}-{j}" for k, (i, j)
+                                                             in enumerate(noise["distinct_pairs"])))
     return "\n".join(lines)
 
 

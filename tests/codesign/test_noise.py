@@ -81,4 +81,4 @@ def test_table_marks_differences_within_noise():
                                           "noise": {**SPREAD, "distinct_pairs": distinct_pairs(rows, SPREAD)}})
     table = summary_table(result).splitlines()
     assert table[1].endswith("within noise") and table[2].endswith("distinct") and table[3].endswith("cheapest")
-    assert "2 point pairs differ beyond noise" in table[-1]
+    assert table[-1].endswith("2 point pairs differ beyond noise in both: 0-2, 1-2")
