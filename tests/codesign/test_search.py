@@ -137,7 +137,7 @@ def test_evaluate_trains_exactly_the_hardened_design(tiny_json):
     row = ev(hardened)
     from codesign import design_cost
     from codesign import make_target
-    expected = design_cost(ev.cfg, DesignSpace(kv_formats=sc.kv_formats), hardened, make_target(sc.target),
+    expected = design_cost(ev.cfg, sc.space(), hardened, make_target(sc.target),
                            sc.joint_config({"lam": 0.0}).scenario(), sc.metric)
     assert row["cost"] == expected["metric_value"] and row["latency_s"] == expected["latency_s"]
     assert math.isfinite(row["val_loss"]) and row["seconds"] > 0 and not row["cached"]
