@@ -87,7 +87,8 @@ class SweepConfig:
     act_formats: tuple[str, ...] = ()                 # per-layer activation formats (() = not searched)
     search_ffn_width: bool = True                     # kept FFN / expert hidden width per layer
     pruning: tuple[str, ...] = ()                     # SpAtten keep ratios searched: "tokens", "heads"
-    # sized so that `codesign run` needs at most 300 s of CPU time (all threads), compilation included
+    # sized so that `codesign run` takes at most 300 s wall on 2 CPU cores, compilation included (measured from a
+    # fresh virtualenv: 207 s wall, 328 s CPU of both cores, on the shared machine at load ~1.5)
     pretrain_steps: int = 150
     steps: int = 20
     recovery_steps: int = 8
