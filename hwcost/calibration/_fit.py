@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from hwcost.calibration._data import MODEL_KINDS, KernelData, load_data
-from hwcost.calibration._efficiency import _FIELDS, Efficiency
+from hwcost.calibration._efficiency import _FIELDS, KERNEL_GROUPS, Efficiency
 from hwcost.calibration._preset import CalibratedGPU, calibrated
 from hwcost.calibration._software import Software, as_software, kernel_seconds, software
 from hwcost.targets._gpu import GPU
@@ -46,8 +46,32 @@ _COPIES = ("kv_cache_copies", "weight_copies")
 
 
 def _structure(sw: Software) -> tuple:
-    """What `_to_software` keeps of a starting profile (hashable): (copies per _COPIES, dense_experts, name)."""
-    return tuple(float(np.asarray(getattr(sw, k))) for k in _COPIES), sw.dense_experts, sw.name
+    """What `_to_software` keeps of a starting profile (hashable): (copies per _COPIES, dense_experts, name,
+    norm_reads, gemm_rate_bits)."""
+    return (tuple(float(np.asarray(getattr(sw, k))) for k in _COPIES), sw.dense_experts, sw.name, sw.norm_reads,
+            sw.gemm_rate_bits)
+
+
+_TIED = {"norm": ("elementwise", ("memory_max", "memory_half_bytes", "memory_exponent"))}
+"""Curves a family shares with another in a fit: a multi-pass norm streams like a copy (one bandwidth curve).
+
+Where the software reads a norm's input more than once (`Software.norm_reads`), each pass of a
+norm is a streaming pass like a copy's: the bandwidth curve of the elementwise family (its
+saturation pinned by the data file's 1 GiB copy ceiling) is the norm's too. The norm keeps its
+own launch cost.
+"""
+
+
+def _tie(eff: Efficiency, norm_reads: float) -> Efficiency:
+    """`eff` with each tied family's fields taken from its parent (`_TIED`), for a multi-pass norm."""
+    if norm_reads <= 1.0:
+        return eff
+    for child, (parent, fields) in _TIED.items():
+        c, p = KERNEL_GROUPS.index(child), KERNEL_GROUPS.index(parent)
+        for field in fields:
+            values = getattr(eff, field)
+            eff = eqx.tree_at(lambda e, f=field: getattr(e, f), eff, values.at[c].set(values[p]))
+    return eff
 
 
 def _to_software(u: dict, like: tuple) -> Software:
@@ -60,8 +84,9 @@ def _to_software(u: dict, like: tuple) -> Software:
                      waste_exponent=jnp.exp(u["waste_exponent"]), launch_s=jnp.exp(u["launch_s"]),
                      tile_rows=jnp.exp(u["tile_rows"]))
     copies = {k: jnp.exp(u[k]) if k in u else start for k, start in zip(_COPIES, like[0])}
-    return Software(efficiency=eff, step_gap_s=jnp.exp(u["step_gap_s"]), step_elementwise=jnp.exp(u["step_elementwise"]),
-                    dense_experts=like[1], name=like[2], **copies)
+    return Software(efficiency=_tie(eff, like[3]), step_gap_s=jnp.exp(u["step_gap_s"]),
+                    step_elementwise=jnp.exp(u["step_elementwise"]), dense_experts=like[1], name=like[2],
+                    norm_reads=like[3], gemm_rate_bits=like[4], **copies)
 
 
 def _from_software(sw: Software) -> dict:
@@ -84,11 +109,12 @@ def fit(data: KernelData, base: GPU, *, steps: int = 3000, learning_rate: float 
         name: str = "ours") -> tuple[Software, dict]:
     """Fit a software profile (efficiency curves and step composition) to the training split of `data`.
 
-    optax Adam on log time. Loss: mean over training items of (log predicted - log
-    measured)^2, plus `regularisation` * squared distance of the unconstrained parameters
-    from the start, so that groups with no training data stay at the starting point. The
+    optax Adam on log time. Loss: mean over training items (less those the profile prices at
+    a borrowed rate: `_borrowed`) of (log predicted - log measured)^2, plus `regularisation`
+    * squared distance of the unconstrained parameters from the start, so that groups with no training data stay at the starting point. The
     profile's program structure is that of `init` (default: `hwcost.software(name)`): dense
-    experts fixed, the KV-cache and layer-weight copies of a whole step fitted from there (a
+    experts, norm reads and the GEMM rate floor fixed (a multi-pass norm's bandwidth curve is
+    the elementwise family's: `_TIED`), the KV-cache and layer-weight copies of a whole step fitted from there (a
     profile with none keeps none). Returns the fitted `Software` and {"loss":
     [first, last], "steps", "train_items"}.
     """
@@ -96,10 +122,10 @@ def fit(data: KernelData, base: GPU, *, steps: int = 3000, learning_rate: float 
         raise ValueError(f"steps={steps!r}: must be an integer in [1, {MAX_FIT_STEPS}]")
     if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
         raise ValueError(f"learning_rate={learning_rate!r}: must be a positive number")
-    train = data.subset(~data.heldout)
+    start = software(name) if init is None else as_software(init)
+    train = data.subset(~data.heldout & ~_borrowed(data, start))
     if len(train.ids) == 0:
         raise ValueError("data: no training items (everything is held out)")
-    start = software(name) if init is None else as_software(init)
     if start.efficiency is None:
         raise ValueError("init: the roofline profile has nothing to fit; start from hwcost.software('ours')")
     u0 = _from_software(start)
@@ -112,6 +138,19 @@ def fit(data: KernelData, base: GPU, *, steps: int = 3000, learning_rate: float 
     fitted = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)) if eqx.is_array(x) else x,
                           _to_software(u, _structure(start)))
     return fitted, {"loss": [float(losses[0]), float(final)], "steps": steps, "train_items": len(train.ids)}
+
+
+def _borrowed(data: KernelData, sw: Software) -> np.ndarray:
+    """Items priced entirely at a borrowed rate: every kernel a GEMM narrower than `sw.gemm_rate_bits`.
+
+    The profile prices them on the wider format's GEMM curves and fits nothing of theirs, so
+    they are predicted, never fitted: their times follow the kernel a compiler picks per shape
+    (module docstring of `hwcost.calibration._software`), which no curve of ours follows, and
+    fitted they would only bend the curves of the GEMMs they borrow from.
+    """
+    floored = (data.kernels["group"] == KERNEL_GROUPS.index("gemm")) & (data.kernels["bits"] < sw.gemm_rate_bits)
+    rows = np.bincount(data.item_of_row, minlength=len(data.ids))
+    return (rows > 0) & (np.bincount(data.item_of_row, weights=floored, minlength=len(data.ids)) == rows)
 
 
 @functools.partial(jax.jit, static_argnames=("n_items", "steps", "learning_rate", "regularisation", "like"))

@@ -12,6 +12,8 @@ whether it does is the software profile's business (`hwcost.Software`), never th
     experts' weights, charged by a profile with dense_experts (XLA's dense zero-padded
     lowering of `jax.lax.ragged_dot`; the fitted waste exponent comes out at ~1 on the H200,
     which confirms that reading for the program measured there);
+  - norms: `extra_bytes` = the norm's input, read again by each pass beyond the first a
+    profile's `norm_reads` says the program makes;
   - whole-model decode steps: a "kv_copy" row (copy=COPY_KV) that reads and writes the
     layer's KV cache once, launched `kv_cache_copies` times by the profile (`SCAN_CACHE_COPIES`
     to start for ours, 0 for the roofline);
@@ -91,6 +93,9 @@ def workload_kernels(work: Workload, traffic=1.0, *, lm_head_scale: float = 1.0,
                 if o == "moe_routed" and kind == "weights" and value is not None:
                     # the dense-expanded ragged_dot reads every expert, not only those routed to
                     extra = jnp.maximum(work.op_resident["moe_routed"] - value, 0.0)
+                if o == "norm" and kind == "activations" and value is not None:
+                    # the norm's input (half its activation traffic: x read, y written), read again per extra pass
+                    extra = 0.5 * scale * value
                 if value is not None:
                     hbm = hbm + scale * value * (lm_head_scale if (o == "lm_head" and kind == "activations") else 1.0)
         if isinstance(flops, int) and isinstance(hbm, float):

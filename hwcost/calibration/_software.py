@@ -13,6 +13,16 @@ What a program makes of it is a `Software` profile, one per implementation:
   the stacked weights, SCAN_WEIGHT_COPIES to start, fitted), and
   `dense_experts`, whether routed experts are lowered to dense matmuls over every expert
   (XLA's `ragged_dot` lowering at the time the H200 data was measured; fixed);
+  `norm_reads`, how many times a norm kernel reads its input (ours: 2, XLA emits an RMSNorm
+  as a row reduction for the statistics and an elementwise pass that reads the input again;
+  measured: large norms stream at 0.60-0.62 of the copy bandwidth on both the H200 and the
+  H100, the 2/3 of three passes against a copy's two; fixed), and `gemm_rate_bits`, the
+  narrowest compute format a GEMM of the program gains speed from: a GEMM in a narrower
+  format computes at this format's rate on the GEMM family's curves, moving its own bytes
+  (ours: 16, XLA's e4m3 x e4m3 -> bf16 dot on jax 0.11; measured on the H200, its time over
+  the bf16 GEMM's of the same shape has a median of 1.0 and runs from 0.56 to 12 by shape
+  (the kernel XLA picks), far from the FP8 rate's 0.5; INT8 and FP4 GEMMs unmeasured, priced
+  the same way; fixed: 0 prices every format at its own rate);
 - whole-step composition (fitted on whole steps): `step_gap_s[phase]`, idle time per kernel
   launch inside a whole step (launch gaps the single-kernel timings do not show), and
   `step_elementwise[phase]`, the share of the elementwise kernels' standalone time left in a
@@ -58,6 +68,12 @@ the layer's weights) per step unless XLA fuses the slice into its consumer.
 """
 
 
+NORM_READS = 2.0
+"""Reads of its input one norm kernel of ours makes: the statistics pass and the scaling pass (module docstring)."""
+GEMM_RATE_BITS = 16.0
+"""The narrowest GEMM compute format our program gains speed from (module docstring): e4m3 GEMMs run at the bf16 rate."""
+
+
 class Software(eqx.Module):
     """One implementation's use of a GPU (module docstring); `name` says whose kernels these are."""
 
@@ -68,6 +84,8 @@ class Software(eqx.Module):
     weight_copies: jax.Array | float = 0.0
     dense_experts: bool = eqx.field(static=True, default=False)
     name: str = eqx.field(static=True, default="software")
+    norm_reads: float = eqx.field(static=True, default=1.0)
+    gemm_rate_bits: float = eqx.field(static=True, default=0.0)
 
     def __check_init__(self) -> None:
         for field in ("step_gap_s", "step_elementwise"):
@@ -80,6 +98,12 @@ class Software(eqx.Module):
                                  f"({', '.join(STEP_PHASES)})")
             if np.any(~np.isfinite(value) | (value < 0)):
                 raise ValueError(f"software.{field}={value.tolist()!r}: must be finite and >= 0")
+        if isinstance(self.norm_reads, bool) or not (isinstance(self.norm_reads, (int, float))
+                                                     and 1.0 <= self.norm_reads < float("inf")):
+            raise ValueError(f"software.norm_reads={self.norm_reads!r}: must be a number >= 1")
+        if isinstance(self.gemm_rate_bits, bool) or not (isinstance(self.gemm_rate_bits, (int, float))
+                                                         and 0.0 <= self.gemm_rate_bits <= 32.0):
+            raise ValueError(f"software.gemm_rate_bits={self.gemm_rate_bits!r}: must be a number in [0, 32]")
         for field in ("kv_cache_copies", "weight_copies"):
             copies = getattr(self, field)
             if not isinstance(copies, jax.core.Tracer) and not (np.all(np.isfinite(copies))
@@ -89,7 +113,8 @@ class Software(eqx.Module):
     def to_dict(self) -> dict:
         return {"name": self.name, "kv_cache_copies": float(np.asarray(self.kv_cache_copies)),
                 "weight_copies": float(np.asarray(self.weight_copies)),
-                "dense_experts": bool(self.dense_experts),
+                "dense_experts": bool(self.dense_experts), "norm_reads": float(self.norm_reads),
+                "gemm_rate_bits": float(self.gemm_rate_bits),
                 "efficiency": None if self.efficiency is None else self.efficiency.to_dict(),
                 "step_gap_s": dict(zip(STEP_PHASES, map(float, np.asarray(self.step_gap_s)))),
                 "step_elementwise": dict(zip(STEP_PHASES, map(float, np.asarray(self.step_elementwise))))}
@@ -111,15 +136,19 @@ class Software(eqx.Module):
                 raise ValueError(f"software.{k}={v!r}: must be a number")
         if not isinstance(data.get("dense_experts", False), bool):
             raise ValueError(f"software.dense_experts={data.get('dense_experts')!r}: must be true or false")
+        program = {k: data.get(k, default) for k, default in (("norm_reads", 1.0), ("gemm_rate_bits", 0.0))}
+        for k, v in program.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"software.{k}={v!r}: must be a number")
         return cls(efficiency=eff, **{k: float(v) for k, v in copies.items()}, dense_experts=data.get("dense_experts", False),
-                   name=data["name"], **phases)
+                   name=data["name"], **{k: float(v) for k, v in program.items()}, **phases)
 
 
 def software(name: str = "roofline", efficiency: Efficiency | None = None, **program) -> Software:
     """A software profile: "roofline" (ideal kernels), or "ours" (our JAX program's structure) with `efficiency`.
 
-    "ours" has kv_cache_copies = SCAN_CACHE_COPIES and dense_experts = True unless `program`
-    overrides them (also step_gap_s / step_elementwise, arrays over STEP_PHASES). Fitted
+    "ours" has kv_cache_copies = SCAN_CACHE_COPIES, dense_experts = True, norm_reads =
+    NORM_READS and gemm_rate_bits = GEMM_RATE_BITS unless `program` overrides them (also step_gap_s / step_elementwise, arrays over STEP_PHASES). Fitted
     profiles come from `hwcost.calibrate` and are read back with `hwcost.load_preset(path).software`.
     """
     steps = {"step_gap_s": jnp.zeros(len(STEP_PHASES), jnp.float32),
@@ -129,7 +158,7 @@ def software(name: str = "roofline", efficiency: Efficiency | None = None, **pro
             raise ValueError("efficiency: the roofline profile has none (every kernel at 100% of peak)")
         return Software(efficiency=None, name="roofline", **{**steps, **program})
     structure = {"kv_cache_copies": SCAN_CACHE_COPIES, "weight_copies": SCAN_WEIGHT_COPIES,
-                 "dense_experts": True} if name.startswith("ours") else {}
+                 "dense_experts": True, "norm_reads": NORM_READS, "gemm_rate_bits": GEMM_RATE_BITS} if name.startswith("ours") else {}
     return Software(efficiency=efficiency or Efficiency.default(), name=name, **{**steps, **structure, **program})
 
 
@@ -186,18 +215,23 @@ def kernel_seconds(device: GPU, software, group, flops, hbm_bytes, bits, waste, 
         return launches * core * (flops + hbm_bytes > 0) * (copy == 0)
     dense = 1.0 if software.dense_experts else 0.0
 
+    norm, gemm = KERNEL_GROUPS.index("norm"), KERNEL_GROUPS.index("gemm")
+    if software.gemm_rate_bits > 0:  # GEMMs narrower than the software gains from compute at its rate
+        spf, w = _peak_seconds_per_flop(device, jnp.where(group == gemm, jnp.maximum(bits, software.gemm_rate_bits),
+                                                          bits))
+
     def one(g):
         take = lambda name: getattr(eff, name)[g]  # noqa: E731
         t_c = (flops * spf / take("compute_max") * _curve(flops, take("compute_half_flops"), take("compute_exponent"))
                * jnp.power(jnp.maximum(1.0 + dense * (waste - 1.0), 1.0), take("waste_exponent"))
                * _tile_padding(rows, take("tile_rows")))
-        moved = hbm_bytes + dense * extra_bytes
+        # extra bytes: the unrouted experts' weights (dense experts), a norm's input read again (norm_reads)
+        moved = hbm_bytes + jnp.where(g == norm, software.norm_reads - 1.0, dense) * extra_bytes
         t_m = moved * spb / take("memory_max") * _curve(moved, take("memory_half_bytes"),
                                                             take("memory_exponent"))
         return smooth_max2_inv(t_c, t_m, inv_p) + take("launch_s")
 
     main = one(group)
-    gemm = KERNEL_GROUPS.index("gemm")
     if isinstance(group, int):  # one op class (CalibratedGPU): blend with FP8 only for GEMMs
         t = (1.0 - w) * one(KERNEL_GROUPS.index("gemm_fp8")) + w * main if group == gemm else main
     else:
