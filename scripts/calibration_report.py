@@ -12,6 +12,8 @@ the fit) and writes, into --out-dir:
                              (filled; held-out items outlined in black), coloured by kind;
   calibration_<target>.txt   the error table (MAPE by kind, train and held-out, and end to end);
   calibration_<target>.json  the same numbers, every item's measured and predicted times, and the fit;
+  calibration_<target>_items.txt  per item: measured, roofline and calibrated times, the dominant roofline
+                             term, the launch floor's share, the implied rates (the diagnosis of each kind);
   <target>-calibrated.json   the calibrated preset (`codesign cost --target` reads it).
 With --transfer-data, the fitted profile also predicts another GPU's data file on that GPU's
 datasheet hardware (`hwcost.transfer`), and the transfer errors are added to the table.
@@ -26,6 +28,7 @@ import platform
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")
@@ -72,6 +75,38 @@ def plot(data, report: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def item_table(data, report: dict, device, software) -> str:
+    """Per item: measured and predicted times, the roofline's compute and memory terms, the fitted launch share.
+
+    The diagnosis of each kind's error: which term dominates (compute, memory or the launch
+    floor), the rates the measurement implies, and for an FP8 or other non-bf16 GEMM its time
+    over the bf16 GEMM's of the same shape where the data has one.
+    """
+    k, owner, n = data.kernels, data.item_of_row, len(data.ids)
+    launches = k["launches"] * (k["copy"] == 0)
+    flops = np.bincount(owner, weights=k["flops"] * launches, minlength=n)
+    moved = np.bincount(owner, weights=k["bytes"] * launches, minlength=n)
+    spf = np.asarray(device.seconds_per_flop(jnp.asarray(k["bits"], jnp.float32)))
+    t_compute = np.bincount(owner, weights=k["flops"] * spf * launches, minlength=n)
+    t_memory = moved / float(device.mem_bandwidth)
+    eff = software.efficiency
+    launch = np.asarray(eff.launch_s)[k["group"].astype(int)] if eff is not None else np.zeros_like(k["flops"])
+    t_launch = np.bincount(owner, weights=launch * launches, minlength=n)
+    roof, cal = np.asarray(report["roofline"]["predicted_s"]), np.asarray(report["calibrated"]["predicted_s"])
+    bf16 = {i.split("/", 2)[2]: m for i, m in zip(data.ids, data.measured_s) if i.startswith("gemm/bf16/")}
+    lines = [f"{'item':<72} {'split':<5} {'meas us':>9} {'roof us':>8} {'calib us':>9} {'err':>7} {'bound':>7} "
+             f"{'launch':>6} {'TFLOP/s':>8} {'TB/s':>6} {'/bf16':>6}"]
+    for i in np.argsort([f"{kind}/{id_}" for kind, id_ in zip(data.kinds, data.ids)]):
+        m = data.measured_s[i]
+        bound = "compute" if t_compute[i] >= t_memory[i] else "memory"
+        ratio = bf16.get(data.ids[i].split("/", 2)[-1]) if data.ids[i].startswith("gemm/") else None
+        lines.append(f"{data.ids[i][:72]:<72} {'held' if data.heldout[i] else 'train':<5} {m * 1e6:>9.1f} "
+                     f"{roof[i] * 1e6:>8.1f} {cal[i] * 1e6:>9.1f} {100 * (cal[i] / m - 1):>+6.1f}% {bound:>7} "
+                     f"{100 * t_launch[i] / cal[i]:>5.0f}% {flops[i] / m / 1e12:>8.1f} {moved[i] / m / 1e12:>6.2f} "
+                     f"{'' if ratio is None or data.ids[i].startswith('gemm/bf16/') else f'{m / ratio:.2f}':>6}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path, help="kernel data file (scripts/bench/kernels.py)")
@@ -108,11 +143,15 @@ def main(argv: list[str] | None = None) -> None:
         summary["transfer"] = {"target": args.transfer_target, "data": str(args.transfer_data),
                                **{s: {k: v for k, v in errors[s].items() if k != "predicted_s"} for s in errors}}
     (args.out_dir / f"{stem}.txt").write_text(header + "\n" + table + "\n")
+    (args.out_dir / f"{stem}_items.txt").write_text(
+        f"{header}\nbound: the larger roofline term; launch: the fitted launch floor's share of the calibrated time; "
+        "TFLOP/s, TB/s: the workload's counts over the measured time; /bf16: measured over the bf16 GEMM of the "
+        "same shape\n" + item_table(data, report, device.device, device.software) + "\n")
     (args.out_dir / f"{stem}.json").write_text(json.dumps(summary, indent=1))
     preset = save_preset(device, args.out_dir / f"{device.name}.json", report)
     print(header)
     print(table)
-    print(f"wrote {args.out_dir}/{stem}.png, .txt, .json and {preset}")
+    print(f"wrote {args.out_dir}/{stem}.png, .txt, _items.txt, .json and {preset}")
 
 
 if __name__ == "__main__":

@@ -111,12 +111,13 @@ def fit(data: KernelData, base: GPU, *, steps: int = 3000, learning_rate: float 
 
     optax Adam on log time. Loss: mean over training items (less those the profile prices at
     a borrowed rate: `_borrowed`) of (log predicted - log measured)^2, plus `regularisation`
-    * squared distance of the unconstrained parameters from the start, so that groups with no training data stay at the starting point. The
-    profile's program structure is that of `init` (default: `hwcost.software(name)`): dense
-    experts, norm reads and the GEMM rate floor fixed (a multi-pass norm's bandwidth curve is
-    the elementwise family's: `_TIED`), the KV-cache and layer-weight copies of a whole step fitted from there (a
-    profile with none keeps none). Returns the fitted `Software` and {"loss":
-    [first, last], "steps", "train_items"}.
+    * squared distance of the unconstrained parameters from the start, so that groups with no
+    training data stay at the starting point. The profile's program structure is that of
+    `init` (default: `hwcost.software(name)`): dense experts, norm reads and the GEMM rate
+    floor fixed (a multi-pass norm's bandwidth curve is the elementwise family's: `_TIED`),
+    the KV-cache and layer-weight copies of a whole step fitted from there (a profile with
+    none keeps none). Returns the fitted `Software` and {"loss": [first, last], "steps",
+    "train_items"}.
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_FIT_STEPS:
         raise ValueError(f"steps={steps!r}: must be an integer in [1, {MAX_FIT_STEPS}]")
