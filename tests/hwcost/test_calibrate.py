@@ -235,14 +235,17 @@ def test_h200_fit_beats_the_roofline_and_fits_the_moe_waste(h200):
 
 # The issue's goal on held-out shape families and whole models (better than LLMCompass' 4.1% / 10.4%).
 # Measured with FIT_STEPS on results/kernels_h200.json (split by `hwcost.item_family`, 21 held-out kernels, one
-# held-out model's 3 steps): end to end 7.5% (decode steps 1.5%, prefill 19.4%); held out per kind: attention
-# 21.6%, gemm 15.5%, gemm_fp8 78.3%, norm 27.6%, moe 11.2%. Causes, from the per-item residuals: the H200
-# data's FP8 GEMMs are not a smooth function of shape (m=8 n=4096 k=14336 takes 399 us, m=8 n=8192 k=2048
-# 11 us: XLA's FP8 algorithm choice); bf16 GEMMs reading the same 33.5 MB of weights take 13.1 to 22.7 us
-# with m from 1 to 256 (cuBLAS's kernel choice); the held-out MHA decode family (batch 64) runs at 43% of
-# the bandwidth its smaller-batch members reach; four norm items. xfail(strict): fails once met.
-@pytest.mark.xfail(strict=True, reason="goal missed on the stored H200 data: end to end 7.5%, per kind up to "
-                   "78% (FP8 GEMMs erratic in shape, attention and norm families): see the comment above")
+# held-out model's 3 steps): end to end 7.6% (decode steps 1.9%, prefill 19.0%); held out per kind: attention
+# 21.5%, gemm 15.3%, gemm_fp8 40.7%, moe 8.9%, norm 12.1%. Causes, from the per-item table
+# (scripts/calibration_report.py writes calibration_h200_items.txt): the e4m3 GEMMs XLA runs take 0.56 to 12x
+# the bf16 GEMM's time of the same shape (m=256 n=k=4096: 6.6x; m=16384: 0.63x), a kernel choice no curve of
+# shape follows, so the profile prices them at the bf16 rate (`Software.gemm_rate_bits`); bf16 GEMMs reading
+# the same 33.5 MB of weights take 13.1 to 22.7 us with m from 1 to 256 (cuBLAS's kernel choice); the held-out
+# MHA and MFA decode families (batch 64) are the only ones of their kinds past the launch floor, so their
+# bandwidth is not identified by the training items; one held-out prefill step (+19%). xfail(strict): fails
+# once met.
+@pytest.mark.xfail(strict=True, reason="goal missed on the stored H200 data: end to end 7.6%, per kind up to "
+                   "41% (FP8 GEMMs erratic in shape, attention decode families): see the comment above")
 def test_h200_held_out_error_meets_the_goal(h200):
     _, _, report = h200
     cal = report["calibrated"]
@@ -251,6 +254,50 @@ def test_h200_held_out_error_meets_the_goal(h200):
     for kind, row in cal["by_kind"].items():
         if row["heldout"]["n"]:
             assert row["heldout"]["mape"] <= 0.08, (kind, row["heldout"])
+
+
+# Regression bounds of the current model on the same split and FIT_STEPS: what the fit reaches today (held-out
+# MAPE rounded up to the next whole percent), NOT the goal (5% / 8%, test above). A change that makes the
+# held-out error worse fails here.
+REACHED = {"end_to_end": 0.08, "kernels": 0.25, "attention": 0.22, "gemm": 0.16, "gemm_fp8": 0.41, "moe": 0.09,
+           "norm": 0.13, "decode_step": 0.02, "prefill_step": 0.19}
+
+
+def test_h200_held_out_error_stays_within_the_current_models_bounds(h200):
+    _, _, report = h200
+    cal = report["calibrated"]
+    assert cal["end_to_end"]["n"] == 3 and cal["end_to_end"]["mape"] <= REACHED["end_to_end"], cal["end_to_end"]
+    assert cal["kernels_heldout"]["n"] == 21 and cal["kernels_heldout"]["mape"] <= REACHED["kernels"]
+    held = {kind: row["heldout"] for kind, row in cal["by_kind"].items() if row["heldout"]["n"]}
+    assert sorted(held) == sorted(set(REACHED) - {"end_to_end", "kernels"})
+    for kind, row in held.items():
+        assert row["mape"] <= REACHED[kind], (kind, row)
+
+
+def test_software_norm_reads_and_gemm_rate_are_the_programs_not_the_roofline():
+    """A norm of ours reads its input twice; our e4m3 GEMM computes at the bf16 rate; the roofline does neither."""
+    device = hwcost.gpu("h200")
+    eff = Efficiency.default()
+    ours, single = hwcost.software("ours", eff), hwcost.software("ours", eff, norm_reads=1.0, gemm_rate_bits=0.0)
+    norm = {"type": "norm", "tokens": 65536, "width": 4096, "bits": 16}
+    k = item_kernels(norm)
+    assert float(np.sum(k["extra_bytes"])) == pytest.approx(65536 * 4096 * 2)  # the input, read again
+
+    def seconds(sw, describe):
+        work, _ = hwcost.op_workload(describe)
+        return float(calibrated(device, sw).cost(work).latency_s)
+
+    # a large norm: three passes against two, at the same bandwidth curve
+    launch = float(eff.launch_s[KERNEL_GROUPS.index("norm")])
+    assert (seconds(ours, norm) - launch) == pytest.approx(1.5 * (seconds(single, norm) - launch), rel=0.02)
+    fp8 = {"type": "gemm", "m": 8192, "n": 8192, "k": 8192, "bits_in": 8, "bits_out": 16}
+    bf16 = fp8 | {"bits_in": 16}
+    assert seconds(ours, fp8) == pytest.approx(seconds(ours, bf16), rel=0.05)  # compute-bound: the bf16 rate
+    assert seconds(single, fp8) < 0.7 * seconds(ours, fp8)  # at its own rate, the FP8 group's curves
+    assert roofline_seconds(fp8, device) < 0.6 * roofline_seconds(bf16, device)  # the roofline keeps the FP8 peak
+    back = hwcost.Software.from_dict(ours.to_dict())
+    assert (back.norm_reads, back.gemm_rate_bits) == (2.0, 16.0)
+    assert (hwcost.software("roofline").norm_reads, hwcost.software("roofline").gemm_rate_bits) == (1.0, 0.0)
 
 
 def test_h200_ceilings_are_training_items(h200):
