@@ -52,13 +52,13 @@ def _structure(sw: Software) -> tuple:
             sw.gemm_rate_bits)
 
 
-_TIED = {"norm": ("elementwise", ("memory_max", "memory_half_bytes", "memory_exponent"))}
-"""Curves a family shares with another in a fit: a multi-pass norm streams like a copy (one bandwidth curve).
+_TIED = {"norm": ("elementwise", ("memory_max",))}
+"""Fields a family shares with another in a fit: a multi-pass norm streams like a copy.
 
 Where the software reads a norm's input more than once (`Software.norm_reads`), each pass of a
-norm is a streaming pass like a copy's: the bandwidth curve of the elementwise family (its
-saturation pinned by the data file's 1 GiB copy ceiling) is the norm's too. The norm keeps its
-own launch cost.
+norm is a streaming pass like a copy's: the saturated bandwidth of the elementwise family
+(pinned by the data file's 1 GiB copy ceiling) is the norm's too. The norm keeps its own
+approach to saturation and launch cost.
 """
 
 
@@ -114,7 +114,7 @@ def fit(data: KernelData, base: GPU, *, steps: int = 3000, learning_rate: float 
     * squared distance of the unconstrained parameters from the start, so that groups with no
     training data stay at the starting point. The profile's program structure is that of
     `init` (default: `hwcost.software(name)`): dense experts, norm reads and the GEMM rate
-    floor fixed (a multi-pass norm's bandwidth curve is the elementwise family's: `_TIED`),
+    floor fixed (a multi-pass norm's saturated bandwidth is the elementwise family's: `_TIED`),
     the KV-cache and layer-weight copies of a whole step fitted from there (a profile with
     none keeps none). Returns the fitted `Software` and {"loss": [first, last], "steps",
     "train_items"}.

@@ -26,7 +26,8 @@ What a program makes of it is a `Software` profile, one per implementation:
 - whole-step composition (fitted on whole steps): `step_gap_s[phase]`, idle time per kernel
   launch inside a whole step (launch gaps the single-kernel timings do not show), and
   `step_elementwise[phase]`, the share of the elementwise kernels' standalone time left in a
-  whole step (XLA fuses norms and elementwise work into their neighbours); phases
+  whole step (XLA fuses norms and elementwise work into their neighbours; the program's
+  copies of caches and weights are not shared out: their counts are fitted apart); phases
   STEP_PHASES.
 
 The same hardware is priced with our kernels, a peer's or the roofline by pairing it with
@@ -173,19 +174,24 @@ def as_software(value) -> Software:
     raise ValueError(f"software={type(value).__name__}: must be a hwcost.Software, an Efficiency or None")
 
 
-def step_adjust(sw: Software, t, group, step):
-    """Per-launch time `t` of a kernel inside a whole step of phase index `step` (-1: not in a step)."""
+def step_adjust(sw: Software, t, group, step, copy=0.0):
+    """Per-launch time `t` of a kernel inside a whole step of phase index `step` (-1: not in a step).
+
+    The fusion share `step_elementwise` applies to the program's own norms and elementwise
+    ops; the copies (`copy` != 0) have their own fitted counts and are never shared out.
+    """
     if isinstance(step, (int, float)) and step < 0:
         return t
     families = (KERNEL_GROUPS.index("elementwise"), KERNEL_GROUPS.index("norm"))
-    if isinstance(step, (int, float)) and isinstance(group, int):  # one kernel of a whole step: all known
+    if isinstance(step, (int, float)) and isinstance(group, int) and isinstance(copy, (int, float)):  # all known
         phase = int(step)
-        return t * (sw.step_elementwise[phase] if group in families else 1.0) + sw.step_gap_s[phase]
+        fused = group in families and copy == 0
+        return t * (sw.step_elementwise[phase] if fused else 1.0) + sw.step_gap_s[phase]
     step = jnp.asarray(step)
     inside = step >= 0
     phase = jnp.clip(step, 0, len(STEP_PHASES) - 1).astype(jnp.int32)
     group = jnp.asarray(group)
-    elementwise = (group == families[0]) | (group == families[1])
+    elementwise = ((group == families[0]) | (group == families[1])) & (jnp.asarray(copy) == 0)
     fused = jnp.where(elementwise, sw.step_elementwise[phase], 1.0)
     return jnp.where(inside, t * fused + sw.step_gap_s[phase], t)
 
@@ -243,5 +249,5 @@ def kernel_seconds(device: GPU, software, group, flops, hbm_bytes, bits, waste, 
     else:
         launches = launches * jnp.where(copy == COPY_KV, software.kv_cache_copies,
                                         jnp.where(copy == COPY_WEIGHTS, software.weight_copies, 1.0))
-    t = step_adjust(software, t, group, step)
+    t = step_adjust(software, t, group, step, copy)
     return launches * t * (flops + hbm_bytes > 0)
