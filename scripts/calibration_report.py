@@ -23,6 +23,7 @@ The fit runs on the CPU (no GPU needed); it prints where the data was measured a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 from pathlib import Path
@@ -140,6 +141,12 @@ def main(argv: list[str] | None = None) -> None:
         moved = format_errors({"calibrated": errors["calibrated"], "roofline": errors["roofline"]})
         table += (f"\n\ntransfer: the profile fitted on {args.target} data, on {args.transfer_target}'s datasheet "
                   f"hardware, against {args.transfer_data} (every item held out; nothing fitted to it)\n{moved}")
+        moved_data = load_data(args.transfer_data)
+        moved_data = dataclasses.replace(moved_data, heldout=np.asarray([k != "ceiling" for k in moved_data.kinds]))
+        (args.out_dir / f"transfer_{args.transfer_target}_items.txt").write_text(
+            f"the {args.target}-fitted profile on {args.transfer_target}'s datasheet against {args.transfer_data} "
+            "(every item held out; columns as in the _items.txt of the fit)\n"
+            + item_table(moved_data, errors, other.device, other.software) + "\n")
         summary["transfer"] = {"target": args.transfer_target, "data": str(args.transfer_data),
                                **{s: {k: v for k, v in errors[s].items() if k != "predicted_s"} for s in errors}}
     (args.out_dir / f"{stem}.txt").write_text(header + "\n" + table + "\n")
