@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from hwcost.calibration._data import MODEL_KINDS, KernelData, load_data
-from hwcost.calibration._efficiency import _FIELDS, KERNEL_GROUPS, Efficiency
+from hwcost.calibration._efficiency import KERNEL_GROUPS, Efficiency
 from hwcost.calibration._preset import CalibratedGPU, calibrated
 from hwcost.calibration._software import Software, as_software, kernel_seconds, software
 from hwcost.targets._gpu import GPU

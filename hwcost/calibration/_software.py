@@ -72,7 +72,7 @@ the layer's weights) per step unless XLA fuses the slice into its consumer.
 NORM_READS = 2.0
 """Reads of its input one norm kernel of ours makes: the statistics pass and the scaling pass (module docstring)."""
 GEMM_RATE_BITS = 16.0
-"""The narrowest GEMM compute format our program gains speed from (module docstring): e4m3 GEMMs run at the bf16 rate."""
+"""The narrowest GEMM format our program gains speed from (module docstring): its e4m3 GEMMs run at the bf16 rate."""
 
 
 class Software(eqx.Module):
@@ -149,8 +149,9 @@ def software(name: str = "roofline", efficiency: Efficiency | None = None, **pro
     """A software profile: "roofline" (ideal kernels), or "ours" (our JAX program's structure) with `efficiency`.
 
     "ours" has kv_cache_copies = SCAN_CACHE_COPIES, dense_experts = True, norm_reads =
-    NORM_READS and gemm_rate_bits = GEMM_RATE_BITS unless `program` overrides them (also step_gap_s / step_elementwise, arrays over STEP_PHASES). Fitted
-    profiles come from `hwcost.calibrate` and are read back with `hwcost.load_preset(path).software`.
+    NORM_READS and gemm_rate_bits = GEMM_RATE_BITS unless `program` overrides them (also
+    step_gap_s / step_elementwise, arrays over STEP_PHASES). Fitted profiles come from
+    `hwcost.calibrate` and are read back with `hwcost.load_preset(path).software`.
     """
     steps = {"step_gap_s": jnp.zeros(len(STEP_PHASES), jnp.float32),
              "step_elementwise": jnp.ones(len(STEP_PHASES), jnp.float32)}
@@ -158,8 +159,8 @@ def software(name: str = "roofline", efficiency: Efficiency | None = None, **pro
         if efficiency is not None:
             raise ValueError("efficiency: the roofline profile has none (every kernel at 100% of peak)")
         return Software(efficiency=None, name="roofline", **{**steps, **program})
-    structure = {"kv_cache_copies": SCAN_CACHE_COPIES, "weight_copies": SCAN_WEIGHT_COPIES,
-                 "dense_experts": True, "norm_reads": NORM_READS, "gemm_rate_bits": GEMM_RATE_BITS} if name.startswith("ours") else {}
+    structure = {"kv_cache_copies": SCAN_CACHE_COPIES, "weight_copies": SCAN_WEIGHT_COPIES, "dense_experts": True,
+                 "norm_reads": NORM_READS, "gemm_rate_bits": GEMM_RATE_BITS} if name.startswith("ours") else {}
     return Software(efficiency=efficiency or Efficiency.default(), name=name, **{**steps, **structure, **program})
 
 
