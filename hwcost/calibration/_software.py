@@ -20,7 +20,7 @@ What a program makes of it is a `Software` profile, one per implementation:
   narrowest compute format a GEMM of the program gains speed from: a GEMM in a narrower
   format computes at this format's rate on the GEMM family's curves, moving its own bytes
   (ours: 16, XLA's e4m3 x e4m3 -> bf16 dot on jax 0.11; measured on the H200, its time over
-  the bf16 GEMM's of the same shape has a median of 1.0 and runs from 0.56 to 12 by shape
+  the bf16 GEMM's of the same shape has a median of 1.1 and runs from 0.56 to 12 by shape
   (the kernel XLA picks), far from the FP8 rate's 0.5; INT8 and FP4 GEMMs unmeasured, priced
   the same way; fixed: 0 prices every format at its own rate);
 - whole-step composition (fitted on whole steps): `step_gap_s[phase]`, idle time per kernel
