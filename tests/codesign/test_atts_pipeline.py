@@ -431,3 +431,18 @@ def test_batches_whose_longest_prompts_differ_by_a_few_bytes_share_one_compiled_
     n_bytes = GREEDY["max_turns"] * GREEDY["max_chunk"]   # random models never end a line early
     assert first.texts[0] == [_generated(target, short, n_bytes)] * GREEDY["m"]
     assert second.texts[0] == [_generated(target, long, n_bytes)] * GREEDY["m"]
+
+
+@pytest.mark.slow
+def test_turn_zero_chunks_and_scores_are_the_calibration_programs(models):
+    """Turn 0 follows no takeover, so with one key the draft writes the same first chunk, and the target gives
+    it the same score, in the calibration program as in an ATTS run (the bank's turn-0 scores and the test's
+    are then drawn alike); later turns differ once every chunk is taken over."""
+    sampled = dict(GREEDY, draft_temperature=0.7, target_temperature=0.7, m=4)
+    cal = run_pipeline(*models, PROBLEMS, PipelineConfig(mode="calibrate", **sampled), key=jax.random.key(5))
+    bank = StaticBank(BANK)
+    atts = run_pipeline(*models, PROBLEMS, PipelineConfig(mode="atts", alpha=0.25, **sampled), key=jax.random.key(5),
+                        calibrator=bank, cal_state=bank.init_state(jnp.full(BANK, -1.0)))   # every chunk regenerated
+    assert (atts.levels[:, :, 0] == 2).all() and np.isfinite(cal.scores[:, :, 0]).all()
+    np.testing.assert_array_equal(atts.scores[:, :, 0], cal.scores[:, :, 0])
+    assert not np.array_equal(atts.scores[:, :, 1], cal.scores[:, :, 1])
