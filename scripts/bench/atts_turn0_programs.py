@@ -1,6 +1,6 @@
 """Turn-0 scores of the calibration program against an ATTS run (same key, bf16 tiny pair, 64 questions x 16),
 and the calibration program with row buckets against all rows: whether a chunk's score depends on the program."""
-import sys, numpy as np, jax, jax.numpy as jnp
+import numpy as np, jax, jax.numpy as jnp
 from flax import nnx
 import nets
 from codesign.atts import PipelineConfig, run_batched, make_calibrator, target_config, draft_config, task_for
