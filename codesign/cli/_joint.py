@@ -82,8 +82,6 @@ def sweep(
              "kv_formats": None if kv_formats is None else parse_formats(kv_formats, "kv_formats"),
              "act_formats": None if act_formats is None else parse_formats(act_formats, "act_formats")}
     kw = {k: v for k, v in given.items() if v is not None}
-    # the default learnable hardware (the NPE's MAC count) belongs to the default target only
-    kw.setdefault("hardware", SweepConfig.hardware if target == SweepConfig.target else ())
     if pruning:
         kw["pruning"] = parse_list(pruning, "pruning", choices=("tokens", "heads"))
         kw.setdefault("kv_formats", ())

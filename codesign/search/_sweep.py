@@ -81,7 +81,7 @@ class SweepConfig:
     budgets: tuple[float, ...] = ()
     metric: str = "edap"
     target: str = "xrnpe"
-    hardware: tuple[str, ...] = ("n_macs",)
+    hardware: tuple[str, ...] | None = None           # learnable target parameters (None: n_macs on xrnpe, else none)
     formats: tuple[str, ...] = RUN_FORMATS            # per-layer weight formats searched
     kv_formats: tuple[str, ...] = DEFAULT_KV_FORMATS  # per-layer KV-cache formats (() = not searched)
     act_formats: tuple[str, ...] = ()                 # per-layer activation formats (() = not searched)
@@ -107,6 +107,8 @@ class SweepConfig:
     recover_from: str = "start"  # path only: recovery from the weights the path started from, or from the path's
 
     def __post_init__(self) -> None:
+        if self.hardware is None:  # the default learnable parameter (the NPE's MAC count) exists on xrnpe only
+            object.__setattr__(self, "hardware", ("n_macs",) if self.target == "xrnpe" else ())
         lams, budgets = tuple(self.lams), tuple(self.budgets)
         _check(len(lams) + len(budgets) > 0, "lams", lams, "give at least one lambda (or budgets)")
         for lam in lams:

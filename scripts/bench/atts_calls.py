@@ -14,26 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 import nets
 from codesign.atts import draft_config, target_config, row_forward
-
-
-def _time(fn, *args, reps: int) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+from gpu_speed import timed  # scripts/bench is on sys.path when run as a script
 
 
 def main() -> int:
@@ -58,7 +47,7 @@ def main() -> int:
             start = jnp.full(rows, 40, jnp.int32)
             for width in widths:
                 tokens = jnp.ones((rows, width), jnp.int32)
-                t = _time(fn, state, tokens, cache, start, reps=args.reps)
+                t = timed(fn, state, tokens, cache, start, blocks=args.reps, inner=1)
                 report["calls"].append({"model": name, "params": nets.param_count(model), "rows": rows,
                                         "width": width, "ms": t * 1e3, "us_per_row": t * 1e6 / rows})
                 print(f"{name:<6} rows {rows:>5} width {width:>3}: {t * 1e3:8.3f} ms", flush=True)

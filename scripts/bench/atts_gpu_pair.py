@@ -46,6 +46,7 @@ from nets import atomic_write, atomic_write_json
 from codesign.atts import (TrainSpec, bank_settings, bench, collect_bank, draft_config, format_bench, joint_min_bank,
                            row_forward, save_bank, step_accuracy, target_config, task_for, train_model)
 from codesign.training import training_flops_per_token
+from gpu_speed import timed  # scripts/bench is on sys.path when run as a script
 
 # shares of the budget at which each phase must end (counted from the start of the process)
 TARGET_END, DRAFT_END, CALIBRATION_END = 0.42, 0.50, 0.62
@@ -115,17 +116,6 @@ def train(run: Run, role: str, cfg, task, spec: TrainSpec, end: float, **kw):
     return model, result
 
 
-def timed(fn, *args, reps: int) -> float:
-    """Median seconds per call of a jitted `fn` after one compile-and-warm-up call."""
-    jax.block_until_ready(fn(*args))
-    samples = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-
 def call_ratio(draft, target, rows: int, buf_len: int, width: int, reps: int) -> dict:
     """Per-call time of each model at `rows` rows, every row at its own position (the pipeline's `row_forward`):
     a one-byte decode step of both, and the target's scoring call of `width` bytes."""
@@ -136,7 +126,8 @@ def call_ratio(draft, target, rows: int, buf_len: int, width: int, reps: int) ->
         cache = nets.init_cache(model, rows, buf_len)
         start = jnp.full(rows, buf_len // 2, jnp.int32)
         for call, w in calls:
-            times[f"{name}_{call}_ms"] = timed(fn, state, jnp.ones((rows, w), jnp.int32), cache, start, reps=reps) * 1e3
+            times[f"{name}_{call}_ms"] = timed(fn, state, jnp.ones((rows, w), jnp.int32), cache, start,
+                                               blocks=reps, inner=1) * 1e3
     ratio = times["target_decode_ms"] / times["draft_decode_ms"]
     return {"rows": rows, "buf_len": buf_len, "score_width": width, "reps": reps, **times, "decode_ratio": ratio,
             "score_over_draft_decode": times["target_score_ms"] / times["draft_decode_ms"],

@@ -43,6 +43,7 @@ import hwcost
 import nets
 from codesign.joint import design_cost, rebuild_deployment
 from nets import atomic_write_json
+from gpu_speed import timed  # scripts/bench is on sys.path when run as a script
 
 
 def mean_power_w(during) -> tuple[float | None, float]:
@@ -100,13 +101,7 @@ def measure(call, steps: int, repeats: int, min_seconds: float) -> dict:
     t = time.perf_counter()
     jax.block_until_ready(call())  # compile
     compile_s = time.perf_counter() - t
-    jax.block_until_ready(call())  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(call())
-        times.append(time.perf_counter() - t)
-    step_s = statistics.median(times) / steps
+    step_s = timed(call, blocks=repeats, inner=1) / steps
     out = {"compile_s": compile_s, "step_s": step_s, "repeats": repeats, "steps_per_call": steps}
     idle_w, _ = mean_power_w(lambda: time.sleep(1.0))
     if idle_w is None:
