@@ -25,8 +25,9 @@ included: a causal decoder's one query sees every written slot).
 
 `implementation=None` reads CODESIGN_DECODE_ATTENTION ("auto" or one of the names; unset means
 "auto"). "auto" on a GPU with a bf16/fp16 cache: cudnn where it applies (head_dim <= 128: MHA, GQA),
-else pallas where it applies (Step-3's MFA, head_dim 256), else einsum (MLA: cuDNN and
-Pallas-Triton reject its 576/512 widths, and the folded form measured slower than the einsum).
+else pallas where it applies (Step-3's MFA, head_dim 256, a cache of a multiple of 16 slots),
+else einsum (MLA: cuDNN and Pallas-Triton reject its 576/512 widths, and the folded form measured
+slower than the einsum).
 Measured on an H100 at batch 32, cache 8192, fraction of the decode roofline: Llama-2-7B MHA
 cudnn 90.4% (einsum 84.5%), Llama-3-70B GQA cudnn 87.1% (einsum 27.8%), Step-3 MFA pallas
 63.2% with 16 splits, 68.9% with 8 (einsum 50.5%, folded 49.9%), DeepSeek-V3 MLA einsum 28.8%
@@ -49,8 +50,28 @@ DECODE_IMPLEMENTATIONS = ("auto", "einsum", "folded", "xla", "cudnn", "pallas")
 _HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
-def _refusal(name: str, kind: str, dtype, head_dim: int) -> str | None:
-    """Why `name` cannot compute this decode call (None: it can)."""
+def pallas_split(slots: int, head_dim: int) -> tuple[int, int] | None:
+    """(block_k, k_splits) of the Pallas-Triton kernel for a cache of `slots` tokens; None if none fits.
+
+    The kernel reshapes the cache into k_splits pieces of whole blocks, so block_k * k_splits
+    must divide the slot count (a cache of context + 1 slots often is odd). The measured best
+    (block 128, 16 splits at head_dim <= 128; block 64, 8 splits above) is taken where it
+    divides, else the largest block of at least 16 that divides, with the most splits up to the
+    best that divide the blocks; a split holds at least 16 tokens.
+    """
+    best_block, best_splits = (64, 8) if head_dim > 128 else (128, 16)
+    for block_k in (best_block, best_block // 2, best_block // 4, 16):
+        if block_k < 16 or slots % block_k:
+            continue
+        blocks = slots // block_k
+        for k_splits in range(min(best_splits, blocks), 0, -1):
+            if blocks % k_splits == 0:
+                return block_k, k_splits
+    return None
+
+
+def _refusal(name: str, kind: str, dtype, head_dim: int, slots: int | None = None) -> str | None:
+    """Why `name` cannot compute this decode call of a `slots`-token cache (None: it can)."""
     on_gpu = jax.default_backend() == "gpu"
     if kind == "mla" and name in ("cudnn", "pallas", "xla"):
         return f"kind='mla': {name} needs equal key and value widths (the latent is {head_dim} wide plus RoPE)"
@@ -63,11 +84,14 @@ def _refusal(name: str, kind: str, dtype, head_dim: int) -> str | None:
             return f"head_dim={head_dim}: cuDNN attention needs a multiple of 8 up to 128"
     if name == "pallas" and (head_dim & (head_dim - 1) or head_dim < 16):
         return f"head_dim={head_dim}: the Pallas-Triton kernel needs a power of two >= 16"
+    if name == "pallas" and slots is not None and pallas_split(slots, head_dim) is None:
+        return f"cache slots={slots}: the Pallas-Triton kernel needs a multiple of 16"
     return None
 
 
-def decode_implementation(kind: str, dtype, head_dim: int, implementation: str | None = None) -> str:
-    """The path a decode call of attention `kind` with this cache dtype and head_dim takes."""
+def decode_implementation(kind: str, dtype, head_dim: int, implementation: str | None = None,
+                          slots: int | None = None) -> str:
+    """The path a decode call of attention `kind` with this cache dtype, head_dim and slot count takes."""
     name, source = implementation, "decode implementation"
     if name is None:
         name, source = os.environ.get(ENV_VAR, "auto") or "auto", ENV_VAR
@@ -78,10 +102,10 @@ def decode_implementation(kind: str, dtype, head_dim: int, implementation: str |
             return "einsum"
         # pallas only for MFA: with several K/V heads its (heads, tokens) layout costs a cache transpose
         for candidate in ("cudnn", "pallas") if kind == "mfa" else ("cudnn",) if kind != "mla" else ():
-            if not _refusal(candidate, kind, dtype, head_dim):
+            if not _refusal(candidate, kind, dtype, head_dim, slots):
                 return candidate
         return "einsum"
-    refusal = _refusal(name, kind, dtype, head_dim)
+    refusal = _refusal(name, kind, dtype, head_dim, slots)
     if refusal:
         raise ValueError(f"{source}={name!r} cannot run here: {refusal}")
     return name
@@ -104,7 +128,7 @@ def grouped_decode(q_BxHxK: Array, k_BxTxNxK: Array, v_BxTxNxK: Array, kv_len, *
     """
     B, H, K = q_BxHxK.shape
     T, N = k_BxTxNxK.shape[1], k_BxTxNxK.shape[2]
-    name = decode_implementation(kind, k_BxTxNxK.dtype, K, implementation)
+    name = decode_implementation(kind, k_BxTxNxK.dtype, K, implementation, slots=T)
     if name == "einsum":
         return None
     q_BxHxK = q_BxHxK.astype(k_BxTxNxK.dtype)
@@ -118,8 +142,7 @@ def grouped_decode(q_BxHxK: Array, k_BxTxNxK: Array, v_BxTxNxK: Array, kv_len, *
 
         group = H // N
         block_h = max(16, 1 << (group - 1).bit_length())
-        block_k = 64 if K > 128 else 128
-        k_splits = max(1, min(8 if K > 128 else 16, T // block_k))   # the measured best split per width
+        block_k, k_splits = pallas_split(T, K)
         lengths_B = jnp.broadcast_to(jnp.asarray(kv_len, jnp.int32), (B,))
         return decode_attention.gqa(q_BxHxK, k_BxTxNxK, v_BxTxNxK, kv_seq_len=lengths_B, sm_scale=scale,
                                     block_h=block_h, block_k=block_k, k_splits=k_splits,

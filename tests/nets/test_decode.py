@@ -58,8 +58,8 @@ def test_decode_path_equals_einsum_reference(kind, implementation):
 def test_pallas_decode_kernel_in_interpret_mode_equals_reference(kind):
     """The Pallas-Triton split-K kernel (interpret mode on CPU) with its kv_seq_len mask = the reference."""
     with jax.default_matmul_precision("highest"):
-        ref, _ = _decode_tokens(kind, "einsum", use_bias=False, n_tokens=2, max_len=32)
-        out, _ = _decode_tokens(kind, "pallas", use_bias=False, n_tokens=2, max_len=32)
+        ref, _ = _decode_tokens(kind, "einsum", use_bias=False, n_tokens=2, max_len=48)
+        out, _ = _decode_tokens(kind, "pallas", use_bias=False, n_tokens=2, max_len=48)
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=TOL, rtol=TOL)
 
 
@@ -73,6 +73,8 @@ def test_decode_path_is_chosen_in_one_place(monkeypatch):
     assert decode_implementation("gqa", jnp.bfloat16, 128) == "cudnn"
     assert decode_implementation("mha", jnp.bfloat16, 128) == "cudnn"
     assert decode_implementation("mfa", jnp.bfloat16, 256) == "pallas"  # cuDNN: head_dim over 128
+    assert decode_implementation("mfa", jnp.bfloat16, 256, slots=8192) == "pallas"
+    assert decode_implementation("mfa", jnp.bfloat16, 256, slots=2049) == "einsum"  # no block divides 2049
     assert decode_implementation("gqa", jnp.bfloat16, 256) == "einsum"  # pallas would transpose the cache
     assert decode_implementation("mla", jnp.bfloat16, 512) == "einsum"  # folded measured slower
     assert decode_implementation("gqa", jnp.float32, 128) == "einsum"  # no fused path for a float32 cache
@@ -82,8 +84,24 @@ def test_decode_path_is_chosen_in_one_place(monkeypatch):
         decode_implementation("mha", jnp.float32, 64, "cudnn")
     with pytest.raises(ValueError, match="'pallas' cannot run here: head_dim=72"):
         decode_implementation("gqa", jnp.bfloat16, 72, "pallas")
+    with pytest.raises(ValueError, match="'pallas' cannot run here: cache slots=2049"):
+        decode_implementation("mfa", jnp.bfloat16, 256, "pallas", slots=2049)
     with pytest.raises(ValueError, match="kind='mla'"):
         decode_implementation("mla", jnp.bfloat16, 512, "xla")
     monkeypatch.setenv("CODESIGN_DECODE_ATTENTION", "flash")
     with pytest.raises(ValueError, match="CODESIGN_DECODE_ATTENTION='flash'"):
         decode_implementation("gqa", jnp.bfloat16, 128)
+
+
+def test_pallas_takes_every_cache_the_kernel_can_tile(monkeypatch):
+    """The split-K kernel reshapes the cache into whole blocks per split: any slot count that is a
+    multiple of 16 is taken (the interpret-mode test runs one of 48 slots: 3 splits of 16), others refused."""
+    from nets import decode_implementation
+
+    monkeypatch.delenv("CODESIGN_DECODE_ATTENTION", raising=False)
+    for slots in (16, 48, 96, 2048, 2064, 2176, 4112, 8192, 8208):
+        for head_dim in (64, 128, 256):
+            assert decode_implementation("mfa", jnp.bfloat16, head_dim, "pallas", slots=slots) == "pallas"
+    for slots in (2049, 4097, 8200):
+        with pytest.raises(ValueError, match=f"cache slots={slots}"):
+            decode_implementation("mfa", jnp.bfloat16, 128, "pallas", slots=slots)
