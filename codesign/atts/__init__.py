@@ -5,7 +5,7 @@ bank calibrators for a drifting stream (static, sliding window, Mondrian per tur
 with neighbouring turns where a turn has few scores, ACI), the bank size a per-turn rate needs,
 ordinal graded decisions, the budget form alpha = B / m, and the experiments that check the
 finite-sample guarantee (with the exact distributions they are tested against). Part 2, the
-draft/target pipeline on the embedded arithmetic task: the models and their training
+draft/target pipeline on the embedded arithmetic task or the chain task (`_tasks`): the models and their training
 (`_models`, through `codesign.Trainer`), the engine (`_state`: its configuration, slots and
 named counters; `_calls`: the model calls on a pool of slots; `_engine`: one tick of the pool,
 stage by stage, inside one `jax.lax.while_loop`), the runner (`_runner`), calibration banks on
@@ -30,8 +30,10 @@ from codesign.atts._calls import row_buckets, row_forward
 from codesign.atts._runner import RunResult, majority_vote, run_batched, run_pipeline
 from codesign.atts._state import MODES, TAKEOVERS, Counters, PipelineConfig
 from codesign.atts._stats import paired_bootstrap, turn_rates
-from codesign.atts._models import (ArithTask, ModelPair, TrainSpec, draft_config, load_model, load_pair, save_model,
-                                   step_accuracy, target_config, task_for, train_model, train_pair)
+from codesign.atts._models import (ModelPair, TrainSpec, draft_config, load_model, load_pair, save_model,
+                                   step_accuracy, target_config, train_model, train_pair)
+from codesign.atts._tasks import (TASKS, ArithTask, ChainTask, chain_level_for, pipeline_buf_len, task_for,
+                                  task_from_dict)
 
 __all__ = [
     # calibration and its guarantee
@@ -44,7 +46,8 @@ __all__ = [
     "CATEGORICAL_PROBS", "binomial_pmf", "beta_binomial_pmf", "randomized_count_pmf", "exact_unrandomized_rate",
     "categorical_unrandomized_count_pmf", "kolmogorov_sf", "ks_discrete", "ks_monte_carlo_p",
     # models
-    "ArithTask", "TrainSpec", "ModelPair", "task_for", "draft_config", "target_config", "train_model", "train_pair",
+    "ArithTask", "ChainTask", "TASKS", "task_from_dict", "chain_level_for", "pipeline_buf_len",
+    "TrainSpec", "ModelPair", "task_for", "draft_config", "target_config", "train_model", "train_pair",
     "save_model", "load_model", "load_pair", "step_accuracy",
     # pipeline, banks and benchmark
     "MODES", "TAKEOVERS", "CALIBRATORS", "BENCH_PARTS", "PipelineConfig", "Counters", "RunResult", "run_pipeline",

@@ -1,4 +1,4 @@
-"""The ATTS draft and target decoders, trained from scratch on the arithmetic scratchpad task.
+"""The ATTS draft and target decoders, trained from scratch on the arithmetic scratchpad task (or the chain task).
 
 ATTS (arXiv 2509.15148) pairs a small draft model with a large target model; no pretrained
 weights can be downloaded here, so both are trained on the embedded arithmetic task
@@ -13,7 +13,10 @@ trains for a wall-clock time instead of a step count (its learning rate follows 
 
 Step accuracy (`step_accuracy`) is teacher-forced: given the gold prefix, a scratchpad line
 counts as correct when the greedy (argmax) prediction of every byte of the line, its newline
-included, is right. One forward pass per batch, so it is cheap enough to run while training.
+included, is right. One forward pass per batch, so it is cheap enough to run while training. Its
+`exact` (every line right given the gold prefix) is also the share of problems that greedy decoding
+solves with the gold chain: greedy decoding writes the gold text exactly when every prediction is right.
+The tasks themselves (`ArithTask`, `ChainTask`, `task_for`) live in `_tasks`.
 """
 
 from __future__ import annotations
@@ -33,51 +36,14 @@ from flax import nnx
 
 import nets
 from nets import InputError
-from codesign.data import ArithDataset, arith_dataset, max_text_len
+from codesign.atts._tasks import ArithTask, ChainTask, _check_size, task_for, task_from_dict
+from codesign.data import ArithDataset
 from codesign.training import TrainConfig, Trainer
 
-__all__ = ["ArithTask", "TrainSpec", "ModelPair", "draft_config", "target_config", "task_for", "train_model",
-           "step_accuracy", "save_model", "load_model", "train_pair", "load_pair"]
+__all__ = ["TrainSpec", "ModelPair", "draft_config", "target_config", "train_model", "step_accuracy", "save_model",
+           "load_model", "train_pair", "load_pair"]
 
-SIZES = ("full", "large", "tiny")
 NEWLINE = 10
-
-
-
-def _check_size(size: str) -> None:
-    if size not in SIZES:
-        raise InputError("size", size, f"must be one of {', '.join(SIZES)}")
-
-
-@dataclass(frozen=True)
-class ArithTask:
-    """Which arithmetic problems: first-operand digits in [min_digits, max_digits], ops."""
-
-    min_digits: int = 3
-    max_digits: int = 12
-    ops: tuple[str, ...] = ("+",)
-
-    def __post_init__(self):
-        if not isinstance(self.min_digits, int) or self.min_digits < 1:
-            raise InputError("min_digits", self.min_digits, "must be an integer >= 1")
-        if not isinstance(self.max_digits, int) or self.max_digits < self.min_digits:
-            raise InputError("max_digits", self.max_digits, f"must be an integer >= min_digits={self.min_digits}")
-        object.__setattr__(self, "ops", tuple(self.ops))
-
-    @property
-    def seq_len(self) -> int:
-        """Training context (bytes): the longest example, rounded up to a multiple of 8."""
-        return -(-(max_text_len(self.max_digits, self.ops) - 1) // 8) * 8
-
-    def dataset(self, n: int, seed: int, split: str) -> ArithDataset:
-        return arith_dataset(n, seed, split=split, min_digits=self.min_digits, max_digits=self.max_digits,
-                             seq_len=self.seq_len, ops=self.ops)
-
-
-def task_for(size: str) -> ArithTask:
-    """The task of a size: 3-12 digit addition ("full", "large"), 3-5 digits ("tiny")."""
-    _check_size(size)
-    return ArithTask(3, 5) if size == "tiny" else ArithTask(3, 12)
 
 
 def _decoder(name: str, d_model: int, n_layers: int, n_heads: int, d_ff: int) -> nets.ModelConfig:
@@ -201,7 +167,7 @@ class _ArithTrainer(Trainer):
     AdamW with the `TrainSpec`'s schedule (with a time budget, a learning rate set before every step:
     `optax.inject_hyperparams`); computed in the `TrainSpec`'s dtype."""
 
-    def __init__(self, cfg: nets.ModelConfig, task: ArithTask, spec: TrainSpec):
+    def __init__(self, cfg: nets.ModelConfig, task: ArithTask | ChainTask, spec: TrainSpec):
         self.task, self.spec = task, spec
         tc = TrainConfig(steps=spec.steps, batch=spec.batch, seq_len=task.seq_len, lr=spec.lr,
                          warmup_steps=spec.warmup_steps, weight_decay=spec.weight_decay, clip_norm=1.0, aux_weight=0.0,
@@ -244,7 +210,7 @@ class _ArithTrainer(Trainer):
         return loss, {"loss": loss}
 
 
-def train_model(cfg: nets.ModelConfig, task: ArithTask, spec: TrainSpec, *,
+def train_model(cfg: nets.ModelConfig, task: ArithTask | ChainTask, spec: TrainSpec, *,
                 select: Callable[[dict[str, float]], bool] | None = None,
                 stop_at_step_accuracy: float | None = None,
                 log: Callable[[str], None] | None = print) -> tuple[nets.TransformerLM, list[dict]]:
@@ -364,7 +330,7 @@ class ModelPair:
 
     draft: nets.TransformerLM
     target: nets.TransformerLM
-    task: ArithTask
+    task: ArithTask | ChainTask
     report: dict
 
 
@@ -422,4 +388,4 @@ def load_pair(directory: str | Path) -> ModelPair:
     target, meta = load_model(path / "target")
     draft, _ = load_model(path / "draft")
     report = json.loads((path / "report.json").read_text()) if (path / "report.json").exists() else {}
-    return ModelPair(draft, target, ArithTask(**{**meta["task"], "ops": tuple(meta["task"]["ops"])}), report)
+    return ModelPair(draft, target, task_from_dict(meta["task"]), report)

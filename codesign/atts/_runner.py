@@ -24,7 +24,7 @@ from codesign.atts._calibrators import ACI, ACIState, BankState, Mondrian, Slidi
 from codesign.atts._calls import prefill, role_mesh
 from codesign.atts._engine import _run
 from codesign.atts._state import Counters, PipelineConfig, _Out, _Slots
-from codesign.data import ArithProblem, decode, encode, format_problem, parse_answer
+from codesign.data import ArithProblem, ChainProblem, decode, encode, parse_answer
 
 _COMPILED: dict = {}
 
@@ -103,7 +103,7 @@ def _check_models(draft, target):
             raise InputError(f"{name}.cfg.vocab_size", model.cfg.vocab_size, "must be 256 (byte tokens)")
 
 
-def run_pipeline(draft: nets.TransformerLM, target: nets.TransformerLM, problems: list[ArithProblem],
+def run_pipeline(draft: nets.TransformerLM, target: nets.TransformerLM, problems: list[ArithProblem | ChainProblem],
                  cfg: PipelineConfig, *, key: jax.Array, calibrator=None, cal_state=None,
                  max_ticks: int | None = None) -> RunResult:
     """Solve `problems`, m samples each, all in one pool, under `cfg` (the engine's documentation, `codesign/atts/_engine.py`, describes a run).
@@ -115,8 +115,8 @@ def run_pipeline(draft: nets.TransformerLM, target: nets.TransformerLM, problems
     _check_models(draft, target)
     if not isinstance(cfg, PipelineConfig):
         raise InputError("cfg", cfg, "must be a PipelineConfig")
-    if not problems or not all(isinstance(p, ArithProblem) for p in problems):
-        raise InputError("problems", type(problems).__name__, "must be a non-empty list of ArithProblem")
+    if not problems or not all(isinstance(p, (ArithProblem, ChainProblem)) for p in problems):
+        raise InputError("problems", type(problems).__name__, "must be a non-empty list of ArithProblem or ChainProblem")
     if cfg.mode == "atts":
         if not isinstance(calibrator, (StaticBank, SlidingWindow, Mondrian, ACI)):
             raise InputError("calibrator", calibrator,
@@ -138,7 +138,7 @@ def run_pipeline(draft: nets.TransformerLM, target: nets.TransformerLM, problems
     Q, m, T = len(problems), cfg.m, cfg.max_turns
     N, L = Q * m, cfg.buf_len
     S = N if cfg.slots is None else min(cfg.slots, N)
-    prompts = [encode(format_problem(p)) for p in problems]
+    prompts = [encode(p.prompt) for p in problems]
     width = max(len(p) for p in prompts)
     if width + 2 * (cfg.max_chunk + 1) >= L:
         raise InputError("buf_len", L, f"too short for a prompt of {width} bytes plus two chunks")
@@ -206,7 +206,7 @@ def run_batched(draft, target, problems, cfg: PipelineConfig, *, key: jax.Array,
         raise InputError("batch_questions", batch_questions, "must be an integer >= 1")
     problems = list(problems)
     if not problems:
-        raise InputError("problems", problems, "must be a non-empty list of ArithProblem")
+        raise InputError("problems", problems, "must be a non-empty list of ArithProblem or ChainProblem")
     parts = []
     for i, start in enumerate(range(0, len(problems), batch_questions)):
         chunk = problems[start:start + batch_questions]

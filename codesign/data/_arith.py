@@ -48,7 +48,7 @@ import numpy as np
 
 __all__ = ["ArithProblem", "ArithDataset", "make_problem", "format_problem", "solution_steps", "format_solution",
            "format_example", "split_steps", "check_step", "parse_answer", "is_correct", "encode", "decode",
-           "max_text_len", "arith_dataset", "problem_split", "OPS", "SPLITS", "PAD", "END"]
+           "max_text_len", "arith_dataset", "pack_examples", "problem_split", "OPS", "SPLITS", "PAD", "END"]
 
 OPS: tuple[str, ...] = ("+", "-", "*")
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
@@ -102,6 +102,11 @@ class ArithProblem:
     def answer(self) -> int:
         """The exact result by Python integer arithmetic (the ground truth)."""
         return {"+": self.a + self.b, "-": self.a - self.b, "*": self.a * self.b}[self.op]
+
+    @property
+    def prompt(self) -> str:
+        """The prompt line (`format_problem`); every task's problems have one, so a pipeline needs no task."""
+        return format_problem(self)
 
 
 def _digits_lsb_first(value: int, n: int) -> list[int]:
@@ -256,9 +261,9 @@ def decode(tokens: Sequence[int] | np.ndarray) -> str:
     return bytes(array.astype(np.uint8).tolist()).decode("latin-1")
 
 
-def problem_split(problem: ArithProblem) -> str:
-    """``"train"``, ``"valid"`` or ``"test"``, from the CRC-32 of the prompt text."""
-    bucket = zlib.crc32(format_problem(problem).encode("ascii")) % 100
+def problem_split(problem) -> str:
+    """``"train"``, ``"valid"`` or ``"test"``, from the CRC-32 of the prompt text (``problem.prompt``)."""
+    bucket = zlib.crc32(problem.prompt.encode("ascii")) % 100
     return next(name for name, (lo, hi) in _SPLIT_PERCENT.items() if lo <= bucket < hi)
 
 
@@ -276,7 +281,7 @@ def max_text_len(max_digits: int, ops: Sequence[str] = ("+",)) -> int:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ArithDataset:
-    """Tokenised, padded arithmetic examples.
+    """Tokenised, padded examples of a task of this package (arithmetic, or the chain task's problems).
 
     Attributes:
         tokens: int32 [n, seq_len + 1]; the example bytes, then `PAD`.
@@ -284,7 +289,7 @@ class ArithDataset:
             answer, `END`), 0 on the prompt and the padding.
         prompt_lens: int32 [n]; bytes of each prompt.
         lengths: int32 [n]; bytes of each full example.
-        problems: the problems, in row order.
+        problems: the problems, in row order (`ArithProblem` or `ChainProblem`).
         split: ``"train"``, ``"valid"`` or ``"test"``.
     The model-facing views are `inputs`, `targets` and `target_mask`, each
     [n, seq_len]: ``targets[:, t] = tokens[:, t + 1]``.
@@ -294,7 +299,7 @@ class ArithDataset:
     loss_mask: np.ndarray
     prompt_lens: np.ndarray
     lengths: np.ndarray
-    problems: tuple[ArithProblem, ...]
+    problems: tuple
     split: str
 
     @property
@@ -364,13 +369,24 @@ def arith_dataset(n: int, seed: int, *, split: str = "train", min_digits: int = 
     if len(problems) < n:
         raise _error("n", n, f"only {len(problems)} {split} problems found in {max_draws} draws: the problem space "
                              f"(min_digits={min_digits}, max_digits={max_digits}, ops={ops}) is too small")
+    return pack_examples(problems, [format_solution(p) for p in problems], seq_len, split)
+
+
+def pack_examples(problems: Sequence, completions: Sequence[str], seq_len: int, split: str) -> ArithDataset:
+    """Tokenise ``problem.prompt + completion`` per row into a padded `ArithDataset` (the loss on the completion).
+
+    Shared by every task of this package: a problem needs ``prompt`` and ``n_steps``.
+    """
+    n = len(problems)
     tokens = np.full((n, seq_len + 1), PAD, dtype=np.int32)
     loss_mask = np.zeros((n, seq_len + 1), dtype=np.float32)
     prompt_lens = np.empty(n, dtype=np.int32)
     lengths = np.empty(n, dtype=np.int32)
-    for row, problem in enumerate(problems):
-        prompt, completion = format_problem(problem), format_solution(problem)
+    for row, (problem, completion) in enumerate(zip(problems, completions)):
+        prompt = problem.prompt
         ids = encode(prompt + completion)
+        if ids.size > seq_len + 1:
+            raise _error("seq_len", seq_len, f"must hold the example of {ids.size} bytes ({prompt!r})")
         tokens[row, : ids.size] = ids
         loss_mask[row, len(prompt): ids.size] = 1.0
         prompt_lens[row], lengths[row] = len(prompt), ids.size
