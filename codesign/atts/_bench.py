@@ -30,7 +30,7 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
           buf_len: int = 256, pool_slots: int = 256, serve_samples: int = 2048, overlap: bool = False,
           devices: int = 1, bank_file: str | Path | None = None, calibrators=CALIBRATORS,
           baselines=("target_only", "draft_only", "sync"), more_alphas=(), deadline: float | None = None,
-          log=print, save=None) -> dict:
+          log=print, save=None, keep=None, bank_m: int | None = None) -> dict:
     """The ATTS experiments on a trained pair; returns a JSON-ready report.
 
     1. Calibration bank: draft-only chunks of `n_calibration` validation problems x `m_accuracy`.
@@ -61,6 +61,10 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
     in the report's "skipped"), so a bench inside a time limit ends with what it finished.
     save: called with the report after every run (its "complete" is False until the end), so a
     caller can write it out and an interrupted bench keeps what it measured.
+    keep: called as keep(label, RunResult) after every accuracy run, so a caller can store the per-question
+    arrays (levels, scores, correct) that the report only summarises.
+    bank_m: samples per question of the calibration bank (default `m_accuracy`): an accuracy run at another m
+    reuses a bank collected at this one (a chunk's score does not depend on how many siblings it has).
     """
     if not set(parts) <= set(BENCH_PARTS) or not parts:
         raise InputError("parts", parts, f"must be a non-empty selection of {', '.join(BENCH_PARTS)}")
@@ -82,18 +86,19 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
               "takeover": takeover, "task": dataclasses.asdict(task), "max_turns": max_turns,
               "draft_params": nets.param_count(draft), "target_params": nets.param_count(target)}
     start = time.perf_counter()
+    bank_m = m_accuracy if bank_m is None else bank_m
     settings = bank_settings(draft, target, max_turns=max_turns, turn_end_prob=turn_end_prob, max_chunk=max_chunk,
-                             buf_len=buf_len, questions=n_calibration, m=m_accuracy, seed=seed,
+                             buf_len=buf_len, questions=n_calibration, m=bank_m, seed=seed,
                              task=dataclasses.asdict(task))
     bank = load_bank(bank_file, settings) if bank_file is not None and Path(bank_file).exists() else None
     collected = bank is None
     if collected:
         cal_problems = list(task.dataset(n_calibration, seed + 11, "valid").problems)
-        bank = collect_bank(draft, target, cal_problems, m=m_accuracy, key=k_cal, batch_questions=batch_questions,
+        bank = collect_bank(draft, target, cal_problems, m=bank_m, key=k_cal, batch_questions=batch_questions,
                             **turns)
         if bank_file is not None:
             save_bank(bank_file, bank, settings)
-    report["calibration"] = {"questions": n_calibration, "m": m_accuracy,
+    report["calibration"] = {"questions": n_calibration, "m": bank_m,
                              "file": None if bank_file is None else str(bank_file), "collected": collected,
                              "scores_by_turn": int(np.isfinite(bank).sum()),
                              "count_by_turn": np.isfinite(bank).sum((0, 1)).tolist(),
@@ -156,6 +161,8 @@ def bench(draft, target, task, *, ms=(4, 8, 16, 32, 64), n_accuracy: int = 500, 
             entry.update(diff_vs_target=diff, ci95=[lo, hi], non_inferior_1pt=lo > -0.01,
                          rejection=turn_rates(r.levels, a, min_turn_n))
         report["accuracy"][label] = entry
+        if keep:
+            keep(label, r)
         progress()
         if log:
             log(f"accuracy {label:<14} {r.accuracy:.4f}")

@@ -1,14 +1,20 @@
 """ATTS with a realistic draft/target pair, whole inside one time-limited GPU call: train, cost ratio, calibrate, evaluate.
 
     PYTHONPATH=. python3 scripts/bench/atts_gpu_pair.py --budget-s 540 --out $OUT/atts
+    PYTHONPATH=. python3 scripts/bench/atts_gpu_pair.py --task chain --budget-s 530 --out $OUT/atts-chain
     PYTHONPATH=. python3 scripts/bench/atts_gpu_pair.py --tiny --budget-s 120 --out /tmp/atts-gpu-pair   # CPU check
 
 A lent GPU keeps nothing between calls and a ~100M-parameter checkpoint cannot be brought back, so
 every phase runs in this one process, each ending at a share of `--budget-s` counted from the start:
 
 1. train the target (`target_config("large")`, 106M params, bf16 compute) and the draft
-   (`draft_config("large")`, 4.0M, 26x smaller) on the arithmetic task for their time shares
+   (`draft_config("large")`, 4.0M, 26x smaller) on the task (`--task`: arith, or chain: a running value
+   through 2-12 one-line computations, `codesign.atts.ChainTask`) for their time shares
    (`TrainSpec.time_budget_s`: a wall-clock budget, compilation included; the steps done are recorded);
+   on the chain task both train on every width (1-6 digit values), and right after the target's training
+   the evaluation's difficulty is set (`--chain-level`; default auto: the level whose greedy exact-match
+   accuracy on validation problems is `--chain-aim`, interpolated between the widths measured), and the
+   target's greedy accuracy on the held-out test problems at that level is printed and saved (phase "level");
 2. the per-call time of both models at the rows the pipeline runs (questions per batch x m): the
    target/draft ratio of a one-byte decode step (the issue asks >= 10x before anything else; a smaller
    ratio is reported and the run goes on) and of the target's scoring call;
@@ -18,11 +24,17 @@ every phase runs in this one process, each ending at a share of `--budget-s` cou
    banks), sync and draft-only at the first alpha, then ATTS and sync at the others; paired bootstrap
    intervals and per-turn takeover rates with SE; each run's wall time per question (the batched,
    serving regime; compilation apart). No run starts once the time left would not hold it;
-4. if time is left, bench's speed part at m (one question at a time: the latency regime).
+4. with `--ms`, the accuracy runs again at each other m (target-only, ATTS at the first alpha, sync,
+   draft-only; the same rows per batch, so `--batch-questions` x m / m' questions a batch), each m
+   started only if two of its runs' estimated time is left (phase "sweep", saved after every run);
+5. if time is left, bench's speed part at m (one question at a time: the latency regime).
 
 Files under --out: atts_gpu_pair.json (rewritten atomically after every phase and run, "complete"
 false until the end), atts_gpu_pair.txt (the tables), atts_gpu_pair.log (the progress lines) and
-bank.npz (the calibration scores). The longer, variable-chain task is not run here.
+bank.npz (the calibration scores), runs.npz (per accuracy run, "<m>/<run>/levels" (questions x m x turns,
+-1 not scored), "/correct" and, at the headline m, "/scores"; "test/n_steps" and, on the chain task,
+"test/digits" of the held-out problems: what the cluster-robust SE and per-length breakdowns need;
+rewritten atomically after every run).
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ START = time.perf_counter()   # the budget counts from here, before jax is impor
 
 import argparse
 import dataclasses
+import io
 import statistics
 from pathlib import Path
 
@@ -43,8 +56,9 @@ from flax import nnx
 
 import nets
 from nets import atomic_write, atomic_write_json
-from codesign.atts import (TrainSpec, bank_settings, bench, collect_bank, draft_config, format_bench, joint_min_bank,
-                           row_forward, save_bank, step_accuracy, target_config, task_for, train_model)
+from codesign.atts import (TASKS, TrainSpec, bank_settings, bench, chain_level_for, collect_bank, draft_config,
+                           format_bench, joint_min_bank, pipeline_buf_len, row_forward, save_bank, step_accuracy,
+                           target_config, task_for, train_model)
 from codesign.training import training_flops_per_token
 from gpu_speed import timed  # scripts/bench is on sys.path when run as a script
 
@@ -116,6 +130,75 @@ def train(run: Run, role: str, cfg, task, spec: TrainSpec, end: float, **kw):
     return model, result
 
 
+def choose_level(run: Run, target, task, args) -> tuple[object, dict]:
+    """Chain task: the target's greedy accuracy at every width on validation problems, the evaluation level
+    (`--chain-level`, or auto: `chain_level_for` at `--chain-aim`) and the target's greedy accuracy on the
+    held-out test problems the evaluation will use (bench draws them with seed + 13)."""
+    n = 64 if args.tiny else 256
+    by_width = {w: step_accuracy(target, task.at_level(w).dataset(n, args.seed + 5, "valid"), batch=n)
+                for w in task.widths}
+    exact = {w: a["exact"] for w, a in by_width.items()}
+    level = chain_level_for(exact, args.chain_aim) if args.chain_level == "auto" else float(args.chain_level)
+    eval_task = task.at_level(level)
+    test = step_accuracy(target, eval_task.dataset(args.n_accuracy, args.seed + 13, "test"), batch=min(n, 256))
+    in_band = 0.4 <= test["exact"] <= 0.8
+    result = {"valid_n_per_width": n, "by_width": {str(w): a for w, a in by_width.items()}, "aim": args.chain_aim,
+              "chosen": args.chain_level, "level": level, "task": dataclasses.asdict(eval_task),
+              "test_greedy": test, "test_n": args.n_accuracy, "greedy_exact_in_40_80": in_band}
+    run.phase("level", result)
+    run.log("target greedy exact-match by width (validation): "
+            + ", ".join(f"{w}: {a:.3f}" for w, a in exact.items()))
+    run.log(f"evaluation level {level:.3f} ({args.chain_level}); target greedy exact-match on the {args.n_accuracy} "
+            f"held-out test problems {test['exact']:.3f}, step accuracy {test['step']:.4f}"
+            + ("" if in_band else "  ** OUTSIDE the 40-80% band: set --chain-level **"))
+    return eval_task, result
+
+
+class RunStore:
+    """runs.npz: the per-question arrays of every accuracy run, rewritten atomically after each."""
+
+    def __init__(self, path: Path, problems):
+        self.path, self.arrays = path, {"test/n_steps": np.asarray([p.n_steps for p in problems], np.int16)}
+        if problems and hasattr(problems[0], "digits"):
+            self.arrays["test/digits"] = np.asarray([p.digits for p in problems], np.int8)
+
+    def keep(self, m: int, with_scores: bool):
+        def store(label, result):
+            self.arrays[f"m{m}/{label}/levels"] = result.levels.astype(np.int8)
+            self.arrays[f"m{m}/{label}/correct"] = result.correct
+            if with_scores:
+                self.arrays[f"m{m}/{label}/scores"] = result.scores.astype(np.float32)
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, **self.arrays)
+            atomic_write(self.path, buffer.getvalue())
+        return store
+
+
+def sweep(run: Run, draft, target, task, args, common: dict, batch_s: float, compile_s: float, store: RunStore) -> None:
+    """`--ms`: the accuracy runs at each other m, the same rows per batch; an m starts only if two runs fit."""
+    rows = args.batch_questions * args.m
+    run.report["sweep"] = {}
+    for m in args.ms:
+        if m == args.m:
+            continue
+        bq = max(1, rows // m)
+        per_run = 1.5 * compile_s + 1.25 * -(-args.n_accuracy // bq) * batch_s
+        if run.until(1.0) < 2 * per_run:
+            run.report["sweep"][str(m)] = {"skipped": f"{per_run:.0f} s a run estimated, {run.until(1.0):.0f} s left"}
+            run.log(f"sweep m={m}: skipped ({run.report['sweep'][str(m)]['skipped']})")
+            run.save()
+            continue
+        run.log(f"sweep m={m}: {bq} questions a batch, {per_run:.0f} s a run estimated")
+
+        def partial(rep, m=m):
+            run.report["sweep"][str(m)] = {"bench": rep, "batch_questions": bq}
+            run.save()
+        bench(draft, target, task, n_accuracy=args.n_accuracy, parts=("accuracy",), min_turn_n=common["min_turn_n"],
+              **{**common["bench"], "m_accuracy": m, "bank_m": args.m, "batch_questions": bq,
+                 "deadline": START + args.budget_s - per_run}, save=partial, keep=store.keep(m, False))
+    run.save()
+
+
 def call_ratio(draft, target, rows: int, buf_len: int, width: int, reps: int) -> dict:
     """Per-call time of each model at `rows` rows, every row at its own position (the pipeline's `row_forward`):
     a one-byte decode step of both, and the target's scoring call of `width` bytes."""
@@ -184,6 +267,12 @@ def summary(r: dict) -> str:
             t = ph[f"train_{role}"]
             lines.append(f"{role:<7} {t['params']:>12,} params  {t['steps_done']:>6} steps  test step acc "
                          f"{t['test']['step']:.4f}  answer acc {t['test']['answer']:.4f}")
+    if "level" in ph:
+        lv = ph["level"]
+        lines.append(f"chain level {lv['level']:.3f} ({lv['chosen']}, aim {lv['aim']}): target greedy exact-match by "
+                     "width " + ", ".join(f"{w}: {a['exact']:.3f}" for w, a in lv["by_width"].items())
+                     + f"; on the {lv['test_n']} test problems {lv['test_greedy']['exact']:.3f}"
+                     + ("" if lv["greedy_exact_in_40_80"] else " (OUTSIDE 40-80%)"))
     if "call_ratio" in ph:
         c = ph["call_ratio"]
         lines.append(f"per call at {c['rows']} rows: draft decode {c['draft_decode_ms']:.3f} ms, target decode "
@@ -203,6 +292,19 @@ def summary(r: dict) -> str:
                              f"{base['wall_s_per_question'] / a['wall_s_per_question']:>13.2f}x")
         for label, u in e.get("under_calibrated", {}).items():
             lines.append(f"{label}: judged turns with a bank below {u['min_bank']}: {u['turns'] or 'none'}")
+    if r.get("sweep"):
+        lines += ["", f"sweep over m (same rows per batch): {'m':>3} {'run':<15} {'accuracy':>8} {'diff [95% CI]':>26} "
+                      f"{'takeover':>8} {'ms/question':>11} {'tokens/s':>9}"]
+        for m, entry in r["sweep"].items():
+            if "skipped" in entry:
+                lines.append(f"{'':<34}{m:>3} skipped: {entry['skipped']}")
+                continue
+            for label, a in entry["bench"]["accuracy"].items():
+                ci = (f"{a['diff_vs_target']:+.3f} [{a['ci95'][0]:+.3f}, {a['ci95'][1]:+.3f}]" if "ci95" in a else "")
+                lines.append(f"{'':<34}{m:>3} {label:<15} {a['accuracy']:>8.4f} {ci:>26} {a['takeover_rate']:>8.3f} "
+                             f"{a['wall_s_per_question'] * 1e3:>11.3f} {a['tokens_per_s']:>9.0f}")
+            if entry["bench"].get("skipped"):
+                lines.append(f"{'':<34}{m:>3} not started: {', '.join(entry['bench']['skipped'])}")
     if "latency" in ph:
         lines += ["", "latency regime (one question at a time):", format_bench(ph["latency"]["bench"])]
     return "\n".join(lines)
@@ -220,23 +322,41 @@ def main() -> int:
     parser.add_argument("--batch-questions", type=int, default=64, help="questions per pipeline batch (rows = this x m)")
     parser.add_argument("--max-calibration", type=int, default=2048, help="calibration questions at most")
     parser.add_argument("--max-turns", type=int, default=16)
-    parser.add_argument("--buf-len", type=int, default=256)
+    parser.add_argument("--buf-len", type=int, default=None,
+                        help="context per slot (default: 256 on arith, else the task's longest example plus two chunks)")
+    parser.add_argument("--task", default="arith", choices=TASKS, help="arith (3-12 digit addition) or chain "
+                        "(a running value through 2-12 one-line computations, difficulty set after training)")
+    parser.add_argument("--chain-level", default="auto",
+                        help="chain task: the evaluation's difficulty, a value width in digits (1-6; fractional: a "
+                             "mix of the two widths around it), or auto (the level at --chain-aim)")
+    parser.add_argument("--chain-aim", type=float, default=0.6,
+                        help="chain task, --chain-level auto: the target's greedy exact-match accuracy to aim at")
+    parser.add_argument("--ms", default=None,
+                        help="comma-separated m values (e.g. 4,8,16,32,64): the accuracy runs again at each other m, "
+                             "as time allows")
     parser.add_argument("--max-chunk", type=int, default=16)
     parser.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
                         help="compute dtype of both models (auto: bfloat16 on a GPU, float32 on a CPU)")
     args = parser.parse_args()
     args.alphas = [float(a) for a in args.alphas.split(",")]
+    args.ms = [int(m) for m in args.ms.split(",")] if args.ms else []
+    if args.chain_level != "auto":
+        float(args.chain_level)   # a bad level fails now, not after training
     if args.tiny:
         args.m, args.n_accuracy, args.batch_questions, args.max_calibration = 4, 16, 8, 64
-        args.max_turns, args.buf_len, args.max_chunk = 8, 96, 12
+        args.max_turns, args.max_chunk = 8, 12
+        args.buf_len = args.buf_len or (96 if args.task == "arith" else None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     run = Run(out, args.budget_s)
     size = "tiny" if args.tiny else "large"
-    task, target_cfg, draft_cfg = task_for(size), target_config(size), draft_config(size)
+    task, target_cfg, draft_cfg = task_for(size, args.task), target_config(size), draft_config(size)
+    args.buf_len = args.buf_len or (256 if args.task == "arith" else pipeline_buf_len(task, args.max_chunk))
+    # the chain task's problem space is large: a larger fixed training set (generated on the host, ~10 us a problem)
+    train_n = 60_000 if args.task == "chain" and not args.tiny else 20_000
     spec_t = TrainSpec(steps=10**6, batch=16 if args.tiny else 64, lr=3e-3 if args.tiny else 1e-3, warmup_steps=100,
                        eval_every=10**6 if args.tiny else 500, eval_n=64 if args.tiny else 256, seed=args.seed,
-                       time_budget_s=TARGET_END * args.budget_s, dtype=args.dtype)
+                       time_budget_s=TARGET_END * args.budget_s, dtype=args.dtype, train_n=train_n)
     run.report.update(args=vars(args), task=dataclasses.asdict(task), plan=plan(args, task, target_cfg, draft_cfg, spec_t))
     p = run.report["plan"]
     run.log(f"device {run.report['device']}; time plan (s from the start): target trained until {p['target_end_s']:.0f}, "
@@ -248,6 +368,7 @@ def main() -> int:
     run.save()
 
     target, _ = train(run, "target", target_cfg, task, spec_t, TARGET_END, stop_at_step_accuracy=0.997)
+    eval_task = choose_level(run, target, task, args)[0] if args.task == "chain" else task
     spec_d = dataclasses.replace(spec_t, lr=3e-3, eval_every=10**6 if args.tiny else 100, seed=args.seed + 1)
     in_band = lambda acc: 0.10 <= 1.0 - acc["step"] <= 0.30
     draft, _ = train(run, "draft", draft_cfg, task, spec_d, DRAFT_END, select=in_band)
@@ -260,9 +381,9 @@ def main() -> int:
 
     turns = dict(max_turns=args.max_turns, turn_end_prob=1.0, max_chunk=args.max_chunk, buf_len=args.buf_len)
     k_cal = jax.random.split(jax.random.key(args.seed), 3)[0]   # bench's calibration key
-    bank, cal = calibrate(run, draft, target, task, args, turns, k_cal)
+    bank, cal = calibrate(run, draft, target, eval_task, args, turns, k_cal)
     settings = bank_settings(draft, target, questions=cal["questions"], m=args.m, seed=args.seed,
-                             task=dataclasses.asdict(task), **turns)
+                             task=dataclasses.asdict(eval_task), **turns)
     save_bank(out / "bank.npz", bank, settings)
 
     # a run starts only if one more fits: its compilation (the calibration's first chunk less a later one) and its
@@ -283,14 +404,18 @@ def main() -> int:
     def partial(rep):
         run.report["evaluation_partial"] = {"bench": rep}
         run.save()
-    rep = bench(draft, target, task, n_accuracy=args.n_accuracy, parts=("accuracy",), min_turn_n=min_turn_n,
-                more_alphas=tuple(args.alphas[1:]), save=partial, **common)
+    store = RunStore(out / "runs.npz", eval_task.dataset(args.n_accuracy, args.seed + 13, "test").problems)
+    rep = bench(draft, target, eval_task, n_accuracy=args.n_accuracy, parts=("accuracy",), min_turn_n=min_turn_n,
+                more_alphas=tuple(args.alphas[1:]), save=partial, keep=store.keep(args.m, True), **common)
     rep["min_turn_n"] = min_turn_n
     run.report.pop("evaluation_partial", None)
     run.phase("evaluation", {"bench": rep, "under_calibrated": under_calibrated(rep, cal["count_by_turn"])})
+    if args.ms:
+        sweep(run, draft, target, eval_task, args, {"bench": common, "min_turn_n": min_turn_n}, batch_s,
+              max(cal["first_chunk_s"] - chunk, 0.0), store)
 
     if run.until(1.0) > 2 * per_run:   # the latency regime: one question at a time, 3 compilations
-        lat = bench(draft, target, task, ms=(args.m,), n_speed=4 if args.tiny else 8, parts=("speed",),
+        lat = bench(draft, target, eval_task, ms=(args.m,), n_speed=4 if args.tiny else 8, parts=("speed",),
                     **{**common, "deadline": START + args.budget_s - 2 * per_run})
         run.phase("latency", {"bench": lat})
     else:

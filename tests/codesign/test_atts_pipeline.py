@@ -433,6 +433,30 @@ def test_batches_whose_longest_prompts_differ_by_a_few_bytes_share_one_compiled_
     assert second.texts[0] == [_generated(target, long, n_bytes)] * GREEDY["m"]
 
 
+def test_chain_problems_run_through_the_pipeline_unchanged(models):
+    """The pipeline needs only a problem's prompt and answer: the chain task's problems run as the arithmetic
+    ones do, and with greedy decoding a run that always takes over writes from the chain prompt what plain
+    generation from it writes."""
+    from codesign.data import ChainProblem, make_chain_problem
+
+    draft, target = models
+    chain = [make_chain_problem(i, 3, 2) for i in range(2)]
+    cal = StaticBank(BANK)
+    cfg = PipelineConfig(mode="atts", alpha=0.25, **GREEDY)
+    always = run_pipeline(*models, chain, cfg, key=jax.random.key(0), calibrator=cal,
+                          cal_state=cal.init_state(jnp.full(BANK, -1.0)))
+    n_bytes = GREEDY["max_turns"] * GREEDY["max_chunk"]
+    for q, problem in enumerate(chain):
+        prompt = encode(problem.prompt)
+        out = nets.generate(target, jnp.asarray(prompt)[None], n_bytes, key=jax.random.key(0))
+        assert always.texts[q] == [decode(np.asarray(out[0])[len(prompt):])] * GREEDY["m"]
+    assert (always.levels == 2).all() and not always.correct.any()
+    with pytest.raises(ValueError, match="^problems="):
+        run_pipeline(*models, [chain[0].prompt], cfg, key=jax.random.key(0), calibrator=cal,
+                     cal_state=cal.init_state(jnp.full(BANK, -1.0)))
+    assert isinstance(chain[0], ChainProblem)
+
+
 @pytest.mark.slow
 def test_turn_zero_chunks_and_scores_are_the_calibration_programs(models):
     """Turn 0 follows no takeover, so with one key the draft writes the same first chunk, and the target gives
