@@ -339,9 +339,14 @@ def main() -> int:
                         help="compute dtype of both models (auto: bfloat16 on a GPU, float32 on a CPU)")
     args = parser.parse_args()
     args.alphas = [float(a) for a in args.alphas.split(",")]
-    args.ms = [int(m) for m in args.ms.split(",")] if args.ms else []
-    if args.chain_level != "auto":
-        float(args.chain_level)   # a bad level fails now, not after training
+    try:
+        args.ms = [int(m) for m in args.ms.split(",")] if args.ms else []
+    except ValueError:
+        parser.error(f"--ms {args.ms!r}: must be comma-separated integers")
+    if any(m < 1 for m in args.ms):
+        parser.error(f"--ms {args.ms}: every m must be >= 1")
+    if not 0 < args.chain_aim < 1:
+        parser.error(f"--chain-aim {args.chain_aim}: must lie in (0, 1)")
     if args.tiny:
         args.m, args.n_accuracy, args.batch_questions, args.max_calibration = 4, 16, 8, 64
         args.max_turns, args.max_chunk = 8, 12
@@ -352,7 +357,13 @@ def main() -> int:
     size = "tiny" if args.tiny else "large"
     task, target_cfg, draft_cfg = task_for(size, args.task), target_config(size), draft_config(size)
     args.buf_len = args.buf_len or (256 if args.task == "arith" else pipeline_buf_len(task, args.max_chunk))
-    # the chain task's problem space is large: a larger fixed training set (generated on the host, ~10 us a problem)
+    if args.task == "chain" and args.chain_level != "auto":   # a bad level fails now, not after training
+        try:
+            task.at_level(float(args.chain_level))
+        except ValueError as err:
+            parser.error(f"--chain-level {args.chain_level!r}: auto, or a width in [{task.min_digits}, "
+                         f"{task.max_digits}] ({err})")
+    # the chain task's problem space is large: a larger fixed training set (generated on the host, ~0.1 ms a problem)
     train_n = 60_000 if args.task == "chain" and not args.tiny else 20_000
     spec_t = TrainSpec(steps=10**6, batch=16 if args.tiny else 64, lr=3e-3 if args.tiny else 1e-3, warmup_steps=100,
                        eval_every=10**6 if args.tiny else 500, eval_n=64 if args.tiny else 256, seed=args.seed,
