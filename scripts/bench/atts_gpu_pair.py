@@ -310,7 +310,8 @@ def summary(r: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def parse_args():
+    """The options, checked before anything runs, and the task they pick."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder (at most 4 files)")
     parser.add_argument("--budget-s", type=float, default=540.0, help="wall-clock seconds for everything")
@@ -331,6 +332,8 @@ def main() -> int:
                              "mix of the two widths around it), or auto (the level at --chain-aim)")
     parser.add_argument("--chain-aim", type=float, default=0.6,
                         help="chain task, --chain-level auto: the target's greedy exact-match accuracy to aim at")
+    parser.add_argument("--chain-steps", default=None,
+                        help="chain task: MIN,MAX instructions per problem (default 2,12; tiny 2,6); MAX + 1 <= --max-turns")
     parser.add_argument("--ms", default=None,
                         help="comma-separated m values (e.g. 4,8,16,32,64): the accuracy runs again at each other m, "
                              "as time allows")
@@ -351,11 +354,16 @@ def main() -> int:
         args.m, args.n_accuracy, args.batch_questions, args.max_calibration = 4, 16, 8, 64
         args.max_turns, args.max_chunk = 8, 12
         args.buf_len = args.buf_len or (96 if args.task == "arith" else None)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    run = Run(out, args.budget_s)
     size = "tiny" if args.tiny else "large"
-    task, target_cfg, draft_cfg = task_for(size, args.task), target_config(size), draft_config(size)
+    task = task_for(size, args.task)
+    if args.task == "chain" and args.chain_steps:
+        try:
+            low, high = (int(v) for v in args.chain_steps.split(","))
+            task = dataclasses.replace(task, min_steps=low, max_steps=high)
+        except ValueError as err:
+            parser.error(f"--chain-steps {args.chain_steps!r}: MIN,MAX with 1 <= MIN <= MAX ({err})")
+    if args.task == "chain" and task.max_steps + 1 > args.max_turns:
+        parser.error(f"--chain-steps: {task.max_steps} instructions and the answer need --max-turns >= {task.max_steps + 1}")
     args.buf_len = args.buf_len or (256 if args.task == "arith" else pipeline_buf_len(task, args.max_chunk))
     if args.task == "chain" and args.chain_level != "auto":   # a bad level fails now, not after training
         try:
@@ -363,8 +371,18 @@ def main() -> int:
         except ValueError as err:
             parser.error(f"--chain-level {args.chain_level!r}: auto, or a width in [{task.min_digits}, "
                          f"{task.max_digits}] ({err})")
+    return args, task
+
+
+def main() -> int:
+    args, task = parse_args()
+    size = "tiny" if args.tiny else "large"
+    target_cfg, draft_cfg = target_config(size), draft_config(size)
     # the chain task's problem space is large: a larger fixed training set (generated on the host, ~0.1 ms a problem)
     train_n = 60_000 if args.task == "chain" and not args.tiny else 20_000
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = Run(out, args.budget_s)
     spec_t = TrainSpec(steps=10**6, batch=16 if args.tiny else 64, lr=3e-3 if args.tiny else 1e-3, warmup_steps=100,
                        eval_every=10**6 if args.tiny else 500, eval_n=64 if args.tiny else 256, seed=args.seed,
                        time_budget_s=TARGET_END * args.budget_s, dtype=args.dtype, train_n=train_n)
