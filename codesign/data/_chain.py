@@ -172,9 +172,13 @@ def chain_dataset(n: int, seed: int, *, split: str = "train", min_steps: int = 2
     """`n` chain problems of one split, tokenised and padded for next-byte training.
 
     Args:
-        n, seed, split: as `arith_dataset` (splits disjoint by the prompt's CRC-32).
-        min_steps, max_steps: the chain length is uniform on ``[min_steps, max_steps]`` per problem.
-        min_digits, max_digits: the value's width is uniform on this range per problem (``level`` None).
+        n: number of examples.
+        seed: picks the problems; the same arguments give the same data.
+        split: ``"train"``, ``"valid"`` or ``"test"`` (disjoint by the prompt's CRC-32, as `arith_dataset`).
+        min_steps: the chain length is uniform on ``[min_steps, max_steps]`` per problem.
+        max_steps: the longest chain.
+        min_digits: the value's width is uniform on ``[min_digits, max_digits]`` per problem (``level`` None).
+        max_digits: the widest value.
         level: a difficulty in ``[min_digits, max_digits]`` instead: width ``floor(level)``, or
             ``floor(level) + 1`` with probability ``level - floor(level)``, so accuracy can be set between
             two integer widths (a mixture's accuracy is the weighted mean of its widths').
