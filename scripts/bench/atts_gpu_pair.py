@@ -162,6 +162,16 @@ class RunStore:
         if problems and hasattr(problems[0], "digits"):
             self.arrays["test/digits"] = np.asarray([p.digits for p in problems], np.int8)
 
+    def accuracy_by_length(self, m: int) -> dict:
+        """Per run at `m`: accuracy of the questions of each chain length (n_steps), and how many there are."""
+        steps = self.arrays["test/n_steps"]
+        runs = sorted({k.split("/")[1] for k in self.arrays if k.startswith(f"m{m}/")})
+        out = {"n": {str(n): int((steps == n).sum()) for n in np.unique(steps)}}
+        for label in runs:
+            correct = self.arrays[f"m{m}/{label}/correct"]
+            out[label] = {str(n): float(correct[steps == n].mean()) for n in np.unique(steps)}
+        return out
+
     def keep(self, m: int, with_scores: bool):
         def store(label, result):
             self.arrays[f"m{m}/{label}/levels"] = result.levels.astype(np.int8)
@@ -290,6 +300,13 @@ def summary(r: dict) -> str:
             for label, a in e["bench"]["accuracy"].items():
                 lines.append(f"{label:<22} {a['wall_s_per_question'] * 1e3:>11.3f} {a['tokens_per_s']:>10.0f} "
                              f"{base['wall_s_per_question'] / a['wall_s_per_question']:>13.2f}x")
+        by_len = e.get("accuracy_by_chain_length")
+        if by_len:
+            lines += ["", "accuracy by chain length (steps: questions): "
+                      + ", ".join(f"{n}: {k}" for n, k in by_len["n"].items())]
+            for label, acc in by_len.items():
+                if label != "n":
+                    lines.append(f"{label:<22} " + " ".join(f"{a:.2f}" for a in acc.values()))
         for label, u in e.get("under_calibrated", {}).items():
             lines.append(f"{label}: judged turns with a bank below {u['min_bank']}: {u['turns'] or 'none'}")
     if r.get("sweep"):
@@ -438,7 +455,8 @@ def main() -> int:
                 more_alphas=tuple(args.alphas[1:]), save=partial, keep=store.keep(args.m, True), **common)
     rep["min_turn_n"] = min_turn_n
     run.report.pop("evaluation_partial", None)
-    run.phase("evaluation", {"bench": rep, "under_calibrated": under_calibrated(rep, cal["count_by_turn"])})
+    run.phase("evaluation", {"bench": rep, "under_calibrated": under_calibrated(rep, cal["count_by_turn"]),
+                             "accuracy_by_chain_length": store.accuracy_by_length(args.m)})
     if args.ms:
         sweep(run, draft, target, eval_task, args, {"bench": common, "min_turn_n": min_turn_n}, batch_s,
               max(cal["first_chunk_s"] - chunk, 0.0), store)
