@@ -246,6 +246,30 @@ class PathTrainer(JointTrainer):
         total, metrics = super().objective(params, inputs, targets, step)  # jc.lam = 0: no penalty inside
         return total + params["lam"] * jnp.log(metrics["cost"]), metrics
 
+    def run_segment(self, params: Any, opt_state: Any, lam: float, start: int, steps: int, *, patience: int = 0,
+                    min_steps: int = 1) -> tuple[Any, Any, int]:
+        """Joint steps `start`, `start` + 1, ... at `lam`: `steps` of them, or, with `patience` > 0, fewer once
+        the relaxation has converged: the hardened design (`DesignSpace.harden`: argmax formats, rounded
+        widths) came out the same after `patience` consecutive steps and at least `min_steps` steps ran.
+        Returns (params, opt_state, steps run). The check reads the knobs back after every step (a few
+        milliseconds); `patience` 0 runs all `steps` without reading anything back."""
+        for name, value, low in (("steps", steps, 1), ("patience", patience, 0), ("min_steps", min_steps, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}={value!r}: must be an integer >= {low}")
+        params = self.with_lam(params, lam)
+        previous, same = None, 0
+        for done in range(1, steps + 1):
+            params, opt_state, _ = self.step_fn(params, opt_state, self.train_data,
+                                                jnp.asarray(start + done - 1, jnp.int32))
+            if not patience:
+                continue
+            design = self.space.harden(self.cfg, jax.device_get(params["knobs"]))
+            same = same + 1 if design == previous else 0
+            previous = design
+            if same >= patience and done >= min_steps:
+                return params, opt_state, done
+        return params, opt_state, steps
+
 
 def gradient_path(sc: SweepConfig, init_net_params: Any, *, log=print,
                   space: DesignSpace | None = None) -> list[dict[str, Any]]:

@@ -139,28 +139,29 @@ def gradient_path(b: Bench, seed: int = 0) -> list[dict[str, Any]]:
         b.path_start = jax.device_get((b.path.params, b.path.opt_state))
     trainer = b.path
     params, opt_state = (jax.device_put(x, trainer.rules.tree_shardings(x)) for x in b.path_start)
-    step = seed * SEED_STRIDE // a.path_steps * a.path_steps  # a segment boundary: the schedules restart
+    base = seed * SEED_STRIDE // a.path_steps * a.path_steps  # segment k's batches: from base + k * path_steps
     rows = []
     compile_s = None
-    for lam in sorted(a.lams):
-        params = trainer.with_lam(params, lam)
-        first = compile_s is None and not hasattr(b, "path_compiled")
-        if first:  # the first step compiles: time it apart
+    for k, lam in enumerate(sorted(a.lams, reverse=a.path_order == "descending")):
+        step, todo = base + k * a.path_steps, a.path_steps
+        if not hasattr(b, "path_compiled"):  # the first step compiles: time it apart
             tc0 = time.perf_counter()
-            params, opt_state, _ = trainer.step_fn(params, opt_state, trainer.train_data, jnp.asarray(step, jnp.int32))
+            params, opt_state, _ = trainer.run_segment(params, opt_state, lam, step, 1)
             jax.block_until_ready(params)
-            compile_s, step = time.perf_counter() - tc0, step + 1
+            compile_s, step, todo = time.perf_counter() - tc0, step + 1, todo - 1
             b.path_compiled = True
-        for _ in range(a.path_steps - int(first)):
-            params, opt_state, _ = trainer.step_fn(params, opt_state, trainer.train_data, jnp.asarray(step, jnp.int32))
-            step += 1
+        ran = a.path_steps - todo
+        if todo:
+            params, opt_state, n = trainer.run_segment(params, opt_state, lam, step, todo,
+                                                       patience=a.path_patience, min_steps=max(1, a.path_min_steps - ran))
+            ran += n
         snap = jax.device_get(params)
         formats = b.space.harden(b.cfg, snap["knobs"])["formats"]
         signal = b.ptq(formats, snap["net"])
         if a.path_signal == "damage":  # the design's quantisation damage at the path's weights, on the PTQ scale
             signal += b.ptq(["bf16"] * b.n) - b.ptq(["bf16"] * b.n, snap["net"])
         rows.append({"formats": formats, "cost": b.cost(formats), "signal": signal, "lam": lam,
-                     "probs": np.asarray(b.space.format_probs(snap["knobs"])).round(4).tolist(),
+                     "probs": np.asarray(b.space.format_probs(snap["knobs"])).round(4).tolist(), "steps": ran,
                      "t_s": time.perf_counter() - t0, "compile_s": compile_s})
         b.log(f"gradient path lam={lam:g}: {formats}, signal {rows[-1]['signal']:.4f}")
     return rows
@@ -357,12 +358,15 @@ def run(a, log) -> dict[str, Any]:
     wins = sum(bool(r["verdict"] and r["verdict"]["beats_all"]) for r in rows)
     return {"protocol": "see the script's docstring", "reduced": bool(a.quick or a.reduced), "config": vars(a),
             "formats": list(a.formats), "pretrain_val_loss": b.pretrain_loss, "uniform": uniform, "budgets": rows,
-            "tuning_budget": {"gradient path": f"{len(a.lams)} lambdas x {a.path_steps} joint steps",
+            "tuning_budget": {"gradient path": f"{len(a.lams)} lambdas ({a.path_order}) x "
+                              + (f"{a.path_steps} joint steps" if not a.path_patience else
+                                 f"at most {a.path_steps} joint steps (stopped after {a.path_patience} steps "
+                                 f"without a design change, {a.path_min_steps} at least)"),
                               "random": f"{a.trials} PTQ evaluations", "tpe": f"{a.trials} PTQ evaluations",
                               "hawq": f"{a.fisher_batches} Fisher batches, greedy, no tuning",
                               "rule": "none"},
             "search_seconds": timings, "fisher_sensitivity": sens.tolist(), "hv_reference": list(reference),
-            "hypervolume": hv, "search_speed": search_speed, "goal_met": wins >= 2, "budgets_won": wins, "wall_s": time.perf_counter() - t0,
+            "hypervolume": hv, "search_speed": search_speed, "path_rows": searched["gradient path"], "goal_met": wins >= 2, "budgets_won": wins, "wall_s": time.perf_counter() - t0,
             "where": {"backend": jax.default_backend(), "host": platform.node(), "jax": jax.__version__}}
 
 
@@ -386,6 +390,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="loss (the protocol's): the hardened design's loss at the path's weights; damage: that loss "
                         "minus the bf16 loss at the same weights, plus the pretrained bf16 loss (removes the "
                         "advantage of later path points, which have trained longer)")
+    p.add_argument("--path-order", choices=("ascending", "descending"), default="ascending",
+                   help="the order the path walks --lams in (ascending: the protocol's; descending: from the most "
+                        "penalised, cheapest end, as a regularisation path is usually computed)")
+    p.add_argument("--path-patience", type=int, default=0,
+                   help="stop a lambda's segment once its hardened design has not changed for this many consecutive "
+                        "steps (0: the protocol's fixed --path-steps per lambda; --path-steps stays the maximum)")
+    p.add_argument("--path-min-steps", type=int, default=1, help="with --path-patience: steps a segment runs at least")
     p.add_argument("--search-seeds", type=int, default=3, help="search repeats for the wall-time-to-hypervolume "
                    "speed-up (seed 0's designs are the ones retrained)")
     p.add_argument("--batch", type=int, default=8)

@@ -42,9 +42,12 @@ def test_paired_rule_needs_more_than_two_pooled_seed_stds():
 @pytest.mark.slow
 def test_quick_protocol_end_to_end(tmp_path):
     rec = proto.main(["--quick", "--seeds", "2", "--pretrain-steps", "4", "--retrain-steps", "2", "--path-steps",
-                      "2", "--lams", "0", "1", "--trials", "3", "--fisher-batches", "1", "--out", str(tmp_path)])
+                      "3", "--lams", "0", "1", "--trials", "3", "--fisher-batches", "1", "--path-order", "descending",
+                      "--path-patience", "1", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "protocol_quick.json").read_text())
     assert saved["reduced"] and (tmp_path / "protocol_quick.png").exists()
+    assert [r["lam"] for r in saved["path_rows"]] == [1.0, 0.0]  # descending: the cheapest end first
+    assert all(1 <= r["steps"] <= 3 for r in saved["path_rows"])
     costs = [r["budget_cost"] for r in rec["budgets"]]
     assert costs[0] > costs[1] > costs[2]  # Posit(8,0) > MXFP4 (4.25 bits) > Posit(4,1)
     for r in rec["budgets"]:

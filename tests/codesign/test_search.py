@@ -230,6 +230,28 @@ def test_path_trainer_lambda_is_state_one_compilation_and_cost_falls(tiny_json):
     assert trainer.trace_count == 1, "one compilation for both lambdas"
     assert costs[3.0] < costs[0.0], costs
 
+    # run_segment's stopping rule, against the designs of the same steps run one by one
+    start = jax.device_get((trainer.with_lam(trainer.params, 3.0), trainer.optimizer.init(trainer.params)))
+    fresh = lambda: (jax.device_put(x, trainer.replicated) for x in start)  # noqa: E731
+    params, opt_state = fresh()
+    designs = []
+    for s in range(12):
+        params, opt_state, _ = trainer.step_fn(params, opt_state, trainer.train_data, jnp.asarray(s, jnp.int32))
+        designs.append(trainer.space.harden(trainer.cfg, jax.device_get(params["knobs"])))
+    patience, min_steps = 2, 3
+    expected = next((n for n in range(1, 13) if n >= min_steps and n > patience
+                     and all(d == designs[n - 1] for d in designs[n - 1 - patience:n])), 12)
+    params, opt_state = fresh()
+    params, _, ran = trainer.run_segment(params, opt_state, 3.0, 0, 12, patience=patience, min_steps=min_steps)
+    assert ran == expected < 12, (ran, expected)  # lam 3 settles on the cheapest formats within a few steps
+    assert trainer.space.harden(trainer.cfg, jax.device_get(params["knobs"])) == designs[ran - 1]
+    assert trainer.run_segment(*fresh(), 3.0, 0, 4)[2] == 4  # patience 0: every step
+    assert trainer.trace_count == 1, "the segments reuse the one compilation"
+    for kw, field in (({"steps": 0}, "steps"), ({"steps": 2, "patience": -1}, "patience"),
+                      ({"steps": 2, "min_steps": 0}, "min_steps")):
+        with pytest.raises(ValueError, match=f"^{field}="):
+            trainer.run_segment(*fresh(), 3.0, 0, **{"steps": 2, **kw})
+
 
 @pytest.mark.parametrize("kw, field", [({"lam": 0.1}, "lam"), ({"budget": 1e-3}, "lam")])
 def test_path_trainer_refuses_a_fixed_lambda_or_budget(tiny_json, kw, field):
