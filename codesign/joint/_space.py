@@ -36,6 +36,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import hwcost
 import nets
@@ -173,10 +174,12 @@ class DesignSpace:
         Returns {"formats", "kv_formats", "act_formats" (lists of names per layer, the last two
         empty when not searched), "ffn_widths" (kept hidden units per layer)}.
         """
+        # on the host (numpy; the same first-maximum rule as jnp.argmax): no eager JAX op to dispatch
+        # or compile, so a path that hardens after every step pays microseconds, not milliseconds
         def pick(logits, names):
-            return [names[int(i)] for i in jnp.argmax(logits, axis=-1)] if names else []
+            return [names[int(i)] for i in np.argmax(np.asarray(logits), axis=-1)] if names else []
 
-        keep = self.ffn_keep(knobs)
+        keep = self.ffn_keep(knobs) if self.search_ffn_width else [1.0] * cfg.n_layers  # ffn_keep's ones, host-side
         widths = []
         for layer, full in enumerate(full_widths(cfg)):
             kept = int(round(float(keep[layer]) * full / multiple)) * multiple

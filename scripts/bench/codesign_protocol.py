@@ -161,10 +161,16 @@ def gradient_path(b: Bench, seed: int = 0) -> list[dict[str, Any]]:
         if a.path_signal == "damage":  # the design's quantisation damage at the path's weights, on the PTQ scale
             signal += b.ptq(["bf16"] * b.n) - b.ptq(["bf16"] * b.n, snap["net"])
         rows.append({"formats": formats, "cost": b.cost(formats), "signal": signal, "lam": lam,
-                     "probs": np.asarray(b.space.format_probs(snap["knobs"])).round(4).tolist(), "steps": ran,
+                     "probs": softmax(np.asarray(snap["knobs"]["w_logits"])).round(4).tolist(), "steps": ran,
                      "t_s": time.perf_counter() - t0, "compile_s": compile_s})
         b.log(f"gradient path lam={lam:g}: {formats}, signal {rows[-1]['signal']:.4f}")
     return rows
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """The format probabilities of a row of logits, on the host (a record only; no eager JAX op to compile)."""
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def random_search(b: Bench, seed: int = 0) -> list[dict[str, Any]]:
