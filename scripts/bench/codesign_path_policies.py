@@ -1,11 +1,14 @@
 """Exploration for the fair protocol's search-speed figure: which way of walking the gradient path reaches the
 best black-box hypervolume soonest, measured on search seeds the protocol's report does NOT use (3, 4, 5).
 
-    PYTHONPATH=. python scripts/bench/codesign_path_policies.py --seeds 3 4 5 [--path-signal damage]
+    PYTHONPATH=. python scripts/bench/codesign_path_policies.py --seeds 3 4 5
 
 Everything is `codesign_protocol.py`'s (same tiny4 pretraining, space, signals, reference, random / TPE with 40
 PTQ evaluations each); only the path's walk changes: ascending or descending lambdas, a fixed 16 steps per
-lambda or a segment stopped once its hardened design is unchanged for `patience` steps (`min_steps` at least).
+lambda or a segment stopped once its hardened design is unchanged for `patience` steps (`min_steps` at least);
+and, for the fixed walks, the path's signal: the protocol's ("loss", the hardened design's loss at the path's
+weights) or "damage" (that loss minus the bf16 loss at the same weights plus the pretrained bf16 loss: the
+extra training of the path's weights removed, see codesign_protocol.py --path-signal).
 The path's step is compiled once before any timing (a throwaway seed), so every ratio excludes compilation.
 Writes --out (JSON): per policy and seed the ratio (black-box time / path time to the black box's final
 hypervolume of the search signals; None = the path never reaches it), both times, the steps per segment.
@@ -25,21 +28,22 @@ import codesign_protocol as P  # noqa: E402
 from codesign import hv_curve, speedup  # noqa: E402
 from nets import atomic_write_json  # noqa: E402
 
-POLICIES = {"ascending, 16 steps": ("ascending", 0, 1), "ascending, patience 3": ("ascending", 3, 4),
-            "descending, 16 steps": ("descending", 0, 1), "descending, patience 3": ("descending", 3, 4),
-            "descending, patience 2": ("descending", 2, 2)}
+POLICIES = {"ascending, 16 steps": ("ascending", 0, 1, "loss"), "ascending, patience 3": ("ascending", 3, 4, "loss"),
+            "descending, 16 steps": ("descending", 0, 1, "loss"), "descending, patience 3": ("descending", 3, 4, "loss"),
+            "descending, patience 2": ("descending", 2, 2, "loss"),
+            "ascending, 16 steps, damage signal": ("ascending", 0, 1, "damage"),
+            "descending, 16 steps, damage signal": ("descending", 0, 1, "damage")}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[3, 4, 5])
-    p.add_argument("--path-signal", choices=("loss", "damage"), default="loss")
     p.add_argument("--out", default="results/codesign/path_policies.json")
     cli = p.parse_args(argv)
     a = argparse.Namespace(model="tiny4", budget_formats=[f for _, f in P.BUDGET_FORMATS], formats=list(P.FORMATS),
                            quick=False, reduced=True, seeds=5, pretrain_steps=150, retrain_steps=40, path_steps=16,
                            lams=[0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0], trials=40, fisher_batches=4,
-                           path_signal=cli.path_signal, batch=8, seq_len=64, lr=3e-3, finetune_lr=1e-3, knob_lr=0.1,
+                           path_signal="loss", batch=8, seq_len=64, lr=3e-3, finetune_lr=1e-3, knob_lr=0.1,
                            eval_batches=4, path_order="ascending", path_patience=0, path_min_steps=1)
     t0 = time.perf_counter()
     log = lambda m: print(f"[{time.perf_counter() - t0:7.1f}s] {m}", flush=True)  # noqa: E731
@@ -49,8 +53,8 @@ def main(argv=None):
     out = {"config": vars(cli), "reference": list(reference), "policies": {}}
     for seed in cli.seeds:
         blackbox = {"random": P.random_search(b, seed), "tpe": P.tpe_search(b, seed)}
-        for name, (order, patience, min_steps) in POLICIES.items():
-            a.path_order, a.path_patience, a.path_min_steps = order, patience, min_steps
+        for name, (order, patience, min_steps, signal) in POLICIES.items():
+            a.path_order, a.path_patience, a.path_min_steps, a.path_signal = order, patience, min_steps, signal
             rows = P.gradient_path(b, seed)
             curves = {n: hv_curve([{"val_loss": r["signal"], "cost": r["cost"], "t_s": r["t_s"]} for r in rs], reference)
                       for n, rs in {**blackbox, "gradient path": rows}.items()}

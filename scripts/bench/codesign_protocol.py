@@ -45,6 +45,11 @@ and the JSON records what ran):
   best black-box method's final hypervolume of the SEARCH SIGNALS, over `--search-seeds` search seeds,
   with and without the path's step compilation (random/TPE reuse an evaluation compiled earlier).
 
+Options added after the protocol's first complete run (defaults = the protocol above): --path-order descending
+walks the lambdas from the most penalised end; --path-patience N stops a lambda's segment once its hardened
+design has not changed for N steps (`codesign.PathTrainer.run_segment`). The path's clock starts after its
+trainer is built, as random / TPE's starts after their evaluator is.
+
 Writes --out/STEM.json, STEM.md (table) and STEM.png (loss vs energy, seed std bars); STEM = --stem.
 """
 
