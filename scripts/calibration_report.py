@@ -2,6 +2,8 @@
 
     PYTHONPATH=. python scripts/calibration_report.py results/kernels_h200.json --out-dir results/calibration
     ... --transfer-data results/cost_suite/kernels_<h100 file>.json --transfer-target h100-sxm
+    PYTHONPATH=. python scripts/calibration_report.py results/kernels_h200_<new>.json \
+        results/kernels_h200.json:gemm,gemm_fp8 ...        # several files of one GPU, merged (hwcost.merge_data)
 
 Fits our software profile (efficiency curves and step composition, `hwcost.Software`) for
 the target on the training split of the data file (`hwcost.calibrate`; a hash-chosen quarter
@@ -108,25 +110,35 @@ def item_table(data, report: dict, device, software) -> str:
     return "\n".join(lines)
 
 
+def _source(parts: list[str]):
+    """load_data's source: one file as given, several (or a PATH:KINDS part) merged."""
+    return parts[0] if len(parts) == 1 and Path(parts[0]).is_file() else list(parts)
+
+
+def _names(parts: list[str]) -> str:
+    return " + ".join(Path(p).name for p in parts)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("data", type=Path, help="kernel data file (scripts/bench/kernels.py)")
+    parser.add_argument("data", nargs="+", help="kernel data file(s) of one GPU (scripts/bench/cost_suite.py); "
+                        "several are merged (hwcost.merge_data), PATH:KIND,KIND takes only those kinds of a file")
     parser.add_argument("--target", default="h200", help="base GPU preset")
     parser.add_argument("--out-dir", type=Path, default=Path("results/calibration"))
     parser.add_argument("--steps", type=int, default=3000, help="Adam steps of the fit")
-    parser.add_argument("--transfer-data", type=Path, default=None, help="another GPU's data file: predict it with "
-                        "the profile fitted here on that GPU's datasheet hardware (nothing fitted to it)")
+    parser.add_argument("--transfer-data", nargs="+", default=None, help="another GPU's data file(s), as for data: "
+                        "predict it with the profile fitted here on that GPU's datasheet hardware (nothing fitted to it)")
     parser.add_argument("--transfer-target", default="h100-sxm", help="the other GPU's preset (with --transfer-data)")
     args = parser.parse_args(argv)
-    data = load_data(args.data)
+    data = load_data(_source(args.data))
     device, report = calibrate(data, args.target, steps=args.steps)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"calibration_{args.target}"
     where = f"{jax.devices()[0].device_kind} ({platform.node()})"
     measured_on = data.device.get("kind", "?")
-    plot(data, report, args.out_dir / f"{stem}.png", f"{args.target} cost model vs {measured_on} ({args.data.name})")
+    plot(data, report, args.out_dir / f"{stem}.png", f"{args.target} cost model vs {measured_on} ({_names(args.data)})")
     table = format_errors(report)
-    header = (f"data {args.data} measured on {measured_on} (jax {data.device.get('jax', '?')}); fit on {where}; "
+    header = (f"data {' + '.join(args.data)} measured on {measured_on} (jax {data.device.get('jax', '?')}); fit on {where}; "
               f"{report['fit']['train_items']} training items, loss {report['fit']['loss'][0]:.3g} -> "
               f"{report['fit']['loss'][1]:.3g}")
     items = [{"id": i, "kind": k, "heldout": bool(h), "measured_s": float(m), "roofline_s": r, "calibrated_s": c}
@@ -137,17 +149,19 @@ def main(argv: list[str] | None = None) -> None:
     summary.update(fit_ran_on=where, items=items, software=device.software.to_dict())
     if args.transfer_data is not None:
         other = transfer(device, args.transfer_target)
-        errors = transfer_errors(other, args.transfer_data)
+        moved_data = load_data(_source(args.transfer_data))
+        errors = transfer_errors(other, moved_data)
         moved = format_errors({"calibrated": errors["calibrated"], "roofline": errors["roofline"]})
         table += (f"\n\ntransfer: the profile fitted on {args.target} data, on {args.transfer_target}'s datasheet "
-                  f"hardware, against {args.transfer_data} (every item held out; nothing fitted to it)\n{moved}")
-        moved_data = load_data(args.transfer_data)
+                  f"hardware, against {' + '.join(args.transfer_data)} (every item held out; nothing fitted to it)"
+                  f"\n{moved}")
         moved_data = dataclasses.replace(moved_data, heldout=np.asarray([k != "ceiling" for k in moved_data.kinds]))
         (args.out_dir / f"transfer_{args.transfer_target}_items.txt").write_text(
-            f"the {args.target}-fitted profile on {args.transfer_target}'s datasheet against {args.transfer_data} "
+            f"the {args.target}-fitted profile on {args.transfer_target}'s datasheet against "
+            f"{' + '.join(args.transfer_data)} "
             "(every item held out; columns as in the _items.txt of the fit)\n"
             + item_table(moved_data, errors, other.device, other.software) + "\n")
-        summary["transfer"] = {"target": args.transfer_target, "data": str(args.transfer_data),
+        summary["transfer"] = {"target": args.transfer_target, "data": " + ".join(args.transfer_data),
                                **{s: {k: v for k, v in errors[s].items() if k != "predicted_s"} for s in errors}}
     (args.out_dir / f"{stem}.txt").write_text(header + "\n" + table + "\n")
     (args.out_dir / f"{stem}_items.txt").write_text(

@@ -14,7 +14,8 @@ every name here.
 from hwcost.calibration._efficiency import KERNEL_GROUPS, Efficiency
 from hwcost.calibration._software import SCAN_CACHE_COPIES, STEP_PHASES, Software, software
 from hwcost.calibration._kernels import item_kernels, roofline_seconds, workload_kernels
-from hwcost.calibration._data import CEILING_KIND, DATA_SCHEMA, KernelData, item_family, load_data, split_heldout
+from hwcost.calibration._data import (CEILING_KIND, DATA_SCHEMA, KernelData, item_family, load_data, merge_data,
+                                     program_of, split_heldout)
 from hwcost.calibration._preset import PRESET_SCHEMA, CalibratedGPU, calibrated, load_preset, save_preset
 from hwcost.calibration._fit import calibrate, error_table, format_errors, predict, transfer, transfer_errors
 
@@ -24,7 +25,7 @@ __all__ = [
     # kernels of a workload or a measured item
     "workload_kernels", "item_kernels", "roofline_seconds", "SCAN_CACHE_COPIES",
     # data, fit and report
-    "KernelData", "load_data", "split_heldout", "item_family", "DATA_SCHEMA", "CEILING_KIND", "calibrate", "predict",
+    "KernelData", "load_data", "merge_data", "program_of", "split_heldout", "item_family", "DATA_SCHEMA", "CEILING_KIND", "calibrate", "predict",
     "error_table", "format_errors", "transfer", "transfer_errors",
     # presets
     "save_preset", "load_preset", "PRESET_SCHEMA",

@@ -46,6 +46,7 @@ class KernelData:
     item_of_row: np.ndarray
     device: dict
     source: str
+    program: dict = dataclasses.field(default_factory=dict)
 
     def subset(self, mask: np.ndarray) -> "KernelData":
         keep = np.flatnonzero(mask)
@@ -55,7 +56,8 @@ class KernelData:
         return KernelData(ids=tuple(self.ids[i] for i in keep), kinds=tuple(self.kinds[i] for i in keep),
                           measured_s=self.measured_s[keep], heldout=self.heldout[keep],
                           kernels={k: v[rows] for k, v in self.kernels.items()},
-                          item_of_row=remap[self.item_of_row[rows]], device=self.device, source=self.source)
+                          item_of_row=remap[self.item_of_row[rows]], device=self.device, source=self.source,
+                          program=self.program)
 
 
 def _bucket(item_id: str) -> int:
@@ -149,9 +151,100 @@ def _ceiling_items(ceilings: dict | None) -> list[dict]:
     return out
 
 
-def load_data(source: str | Path | dict, fraction: float = 0.25) -> KernelData:
-    """Read a kernel data file (`scripts/bench/kernels.py`, schema DATA_SCHEMA) and split it."""
-    if isinstance(source, dict):
+GROUPED_MATMUL_DENSE = "reference"
+"""`nets.grouped_matmul`'s implementation that lowers routed experts to dense matmuls over every expert."""
+
+
+def program_of(data: dict) -> dict:
+    """The program structure a data file's measurements ran with, as `hwcost.software` overrides.
+
+    {"dense_experts": bool}: whether the routed experts of its MoE layers ran as dense
+    matmuls over every expert. A file records the grouped kernel its MoE layers took
+    (`suite.grouped_matmul`, a `nets.grouped_matmul` implementation); a file that does not is
+    read by its suite version: the cost suite (`scripts/bench/cost_suite.py`, "cost-suite/1")
+    ran `nets.MoE` through `nets.grouped_matmul` ("mosaic_gpu" on the Hopper GPUs it ran on),
+    the older kernel suite (`scripts/bench/kernels.py`, no version) through XLA's dense
+    `ragged_dot` lowering.
+    """
+    suite = data.get("suite") if isinstance(data.get("suite"), dict) else {}
+    kernel = suite.get("grouped_matmul")
+    if not isinstance(kernel, str):
+        kernel = "mosaic_gpu" if str(suite.get("version", "")).startswith("cost-suite/") else GROUPED_MATMUL_DENSE
+    return {"dense_experts": kernel == GROUPED_MATMUL_DENSE}
+
+
+def _parse_part(part) -> tuple[str, tuple[str, ...] | None]:
+    """(path, kinds or None) of one `merge_data` part: a path, "PATH:KIND,KIND" or a (path, kinds) pair."""
+    if isinstance(part, (tuple, list)) and len(part) == 2:
+        path, kinds = part
+        return str(path), None if kinds is None else tuple(kinds)
+    text = str(part)
+    path, sep, kinds = text.rpartition(":")
+    if sep and kinds and "/" not in kinds and not Path(text).is_file():
+        return path, tuple(k for k in kinds.split(",") if k)
+    return text, None
+
+
+def merge_data(parts) -> dict:
+    """One kernel data file (a dict, DATA_SCHEMA) from several of one GPU, each restricted to some kinds.
+
+    `parts`: paths, "PATH:KIND,KIND" strings or (path, kinds) pairs; kinds are the error
+    table's (`gemm`, `gemm_fp8`, `attention`, ...; None: every kind). An item id in two parts
+    is taken from the first. Device, suite (with `merged_from`, and `program_of`'s
+    `grouped_matmul` of the first part) and ceilings are the first part's; every part must
+    come from the same GPU kind. The program structure is the first part's: take a kind whose
+    kernels depend on the program (MoE layers, whole steps) from one program only.
+    """
+    parts = [_parse_part(p) for p in parts]
+    if not parts:
+        raise nets.InputError("data", "[]", "need at least one kernel data file")
+    merged, seen, kind0 = None, set(), None
+    for path, kinds in parts:
+        file = Path(path)
+        if not file.is_file():
+            raise nets.InputError("data", path, "must be a kernel data file (run scripts/bench/cost_suite.py)")
+        data = nets.read_json_file(file, "data", what=f"a kernel data file ({DATA_SCHEMA})")
+        if not isinstance(data, dict) or data.get("schema") != DATA_SCHEMA:
+            got = data.get("schema") if isinstance(data, dict) else type(data).__name__
+            raise nets.InputError("data.schema", got, f"must be {DATA_SCHEMA!r}", file=path)
+        items = _input_check.measured_items(data, path)
+        kind = (data.get("device") or {}).get("kind")
+        if merged is None:
+            kind0 = kind
+            suite = dict(data.get("suite") or {})
+            suite.setdefault("grouped_matmul", GROUPED_MATMUL_DENSE if program_of(data)["dense_experts"]
+                             else "mosaic_gpu")
+            merged = {"schema": DATA_SCHEMA, "created": data.get("created"), "device": data.get("device", {}),
+                      "suite": {**suite, "merged_from": []}, "ceilings": data.get("ceilings"), "items": [],
+                      "skipped": []}
+        elif kind != kind0:
+            raise nets.InputError("data", f"{path} ({kind})", f"must be measured on the same GPU kind as the "
+                                  f"first part ({kind0})")
+        if kinds is not None:
+            unknown = sorted(set(kinds) - {item_kind(i) for i in items})
+            if unknown:
+                raise nets.InputError("data kinds", ",".join(unknown), f"must be kinds of {path}'s items "
+                                      f"({', '.join(sorted({item_kind(i) for i in items}))})")
+        taken = [i for i in items if (kinds is None or item_kind(i) in kinds) and i["id"] not in seen]
+        seen.update(i["id"] for i in taken)
+        merged["items"] += taken
+        merged["suite"]["merged_from"].append(f"{file.name} ({len(taken)} items"
+                                              + (f": {', '.join(kinds)})" if kinds else ")"))
+        if not merged.get("ceilings") and data.get("ceilings"):
+            merged["ceilings"] = data["ceilings"]
+    return merged
+
+
+def load_data(source, fraction: float = 0.25) -> KernelData:
+    """Read a kernel data file (`scripts/bench/kernels.py`, schema DATA_SCHEMA) and split it.
+
+    `source`: a path, a data dict, or a list of parts merged by `merge_data`. The result's
+    `program` is `program_of` the data (the structure its measurements ran with).
+    """
+    if isinstance(source, (list, tuple)):
+        data = merge_data(source)
+        name = " + ".join(str(p if isinstance(p, str) else p[0]) for p in source)
+    elif isinstance(source, dict):
         data, name = source, "<dict>"
     else:
         path = Path(source)
@@ -179,4 +272,5 @@ def load_data(source: str | Path | dict, fraction: float = 0.25) -> KernelData:
     kernels = {c: np.concatenate([t[c] for t in tables]) for c in _RECORD}
     return KernelData(ids=ids, kinds=kinds, measured_s=np.asarray([i["timing"]["median_s"] for i in items]),
                       heldout=split_heldout(ids, kinds, fraction, families), kernels=kernels,
-                      item_of_row=np.concatenate(owners), device=data.get("device", {}), source=name)
+                      item_of_row=np.concatenate(owners), device=data.get("device", {}), source=name,
+                      program=program_of(data))

@@ -7,6 +7,7 @@ data file (`hwcost.load_data`); `calibrate` fits a preset GPU and returns a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -206,12 +207,14 @@ def calibrate(data: str | Path | KernelData, base: str | GPU = "h200", *, steps:
 
     `software_name` names whose kernels the data measured ("ours" for our program; a peer's
     data gives the peer's profile, e.g. "peer-torch", with no program structure of ours).
+    Our program's structure is the one the data's measurements ran with (`KernelData.program`).
     """
     data = data if isinstance(data, KernelData) else load_data(data)
     device = gpu(base) if isinstance(base, str) else base
     if isinstance(device, CalibratedGPU):
         raise ValueError(f"base={device.name!r}: already calibrated; start from a preset GPU")
-    eff, history = fit(data, device, steps=steps, name=software_name)
+    eff, history = fit(data, device, steps=steps, name=software_name,
+                       init=software(software_name, **(data.program if software_name.startswith("ours") else {})))
     target = calibrated(device, eff, name or f"{device.name}-calibrated")
     report = {"data": data.source, "device": data.device, "base": device.name, "fit": history,
               "heldout_ids": [i for i, h in zip(data.ids, data.heldout) if h],
@@ -250,11 +253,24 @@ def transfer(target: CalibratedGPU, base: str | GPU, name: str | None = None) ->
     return calibrated(device, target.software, name or f"{device.name}-from-{target.name}")
 
 
-def transfer_errors(target: CalibratedGPU, data: str | Path | KernelData) -> dict:
-    """The error table (`error_table`) of `target` on every item of `data`, all counted as held out (nothing fitted)."""
+def transfer_errors(target: CalibratedGPU, data) -> dict:
+    """The error table (`error_table`) of `target` on every item of `data`, all counted as held out (nothing fitted).
+
+    The profile keeps its fitted curves; its program structure (`KernelData.program`: dense
+    or grouped experts) is that of the program `data` measured, a fact about that program,
+    not a fitted value.
+    """
     data = data if isinstance(data, KernelData) else load_data(data)
     everything = KernelData(ids=data.ids, kinds=data.kinds, measured_s=data.measured_s,
                             heldout=np.asarray([k != "ceiling" for k in data.kinds]), kernels=data.kernels,
-                            item_of_row=data.item_of_row, device=data.device, source=data.source)
-    return {"calibrated": error_table(target.device, target.software, everything),
+                            item_of_row=data.item_of_row, device=data.device, source=data.source, program=data.program)
+    sw = _with_program(target.software, data.program)
+    return {"calibrated": error_table(target.device, sw, everything),
             "roofline": error_table(target.device, None, everything)}
+
+
+def _with_program(sw: Software, program: dict) -> Software:
+    """`sw` with the program structure `program` (`KernelData.program`) where it has curves (a roofline stays one)."""
+    if sw.efficiency is None or not program:
+        return sw
+    return dataclasses.replace(sw, **program)
