@@ -4,7 +4,7 @@ The uncalibrated `GPU` is a roofline at 100% of peak: a lower bound of any real 
 Real kernels reach a fraction of peak that depends on their size (small GEMMs cannot fill
 132 SMs, small copies do not saturate HBM) and pay a fixed launch cost. Here each kernel
 family g (KERNEL_GROUPS: GEMM, FP8 GEMM, the attention core per attention kind in decode and
-in prefill/training, MoE experts, norms, elementwise) gets
+in prefill and in training, MoE experts, norms, elementwise) gets
 
     compute efficiency  e_c(F) = c_max_g / (1 + (F_half_g / F)^alpha_g)                  [fraction]
     memory efficiency   e_m(B) = m_max_g / (1 + (B_half_g / B)^beta_g)                    [fraction]
@@ -34,13 +34,15 @@ from hwcost.targets._gpu import GPU
 
 KERNEL_GROUPS = ("gemm", "gemm_fp8", "attention", "moe", "elementwise", "attention_decode_mha", "attention_decode_gqa",
                  "attention_decode_mfa", "attention_decode_mla", "norm", "attention_mha", "attention_gqa",
-                 "attention_mfa", "attention_mla")
+                 "attention_mfa", "attention_mla", "attention_train_mha", "attention_train_gqa", "attention_train_mfa",
+                 "attention_train_mla")
 """The kernel families that get their own efficiency curves, in the order of every `Efficiency` field's entries.
 
-The attention core has a family per attention kind, in decode ("attention_decode_<kind>")
-and in prefill and training ("attention_<kind>"), since one implementation runs each kind
-through different kernels (a fused kernel for one, einsums for another); "attention" is that
-of a workload with no config. "norm" (a row
+The attention core has a family per attention kind, in decode ("attention_decode_<kind>"),
+prefill ("attention_<kind>") and training ("attention_train_<kind>": forward and backward,
+the backward's kernels being others than the forward's), since one implementation runs each
+kind through different kernels (a fused kernel for one, einsums for another); "attention" is
+that of a workload with no config. "norm" (a row
 reduction) is apart from "elementwise" (copies, the KV-cache copies, the embedding gather).
 A preset written before a family existed gives it the "attention" (or "elementwise") curves.
 """

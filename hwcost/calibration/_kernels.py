@@ -44,7 +44,7 @@ def _family(work: Workload, op: str) -> str:
     """The kernel family of op class `op` in `work` (attention: one per attention kind, decode apart)."""
     group = OP_GROUP[op]
     if group == "attention" and work.config is not None:
-        phase = "decode_" if work.phase == "decode" else ""
+        phase = {"decode": "decode_", "train": "train_"}.get(work.phase, "")
         return f"attention_{phase}{work.config.attention.kind}"
     return group
 
