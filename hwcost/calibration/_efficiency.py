@@ -44,7 +44,8 @@ the backward's kernels being others than the forward's), since one implementatio
 kind through different kernels (a fused kernel for one, einsums for another); "attention" is
 that of a workload with no config. "norm" (a row
 reduction) is apart from "elementwise" (copies, the KV-cache copies, the embedding gather).
-A preset written before a family existed gives it the "attention" (or "elementwise") curves.
+A preset written before a family existed gives it the "attention" (or "elementwise") curves, a
+training family the prefill family's of its kind.
 """
 _FIELDS = ("compute_max", "compute_half_flops", "compute_exponent", "memory_max", "memory_half_bytes",
            "memory_exponent", "waste_exponent", "launch_s", "tile_rows")
@@ -106,10 +107,15 @@ class Efficiency(eqx.Module):
     @classmethod
     def from_dict(cls, data: dict) -> "Efficiency":
         if isinstance(data, dict):
+            given = {k: set(v) for k, v in data.items() if isinstance(v, dict)}
             data = {**{k: {g: v for g in KERNEL_GROUPS} for k, v in _OPTIONAL.items()}, **data}
             parent = {g: "attention" for g in KERNEL_GROUPS if g.startswith("attention_")} | {"norm": "elementwise"}
             data = {k: ({**{g: v.get(p) for g, p in parent.items() if p in v}, **v} if isinstance(v, dict) else v)
                     for k, v in data.items()}
+            # a training family a preset lacks: the prefill family of its kind (how it was priced before)
+            forward = {g: g.replace("_train_", "_") for g in KERNEL_GROUPS if "_train_" in g}
+            data = {k: ({**v, **{g: v[p] for g, p in forward.items() if p in v and g not in given.get(k, ())}}
+                        if isinstance(v, dict) else v) for k, v in data.items()}
         if not isinstance(data, dict) or sorted(data) != sorted(_FIELDS):
             raise ValueError(f"efficiency={sorted(data) if isinstance(data, dict) else data!r}: "
                              f"must have exactly the fields {', '.join(_FIELDS)}")

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from hwcost.calibration._data import MODEL_KINDS, KernelData, load_data
+from hwcost.calibration._efficiency import _FIELDS as _EFF_FIELDS
 from hwcost.calibration._efficiency import KERNEL_GROUPS, Efficiency
 from hwcost.calibration._preset import CalibratedGPU, calibrated
 from hwcost.calibration._software import Software, as_software, kernel_seconds, software
@@ -139,7 +140,25 @@ def fit(data: KernelData, base: GPU, *, steps: int = 3000, learning_rate: float 
                                 like=_structure(start))
     fitted = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)) if eqx.is_array(x) else x,
                           _to_software(u, _structure(start)))
+    fitted = _inherit_unseen(fitted, set(np.unique(train.kernels["group"]).astype(int).tolist()))
     return fitted, {"loss": [float(losses[0]), float(final)], "steps": steps, "train_items": len(train.ids)}
+
+
+def _inherit_unseen(sw: Software, seen: set[int]) -> Software:
+    """`sw` with each training attention family the data has no kernel of priced as its kind's prefill family.
+
+    A suite without training items (the H200 suite of kernels.py) leaves those families at the
+    starting point; the forward kernels' fitted curves are the better guess, as before they were apart.
+    """
+    eff = sw.efficiency
+    for g, name in enumerate(KERNEL_GROUPS):
+        if "_train_" not in name or g in seen:
+            continue
+        f = KERNEL_GROUPS.index(name.replace("_train_", "_"))
+        for field in _EFF_FIELDS:
+            values = getattr(eff, field)
+            eff = eqx.tree_at(lambda e, k=field: getattr(e, k), eff, values.at[g].set(values[f]))
+    return eqx.tree_at(lambda s: s.efficiency, sw, eff)
 
 
 def _borrowed(data: KernelData, sw: Software) -> np.ndarray:
