@@ -274,6 +274,54 @@ def test_h200_held_out_error_stays_within_the_current_models_bounds(h200):
         assert row["mape"] <= REACHED[kind], (kind, row)
 
 
+# ---- the measured H100 (the full cost suite of 2026-12-07 16:05, the network's current kernels) ----------------
+H100_DATA = Path(__file__).resolve().parents[2] / "results" / "kernels_h100_20261207T16_suite.json"
+
+
+@pytest.fixture(scope="module")
+def h100():
+    if not H100_DATA.is_file():
+        pytest.skip(f"{H100_DATA} is absent: run scripts/bench/cost_suite.py on an H100 and commit it")
+    data = load_data(H100_DATA)
+    return data, *calibrate(data, "h100-sxm", steps=FIT_STEPS)
+
+
+# Measured with FIT_STEPS (split by rule: 26 held-out kernels, one held-out model's decode, prefill and train
+# steps): end to end 9.6% (decode 12.9%, prefill 2.9%, train 13.2%); per kind up to 46.5% (FP8 GEMMs, the
+# kernel XLA picks per shape), MoE layers 40.0%, grouped GEMMs 27.1%. Causes: results/calibration/README.md.
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="goal missed on the stored H100 suite: end to end 9.6%, per kind up to 47%")
+def test_h100_held_out_error_meets_the_goal(h100):
+    _, _, report = h100
+    cal = report["calibrated"]
+    assert cal["end_to_end"]["mape"] <= 0.05, cal["end_to_end"]
+    for kind, row in cal["by_kind"].items():
+        if row["heldout"]["n"]:
+            assert row["heldout"]["mape"] <= 0.08, (kind, row["heldout"])
+
+
+# Regression bounds on the H100 suite (held-out MAPE at FIT_STEPS rounded up to the next whole percent), NOT the
+# goal. The model before the training attention families and the grouped experts fails it on attention (28.5%),
+# grouped GEMMs (39.4%) and MoE layers (44.5%).
+REACHED_H100 = {"end_to_end": 0.10, "kernels": 0.26, "attention": 0.17, "decode_step": 0.13, "elementwise": 0.12,
+                "gemm": 0.04, "gemm_fp32": 0.14, "gemm_fp8": 0.47, "gemm_int8": 0.29, "gemm_tf32": 0.12,
+                "grouped_gemm": 0.28, "moe": 0.41, "norm": 0.07, "prefill_step": 0.03, "train_step": 0.14}
+
+
+@pytest.mark.slow
+def test_h100_held_out_error_stays_within_the_current_models_bounds(h100):
+    data, _, report = h100
+    cal = report["calibrated"]
+    assert report["roofline"]["lower_bound"] == 1.0  # the uncalibrated roofline below every measurement
+    assert cal["end_to_end"]["n"] == 3 and cal["end_to_end"]["mape"] <= REACHED_H100["end_to_end"]
+    assert cal["kernels_heldout"]["n"] == 26 and cal["kernels_heldout"]["mape"] <= REACHED_H100["kernels"]
+    held = {kind: row["heldout"] for kind, row in cal["by_kind"].items() if row["heldout"]["n"]}
+    assert sorted(held) == sorted(set(REACHED_H100) - {"end_to_end", "kernels"})
+    for kind, row in held.items():
+        assert row["mape"] <= REACHED_H100[kind], (kind, row)
+    assert data.program == {"dense_experts": False}  # the cost suite's MoE layers ran the grouped kernel
+
+
 def test_software_norm_reads_and_gemm_rate_are_the_programs_not_the_roofline():
     """A norm of ours reads its input twice; our e4m3 GEMM computes at the bf16 rate; the roofline does neither."""
     device = hwcost.gpu("h200")
