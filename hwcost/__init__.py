@@ -45,9 +45,9 @@ from hwcost._ops import (ATTENTION_OP_KINDS, FORMATS, attention_config, attentio
                          gemm_op, is_whole_step, moe_config, moe_op, norm_op, op_workload)
 from hwcost.calibration import (CEILING_KIND, DATA_SCHEMA, KERNEL_GROUPS, PRESET_SCHEMA, SCAN_CACHE_COPIES,
                                 STEP_PHASES, CalibratedGPU, Efficiency, KernelData, Software, calibrate, calibrated,
-                                error_table, format_errors, item_family, item_kernels, load_data, load_preset, merge_data,
-                                predict, program_of, roofline_seconds, save_preset, software, split_heldout, transfer, transfer_errors,
-                                workload_kernels)
+                                error_table, format_errors, item_family, item_kernels, load_data, load_preset,
+                                merge_data, predict, program_of, roofline_seconds, save_preset, software, split_heldout,
+                                transfer, transfer_errors, workload_kernels)
 from hwcost._registry import get_target, target_names
 from hwcost.reproductions import PAPERS, Row, register, reproduce
 from hwcost._report import cost_report, load_model

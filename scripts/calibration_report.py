@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", type=Path, default=Path("results/calibration"))
     parser.add_argument("--steps", type=int, default=3000, help="Adam steps of the fit")
     parser.add_argument("--transfer-data", nargs="+", default=None, help="another GPU's data file(s), as for data: "
-                        "predict it with the profile fitted here on that GPU's datasheet hardware (nothing fitted to it)")
+                        "predict it with the profile fitted here on that GPU's datasheet hardware "
+                        "(nothing fitted to it)")
     parser.add_argument("--transfer-target", default="h100-sxm", help="the other GPU's preset (with --transfer-data)")
     args = parser.parse_args(argv)
     data = load_data(_source(args.data))
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     measured_on = data.device.get("kind", "?")
     plot(data, report, args.out_dir / f"{stem}.png", f"{args.target} cost model vs {measured_on} ({_names(args.data)})")
     table = format_errors(report)
-    header = (f"data {' + '.join(args.data)} measured on {measured_on} (jax {data.device.get('jax', '?')}); fit on {where}; "
+    header = (f"data {' + '.join(args.data)} measured on {measured_on} (jax {data.device.get('jax', '?')}); "
+              f"fit on {where}; "
               f"{report['fit']['train_items']} training items, loss {report['fit']['loss'][0]:.3g} -> "
               f"{report['fit']['loss'][1]:.3g}")
     items = [{"id": i, "kind": k, "heldout": bool(h), "measured_s": float(m), "roofline_s": r, "calibrated_s": c}

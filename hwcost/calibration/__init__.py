@@ -25,7 +25,8 @@ __all__ = [
     # kernels of a workload or a measured item
     "workload_kernels", "item_kernels", "roofline_seconds", "SCAN_CACHE_COPIES",
     # data, fit and report
-    "KernelData", "load_data", "merge_data", "program_of", "split_heldout", "item_family", "DATA_SCHEMA", "CEILING_KIND", "calibrate", "predict",
+    "KernelData", "load_data", "merge_data", "program_of", "split_heldout", "item_family", "DATA_SCHEMA",
+    "CEILING_KIND", "calibrate", "predict",
     "error_table", "format_errors", "transfer", "transfer_errors",
     # presets
     "save_preset", "load_preset", "PRESET_SCHEMA",
