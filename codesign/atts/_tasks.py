@@ -20,7 +20,8 @@ import math
 from dataclasses import dataclass
 
 from nets import InputError
-from codesign.data import ArithDataset, arith_dataset, chain_dataset, max_chain_text_len, max_text_len
+from codesign.data import (ArithDataset, arith_dataset, chain_dataset, max_chain_text_len, max_text_len,
+                           round_seq_len)
 
 __all__ = ["ArithTask", "ChainTask", "TASKS", "task_for", "task_from_dict", "chain_level_for", "pipeline_buf_len"]
 
@@ -33,12 +34,17 @@ def _check_size(size: str) -> None:
         raise InputError("size", size, f"must be one of {', '.join(SIZES)}")
 
 
-def _round8(text_len: int) -> int:
-    return -(-(text_len - 1) // 8) * 8
+class _Task:
+    """What every task derives from its longest example (`max_text_len`, bytes)."""
+
+    @property
+    def seq_len(self) -> int:
+        """Training context (bytes): the longest example, rounded up to a multiple of 8."""
+        return round_seq_len(self.max_text_len)
 
 
 @dataclass(frozen=True)
-class ArithTask:
+class ArithTask(_Task):
     """Which arithmetic problems: first-operand digits in [min_digits, max_digits], ops."""
 
     min_digits: int = 3
@@ -56,18 +62,13 @@ class ArithTask:
     def max_text_len(self) -> int:
         return max_text_len(self.max_digits, self.ops)
 
-    @property
-    def seq_len(self) -> int:
-        """Training context (bytes): the longest example, rounded up to a multiple of 8."""
-        return _round8(self.max_text_len)
-
     def dataset(self, n: int, seed: int, split: str) -> ArithDataset:
         return arith_dataset(n, seed, split=split, min_digits=self.min_digits, max_digits=self.max_digits,
                              seq_len=self.seq_len, ops=self.ops)
 
 
 @dataclass(frozen=True)
-class ChainTask:
+class ChainTask(_Task):
     """Chain problems: min_steps..max_steps instructions on a value of min_digits..max_digits digits.
 
     level: None draws the width uniformly (the training mixture); a number in [min_digits, max_digits]
@@ -97,11 +98,6 @@ class ChainTask:
     @property
     def max_text_len(self) -> int:
         return max_chain_text_len(self.max_steps, self.max_digits)
-
-    @property
-    def seq_len(self) -> int:
-        """Training context (bytes): the longest example, rounded up to a multiple of 8."""
-        return _round8(self.max_text_len)
 
     @property
     def widths(self) -> range:

@@ -11,7 +11,7 @@
 from codesign.data._arith import (END, OPS, PAD, SPLITS, ArithDataset, ArithProblem, arith_dataset, check_step,
                                   decode, encode, format_example, format_problem, format_solution, is_correct,
                                   make_problem, max_text_len, pack_examples, parse_answer, problem_split,
-                                  solution_steps, split_steps)
+                                  round_seq_len, solution_steps, split_steps)
 from codesign.data._chain import (CHAIN_OPS, ChainProblem, chain_dataset, chain_solution_steps, check_chain_step,
                                   format_chain_example, format_chain_solution, make_chain_problem, max_chain_text_len)
 from codesign.data._text import (FILE_SEPARATOR, STDLIB_EXCLUDED_DIRS, VALID_PERCENT, ByteCorpus, eval_batches,
@@ -25,7 +25,7 @@ __all__ = [
     # arithmetic task
     "ArithProblem", "ArithDataset", "make_problem", "format_problem", "solution_steps", "format_solution",
     "format_example", "split_steps", "check_step", "parse_answer", "is_correct", "encode", "decode",
-    "max_text_len", "arith_dataset", "pack_examples", "problem_split", "OPS", "SPLITS", "PAD", "END",
+    "max_text_len", "round_seq_len", "arith_dataset", "pack_examples", "problem_split", "OPS", "SPLITS", "PAD", "END",
     # chain task
     "ChainProblem", "make_chain_problem", "chain_solution_steps", "format_chain_solution", "format_chain_example",
     "check_chain_step", "max_chain_text_len", "chain_dataset", "CHAIN_OPS",

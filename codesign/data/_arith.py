@@ -350,26 +350,46 @@ def arith_dataset(n: int, seed: int, *, split: str = "train", min_digits: int = 
     ops = tuple(ops)
     if not ops or any(op not in OPS for op in ops):
         raise _error("ops", ops, f"must be a non-empty selection from {OPS}")
-    longest = max_text_len(max_digits, ops)
-    if seq_len is None:
-        seq_len = -(-(longest - 1) // 8) * 8
-    elif not _is_int(seq_len) or seq_len + 1 < longest:
-        raise _error("seq_len", seq_len, f"must be an integer >= {longest - 1} to hold the longest example "
-                                         f"({longest} bytes) for max_digits={max_digits}, ops={ops}")
+    space = f"max_digits={max_digits}, ops={ops}"
+    seq_len = resolve_seq_len(seq_len, max_text_len(max_digits, ops), space)
     rng = np.random.default_rng([seed, SPLITS.index(split)])
-    problems: list[ArithProblem] = []
+
+    def draw() -> ArithProblem:
+        return make_problem(rng, int(rng.integers(min_digits, max_digits + 1)), ops[int(rng.integers(len(ops)))])
+
+    problems = draw_split(draw, n, split, f"min_digits={min_digits}, {space}")
+    return pack_examples(problems, [format_solution(p) for p in problems], seq_len, split)
+
+
+def round_seq_len(text_len: int) -> int:
+    """The smallest multiple of 8 that holds a `text_len`-byte example (rows hold seq_len + 1 bytes)."""
+    return -(-(text_len - 1) // 8) * 8
+
+
+def resolve_seq_len(seq_len: int | None, longest: int, space: str) -> int:
+    """`seq_len` checked to hold the longest example of `space` (`longest` bytes); None: `round_seq_len`."""
+    if seq_len is None:
+        return round_seq_len(longest)
+    if not _is_int(seq_len) or seq_len + 1 < longest:
+        raise _error("seq_len", seq_len, f"must be an integer >= {longest - 1} to hold the longest example "
+                                         f"({longest} bytes) for {space}")
+    return seq_len
+
+
+def draw_split(draw, n: int, split: str, space: str) -> list:
+    """`n` problems of `split` from repeated `draw()` calls (each split keeps the problems its hash picks)."""
+    problems = []
     max_draws = 200 * n + 10_000  # the test split takes ~5% of draws; this bound is only hit by tiny problem spaces
     for _ in range(max_draws):
         if len(problems) == n:
             break
-        n_digits = int(rng.integers(min_digits, max_digits + 1))
-        problem = make_problem(rng, n_digits, ops[int(rng.integers(len(ops)))])
+        problem = draw()
         if problem_split(problem) == split:
             problems.append(problem)
     if len(problems) < n:
         raise _error("n", n, f"only {len(problems)} {split} problems found in {max_draws} draws: the problem space "
-                             f"(min_digits={min_digits}, max_digits={max_digits}, ops={ops}) is too small")
-    return pack_examples(problems, [format_solution(p) for p in problems], seq_len, split)
+                             f"({space}) is too small")
+    return problems
 
 
 def pack_examples(problems: Sequence, completions: Sequence[str], seq_len: int, split: str) -> ArithDataset:

@@ -32,7 +32,7 @@ import dataclasses
 import math
 import numpy as np
 
-from codesign.data._arith import (END, SPLITS, ArithDataset, _error, _is_int, pack_examples, problem_split)
+from codesign.data._arith import END, SPLITS, ArithDataset, _error, _is_int, draw_split, pack_examples, resolve_seq_len
 
 __all__ = ["CHAIN_OPS", "ChainProblem", "make_chain_problem", "chain_solution_steps", "format_chain_solution",
            "format_chain_example", "check_chain_step", "max_chain_text_len", "chain_dataset"]
@@ -198,24 +198,14 @@ def chain_dataset(n: int, seed: int, *, split: str = "train", min_steps: int = 2
     if level is not None and (isinstance(level, bool) or not isinstance(level, (int, float))
                               or not min_digits <= level <= max_digits):
         raise _error("level", level, f"must be None or a number in [min_digits={min_digits}, max_digits={max_digits}]")
-    longest = max_chain_text_len(max_steps, max_digits)
-    if seq_len is None:
-        seq_len = -(-(longest - 1) // 8) * 8
-    elif not _is_int(seq_len) or seq_len + 1 < longest:
-        raise _error("seq_len", seq_len, f"must be an integer >= {longest - 1} to hold the longest example "
-                                         f"({longest} bytes)")
+    space = f"max_steps={max_steps}, max_digits={max_digits}"
+    seq_len = resolve_seq_len(seq_len, max_chain_text_len(max_steps, max_digits), space)
     rng = np.random.default_rng([seed, SPLITS.index(split), 7])
-    problems: list[ChainProblem] = []
-    max_draws = 200 * n + 10_000
-    for _ in range(max_draws):
-        if len(problems) == n:
-            break
+
+    def draw() -> ChainProblem:
         n_steps = int(rng.integers(min_steps, max_steps + 1))
-        problem = make_chain_problem(rng, n_steps, _digits_of(rng, min_digits, max_digits, level))
-        if problem_split(problem) == split:
-            problems.append(problem)
-    if len(problems) < n:
-        raise _error("n", n, f"only {len(problems)} {split} problems found in {max_draws} draws: the problem space "
-                             f"is too small")
+        return make_chain_problem(rng, n_steps, _digits_of(rng, min_digits, max_digits, level))
+
+    problems = draw_split(draw, n, split, space)
     return pack_examples(problems, [format_chain_solution(p) for p in problems], seq_len, split)
 
