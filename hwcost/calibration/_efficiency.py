@@ -36,6 +36,8 @@ KERNEL_GROUPS = ("gemm", "gemm_fp8", "attention", "moe", "elementwise", "attenti
                  "attention_decode_mfa", "attention_decode_mla", "norm", "attention_mha", "attention_gqa",
                  "attention_mfa", "attention_mla", "attention_train_mha", "attention_train_gqa", "attention_train_mfa",
                  "attention_train_mla")
+FORWARD_OF = {g: g.replace("_train_", "_") for g in KERNEL_GROUPS if "_train_" in g}
+"""Each training attention family's forward (prefill) family of the same kind."""
 """The kernel families that get their own efficiency curves, in the order of every `Efficiency` field's entries.
 
 The attention core has a family per attention kind, in decode ("attention_decode_<kind>"),
@@ -101,6 +103,15 @@ class Efficiency(eqx.Module):
                    memory_max=full(0.85), memory_half_bytes=full(1e6), memory_exponent=full(0.8),
                    waste_exponent=full(0.3), launch_s=full(3e-6), tile_rows=full(64.0))
 
+    def with_group_from(self, child: str, parent: str, fields: tuple[str, ...] | None = None) -> "Efficiency":
+        """This efficiency with group `child`'s `fields` (default: all) set to group `parent`'s."""
+        c, p = KERNEL_GROUPS.index(child), KERNEL_GROUPS.index(parent)
+        eff = self
+        for field in _FIELDS if fields is None else fields:
+            values = getattr(eff, field)
+            eff = eqx.tree_at(lambda e, f=field: getattr(e, f), eff, values.at[c].set(values[p]))
+        return eff
+
     def to_dict(self) -> dict:
         return {name: {g: float(v) for g, v in zip(KERNEL_GROUPS, np.asarray(getattr(self, name)))} for name in _FIELDS}
 
@@ -113,8 +124,7 @@ class Efficiency(eqx.Module):
             data = {k: ({**{g: v.get(p) for g, p in parent.items() if p in v}, **v} if isinstance(v, dict) else v)
                     for k, v in data.items()}
             # a training family a preset lacks: the prefill family of its kind (how it was priced before)
-            forward = {g: g.replace("_train_", "_") for g in KERNEL_GROUPS if "_train_" in g}
-            data = {k: ({**v, **{g: v[p] for g, p in forward.items() if p in v and g not in given.get(k, ())}}
+            data = {k: ({**v, **{g: v[p] for g, p in FORWARD_OF.items() if p in v and g not in given.get(k, ())}}
                         if isinstance(v, dict) else v) for k, v in data.items()}
         if not isinstance(data, dict) or sorted(data) != sorted(_FIELDS):
             raise ValueError(f"efficiency={sorted(data) if isinstance(data, dict) else data!r}: "

@@ -18,8 +18,7 @@ import numpy as np
 import optax
 
 from hwcost.calibration._data import MODEL_KINDS, KernelData, load_data
-from hwcost.calibration._efficiency import _FIELDS as _EFF_FIELDS
-from hwcost.calibration._efficiency import KERNEL_GROUPS, Efficiency
+from hwcost.calibration._efficiency import FORWARD_OF, KERNEL_GROUPS, Efficiency
 from hwcost.calibration._preset import CalibratedGPU, calibrated
 from hwcost.calibration._software import Software, as_software, kernel_seconds, software
 from hwcost.targets._gpu import GPU
@@ -69,10 +68,7 @@ def _tie(eff: Efficiency, norm_reads: float) -> Efficiency:
     if norm_reads <= 1.0:
         return eff
     for child, (parent, fields) in _TIED.items():
-        c, p = KERNEL_GROUPS.index(child), KERNEL_GROUPS.index(parent)
-        for field in fields:
-            values = getattr(eff, field)
-            eff = eqx.tree_at(lambda e, f=field: getattr(e, f), eff, values.at[c].set(values[p]))
+        eff = eff.with_group_from(child, parent, fields)
     return eff
 
 
@@ -151,13 +147,9 @@ def _inherit_unseen(sw: Software, seen: set[int]) -> Software:
     starting point; the forward kernels' fitted curves are the better guess, as before they were apart.
     """
     eff = sw.efficiency
-    for g, name in enumerate(KERNEL_GROUPS):
-        if "_train_" not in name or g in seen:
-            continue
-        f = KERNEL_GROUPS.index(name.replace("_train_", "_"))
-        for field in _EFF_FIELDS:
-            values = getattr(eff, field)
-            eff = eqx.tree_at(lambda e, k=field: getattr(e, k), eff, values.at[g].set(values[f]))
+    for train, forward in FORWARD_OF.items():
+        if KERNEL_GROUPS.index(train) not in seen:
+            eff = eff.with_group_from(train, forward)
     return eqx.tree_at(lambda s: s.efficiency, sw, eff)
 
 
