@@ -40,15 +40,17 @@ from codesign.atts._tasks import ArithTask, ChainTask, _check_size, task_for, ta
 from codesign.data import ArithDataset
 from codesign.training import TrainConfig, Trainer
 
-__all__ = ["TrainSpec", "ModelPair", "draft_config", "target_config", "train_model", "step_accuracy", "save_model",
-           "load_model", "train_pair", "load_pair"]
+__all__ = ["TrainSpec", "ModelPair", "DRAFT_VARIANTS", "draft_config", "target_config", "train_model", "step_accuracy",
+           "save_model", "load_model", "train_pair", "load_pair"]
 
 NEWLINE = 10
 
 
-def _decoder(name: str, d_model: int, n_layers: int, n_heads: int, d_ff: int) -> nets.ModelConfig:
+def _decoder(name: str, d_model: int, n_layers: int, n_heads: int, d_ff: int, n_kv_heads: int | None = None
+             ) -> nets.ModelConfig:
+    kind = "mha" if n_kv_heads in (None, n_heads) else "gqa"
     return nets.ModelConfig(name=name, vocab_size=256, d_model=d_model, n_layers=n_layers, max_seq_len=512,
-                            attention=nets.AttentionConfig(kind="mha", n_heads=n_heads, n_kv_heads=n_heads,
+                            attention=nets.AttentionConfig(kind=kind, n_heads=n_heads, n_kv_heads=n_kv_heads or n_heads,
                                                            head_dim=d_model // n_heads),
                             ffn=nets.FFNConfig(kind="dense", activation="swiglu", d_ff=d_ff),
                             positions="rope", source="codesign ATTS reproduction (arXiv 2509.15148)")
@@ -65,15 +67,26 @@ def target_config(size: str = "full") -> nets.ModelConfig:
     return _decoder("atts-target-tiny", 64, 2, 4, 192)
 
 
-def draft_config(size: str = "full") -> nets.ModelConfig:
-    """Draft decoder: 2 layers, d_model 64 (0.14M params) full; 2 layers, d_model 384 (4.0M, 26x smaller
-    than its target; its KV cache, which a decode step reads, 12x smaller) large; 1 layer, d_model 48
-    (0.05M) tiny."""
+# the large draft's shapes, most capable first (d_model, layers, heads, d_ff, kv heads): all 26-30x smaller than
+# the large target; "kv2" shares each KV head among 3 query heads (a 3x smaller KV cache), "1layer" halves the
+# layers a decode step runs through (a pair's cost ratio is a property of the call, so a script may take the
+# first variant whose measured ratio meets its need)
+DRAFT_VARIANTS = {"base": (384, 2, 6, 1152, 6), "kv2": (384, 2, 6, 1152, 2), "1layer": (512, 1, 8, 1536, 8)}
+
+
+def draft_config(size: str = "full", variant: str = "base") -> nets.ModelConfig:
+    """Draft decoder: 2 layers, d_model 64 (0.14M params) full; large: `variant` of `DRAFT_VARIANTS`, base
+    2 layers, d_model 384 (4.0M, 26x smaller than its target; its KV cache, which a decode step reads, 12x
+    smaller); 1 layer, d_model 48 (0.05M) tiny. Only the large size has variants."""
     _check_size(size)
+    if variant not in DRAFT_VARIANTS or (size != "large" and variant != "base"):
+        allowed = ", ".join(DRAFT_VARIANTS) if size == "large" else "base"
+        raise InputError("variant", variant, f"for size {size!r} must be one of: {allowed}")
     if size == "full":
         return _decoder("atts-draft", 64, 2, 4, 192)
     if size == "large":
-        return _decoder("atts-draft-large", 384, 2, 6, 1152)
+        d, layers, heads, ff, kv = DRAFT_VARIANTS[variant]
+        return _decoder("atts-draft-large" + ("" if variant == "base" else f"-{variant}"), d, layers, heads, ff, kv)
     return _decoder("atts-draft-tiny", 48, 1, 4, 128)
 
 
@@ -294,34 +307,38 @@ class _BudgetClock:
 
 
 def save_model(model: nets.TransformerLM, directory: str | Path, meta: dict | None = None) -> None:
-    """Write config.json, meta.json and the parameters (orbax) of `model` into `directory`."""
+    """Write config.json, meta.json (with the model's compute dtype) and the parameters (orbax) of `model`
+    into `directory`."""
     import orbax.checkpoint as ocp
 
     path = Path(directory).absolute()
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(model.cfg.to_json())
-    (path / "meta.json").write_text(json.dumps(meta or {}, indent=2))
+    meta = {**(meta or {}), "compute_dtype": jnp.dtype(model.dtype).name}
+    (path / "meta.json").write_text(json.dumps(meta, indent=2))
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(path / "params", params, force=True)
 
 
 def load_model(directory: str | Path) -> tuple[nets.TransformerLM, dict]:
-    """Rebuild a model saved by `save_model`; returns (model, meta)."""
+    """Rebuild a model saved by `save_model`, computing in the dtype it was saved with (float32 for files
+    that do not say); returns (model, meta)."""
     import orbax.checkpoint as ocp
 
     path = Path(directory).absolute()
     if not (path / "config.json").exists():
         raise InputError("directory", str(directory), "must hold config.json and params/ written by save_model")
     cfg = nets.ModelConfig.from_json((path / "config.json").read_text())
-    model = nets.TransformerLM(cfg, rngs=nnx.Rngs(params=0))
+    meta = json.loads((path / "meta.json").read_text())
+    model = nets.TransformerLM(cfg, rngs=nnx.Rngs(params=0), dtype=jnp.dtype(meta.get("compute_dtype", "float32")))
     state = nnx.state(model, nnx.Param)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(state))
     with ocp.StandardCheckpointer() as ckpt:
         restored = ckpt.restore(path / "params", abstract)
     nnx.replace_by_pure_dict(state, restored)
     nnx.update(model, state)
-    return model, json.loads((path / "meta.json").read_text())
+    return model, meta
 
 
 @dataclass

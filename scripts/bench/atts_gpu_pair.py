@@ -4,13 +4,25 @@
     PYTHONPATH=. python3 scripts/bench/atts_gpu_pair.py --task chain --budget-s 530 --out $OUT/atts-chain
     PYTHONPATH=. python3 scripts/bench/atts_gpu_pair.py --tiny --budget-s 120 --out /tmp/atts-gpu-pair   # CPU check
 
-A lent GPU keeps nothing between calls and a ~100M-parameter checkpoint cannot be brought back, so
-every phase runs in this one process, each ending at a share of `--budget-s` counted from the start:
+A ~100M-parameter checkpoint cannot be brought back from a lent GPU, and one call lasts at most 600 s. Every
+phase runs in this one process, each ending at a share of `--budget-s` counted from the start; or, with
+`--state DIR` (an ignored folder, which a lent machine keeps between calls while it stays warm), over several
+calls on one machine (`atts_pair_state.py`):
+
+    PYTHONPATH=. python3 scripts/bench/atts_gpu_pair.py --task chain --state .atts-state/chain --stop-after calibration --budget-s 560 --out $OUT/a
+    PYTHONPATH=. python3 scripts/bench/atts_gpu_pair.py --task chain --state .atts-state/chain --ms 4,8,32,64 --budget-s 580 --out $OUT/b
+    PYTHONPATH=. python3 scripts/bench/atts_gpu_pair.py --task chain --state .atts-state/chain --skip-headline --ms 4,8,32,64 --budget-s 400 --out $OUT/c
+
+the first trains, chooses, measures and calibrates (phases 1-3 up to the bank, half the budget for the target, a
+third for the calibration), the second loads all that and spends its budget on the evaluation at m, then the
+sweep as time allows, the third on the sweep and the latency regime. The phases:
 
 1. train the target (`target_config("large")`, 106M params, bf16 compute) and the draft
    (`draft_config("large")`, 4.0M, 26x smaller) on the task (`--task`: arith, or chain: a running value
    through 2-12 one-line computations, `codesign.atts.ChainTask`) for their time shares
-   (`TrainSpec.time_budget_s`: a wall-clock budget, compilation included; the steps done are recorded);
+   (`TrainSpec.time_budget_s`: a wall-clock budget, compilation included; the steps done are recorded); the
+   draft's shape is chosen before it trains (`--draft auto`: the first of `DRAFT_VARIANTS` whose decode call,
+   measured untrained at the pipeline's rows, is >= 10x faster than the target's);
    on the chain task both train on every width (1-6 digit values), and right after the target's training
    the evaluation's difficulty is set (`--chain-level`; default auto: the level whose greedy exact-match
    accuracy on validation problems is `--chain-aim`, interpolated between the widths measured), and the
@@ -56,14 +68,16 @@ from flax import nnx
 
 import nets
 from nets import atomic_write, atomic_write_json
-from codesign.atts import (TASKS, TrainSpec, bank_settings, bench, chain_level_for, collect_bank, draft_config,
-                           format_bench, joint_min_bank, pipeline_buf_len, row_forward, save_bank, step_accuracy,
-                           target_config, task_for, train_model)
-from codesign.training import training_flops_per_token
-from gpu_speed import timed  # scripts/bench is on sys.path when run as a script
+from codesign.atts import (DRAFT_VARIANTS, TASKS, TrainSpec, bank_settings, bench, chain_level_for, collect_bank,
+                           draft_config, format_bench, joint_min_bank, pipeline_buf_len, row_forward, save_bank,
+                           step_accuracy, target_config, task_for, train_model)
+from codesign.training import compute_dtype, training_flops_per_token
+from atts_pair_state import PairState  # scripts/bench is on sys.path when run as a script
+from gpu_speed import timed
 
 # shares of the budget at which each phase must end (counted from the start of the process)
 TARGET_END, DRAFT_END, CALIBRATION_END = 0.42, 0.50, 0.62
+STOP_AFTER_ENDS = (0.50, 0.62, 1.0)   # the same with --stop-after calibration: a third of the call calibrates
 EVAL_RESERVE = 0.12               # share of a training phase kept for its closing evaluations (one more compile)
 MIN_SHARE = 0.04                  # the least share a training phase gets when an earlier one ran over
 H100_BF16_PEAK = 989e12           # dense bf16 FLOP/s (datasheet)
@@ -102,14 +116,15 @@ class Run:
         return share * self.budget_s - elapsed()
 
 
-def plan(args, task, target_cfg, draft_cfg, spec_t: TrainSpec) -> dict:
-    """The time plan: phase ends, and what the target's share buys on an H100 at the measured MFU range."""
+def plan(args, task, target_cfg, spec_t: TrainSpec, ends: tuple[float, float, float]) -> dict:
+    """The time plan: phase ends (`ends`: the target's, the draft's and the calibration's shares of the budget), and
+    what the target's share buys on an H100 at the measured MFU range."""
     tokens = spec_t.batch * task.seq_len
     flops = training_flops_per_token(target_cfg, task.seq_len) * tokens
     step_ms = [flops / (H100_BF16_PEAK * mfu) * 1e3 for mfu in PLANNED_MFU]
-    share_s = TARGET_END * args.budget_s
-    return {"target_end_s": share_s, "draft_end_s": DRAFT_END * args.budget_s,
-            "calibration_end_s": CALIBRATION_END * args.budget_s, "evaluation_end_s": args.budget_s,
+    share_s = ends[0] * args.budget_s
+    return {"target_end_s": share_s, "draft_end_s": ends[1] * args.budget_s,
+            "calibration_end_s": ends[2] * args.budget_s, "evaluation_end_s": args.budget_s,
             "target_step_tflop": flops / 1e12, "target_step_ms_h100_at_mfu": dict(zip(map(str, PLANNED_MFU), step_ms)),
             "target_steps_h100_if_compile_30s": [int((share_s * (1 - EVAL_RESERVE) - 30) / (ms / 1e3))
                                                  for ms in step_ms[::-1]]}
@@ -209,25 +224,49 @@ def sweep(run: Run, draft, target, task, args, common: dict, batch_s: float, com
     run.save()
 
 
+def call_ms(model, rows: int, buf_len: int, widths: tuple[int, ...], reps: int) -> list[float]:
+    """Per-call time (ms) of `model` at `rows` rows, every row at its own position (the pipeline's `row_forward`),
+    on `width` new bytes for each of `widths` (1: a decode step)."""
+    gd, state = nnx.split(model)
+    fn = jax.jit(lambda st, tok, cache, start: row_forward(gd, st, tok, cache, start))
+    cache = nets.init_cache(model, rows, buf_len)
+    start = jnp.full(rows, buf_len // 2, jnp.int32)
+    return [timed(fn, state, jnp.ones((rows, w), jnp.int32), cache, start, blocks=reps, inner=1) * 1e3 for w in widths]
+
+
+def choose_draft(run: Run, target, args, rows: int) -> str:
+    """`--draft auto`: the first of `DRAFT_VARIANTS` (most capable first) whose decode call, untrained (a call's time
+    does not depend on the weights), is at least 10x faster than the target's at the pipeline's rows; else the
+    fastest. Measured before the draft trains, so the draft that trains is the one the issue's ratio admits."""
+    if args.draft != "auto":
+        return args.draft
+    target_ms = call_ms(target, rows, args.buf_len, (1,), reps=5 if args.tiny else 20)[0]
+    ratios = {}
+    for variant in DRAFT_VARIANTS:
+        cfg = draft_config("large", variant)
+        model = nets.TransformerLM(cfg, rngs=nnx.Rngs(params=args.seed + 1), dtype=compute_dtype(args.dtype))
+        ratios[variant] = target_ms / call_ms(model, rows, args.buf_len, (1,), reps=5 if args.tiny else 20)[0]
+        run.log(f"draft choice: {variant} ({nets.param_count(model):,} params) decode ratio {ratios[variant]:.2f}x")
+        if ratios[variant] >= 10.0:
+            break
+    chosen = next((v for v, r in ratios.items() if r >= 10.0), max(ratios, key=ratios.get))
+    run.phase("draft_choice", {"rows": rows, "buf_len": args.buf_len, "target_decode_ms_untrained": target_ms,
+                               "decode_ratio_untrained": ratios, "chosen": chosen})
+    return chosen
+
+
 def call_ratio(draft, target, rows: int, buf_len: int, width: int, reps: int) -> dict:
-    """Per-call time of each model at `rows` rows, every row at its own position (the pipeline's `row_forward`):
-    a one-byte decode step of both, and the target's scoring call of `width` bytes."""
-    times = {}
-    for name, model, calls in (("draft", draft, (("decode", 1),)), ("target", target, (("decode", 1), ("score", width)))):
-        gd, state = nnx.split(model)
-        fn = jax.jit(lambda st, tok, cache, start, gd=gd: row_forward(gd, st, tok, cache, start))
-        cache = nets.init_cache(model, rows, buf_len)
-        start = jnp.full(rows, buf_len // 2, jnp.int32)
-        for call, w in calls:
-            times[f"{name}_{call}_ms"] = timed(fn, state, jnp.ones((rows, w), jnp.int32), cache, start,
-                                               blocks=reps, inner=1) * 1e3
+    """Per-call time of each model at `rows` rows: a one-byte decode step of both, and the target's scoring call
+    of `width` bytes."""
+    times = {"draft_decode_ms": call_ms(draft, rows, buf_len, (1,), reps)[0]}
+    times["target_decode_ms"], times["target_score_ms"] = call_ms(target, rows, buf_len, (1, width), reps)
     ratio = times["target_decode_ms"] / times["draft_decode_ms"]
     return {"rows": rows, "buf_len": buf_len, "score_width": width, "reps": reps, **times, "decode_ratio": ratio,
             "score_over_draft_decode": times["target_score_ms"] / times["draft_decode_ms"],
             "meets_10x": ratio >= 10.0, "params_ratio": nets.param_count(target) / nets.param_count(draft)}
 
 
-def calibrate(run: Run, draft, target, task, args, turns: dict, k_cal) -> tuple[np.ndarray, dict]:
+def calibrate(run: Run, draft, target, task, args, turns: dict, k_cal, end: float) -> tuple[np.ndarray, dict]:
     """Calibration scores of validation questions, `--batch-questions` at a time, until the calibration share
     is spent (a chunk is started only if the time measured for one still fits) or `--max-calibration`."""
     bq, m = args.batch_questions, args.m
@@ -235,7 +274,7 @@ def calibrate(run: Run, draft, target, task, args, turns: dict, k_cal) -> tuple[
     chunks, chunk_s, compile_s = [], [], 0.0
     while len(chunks) * bq < len(problems):
         one = min(chunk_s) if chunk_s else 0.0
-        if chunks and run.until(CALIBRATION_END) < 1.2 * one:
+        if chunks and run.until(end) < 1.2 * one:
             break
         t = time.perf_counter()
         i = len(chunks)
@@ -357,7 +396,27 @@ def parse_args():
     parser.add_argument("--max-chunk", type=int, default=16)
     parser.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
                         help="compute dtype of both models (auto: bfloat16 on a GPU, float32 on a CPU)")
+    parser.add_argument("--draft", default="auto", choices=("auto", *DRAFT_VARIANTS),
+                        help="the large draft's shape (codesign.atts.DRAFT_VARIANTS); auto: the first whose measured "
+                             "decode call is >= 10x faster than the target's (tiny: always base)")
+    parser.add_argument("--state", default=None,
+                        help="folder keeping the trained pair, level, draft choice, cost ratio and calibration bank: "
+                             "phases found there are loaded, not rerun (a later call on the same machine)")
+    parser.add_argument("--stop-after", default=None, choices=("calibration",),
+                        help="end after the calibration (its budget shares stretched to the whole --budget-s); "
+                             "with --state, a later call evaluates")
+    parser.add_argument("--skip-headline", action="store_true",
+                        help="with a --state that holds the calibration: skip the accuracy runs at --m (run "
+                             "before), go on to the --ms sweep and the latency regime")
     args = parser.parse_args()
+    if args.tiny and args.draft == "auto":
+        args.draft = "base"
+    if args.tiny and args.draft != "base":
+        parser.error(f"--draft {args.draft}: --tiny has only the base draft")
+    if args.stop_after and not args.state:
+        parser.error("--stop-after: needs --state (else what the call made is lost)")
+    if args.skip_headline and not args.state:
+        parser.error("--skip-headline: needs --state holding a calibration")
     args.alphas = [float(a) for a in args.alphas.split(",")]
     try:
         args.ms = [int(m) for m in args.ms.split(",")] if args.ms else []
@@ -394,16 +453,24 @@ def parse_args():
 def main() -> int:
     args, task = parse_args()
     size = "tiny" if args.tiny else "large"
-    target_cfg, draft_cfg = target_config(size), draft_config(size)
+    target_cfg = target_config(size)
     # the chain task's problem space is large: a larger fixed training set (generated on the host, ~0.1 ms a problem)
     train_n = 60_000 if args.task == "chain" and not args.tiny else 20_000
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     run = Run(out, args.budget_s)
+    try:
+        state = PairState(args.state, args) if args.state else None
+    except nets.InputError as err:
+        raise SystemExit(f"error: {err}") from None
+    if args.skip_headline and not (state and state.has("calibration")):
+        raise SystemExit(f"--skip-headline: --state {args.state} holds no calibration yet")
+    ends = STOP_AFTER_ENDS if args.stop_after else (TARGET_END, DRAFT_END, CALIBRATION_END)
+    target_end, draft_end, calibration_end = ends
     spec_t = TrainSpec(steps=10**6, batch=16 if args.tiny else 64, lr=3e-3 if args.tiny else 1e-3, warmup_steps=100,
                        eval_every=10**6 if args.tiny else 500, eval_n=64 if args.tiny else 256, seed=args.seed,
                        time_budget_s=TARGET_END * args.budget_s, dtype=args.dtype, train_n=train_n)
-    run.report.update(args=vars(args), task=dataclasses.asdict(task), plan=plan(args, task, target_cfg, draft_cfg, spec_t))
+    run.report.update(args=vars(args), task=dataclasses.asdict(task), plan=plan(args, task, target_cfg, spec_t, ends))
     p = run.report["plan"]
     run.log(f"device {run.report['device']}; time plan (s from the start): target trained until {p['target_end_s']:.0f}, "
             f"draft until {p['draft_end_s']:.0f}, cost ratio, calibration until {p['calibration_end_s']:.0f}, "
@@ -413,24 +480,61 @@ def main() -> int:
               "steps if it compiles in 30 s")
     run.save()
 
-    target, _ = train(run, "target", target_cfg, task, spec_t, TARGET_END, stop_at_step_accuracy=0.997)
-    eval_task = choose_level(run, target, task, args)[0] if args.task == "chain" else task
+    def phase(name: str, make, model=None):
+        """A phase's model (if any) and report entry: loaded from --state if kept there, else made and kept."""
+        if state and state.has(name):
+            run.phase(name, state.entry(name))
+            run.log(f"{name}: loaded from {state.path}")
+            return state.model(name) if model else None, state.phases[name]
+        made, entry = make()
+        if name not in run.report["phases"]:
+            run.phase(name, entry)
+        if state:
+            state.keep(name, run.report["phases"][name], made if model else None)
+        return made, entry
+
+    target, _ = phase("train_target", lambda: train(run, "target", target_cfg, task, spec_t, target_end,
+                                                    stop_at_step_accuracy=0.997), model=True)
+    if args.task == "chain":
+        level = phase("level", lambda: (None, choose_level(run, target, task, args)[1]))[1]
+        eval_task = task.at_level(level["level"])
+    else:
+        eval_task = task
+    rows = args.batch_questions * args.m
+    choice = phase("draft_choice", lambda: (None, {"chosen": choose_draft(run, target, args, rows)}))[1]
+    draft_cfg = draft_config(size, choice["chosen"])
     spec_d = dataclasses.replace(spec_t, lr=3e-3, eval_every=10**6 if args.tiny else 100, seed=args.seed + 1)
     in_band = lambda acc: 0.10 <= 1.0 - acc["step"] <= 0.30
-    draft, _ = train(run, "draft", draft_cfg, task, spec_d, DRAFT_END, select=in_band)
+    draft, _ = phase("train_draft", lambda: train(run, "draft", draft_cfg, task, spec_d, draft_end, select=in_band),
+                     model=True)
 
-    rows = args.batch_questions * args.m
-    ratio = call_ratio(draft, target, rows, args.buf_len, args.max_chunk + 1, reps=5 if args.tiny else 20)
-    run.phase("call_ratio", ratio)
+    def measure_ratio():
+        ratio = call_ratio(draft, target, rows, args.buf_len, args.max_chunk + 1, reps=5 if args.tiny else 20)
+        run.phase("call_ratio", ratio)
+        return None, ratio
+    ratio = phase("call_ratio", measure_ratio)[1]
     run.log(f"per-call ratio target/draft at {rows} rows: {ratio['decode_ratio']:.2f}x "
             f"({'meets' if ratio['meets_10x'] else 'BELOW'} the 10x the issue requires; the run continues)")
 
     turns = dict(max_turns=args.max_turns, turn_end_prob=1.0, max_chunk=args.max_chunk, buf_len=args.buf_len)
     k_cal = jax.random.split(jax.random.key(args.seed), 3)[0]   # bench's calibration key
-    bank, cal = calibrate(run, draft, target, eval_task, args, turns, k_cal)
-    settings = bank_settings(draft, target, questions=cal["questions"], m=args.m, seed=args.seed,
-                             task=dataclasses.asdict(eval_task), **turns)
-    save_bank(out / "bank.npz", bank, settings)
+
+    def collect():
+        bank, cal = calibrate(run, draft, target, eval_task, args, turns, k_cal, calibration_end)
+        settings = bank_settings(draft, target, questions=cal["questions"], m=args.m, seed=args.seed,
+                                 task=dataclasses.asdict(eval_task), **turns)
+        save_bank(out / "bank.npz", bank, settings)
+        if state:
+            state.keep_bank(out / "bank.npz")
+        return None, cal
+    cal = phase("calibration", collect)[1]
+    if state and not (out / "bank.npz").exists():
+        state.bank_to(out / "bank.npz")
+    if args.stop_after == "calibration":
+        run.report["complete"] = True
+        run.save()
+        run.log(f"stopped after the calibration; the phases are kept in {state.path}")
+        return 0
 
     # a run starts only if one more fits: its compilation (the calibration's first chunk less a later one) and its
     # batches, each at most the calibration's or a target decode step per byte of the longest example
@@ -451,12 +555,15 @@ def main() -> int:
         run.report["evaluation_partial"] = {"bench": rep}
         run.save()
     store = RunStore(out / "runs.npz", eval_task.dataset(args.n_accuracy, args.seed + 13, "test").problems)
-    rep = bench(draft, target, eval_task, n_accuracy=args.n_accuracy, parts=("accuracy",), min_turn_n=min_turn_n,
-                more_alphas=tuple(args.alphas[1:]), save=partial, keep=store.keep(args.m, True), **common)
-    rep["min_turn_n"] = min_turn_n
-    run.report.pop("evaluation_partial", None)
-    run.phase("evaluation", {"bench": rep, "under_calibrated": under_calibrated(rep, cal["count_by_turn"]),
-                             "accuracy_by_chain_length": store.accuracy_by_length(args.m)})
+    if args.skip_headline:
+        run.log(f"the accuracy runs at m = {args.m} skipped (--skip-headline)")
+    else:
+        rep = bench(draft, target, eval_task, n_accuracy=args.n_accuracy, parts=("accuracy",), min_turn_n=min_turn_n,
+                    more_alphas=tuple(args.alphas[1:]), save=partial, keep=store.keep(args.m, True), **common)
+        rep["min_turn_n"] = min_turn_n
+        run.report.pop("evaluation_partial", None)
+        run.phase("evaluation", {"bench": rep, "under_calibrated": under_calibrated(rep, cal["count_by_turn"]),
+                                 "accuracy_by_chain_length": store.accuracy_by_length(args.m)})
     if args.ms:
         sweep(run, draft, target, eval_task, args, {"bench": common, "min_turn_n": min_turn_n}, batch_s,
               max(cal["first_chunk_s"] - chunk, 0.0), store)

@@ -11,8 +11,8 @@ import pytest
 from flax import nnx
 
 import nets
-from codesign.atts import (ArithTask, TrainSpec, draft_config, load_model, save_model, step_accuracy, target_config,
-                           task_for, train_model)
+from codesign.atts import (DRAFT_VARIANTS, ArithTask, TrainSpec, draft_config, load_model, save_model,
+                           step_accuracy, target_config, task_for, train_model)
 
 TASK = task_for("tiny")
 SPEC = TrainSpec(steps=300, batch=32, warmup_steps=20, eval_every=100, eval_n=64, train_n=2000)
@@ -51,10 +51,12 @@ def test_selection_keeps_the_named_evaluation_and_the_target_stops_at_its_accura
 
 
 def test_a_saved_model_loads_back_to_the_same_function(tmp_path):
-    model = nets.TransformerLM(draft_config("tiny"), rngs=nnx.Rngs(params=3))
+    """... in the compute dtype it was saved with (bfloat16 here; float32 is the default)."""
+    model = nets.TransformerLM(draft_config("tiny"), rngs=nnx.Rngs(params=3), dtype=jnp.bfloat16)
     save_model(model, tmp_path / "m", {"task": dataclasses.asdict(TASK)})
     loaded, meta = load_model(tmp_path / "m")
     assert ArithTask(**{**meta["task"], "ops": tuple(meta["task"]["ops"])}) == TASK
+    assert meta["compute_dtype"] == "bfloat16" and loaded.dtype == jnp.bfloat16
     tokens = jnp.asarray(_valid().inputs[:4])
     np.testing.assert_array_equal(np.asarray(model(tokens)[0]), np.asarray(loaded(tokens)[0]))
     for a, b in zip(jax.tree.leaves(nnx.state(model, nnx.Param)), jax.tree.leaves(nnx.state(loaded, nnx.Param))):
@@ -90,3 +92,15 @@ def test_a_time_budget_ends_training_by_the_clock():
     (last,) = history
     assert 8 <= last["step"] < 10**6 and 25.0 <= last["elapsed_s"] < 60.0
     assert last["loss"] < 1.5
+
+
+def test_every_large_draft_variant_is_20_to_50x_smaller_than_the_target_and_others_are_refused():
+    size = lambda cfg: nets.param_count(nnx.eval_shape(lambda: nets.TransformerLM(cfg, rngs=nnx.Rngs(params=0))))
+    target = size(target_config("large"))
+    for variant in DRAFT_VARIANTS:
+        assert 20 <= target / size(draft_config("large", variant)) <= 50, variant
+    assert draft_config("large", "kv2").attention.n_kv_heads == 2
+    with pytest.raises(ValueError, match="^variant='kv2': for size 'tiny' must be one of: base"):
+        draft_config("tiny", "kv2")
+    with pytest.raises(ValueError, match="^variant='wide'"):
+        draft_config("large", "wide")
