@@ -6,7 +6,7 @@ from nets import zoo
 from nets._errors import InputError, fail
 from nets._io import atomic_write, atomic_write_json, is_config_path, load_config
 from nets._safe_read import MAX_JSON_BYTES, read_json_file
-from nets._attention import Attention, cache_bytes_per_token_per_layer, cache_shapes
+from nets._attention import Attention, cache_bytes_per_token_per_layer, cache_shapes, cache_slots
 from nets._attention import init_cache as init_layer_cache  # one attention layer's cache (init_cache: the model's)
 from nets._layer_quant import LayerQuant, one_hot_quant
 from nets._layers import MLP, activation_fn, apply_rope, embed_lookup, make_norm
@@ -34,7 +34,7 @@ __all__ = [
     "monotone_keep",
     "InputError", "fail", "atomic_write", "atomic_write_json", "is_config_path", "load_config",
     "read_json_file", "MAX_JSON_BYTES",
-    "MLP", "activation_fn", "apply_rope", "make_norm", "embed_lookup", "cache_shapes", "moe_reference",
+    "MLP", "activation_fn", "apply_rope", "make_norm", "embed_lookup", "cache_shapes", "cache_slots", "moe_reference",
     "attention_params", "mlp_params", "norm_params",
     "gather_rows", "local_value_prune", "progressive_probs", "quantize_split", "select_tokens", "softmax_l1_bound",
     "temperature_schedule", "token_importance",

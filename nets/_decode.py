@@ -14,7 +14,9 @@ included: a causal decoder's one query sees every written slot).
   pallas  MHA/GQA/MFA: the split-K flash-decoding kernel of
           `jax.experimental.pallas.ops.gpu.decode_attention.gqa` (Pallas-Triton; every
           query head of one K/V head in one block, so each cache row is read once; head_dim a
-          power of two). On CPU it runs in Pallas interpret mode (tests only).
+          power of two). MLA: the same kernel with the key in two parts, latent and RoPE key
+          (`nets._mla_decode`; the shipped one takes neither a 576-wide key nor a value
+          narrower than the key). On CPU they run in Pallas interpret mode (tests only).
   folded  MFA and absorbed MLA, where all query heads share one key/value "head": the heads
           are folded into the rows of one (batch, heads, width) x (batch, tokens, width)
           matmul, so the cache is read as a plain (tokens, width) operand with no
@@ -26,8 +28,8 @@ included: a causal decoder's one query sees every written slot).
 `implementation=None` reads CODESIGN_DECODE_ATTENTION ("auto" or one of the names; unset means
 "auto"). "auto" on a GPU with a bf16/fp16 cache: cudnn where it applies (head_dim <= 128: MHA, GQA),
 else pallas where it applies (Step-3's MFA, head_dim 256, a cache of a multiple of 16 slots),
-else einsum (MLA: cuDNN and Pallas-Triton reject its 576/512 widths, and the folded form measured
-slower than the einsum).
+else einsum (MLA: cuDNN rejects its 576/512 widths, the folded form measured slower than the
+einsum, and the fused MLA kernel is not yet measured on a GPU: force it with "pallas").
 Measured on an H100 at batch 32, cache 8192, fraction of the decode roofline: Llama-2-7B MHA
 cudnn 90.4% (einsum 84.5%), Llama-3-70B GQA cudnn 87.1% (einsum 27.8%), Step-3 MFA pallas
 63.2% with 16 splits, 68.9% with 8 (einsum 50.5%, folded 49.9%), DeepSeek-V3 MLA einsum 28.8%
@@ -37,11 +39,14 @@ A forced path that cannot take the call raises a ValueError naming why.
 
 from __future__ import annotations
 
+import math
 import os
 
 import jax
 import jax.numpy as jnp
 from jax import Array
+
+from nets._mla_decode import mla_decode, mla_refusal
 
 __all__ = ["DECODE_IMPLEMENTATIONS", "decode_implementation", "grouped_decode", "latent_decode"]
 
@@ -54,26 +59,28 @@ def pallas_split(slots: int, head_dim: int) -> tuple[int, int] | None:
     """(block_k, k_splits) of the Pallas-Triton kernel for a cache of `slots` tokens; None if none fits.
 
     The kernel reshapes the cache into k_splits pieces of whole blocks, so block_k * k_splits
-    must divide the slot count (a cache of context + 1 slots often is odd). The measured best
-    (block 128, 16 splits at head_dim <= 128; block 64, 8 splits above) is taken where it
-    divides, else the largest block of at least 16 that divides, with the most splits up to the
-    best that divide the blocks; a split holds at least 16 tokens.
+    must divide the slot count. The measured best (block 128, 16 splits at head_dim <= 128;
+    block 64, 8 splits above) is taken where it divides, else the largest block of at least 16
+    that divides, with the split count nearest the best (up to 4 times it) that divides the blocks
+    (a `nets.cache_slots` cache of 8193 tokens, 8320 slots: block 64, 10 splits).
     """
     best_block, best_splits = (64, 8) if head_dim > 128 else (128, 16)
     for block_k in (best_block, best_block // 2, best_block // 4, 16):
         if block_k < 16 or slots % block_k:
             continue
         blocks = slots // block_k
-        for k_splits in range(min(best_splits, blocks), 0, -1):
-            if blocks % k_splits == 0:
-                return block_k, k_splits
+        splits = [k for k in range(1, min(4 * best_splits, blocks) + 1) if blocks % k == 0]
+        return block_k, min(splits, key=lambda k: (abs(math.log(k / best_splits)), -k))
     return None
 
 
-def _refusal(name: str, kind: str, dtype, head_dim: int, slots: int | None = None) -> str | None:
+def _refusal(name: str, kind: str, dtype, head_dim: int, slots: int | None = None,
+             rope_dim: int | None = None) -> str | None:
     """Why `name` cannot compute this decode call of a `slots`-token cache (None: it can)."""
     on_gpu = jax.default_backend() == "gpu"
-    if kind == "mla" and name in ("cudnn", "pallas", "xla"):
+    if kind == "mla" and name == "pallas":
+        return mla_refusal(head_dim, 16 if rope_dim is None else rope_dim, slots)
+    if kind == "mla" and name in ("cudnn", "xla"):
         return f"kind='mla': {name} needs equal key and value widths (the latent is {head_dim} wide plus RoPE)"
     if name == "cudnn":
         if not on_gpu:
@@ -90,8 +97,11 @@ def _refusal(name: str, kind: str, dtype, head_dim: int, slots: int | None = Non
 
 
 def decode_implementation(kind: str, dtype, head_dim: int, implementation: str | None = None,
-                          slots: int | None = None) -> str:
-    """The path a decode call of attention `kind` with this cache dtype, head_dim and slot count takes."""
+                          slots: int | None = None, rope_dim: int | None = None) -> str:
+    """The path a decode call of attention `kind` with this cache dtype, head_dim and slot count takes.
+
+    MLA: head_dim is the latent's kv_rank and rope_dim the RoPE key's width.
+    """
     name, source = implementation, "decode implementation"
     if name is None:
         name, source = os.environ.get(ENV_VAR, "auto") or "auto", ENV_VAR
@@ -105,7 +115,7 @@ def decode_implementation(kind: str, dtype, head_dim: int, implementation: str |
             if not _refusal(candidate, kind, dtype, head_dim, slots):
                 return candidate
         return "einsum"
-    refusal = _refusal(name, kind, dtype, head_dim, slots)
+    refusal = _refusal(name, kind, dtype, head_dim, slots, rope_dim)
     if refusal:
         raise ValueError(f"{source}={name!r} cannot run here: {refusal}")
     return name
@@ -164,12 +174,15 @@ def latent_decode(q_latent_BxHxR: Array, q_rope_BxHxP: Array, latent_BxTxR: Arra
     """MLA's absorbed attention for one token: the context in latent space, (B, H, R); None: einsum path.
 
     scores = (q_latent . latent + q_rope . k_rope + bias) * scale over the visible slots; the
-    context sum_t p_t latent_t is what the value up-projection then maps per head.
+    context sum_t p_t latent_t is what the value up-projection then maps per head. The fused
+    kernel ("pallas") drops `score_bias_BxH`: a per-head constant cancels in the softmax.
     """
-    R = latent_BxTxR.shape[-1]
-    name = decode_implementation("mla", latent_BxTxR.dtype, R, implementation)
+    (T, R), P = latent_BxTxR.shape[1:], k_rope_BxTxP.shape[-1]
+    name = decode_implementation("mla", latent_BxTxR.dtype, R, implementation, slots=T, rope_dim=P)
     if name == "einsum":
         return None
+    if name == "pallas":
+        return mla_decode(q_latent_BxHxR, q_rope_BxHxP, latent_BxTxR, k_rope_BxTxP, kv_len, scale=scale)
     dtype = latent_BxTxR.dtype
     scores_BxHxT = (jnp.einsum("bhr,btr->bht", q_latent_BxHxR.astype(dtype), latent_BxTxR,
                                preferred_element_type=jnp.float32)

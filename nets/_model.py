@@ -15,8 +15,8 @@ probabilities for the KV cache and activations of every layer) is cut per segmen
 (repeats, unit_length, formats) rows.
 
 Cache layout (`init_cache`): a tuple with one dict per segment; each array has shape
-(repeats, unit_length, batch, max_len, ...) and holds the per-layer cache of
-`nets._attention` for the layer `start + repeat*unit_length + position`.
+(repeats, unit_length, batch, slots, ...), slots = `nets.cache_slots(max_len)`, and holds
+the per-layer cache of `nets._attention` for the layer `start + repeat*unit_length + position`.
 """
 
 from __future__ import annotations
@@ -243,6 +243,9 @@ class TransformerLM(nnx.Module):
 def init_cache(model_or_cfg: TransformerLM | ModelConfig, batch: int, max_len: int, dtype=None) -> tuple:
     """An empty KV cache for `batch` sequences of up to `max_len` tokens (layout: module docstring).
 
+    It holds `nets.cache_slots(max_len)` slots (rounded up so decode kernels can tile it); the
+    slots past those written are masked, so the outputs are those of an exact-length cache.
+
     dtype defaults to the model's compute dtype (float32 for a config); a 1-byte dtype
     (e.g. jnp.float8_e4m3fn) gives the 8-bit cache of the Step-3 paper's tables.
     """
@@ -272,7 +275,7 @@ def generate(model: TransformerLM, prompt_BxL: Array, max_new_tokens: int, *, ke
              temperature: float = 0.0) -> Array:
     """Continue `prompt` by `max_new_tokens` tokens; returns (batch, prompt_length + max_new_tokens).
 
-    The prompt is prefilled once into a cache of exactly the needed length, then tokens
+    The prompt is prefilled once into a cache of the needed length (rounded up, `nets.cache_slots`), then tokens
     are decoded one at a time inside a `jax.lax.scan` (one compiled program for all
     steps). temperature 0 picks the argmax (greedy); otherwise tokens are sampled from
     softmax(logits / temperature) with key `fold_in(key, step)` at step `step`.
