@@ -19,7 +19,8 @@ from nets._pruning import (ProgressiveQuant, attended_keep, gather_rows, kept_co
 from nets._pruned_model import PrunedLM, PrunePlan, monotone_keep
 from nets._model import REMAT_POLICIES, TransformerLM, generate, init_cache, layer_segments, param_count
 from nets._sdpa import ATTENTION_IMPLEMENTATIONS, attention_implementation
-from nets._decode import DECODE_IMPLEMENTATIONS, decode_implementation, grouped_decode, latent_decode
+from nets._decode import DECODE_IMPLEMENTATIONS, decode_implementation, grouped_decode, latent_decode, pallas_split
+from nets._mla_decode import MLATiles, mla_decode, mla_tiles
 from nets._sharding import (ShardingRules, active_rules, constrain, logical_axes, logical_spec, sharding_rules,
                             tree_logical_axes)
 from nets._hf_config import HFMapping, from_hf, map_hf, to_hf
@@ -40,7 +41,7 @@ __all__ = [
     "temperature_schedule", "token_importance",
     "HFMapping", "from_hf", "map_hf", "to_hf", "load_hf_checkpoint", "load_safetensors", "save_safetensors",
     "attention_implementation", "ATTENTION_IMPLEMENTATIONS", "decode_implementation", "DECODE_IMPLEMENTATIONS",
-    "grouped_decode", "latent_decode",
+    "grouped_decode", "latent_decode", "pallas_split", "MLATiles", "mla_decode", "mla_tiles",
     "init_layer_cache", "grouped", "grouped_matmul", "moe",
     "ShardingRules", "active_rules", "constrain", "logical_axes", "logical_spec", "sharding_rules", "tree_logical_axes",
 ]

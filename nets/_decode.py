@@ -48,7 +48,7 @@ from jax import Array
 
 from nets._mla_decode import mla_decode, mla_refusal
 
-__all__ = ["DECODE_IMPLEMENTATIONS", "decode_implementation", "grouped_decode", "latent_decode"]
+__all__ = ["DECODE_IMPLEMENTATIONS", "decode_implementation", "grouped_decode", "latent_decode", "pallas_split"]
 
 ENV_VAR = "CODESIGN_DECODE_ATTENTION"
 DECODE_IMPLEMENTATIONS = ("auto", "einsum", "folded", "xla", "cudnn", "pallas")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nets import Attention, ModelConfig, init_layer_cache
+from nets import Attention, ModelConfig, cache_slots, init_layer_cache
 
 TOL = 1e-5
 KINDS = {
@@ -18,14 +18,21 @@ KINDS = {
     "gqa": dict(kind="gqa", n_heads=4, n_kv_heads=2, head_dim=16),
     "mfa": dict(kind="mfa", n_heads=4, n_kv_heads=1, head_dim=16, q_rank=16),
     "mla": dict(kind="mla", n_heads=4, n_kv_heads=4, head_dim=8, q_rank=16, kv_rank=16, rope_dim=4),
+    # widths the fused MLA kernel takes (powers of two >= 16)
+    "mla16": dict(kind="mla", n_heads=4, n_kv_heads=4, head_dim=8, q_rank=16, kv_rank=32, rope_dim=16),
 }
-PATHS = {"mha": ("folded", "xla"), "gqa": ("folded", "xla"), "mfa": ("folded", "xla"), "mla": ("folded",)}
+PATHS = {"mha": ("folded", "xla"), "gqa": ("folded", "xla"), "mfa": ("folded", "xla"), "mla": ("folded",),
+         "mla16": ()}
 DEFAULT_SUITE = {("gqa", "xla"), ("mfa", "folded"), ("mla", "folded")}  # one case per new code path; the rest slow
 
 
 @functools.cache
-def _decode_tokens(kind: str, implementation: str, use_bias: bool, n_tokens: int = 5, max_len: int = 12):
-    """Outputs of `n_tokens` one-token decode steps (prefill of 2 first) and the final cache."""
+def _decode_tokens(kind: str, implementation: str, use_bias: bool, n_tokens: int = 5, max_len: int = 12,
+                   exact: bool = False):
+    """Outputs of `n_tokens` one-token decode steps (prefill of 2 first) and the final cache.
+
+    exact: a cache of exactly `max_len` slots (not rounded up by `cache_slots`): the reference.
+    """
     cfg = ModelConfig(d_model=32, n_layers=1, vocab_size=64, max_seq_len=32, use_bias=use_bias).replace(
         attention=KINDS[kind])
     attn = Attention(cfg, rngs=nnx.Rngs(0), decode_implementation=implementation)
@@ -33,7 +40,10 @@ def _decode_tokens(kind: str, implementation: str, use_bias: bool, n_tokens: int
     pos = jnp.broadcast_to(jnp.arange(2 + n_tokens), (2, 2 + n_tokens))
     graph, state = nnx.split(attn)
     step = jax.jit(lambda st, xt, pt, c, i: nnx.merge(graph, st)(xt, positions_BxL=pt, cache=c, cache_index=i))
-    y, cache = step(state, x[:, :2], pos[:, :2], init_layer_cache(cfg, 2, max_len), jnp.int32(0))
+    cache = init_layer_cache(cfg, 2, max_len)
+    if exact:
+        cache = {name: value[:, :max_len] for name, value in cache.items()}
+    y, cache = step(state, x[:, :2], pos[:, :2], cache, jnp.int32(0))
     outs = [y]
     for t in range(2, 2 + n_tokens):
         y, cache = step(state, x[:, t:t + 1], pos[:, t:t + 1], cache, jnp.int32(t))
@@ -53,14 +63,48 @@ def test_decode_path_equals_einsum_reference(kind, implementation):
         np.testing.assert_array_equal(np.asarray(cache[name]), np.asarray(ref_cache[name]))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", ["gqa", "mfa"])
+@pytest.mark.parametrize("kind", [pytest.param("gqa", marks=pytest.mark.slow), pytest.param("mfa", marks=pytest.mark.slow),
+                                  "mla16"])
 def test_pallas_decode_kernel_in_interpret_mode_equals_reference(kind):
-    """The Pallas-Triton split-K kernel (interpret mode on CPU) with its kv_seq_len mask = the reference."""
+    """The Pallas-Triton split-K kernels (interpret mode on CPU) with their length mask, on a cache of
+    context + 1 = 49 tokens (64 slots after rounding) = the einsum reference on an exact 49-slot cache.
+    MLA with biases: the key bias, a per-head constant, cancels in the fused kernel's softmax."""
+    use_bias = kind == "mla16"
     with jax.default_matmul_precision("highest"):
-        ref, _ = _decode_tokens(kind, "einsum", use_bias=False, n_tokens=2, max_len=48)
-        out, _ = _decode_tokens(kind, "pallas", use_bias=False, n_tokens=2, max_len=48)
+        ref, ref_cache = _decode_tokens(kind, "einsum", use_bias=use_bias, n_tokens=2, max_len=49, exact=True)
+        out, cache = _decode_tokens(kind, "pallas", use_bias=use_bias, n_tokens=2, max_len=49)
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=TOL, rtol=TOL)
+    for name in ref_cache:
+        assert cache[name].shape[1] == cache_slots(49) == 64
+        np.testing.assert_array_equal(np.asarray(cache[name][:, :49]), np.asarray(ref_cache[name]))
+        assert not np.asarray(cache[name][:, 49:]).any()  # the rounding slots are never written
+
+
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=() if k in ("mfa", "mla") else pytest.mark.slow)
+                                  for k in ("mha", "gqa", "mfa", "mla")])
+def test_rounded_cache_gives_the_exact_length_outputs(kind):
+    """A cache rounded up (12 tokens -> 16 slots) gives the outputs of one of exactly 12 slots (reference path)."""
+    with jax.default_matmul_precision("highest"):
+        ref, ref_cache = _decode_tokens(kind, "einsum", use_bias=True, exact=True)
+        out, cache = _decode_tokens(kind, "einsum", use_bias=True)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=TOL, rtol=TOL)
+    assert {v.shape[1] for v in ref_cache.values()} == {12} and {v.shape[1] for v in cache.values()} == {16}
+
+
+def test_cache_slots_tile_every_length():
+    """Every requested length gets slots that both split-K kernels can tile, at most one multiple more."""
+    from nets import mla_tiles, pallas_split
+
+    for max_len in [*range(1, 300), 2049, 4097, 8192, 8193, 32769]:
+        slots = cache_slots(max_len)
+        multiple = 16 if max_len <= 128 else 128
+        assert max_len <= slots < max_len + multiple and slots % multiple == 0
+        for head_dim in (64, 128, 256):
+            block_k, k_splits = pallas_split(slots, head_dim)
+            assert slots % (block_k * k_splits) == 0 and block_k >= 16
+        tiles = mla_tiles(slots, 128)
+        assert slots % (tiles.block_k * tiles.k_splits) == 0 and tiles.block_h == 64
+    assert pallas_split(cache_slots(8193), 256) == (64, 10)  # 8320 slots: the best block, 10 splits
 
 
 def test_decode_path_is_chosen_in_one_place(monkeypatch):
@@ -77,6 +121,7 @@ def test_decode_path_is_chosen_in_one_place(monkeypatch):
     assert decode_implementation("mfa", jnp.bfloat16, 256, slots=2049) == "einsum"  # no block divides 2049
     assert decode_implementation("gqa", jnp.bfloat16, 256) == "einsum"  # pallas would transpose the cache
     assert decode_implementation("mla", jnp.bfloat16, 512) == "einsum"  # folded measured slower
+    assert decode_implementation("mla", jnp.bfloat16, 512, "pallas", slots=8320, rope_dim=64) == "pallas"
     assert decode_implementation("gqa", jnp.float32, 128) == "einsum"  # no fused path for a float32 cache
     monkeypatch.undo()
     monkeypatch.delenv("CODESIGN_DECODE_ATTENTION", raising=False)
@@ -88,6 +133,10 @@ def test_decode_path_is_chosen_in_one_place(monkeypatch):
         decode_implementation("mfa", jnp.bfloat16, 256, "pallas", slots=2049)
     with pytest.raises(ValueError, match="kind='mla'"):
         decode_implementation("mla", jnp.bfloat16, 512, "xla")
+    with pytest.raises(ValueError, match="rope_dim=4: the Pallas-Triton MLA kernel"):
+        decode_implementation("mla", jnp.bfloat16, 512, "pallas", rope_dim=4)
+    with pytest.raises(ValueError, match="cache slots=8193: the Pallas-Triton MLA kernel"):
+        decode_implementation("mla", jnp.bfloat16, 512, "pallas", slots=8193, rope_dim=64)
     monkeypatch.setenv("CODESIGN_DECODE_ATTENTION", "flash")
     with pytest.raises(ValueError, match="CODESIGN_DECODE_ATTENTION='flash'"):
         decode_implementation("gqa", jnp.bfloat16, 128)
