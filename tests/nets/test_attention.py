@@ -106,7 +106,7 @@ def test_mla_caches_only_latent_and_rope_key():
     # The cached latent is the normalised down-projection: the absorbed form works on it alone.
     kv_a = attn.wkv_a(x)
     assert_close(new["latent"][:, :3], attn.kv_norm(kv_a[..., :16]))
-    assert_close(new["latent"][:, 3:], jnp.zeros((2, 7, 16)))
+    assert_close(new["latent"][:, 3:], jnp.zeros((2, 13, 16)))
 
 
 def _model_cache_bytes_per_token_per_layer(cfg: ModelConfig) -> float:
