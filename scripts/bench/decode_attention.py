@@ -162,12 +162,13 @@ def bench_shape(shape: dict, batch: int, cache: int, bandwidth: float, quick: bo
         q_lat, q_rope = q[..., :V], q[..., V:]
 
         def mla_path(implementation):
-            if implementation == "einsum":
+            picked = nets.decode_implementation("mla", BF16, V, implementation, slots=T, rope_dim=K - V)
+            if picked == "einsum":  # latent_decode returns None: nets runs its einsum form
                 f = jax.jit(lambda ql, qr, c, r: mla_einsum(ql, qr, c, r, valid, scale))
             else:
                 f = jax.jit(lambda ql, qr, c, r: nets.latent_decode(ql, qr, c, r, valid, scale=scale,
                                                                     implementation=implementation))
-            return f, (q_lat, q_rope, latent, rope), {}
+            return f, (q_lat, q_rope, latent, rope), {"picked": picked}
         for implementation in ("einsum", "folded", "auto", "pallas"):
             attempt(f"nets {implementation}", functools.partial(mla_path, implementation))
         for tiles in (MLA_SWEEP[:2] if quick else MLA_SWEEP) if sweep else []:
@@ -178,14 +179,16 @@ def bench_shape(shape: dict, batch: int, cache: int, bandwidth: float, quick: bo
     else:
         for implementation in ("folded", "cudnn", "pallas", "auto"):
             def through_nets(implementation=implementation):
+                picked = nets.decode_implementation(shape["kind"], BF16, K, implementation, slots=T)
+                if picked == "einsum":  # grouped_decode returns None: nets runs its einsum form
+                    return ref_f, (q, k, v), {"picked": picked}
                 f = jax.jit(lambda q, k, v: nets.grouped_decode(q, k, v, valid, scale=scale, kind=shape["kind"],
                                                                 implementation=implementation))
-                return f, (q, k, v), {}
+                return f, (q, k, v), {"picked": picked}
             attempt(f"nets {implementation}", through_nets)
         if sweep and N == 1:
-            for block_k, k_splits, warps, stages in MFA_SWEEP[:3] if quick else MFA_SWEEP:
-                if T % (block_k * k_splits):
-                    continue
+            fits = [tile for tile in MFA_SWEEP if T % (tile[0] * tile[1]) == 0]
+            for block_k, k_splits, warps, stages in fits[:2] if quick else fits:
                 def gqa_tile(block_k=block_k, k_splits=k_splits, warps=warps, stages=stages):
                     from jax.experimental.pallas.ops.gpu import decode_attention
                     f = jax.jit(lambda q, k, v: decode_attention.gqa(
