@@ -63,8 +63,8 @@ def test_decode_path_equals_einsum_reference(kind, implementation):
         np.testing.assert_array_equal(np.asarray(cache[name]), np.asarray(ref_cache[name]))
 
 
-@pytest.mark.parametrize("kind", [pytest.param("gqa", marks=pytest.mark.slow), pytest.param("mfa", marks=pytest.mark.slow),
-                                  "mla16"])
+@pytest.mark.slow  # interpret mode, 5-6 s a kind; the MLA kernel's default-suite case is the edge test below
+@pytest.mark.parametrize("kind", ["gqa", "mfa", "mla16"])
 def test_pallas_decode_kernel_in_interpret_mode_equals_reference(kind):
     """The Pallas-Triton split-K kernels (interpret mode on CPU) with their length mask, on a cache of
     context + 1 = 49 tokens (64 slots after rounding) = the einsum reference on an exact 49-slot cache.
@@ -154,3 +154,45 @@ def test_pallas_takes_every_cache_the_kernel_can_tile(monkeypatch):
     for slots in (2049, 4097, 8200):
         with pytest.raises(ValueError, match=f"cache slots={slots}"):
             decode_implementation("mfa", jnp.bfloat16, 128, "pallas", slots=slots)
+
+
+def _mla_reference(q_lat, q_rope, latent, rope, kv_len, scale):
+    s = (jnp.einsum("bhr,btr->bht", q_lat, latent) + jnp.einsum("bhp,btp->bht", q_rope, rope)) * scale
+    s = jnp.where(jnp.arange(latent.shape[1]) < kv_len, s, -jnp.inf)
+    return jnp.einsum("bht,btr->bhr", jax.nn.softmax(s, axis=-1), latent)
+
+
+def test_mla_kernel_edges_in_interpret_mode():
+    """The fused MLA kernel (interpret mode): heads padded to a whole block (20 -> 32), one written
+    slot, splits with nothing written (skipped and given no weight), and a full cache."""
+    from nets import MLATiles, mla_decode
+
+    k = jax.random.split(jax.random.key(0), 4)
+    B, H, R, P, T = 2, 20, 32, 16, 96
+    q_lat, q_rope = jax.random.normal(k[0], (B, H, R)), jax.random.normal(k[1], (B, H, P))
+    latent, rope = jax.random.normal(k[2], (B, T, R)), jax.random.normal(k[3], (B, T, P))
+    run = jax.jit(lambda *a: mla_decode(*a, scale=0.3, tiles=MLATiles(16, 16, 3, 4, 2)))  # one compile, kv_len traced
+    with jax.default_matmul_precision("highest"):
+        for kv_len in (1, 37, T):
+            out = run(q_lat, q_rope, latent, rope, jnp.int32(kv_len))
+            ref = _mla_reference(q_lat, q_rope, latent, rope, kv_len, 0.3)
+            np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=TOL, rtol=TOL)
+    with pytest.raises(ValueError, match="cache slots=96"):
+        mla_decode(q_lat, q_rope, latent, rope, 5, scale=0.3, tiles=MLATiles(16, 32, 2, 4, 2))
+
+
+@pytest.mark.parametrize("slots", [8192, 8320])
+def test_mla_kernel_lowers_to_triton_at_deepseek_widths(slots):
+    """Lowered for CUDA on the CPU (no GPU needed): the Triton lowering of every op succeeds at
+    DeepSeek-V3's widths (128 heads, latent 512, RoPE key 64), where the shipped kernel's 576-wide
+    key is refused (Triton arrays must have a power-of-two size), also on a rounded 8193-token cache."""
+    from nets import mla_decode, mla_tiles
+
+    sd = jax.ShapeDtypeStruct
+    args = [sd((2, 128, 512), jnp.bfloat16), sd((2, 128, 64), jnp.bfloat16), sd((2, slots, 512), jnp.bfloat16),
+            sd((2, slots, 64), jnp.bfloat16)]
+    f = jax.jit(lambda *a: mla_decode(*a, 8193, scale=0.1, interpret=False))
+    exported = jax.export.export(f, platforms=["cuda"], disabled_checks=[
+        jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(*args)
+    assert "xla.gpu.triton" in exported.mlir_module()
+    assert mla_tiles(slots, 128).block_h == 64  # every head of a block reads the cache once per head block
