@@ -35,6 +35,7 @@ import argparse
 import functools
 import json
 import math
+import time
 import traceback
 from pathlib import Path
 
@@ -46,6 +47,7 @@ import nets
 from gpu_speed import timed  # the same median-of-blocks timer as the other GPU benchmarks (this folder)
 
 BF16 = jnp.bfloat16
+DEADLINE = [math.inf]  # time.monotonic() after which rows are skipped (--max-s)
 BF16_PEAK = 989.4e12  # dense bf16 FLOP/s of an H100 SXM (an H200 has the same): the compute floor of a row
 
 
@@ -82,7 +84,7 @@ def pallas_decode(q_BxHxK, k_BxNxTxK, v_BxNxTxV, scale, block_h, block_k, k_spli
 
 def shapes(quick: bool) -> list[dict]:
     rows = []
-    for name in ("step-3", "deepseek-v3", "llama-3-70b", "llama-2-7b"):
+    for name in ("llama-2-7b", "llama-3-70b", "step-3", "deepseek-v3"):  # the sweeps last (--max-s)
         a = nets.zoo.get(name).attention
         if a.kind == "mla":  # absorbed: one shared "head" of kv_rank + rope_dim keys, kv_rank values
             rows.append({"model": name, "kind": "mla-absorbed", "heads": a.n_heads, "kv_heads": 1,
@@ -110,7 +112,7 @@ def mla_einsum(q_lat_BxHxR, q_rope_BxHxP, latent_BxTxR, rope_BxTxP, kv_len, scal
 # Tiles tried by --sweep on the GPU (the first of each is what nets picks today).
 MLA_SWEEP = [nets.MLATiles(*t) for t in ((64, 32, 4, 8, 2), (64, 32, 8, 8, 2), (64, 64, 4, 8, 2), (64, 32, 2, 8, 2),
                                          (64, 32, 4, 8, 3), (64, 16, 4, 4, 2), (32, 32, 4, 4, 2), (32, 32, 4, 8, 2),
-                                         (32, 64, 4, 4, 2), (16, 64, 4, 4, 2))]
+                                         (32, 64, 4, 4, 2), (16, 64, 4, 4, 2), (64, 64, 4, 8, 1))]
 MFA_SWEEP = [(64, 8, 4, 2), (64, 8, 8, 2), (64, 8, 4, 3), (32, 8, 4, 3), (32, 16, 4, 2), (64, 16, 4, 2), (64, 4, 4, 2),
              (64, 10, 4, 2), (64, 10, 8, 2), (64, 5, 4, 2), (64, 13, 4, 2), (32, 10, 4, 3)]  # the last: 8320 slots
 
@@ -138,6 +140,9 @@ def bench_shape(shape: dict, batch: int, cache: int, bandwidth: float, quick: bo
     rows = []
 
     def attempt(path, thunk):
+        if time.monotonic() > DEADLINE[0]:  # --max-s: the rest is skipped, so the table is still written
+            rows.append({**base, "path": path, "error": "skipped: --max-s reached"})
+            return
         try:
             f, args, extra = thunk()
             out = f(*args)
@@ -264,7 +269,11 @@ def main() -> None:
                         help="the Pallas kernel on a transposed cache over its own tiles (the first exploration)")
     parser.add_argument("--odd", action=argparse.BooleanOptionalAction, default=True,
                         help="Step-3 MFA at cache + 1 tokens: exact slots (before) and nets.cache_slots (after)")
+    parser.add_argument("--max-s", type=float, default=0,
+                        help="skip the rows left after this many seconds (0: no limit), so the table is written")
     args = parser.parse_args()
+    if args.max_s > 0:
+        DEADLINE[0] = time.monotonic() + args.max_s
     batch, cache = (2, 256) if args.tiny else (args.batch, args.cache)
     device = jax.devices()[0]
     kind = getattr(device, "device_kind", str(device))
