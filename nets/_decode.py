@@ -53,6 +53,7 @@ __all__ = ["DECODE_IMPLEMENTATIONS", "decode_implementation", "grouped_decode", 
 ENV_VAR = "CODESIGN_DECODE_ATTENTION"
 DECODE_IMPLEMENTATIONS = ("auto", "einsum", "folded", "xla", "cudnn", "pallas")
 _HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+PALLAS_WARPS, PALLAS_STAGES = 4, 2  # of the split-K kernel (its defaults; measured with the tiles of pallas_split)
 
 
 def pallas_split(slots: int, head_dim: int) -> tuple[int, int] | None:
@@ -155,8 +156,8 @@ def grouped_decode(q_BxHxK: Array, k_BxTxNxK: Array, v_BxTxNxK: Array, kv_len, *
         block_k, k_splits = pallas_split(T, K)
         lengths_B = jnp.broadcast_to(jnp.asarray(kv_len, jnp.int32), (B,))
         return decode_attention.gqa(q_BxHxK, k_BxTxNxK, v_BxTxNxK, kv_seq_len=lengths_B, sm_scale=scale,
-                                    block_h=block_h, block_k=block_k, k_splits=k_splits,
-                                    interpret=jax.default_backend() != "gpu")
+                                    block_h=block_h, block_k=block_k, k_splits=k_splits, num_warps=PALLAS_WARPS,
+                                    num_stages=PALLAS_STAGES, interpret=jax.default_backend() != "gpu")
     # folded: per K/V head, its group of query heads are the rows of one matmul against the cache
     q_BxNxGxK = q_BxHxK.reshape(B, N, H // N, K)
     if N == 1:  # MFA: the cache is a plain (tokens, head_dim) operand per sequence
