@@ -128,7 +128,8 @@ def _unbatched(q_lat_HxR, q_rope_HxP, lat_TxR, rope_TxP, kv_len, *, scale, tiles
         name="mla_decode",
     )(q_lat_HxR, q_rope_HxP, lat_TxR, rope_TxP, kv_len)
     # combine the splits: each holds its normalised context, its sum l and max m of exp(scores)
-    weight_SxH = l * jnp.exp(m - m.max(axis=0))
+    # the shipped kernel keeps its split maximum behind a barrier against NaNs seen after JIT compilation
+    weight_SxH = l * jnp.exp(m - jax.lax.optimization_barrier(m.max(axis=0)))
     total_H = weight_SxH.sum(axis=0)
     ctx_HxR = jnp.einsum("sh,shr->hr", weight_SxH, o.astype(jnp.float32)) / jnp.where(total_H > 0, total_H, 1.0)[:, None]
     return ctx_HxR.astype(q_lat_HxR.dtype)
