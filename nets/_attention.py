@@ -22,7 +22,7 @@ output, so scores are taken against the latent directly. Without a cache MLA exp
 K and V explicitly; the tests check that both forms agree.
 
 `slots` = `cache_slots(max_len)`: the requested length rounded up (to a multiple of 16, and of
-128 above 128 tokens) so that a decode kernel can tile the cache at every length (a cache of
+128 from 1024 tokens on) so that a decode kernel can tile the cache at every length (a cache of
 context + 1 tokens is odd); the extra slots are never written, so they stay masked.
 
 Token i of a call is written to cache slot `cache_index + i`; a key slot is visible to
@@ -47,17 +47,19 @@ from nets._sdpa import fused_attention
 Cache = dict[str, Array]
 
 
-SLOT_MULTIPLE_SMALL, SLOT_MULTIPLE = 16, 128
+SLOT_MULTIPLE_SMALL, SLOT_MULTIPLE, LONG_CACHE = 16, 128, 1024
 
 
 def cache_slots(max_len: int) -> int:
-    """Slots a cache of `max_len` tokens holds: rounded up to a multiple of 16 (128 above 128 tokens).
+    """Slots a cache of `max_len` tokens holds: rounded up to a multiple of 16 (of 128 from 1024 tokens on).
 
     The split-K decode kernels cut the cache into whole blocks of at least 16 slots per split;
-    128 lets the measured best tiles (64 or 128 slots a block) divide every long cache, at most
-    127 slots (1.5% at 8192 tokens) of memory more. Slots past those written stay masked.
+    128 lets the measured best tiles (64 or 128 slots a block) divide every long cache into their best
+    split counts, at most 127 slots (1.5% at 8192 tokens) of memory more. A short cache (e.g. the
+    ATTS pipeline's few hundred bytes a slot) only needs whole 16-slot blocks: a 128 multiple would read
+    up to 40% more slots in every einsum decode step. Slots past those written stay masked.
     """
-    multiple = SLOT_MULTIPLE_SMALL if max_len <= SLOT_MULTIPLE else SLOT_MULTIPLE
+    multiple = SLOT_MULTIPLE if max_len >= LONG_CACHE else SLOT_MULTIPLE_SMALL
     return -(-max_len // multiple) * multiple
 
 

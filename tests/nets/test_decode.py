@@ -95,9 +95,9 @@ def test_cache_slots_tile_every_length():
     """Every requested length gets slots that both split-K kernels can tile, at most one multiple more."""
     from nets import mla_tiles, pallas_split
 
-    for max_len in [*range(1, 300), 2049, 4097, 8192, 8193, 32769]:
+    for max_len in [*range(1, 300), 1009, 1023, 1024, 1025, 2049, 4097, 8192, 8193, 32769]:
         slots = cache_slots(max_len)
-        multiple = 16 if max_len <= 128 else 128
+        multiple = 16 if max_len < 1024 else 128
         assert max_len <= slots < max_len + multiple and slots % multiple == 0
         for head_dim in (64, 128, 256):
             block_k, k_splits = pallas_split(slots, head_dim)
