@@ -32,10 +32,10 @@ from hwcost._scenario import PHASES, Scenario
 from hwcost._smooth import smooth_max, smooth_max2
 from hwcost._workload import (ATTENTION_CORE, ATTENTION_SIDE, FFN_GEMMS, FFN_SIDE, FOOTPRINT_KINDS, KINDS, OPS,
                               PROJECTIONS, Knobs, Workload, attention_intensity, cache_bytes_per_token, workload)
-from hwcost.targets import (ENCODINGS, FLASH_CONFIGS, GPU, PIM, PRESETS, XRNPE, AFDCost, AFDTarget, BatchSteps,
-                            CambriconLLM, ContinuousBatching, Cost, Duplex, DuplexCost, DuplexKnobs, FlexGenSSD, SpAtten,
-                            SpAttenCost, SpAttenWorkload, StepWork, Target, afd, cambricon, cheapest_per_side,
-                            codesign_split_macs, decode_cost_per_token, dequantize, dram_reduction, duplex, duplex_xpu,
+from hwcost.targets import (ENCODINGS, FLASH_CONFIGS, GPU, PIM, PRESETS, STATIC_POWER_W, XRNPE, AFDCost, AFDTarget,
+                            BatchSteps, CambriconLLM, ContinuousBatching, Cost, Duplex, DuplexCost, DuplexKnobs,
+                            FlexGenSSD, SpAtten, SpAttenCost, SpAttenWorkload, StepWork, Target, afd, cambricon,
+                            cheapest_per_side, codesign_split_macs, decode_cost_per_token, dequantize, dram_reduction, duplex, duplex_xpu,
                             ecc_corruption, exhaustive_flash_search, expert_token_counts, flash_size, flexgen_ssd, gpu,
                             gradient_flash_search, grid_search, inject_bit_flips, kv_sram_bytes, min_moe_sparsity,
                             moe_intensity, objective_at, paper_accounting, pim, pruning_knobs, quantize_int8,
@@ -65,7 +65,8 @@ __all__ = [
     # the target protocol and the one lookup
     "Target", "Cost", "get_target", "target_names", "TARGETS",
     # targets (each also keeps its own richer API)
-    "GPU", "gpu", "PRESETS", "CalibratedGPU", "AFDTarget", "AFDCost", "afd", "Duplex", "DuplexCost", "DuplexKnobs",
+    "GPU", "gpu", "PRESETS", "STATIC_POWER_W", "CalibratedGPU", "AFDTarget", "AFDCost", "afd", "Duplex", "DuplexCost",
+    "DuplexKnobs",
     "duplex", "duplex_xpu", "PIM", "pim", "BatchSteps", "ContinuousBatching", "StepWork", "step_work", "CambriconLLM",
     "cambricon", "FLASH_CONFIGS", "FlexGenSSD", "flexgen_ssd", "SpAtten", "SpAttenCost", "SpAttenWorkload",
     "spatten_workload", "spatten_knobs", "pruning_knobs", "kv_sram_bytes", "dram_reduction", "XRNPE", "xrnpe",

@@ -157,11 +157,13 @@ def _preset_of(body: dict) -> CalibratedGPU:
     if bad:
         raise ValueError(f"gpu.{bad[0]}={body['gpu'][bad[0]]!r} must be a finite number >= 0")
     names = {f.name for f in dataclasses.fields(GPU)} - {"name"}
-    # a preset written before the per-precision rates existed lacks them: GPU's fallback rule fills them
-    if not set(body["gpu"]) <= names or not names - set(body["gpu"]) <= set(PRECISION_FIELDS):
+    # a preset written before the per-precision rates existed lacks them: GPU's fallback rule fills them;
+    # one without static power prices none (0 W: energy counts work done only)
+    optional = set(PRECISION_FIELDS) | {"static_power_w"}
+    if not set(body["gpu"]) <= names or not names - set(body["gpu"]) <= optional:
         raise ValueError(f"target.gpu={sorted(body['gpu'])}: must have exactly the GPU fields {sorted(names)} "
-                         f"({', '.join(PRECISION_FIELDS)} optional)")
-    given = dict(body["gpu"])
+                         f"({', '.join(sorted(optional))} optional)")
+    given = {"static_power_w": 0.0, **body["gpu"]}
     base = (body.get("fit") or {}).get("base") if isinstance(body.get("fit"), dict) else None
     if isinstance(base, str) and base.lower() in PRESETS and set(PRECISION_FIELDS) - set(given):
         # the per-precision rates of the datasheet preset it was fitted on (hardware, not fitted)

@@ -21,7 +21,7 @@ the one lookup by name, `hwcost.get_target`, at the top of the package (it joins
 
 from hwcost.targets._target import Cost, Target
 from hwcost.targets._gpu import GPU
-from hwcost.targets._presets import PRESETS, gpu
+from hwcost.targets._presets import PRESETS, STATIC_POWER_W, gpu
 from hwcost.targets._afd import (AFDCost, AFDTarget, afd, cheapest_per_side, decode_cost_per_token, min_moe_sparsity,
                                  paper_accounting, stage_budget_s, throughput_tgs, transfer_bytes)
 from hwcost.targets._xrnpe import XRNPE, xrnpe
@@ -40,7 +40,7 @@ __all__ = [
     # the protocol
     "Target", "Cost",
     # GPUs and accelerator presets
-    "GPU", "gpu", "PRESETS",
+    "GPU", "gpu", "PRESETS", "STATIC_POWER_W",
     # Step-3's attention-FFN disaggregation
     "AFDTarget", "AFDCost", "afd", "cheapest_per_side", "decode_cost_per_token", "min_moe_sparsity",
     "paper_accounting", "stage_budget_s", "throughput_tgs", "transfer_bytes",

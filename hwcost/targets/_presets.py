@@ -67,10 +67,18 @@ v5e 1.20, v5p 4.20, v6e 2.70 USD (from the pricing page as of 2025, not re-check
 Ironwood has no list price: the 2.00 USD/h placeholder.
 
 Energy: HBM access costs about 3.9 pJ/bit = 31.2 pJ/byte (O'Connor et al., Fine-Grained
-DRAM, MICRO 2017, for HBM2; used for every HBM generation here). The rest of the board power
-is attributed to arithmetic at peak rate: energy_per_flop = (TDP - bandwidth *
-energy_per_byte) / peak, so a chip running both at full rate draws exactly its TDP. Static
-power defaults to zero (energy counts work done; set it from a measured idle draw).
+DRAM, MICRO 2017, for HBM2; used for every HBM generation here). Static power (STATIC_POWER_W)
+is the board's draw while a process holds it between kernels, charged for the whole latency;
+the rest of the board power is attributed to arithmetic at peak rate: energy_per_flop =
+(TDP - static - bandwidth * energy_per_byte) / peak, so a chip running both at full rate draws
+exactly its TDP. Static power is a measurement, not a datasheet figure (no vendor publishes an
+idle draw), so it is set only where one is stored in this repository:
+- h100-sxm: 176.0 W, the mean of the two idle draws the deployment check measured on two
+  H100 80GB HBM3 (SXM) boards of the lent kind with the process holding the GPU (nvidia-smi
+  power.draw every 50 ms over an idle second, right after the timed decode runs):
+  179.5 W (2026-12-07 14:22 UTC, results/deploy_check/deploy_check_NVIDIA_H100_80GB_HBM3.json)
+  and 172.5 W (15:57 UTC, results/deploy_check/h100_1557/); the two differ by 4%.
+Every other preset has static power 0 (none measured): its energy counts work done only.
 """
 
 from __future__ import annotations
@@ -124,10 +132,19 @@ _ALIASES = {"910b": "ascend-910b", "a100": "a100-sxm", "a100-80gb": "a100-sxm", 
             "v5e": "tpu-v5e", "v5p": "tpu-v5p", "v6e": "tpu-v6e", "trillium": "tpu-v6e", "ironwood": "tpu7x",
             "tpu-ironwood": "tpu7x", "tpu-v7x": "tpu7x"}
 PRESETS: tuple[str, ...] = tuple(_SPECS)
+# name: static (idle) board power [W] and where it was measured (module docstring); absent = 0 (none measured)
+STATIC_POWER_W: dict[str, tuple[float, str]] = {
+    "h100-sxm": (176.0, "mean idle power.draw of results/deploy_check/deploy_check_NVIDIA_H100_80GB_HBM3.json "
+                        "(179.5 W) and results/deploy_check/h100_1557/ (172.5 W), two H100 80GB HBM3 boards"),
+}
 
 
 def gpu(name: str, dtype=jnp.float32, **overrides: float) -> GPU:
-    """The preset GPU `name` (case-insensitive; see PRESETS), with any field overridden."""
+    """The preset GPU `name` (case-insensitive; see PRESETS), with any field overridden.
+
+    Overriding `static_power_w` alone keeps the preset's energy per FLOP (its compute power is
+    TDP minus the preset's static power and the HBM's power); override both to rebalance.
+    """
     key = _ALIASES.get(name.lower(), name.lower()) if isinstance(name, str) else name
     if key not in _SPECS:
         raise ValueError(f"target={name!r}: must be one of {', '.join(PRESETS)}")
@@ -135,11 +152,12 @@ def gpu(name: str, dtype=jnp.float32, **overrides: float) -> GPU:
     fp8 = fp8 or bf16
     fp4, tf32, fp32 = _WIDE_NARROW[key]
     fp4, tf32, fp32 = fp4 or fp8, tf32 or bf16, fp32 or bf16
-    compute_power = tdp - bandwidth * HBM_ENERGY_PER_BYTE_J
+    static = STATIC_POWER_W.get(key, (0.0, ""))[0]
+    compute_power = tdp - static - bandwidth * HBM_ENERGY_PER_BYTE_J
     fields = dict(
         peak_flops_bf16=bf16, peak_flops_fp8=fp8, mem_bandwidth=bandwidth, mem_capacity=capacity,
         price_per_hour=price, energy_per_flop_bf16=compute_power / bf16, energy_per_flop_fp8=compute_power / fp8,
-        energy_per_byte=HBM_ENERGY_PER_BYTE_J, static_power_w=0.0, area_mm2=area, compute_efficiency=1.0,
+        energy_per_byte=HBM_ENERGY_PER_BYTE_J, static_power_w=static, area_mm2=area, compute_efficiency=1.0,
         memory_efficiency=1.0, activation_traffic=1.0, sharpness=DEFAULT_SHARPNESS,
         peak_flops_fp4=fp4, peak_flops_tf32=tf32, peak_flops_fp32=fp32, energy_per_flop_fp4=compute_power / fp4,
         energy_per_flop_tf32=compute_power / tf32, energy_per_flop_fp32=compute_power / fp32)
