@@ -43,10 +43,10 @@ from hwcost.targets import (ENCODINGS, FLASH_CONFIGS, GPU, PIM, PRESETS, STATIC_
                             stored_bytes, throughput_gains, throughput_tgs, transfer_bytes, xrnpe)
 from hwcost._ops import (ATTENTION_OP_KINDS, FORMATS, attention_config, attention_op, elementwise_op, format_bits,
                          gemm_op, is_whole_step, moe_config, moe_op, norm_op, op_workload)
-from hwcost.calibration import (CEILING_KIND, DATA_SCHEMA, KERNEL_GROUPS, PRESET_SCHEMA, SCAN_CACHE_COPIES,
-                                STEP_PHASES, CalibratedGPU, Efficiency, KernelData, Software, calibrate, calibrated,
-                                error_table, format_errors, item_family, item_kernels, load_data, load_preset,
-                                merge_data, predict, program_of, roofline_seconds, save_preset, software, split_heldout,
+from hwcost.calibration import (CEILING_KIND, DATA_SCHEMA, ENERGY_TERMS, KERNEL_GROUPS, PRESET_SCHEMA,
+                                SCAN_CACHE_COPIES, STEP_PHASES, CalibratedGPU, Efficiency, EnergyFit, KernelData, Software,
+                                calibrate, calibrated, error_table, fit_energy, format_errors, item_family, item_kernels,
+                                load_data, load_preset, merge_data, predict, program_of, roofline_seconds, save_preset, software, split_heldout,
                                 transfer, transfer_errors, workload_kernels)
 from hwcost._registry import get_target, target_names
 from hwcost.reproductions import PAPERS, Row, register, reproduce
@@ -74,7 +74,7 @@ __all__ = [
     "Efficiency", "KernelData", "calibrate", "calibrated", "error_table", "format_errors", "load_data", "load_preset",
     "predict", "save_preset", "item_kernels", "workload_kernels", "roofline_seconds", "split_heldout", "KERNEL_GROUPS",
     "SCAN_CACHE_COPIES", "CEILING_KIND", "DATA_SCHEMA", "PRESET_SCHEMA", "Software", "software", "STEP_PHASES",
-    "item_family", "transfer", "transfer_errors", "merge_data", "program_of",
+    "item_family", "transfer", "transfer_errors", "merge_data", "program_of", "fit_energy", "EnergyFit", "ENERGY_TERMS",
     # reports and reproductions
     "cost_report", "load_model", "PAPERS", "Row", "register", "reproduce",
     # paper-specific helpers (reproductions and demo scripts)

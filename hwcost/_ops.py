@@ -149,8 +149,11 @@ def op_workload(describe: dict) -> tuple[Workload, dict]:
       {"type": "norm", "tokens", "width", "bits"}
       {"type": "copy", "elements", "bits"}   (read once, written once)
       {"type": "elementwise", "elements", "bits", "reads"?, "writes"?, "flops_per_element"?}
-      {"type": "grouped_gemm", "rows", "groups", "n", "k", "bits"}: rows sorted by group, each
-        group's rows times its own (k, n) weight (`nets.grouped_matmul`), every group's weight read
+      {"type": "grouped_gemm", "rows", "groups", "n", "k", "bits", "phase"?}: rows sorted by group, each
+        group's rows times its own (k, n) weight (`nets.grouped_matmul`), every group's weight read;
+        phase "train": forward and backward (the input's and the weights' gradients, two more
+        grouped GEMMs of the same size), 3x the FLOPs and bytes in one kernel, as a training
+        workload prices each op class
       {"type": "workload", "config", "scenario", "ops"?, "lm_head_positions"?}
     """
     if not isinstance(describe, dict) or describe.get("type") not in DESCRIBE_TYPES:
@@ -174,8 +177,12 @@ def op_workload(describe: dict) -> tuple[Workload, dict]:
     if kind == "grouped_gemm":
         rows, groups, n, k = (_size(x, describe[x]) for x in ("rows", "groups", "n", "k"))
         b = _size("bits", describe["bits"])
-        return _one_slot("moe_routed", 2 * rows * n * k, groups * k * n * b / 8, rows * (k + n) * b / 8, b,
-                         rows / groups), plain
+        phase = describe.get("phase", "forward")
+        if phase not in ("forward", "train"):
+            nets.fail("describe.phase", phase, "must be 'forward' or 'train' for a grouped_gemm")
+        passes = 3.0 if phase == "train" else 1.0
+        return _one_slot("moe_routed", passes * 2 * rows * n * k, passes * groups * k * n * b / 8,
+                         passes * rows * (k + n) * b / 8, b, rows / groups), plain
     cfg = nets.ModelConfig.from_dict(describe["config"])
     scenario = Scenario(**describe["scenario"])
     work = workload(cfg, scenario)

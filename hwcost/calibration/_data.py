@@ -235,12 +235,8 @@ def merge_data(parts) -> dict:
     return merged
 
 
-def load_data(source, fraction: float = 0.25) -> KernelData:
-    """Read a kernel data file (`scripts/bench/kernels.py`, schema DATA_SCHEMA) and split it.
-
-    `source`: a path, a data dict, or a list of parts merged by `merge_data`. The result's
-    `program` is `program_of` the data (the structure its measurements ran with).
-    """
+def read_data(source) -> tuple[dict, str]:
+    """(the data dict, its name) of a path, a data dict, or a list of parts merged by `merge_data`."""
     if isinstance(source, (list, tuple)):
         data = merge_data(source)
         name = " + ".join(str(p if isinstance(p, str) else p[0]) for p in source)
@@ -255,6 +251,16 @@ def load_data(source, fraction: float = 0.25) -> KernelData:
     if not isinstance(data, dict) or data.get("schema") != DATA_SCHEMA:
         got = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise nets.InputError("data.schema", got, f"must be {DATA_SCHEMA!r}", file=None if name == "<dict>" else name)
+    return data, name
+
+
+def load_data(source, fraction: float = 0.25) -> KernelData:
+    """Read a kernel data file (`scripts/bench/kernels.py`, schema DATA_SCHEMA) and split it.
+
+    `source`: a path, a data dict, or a list of parts merged by `merge_data`. The result's
+    `program` is `program_of` the data (the structure its measurements ran with).
+    """
+    data, name = read_data(source)
     items = _input_check.measured_items(data, name)
     if len(items) < 2:
         raise nets.InputError("data.items", len(items), "need at least 2 measured items", file=name)

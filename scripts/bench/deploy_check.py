@@ -11,10 +11,11 @@ tokens) is then run on this machine's first device:
 - latency: a jitted `lax.scan` of `--steps` decode steps against a cache filled to
   `context_len` (decode cost does not depend on the cached values), median of timed repeats
   after a warm-up; per step = scan time / steps.
-- energy (NVIDIA GPUs only): the board power (`nvidia-smi --query-gpu=power.draw`, sampled
-  every 50 ms) averaged over repeats lasting at least `--min-seconds`, times their wall time,
-  and the idle power read the same way over an idle second; reported per step as measured
-  total and above idle.
+- energy (NVIDIA GPUs only): the board power (`scripts/bench/power.py`: NVML or nvidia-smi,
+  sampled every 50 ms) averaged over repeats lasting `--min-seconds` after a first second
+  whose readings are dropped (the driver averages power over the last second), times their
+  wall time, and the idle power read the same way over an idle second; reported per step as
+  measured total and above idle.
 
 The weights run as bfloat16 on an accelerator (the design's formats are applied to their
 values; XLA has no kernels that read posit or 4-bit storage), so the prediction is given
@@ -41,9 +42,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,34 +55,7 @@ import nets
 from codesign.joint import design_cost, rebuild_deployment
 from nets import atomic_write_json
 from gpu_speed import timed  # scripts/bench is on sys.path when run as a script
-
-
-def mean_power_w(during) -> tuple[float | None, float]:
-    """Run `during()` while nvidia-smi samples the GPU's power draw every 50 ms; (mean W or None, wall s).
-
-    None where there is no NVIDIA GPU or no samples (CPU, no nvidia-smi). The driver's cumulative
-    energy counter would be better, but not every driver answers `total_energy_consumption`.
-    """
-    if jax.default_backend() != "gpu" or shutil.which("nvidia-smi") is None:
-        t = time.perf_counter()
-        during()
-        return None, time.perf_counter() - t
-    sampler = subprocess.Popen(["nvidia-smi", "--query-gpu=power.draw", "--format=csv,noheader,nounits", "-lms", "50",
-                                "-i", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    time.sleep(0.3)  # the sampler's first reading
-    t = time.perf_counter()
-    during()
-    wall = time.perf_counter() - t
-    sampler.terminate()
-    out, _ = sampler.communicate(timeout=10)
-    samples = []
-    for line in out.splitlines():
-        try:
-            samples.append(float(line.strip()))
-        except ValueError:
-            pass
-    samples = samples[2:] if len(samples) > 4 else samples  # readings from before `during` started
-    return (statistics.mean(samples) if samples else None), wall
+from power import SETTLE_S, mean_power_w, power_source
 
 
 def decode_program(model: nnx.Module, quant, batch: int, context: int, steps: int):
@@ -116,22 +87,26 @@ def measure(call, steps: int, repeats: int, min_seconds: float) -> dict:
     compile_s = time.perf_counter() - t
     step_s = timed(call, blocks=repeats, inner=1) / steps
     out = {"compile_s": compile_s, "step_s": step_s, "repeats": repeats, "steps_per_call": steps}
-    idle_w, _ = mean_power_w(lambda: time.sleep(1.0))
+    source = power_source()[0] if jax.default_backend() == "gpu" else None
+    idle_w, _ = mean_power_w(lambda: time.sleep(SETTLE_S + 1.0), source, SETTLE_S)
     if idle_w is None:
         return out
     calls = []
 
     def busy():
         t = time.perf_counter()
-        while time.perf_counter() - t < min_seconds:
+        while time.perf_counter() - t < SETTLE_S + min_seconds:
             jax.block_until_ready(call())
             calls.append(1)
 
-    power_w, wall = mean_power_w(busy)
+    power_w, wall = mean_power_w(busy, source, SETTLE_S)
+    if power_w is None:
+        return out
     n = len(calls) * steps
     out.update({"energy_calls": len(calls), "energy_wall_s": wall, "power_w": power_w, "idle_power_w": idle_w,
                 "energy_step_j": power_w * wall / n, "energy_step_above_idle_j": (power_w - idle_w) * wall / n,
-                "latency_during_energy_s": wall / n, "energy_method": "nvidia-smi power.draw sampled every 50 ms"})
+                "latency_during_energy_s": wall / n,
+                "energy_method": f"{source.method}, the first {SETTLE_S:.0f} s of each reading dropped"})
     return out
 
 
