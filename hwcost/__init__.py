@@ -44,10 +44,10 @@ from hwcost.targets import (ENCODINGS, FLASH_CONFIGS, GPU, PIM, PRESETS, STATIC_
 from hwcost._ops import (ATTENTION_OP_KINDS, FORMATS, attention_config, attention_op, elementwise_op, format_bits,
                          gemm_op, is_whole_step, moe_config, moe_op, norm_op, op_workload)
 from hwcost.calibration import (CEILING_KIND, DATA_SCHEMA, ENERGY_TERMS, KERNEL_GROUPS, PRESET_SCHEMA,
-                                SCAN_CACHE_COPIES, STEP_PHASES, CalibratedGPU, Efficiency, EnergyFit, KernelData, Software,
-                                calibrate, calibrated, error_table, fit_energy, format_errors, item_family, item_kernels,
-                                load_data, load_preset, merge_data, predict, program_of, roofline_seconds, save_preset, software, split_heldout,
-                                transfer, transfer_errors, workload_kernels)
+                                SCAN_CACHE_COPIES, STEP_PHASES, CalibratedGPU, Efficiency, EnergyFit, KernelData,
+                                Software, calibrate, calibrated, error_table, fit_energy, format_errors, item_family,
+                                item_kernels, load_data, load_preset, merge_data, predict, program_of, roofline_seconds,
+                                save_preset, software, split_heldout, transfer, transfer_errors, workload_kernels)
 from hwcost._registry import get_target, target_names
 from hwcost.reproductions import PAPERS, Row, register, reproduce
 from hwcost._report import cost_report, load_model
