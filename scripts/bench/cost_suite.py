@@ -267,7 +267,9 @@ def item_power(call, source, copies: int, seconds_per_call: float, idle_w: float
 
     Calls are enqueued in blocks of about 50 ms between waits, so the GPU stays busy. Per
     instance (a call runs `copies`): seconds_per_call = the loop's wall time / (calls x
-    copies), energy_j = mean W x that, energy_above_idle_j = (mean W - idle W) x that.
+    copies), energy_j = mean W x that, energy_above_idle_j = (mean W - idle W) x that; with
+    an energy counter (NVML), counter_energy_j and counter_above_idle_j, the same from the
+    counter's rise over the whole loop (settle second included: no averaging delays it).
     """
     block = int(min(2000, max(1, math.ceil(0.05 / max(seconds_per_call, 1e-7)))))
 
@@ -287,7 +289,8 @@ def item_power(call, source, copies: int, seconds_per_call: float, idle_w: float
               "wall_s": reading["wall_s"], "settle_s": POWER_SETTLE_S, "window_s": reading["window_s"],
               "seconds_per_call": per, "method": source.method}
     if "counter_j" in reading:
-        record["counter_j"] = reading["counter_j"]
+        record.update(counter_energy_j=reading["counter_j"] / (calls * copies),
+                      counter_above_idle_j=(reading["counter_j"] - idle_w * reading["wall_s"]) / (calls * copies))
     if mean_w is not None:
         record.update(energy_j=mean_w * per, energy_above_idle_j=(mean_w - idle_w) * per)
     return record
@@ -352,7 +355,12 @@ def run(out_dir: Path, budget_s: float, tiny: bool, seed: int = 0, only: tuple[s
             timing = K.measure(call, min_sample_s=0.002 if tiny else 0.005, min_samples=5,
                                max_samples=10 if tiny else 25,
                                item_budget_s=min(0.2 if tiny else 0.6, left / max(1, len(items) - n)))
-            board = None if power is None else item_power(call, power, copies, timing["median_s"], idle_w, power_s)
+            board = None
+            if power is not None:
+                try:
+                    board = item_power(call, power, copies, timing["median_s"], idle_w, power_s)
+                except Exception as err:  # keep the timing: the power loop ran out of memory, the sampler failed
+                    board = {"mean_w": None, "error": f"{type(err).__name__}: {str(err)[:300]}"}
             del call
         except Exception as err:  # a format this backend cannot run, out of memory
             report["skipped"].append({"id": item["id"], "reason": f"{type(err).__name__}: {str(err)[:300]}"})

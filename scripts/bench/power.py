@@ -6,7 +6,8 @@
 Sources, tried in this order:
 - NVML through `pynvml` (if it imports and initialises): `nvmlDeviceGetPowerUsage` polled
   every 50 ms by a thread, and the driver's cumulative energy counter
-  (`nvmlDeviceGetTotalEnergyConsumption`, Volta and newer) read at both ends as a cross-check;
+  (`nvmlDeviceGetTotalEnergyConsumption`, Volta and newer) read right before and after the
+  work, a cross-check that no averaging window delays;
 - `nvidia-smi --query-gpu=timestamp,power.draw --format=csv,noheader,nounits -lms 50` in a
   background process (each reading carries its own timestamp, so buffered output is placed
   right in time).
@@ -75,9 +76,10 @@ class NvmlSource:
 
     def __init__(self, pynvml, handle):
         self.nvml, self.handle = pynvml, handle
-        self.readings, self.thread, self.halt, self.energy_mj = [], None, threading.Event(), None
+        self.readings, self.thread, self.halt = [], None, threading.Event()
 
-    def _energy_mj(self) -> float | None:
+    def energy_mj(self) -> float | None:
+        """The driver's energy counter [mJ], or None where the GPU or driver keeps none."""
         try:
             return float(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
         except Exception:  # not every GPU or driver keeps the counter
@@ -93,15 +95,12 @@ class NvmlSource:
 
     def start(self) -> None:
         self.readings, self.halt = [], threading.Event()
-        self.energy_mj = self._energy_mj()
         self.thread = threading.Thread(target=self._poll, daemon=True)
         self.thread.start()
 
     def stop(self) -> list[tuple[float, float]]:
         self.halt.set()
         self.thread.join(timeout=5)
-        end = self._energy_mj()
-        self.counter_j = (end - self.energy_mj) / 1e3 if end is not None and self.energy_mj is not None else None
         return list(self.readings)
 
 
@@ -132,20 +131,25 @@ def sample_power(source, busy, settle_s: float = SETTLE_S) -> dict:
 
     Returns {"mean_w": mean of the readings from start + settle_s to the end (None if there
     are none), "samples": their count, "wall_s": busy's wall time, "window_s": the time they
-    span, "result": what busy returned}; with NVML also "counter_j", the energy counter's
-    rise over the whole call (settle included).
+    span, "result": what busy returned}; where the source keeps an energy counter (NVML), also
+    "counter_j", its rise over busy's whole wall time. The sampler is stopped even if busy raises.
     """
+    counter = getattr(source, "energy_mj", lambda: None)
     source.start()
-    time.sleep(2 * PERIOD_S)  # the sampler's first reading
-    start = time.perf_counter()
-    result = busy(start)
-    end = time.perf_counter()
-    readings = source.stop()
+    try:
+        time.sleep(2 * PERIOD_S)  # the sampler's first reading
+        before = counter()
+        start = time.perf_counter()
+        result = busy(start)
+        end = time.perf_counter()
+        after = counter()
+    finally:
+        readings = source.stop()
     kept = [w for t, w in readings if start + settle_s <= t <= end + PERIOD_S]
     out = {"mean_w": statistics.mean(kept) if kept else None, "samples": len(kept), "wall_s": end - start,
            "window_s": max(0.0, end - start - settle_s), "result": result}
-    if getattr(source, "counter_j", None) is not None:
-        out["counter_j"] = source.counter_j
+    if before is not None and after is not None:
+        out["counter_j"] = (after - before) / 1e3
     return out
 
 

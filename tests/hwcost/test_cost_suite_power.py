@@ -74,6 +74,25 @@ def test_sample_power_drops_the_settle_readings():
     assert power.mean_power_w(lambda: None, None)[0] is None  # no source: the work runs, no reading
 
 
+def test_nvml_source_polls_power_and_reads_the_energy_counter_around_the_work():
+    power = _script("power")
+
+    class FakeNvml:  # a 250 W board; its energy counter [mJ] runs with the clock
+        t0 = time.perf_counter()
+
+        @staticmethod
+        def nvmlDeviceGetPowerUsage(handle):
+            return 250_000  # mW
+
+        @classmethod
+        def nvmlDeviceGetTotalEnergyConsumption(cls, handle):
+            return 250.0 * (time.perf_counter() - cls.t0) * 1e3
+
+    reading = power.sample_power(power.NvmlSource(FakeNvml, None), lambda start: time.sleep(0.3), settle_s=0.1)
+    assert reading["mean_w"] == 250.0 and reading["samples"] >= 2
+    assert reading["counter_j"] == pytest.approx(250.0 * reading["wall_s"], rel=0.05)
+
+
 def test_item_power_repeats_the_call_past_the_window_and_prices_each_instance(suite, monkeypatch):
     monkeypatch.setattr(suite, "POWER_SETTLE_S", 0.05)
     x = jnp.ones((64, 64))
