@@ -93,7 +93,7 @@ def test_rounded_cache_gives_the_exact_length_outputs(kind):
 
 def test_cache_slots_tile_every_length():
     """Every requested length gets slots that both split-K kernels can tile, at most one multiple more."""
-    from nets import mla_tiles, pallas_split
+    from nets import MLATiles, mla_tiles, pallas_split
 
     for max_len in [*range(1, 300), 1009, 1023, 1024, 1025, 2049, 4097, 8192, 8193, 32769]:
         slots = cache_slots(max_len)
@@ -103,7 +103,7 @@ def test_cache_slots_tile_every_length():
             block_k, k_splits = pallas_split(slots, head_dim)
             assert slots % (block_k * k_splits) == 0 and block_k >= 16
         tiles = mla_tiles(slots, 128)
-        assert slots % (tiles.block_k * tiles.k_splits) == 0 and tiles.block_h == 64
+        assert slots % (tiles.block_k * tiles.k_splits) == 0 and tiles.block_h == MLATiles().block_h
     assert pallas_split(cache_slots(8193), 256) == (64, 10)  # 8320 slots: the best block, 10 splits
 
 
@@ -120,7 +120,9 @@ def test_decode_path_is_chosen_in_one_place(monkeypatch):
     assert decode_implementation("mfa", jnp.bfloat16, 256, slots=8192) == "pallas"
     assert decode_implementation("mfa", jnp.bfloat16, 256, slots=2049) == "einsum"  # no block divides 2049
     assert decode_implementation("gqa", jnp.bfloat16, 256) == "einsum"  # pallas would transpose the cache
-    assert decode_implementation("mla", jnp.bfloat16, 512) == "einsum"  # folded measured slower
+    assert decode_implementation("mla", jnp.bfloat16, 512, slots=8192, rope_dim=64) == "pallas"  # swept tile
+    assert decode_implementation("mla", jnp.bfloat16, 512, slots=8193, rope_dim=64) == "einsum"  # no tile divides
+    assert decode_implementation("mla", jnp.bfloat16, 576, rope_dim=64) == "einsum"  # not a power of two
     assert decode_implementation("mla", jnp.bfloat16, 512, "pallas", slots=8320, rope_dim=64) == "pallas"
     assert decode_implementation("gqa", jnp.float32, 128) == "einsum"  # no fused path for a float32 cache
     monkeypatch.undo()
@@ -186,7 +188,7 @@ def test_mla_kernel_lowers_to_triton_at_deepseek_widths(slots):
     """Lowered for CUDA on the CPU (no GPU needed): the Triton lowering of every op succeeds at
     DeepSeek-V3's widths (128 heads, latent 512, RoPE key 64), where the shipped kernel's 576-wide
     key is refused (Triton arrays must have a power-of-two size), also on a rounded 8193-token cache."""
-    from nets import mla_decode, mla_tiles
+    from nets import MLATiles, mla_decode, mla_tiles
 
     sd = jax.ShapeDtypeStruct
     args = [sd((2, 128, 512), jnp.bfloat16), sd((2, 128, 64), jnp.bfloat16), sd((2, slots, 512), jnp.bfloat16),
@@ -195,4 +197,4 @@ def test_mla_kernel_lowers_to_triton_at_deepseek_widths(slots):
     exported = jax.export.export(f, platforms=["cuda"], disabled_checks=[
         jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(*args)
     assert "xla.gpu.triton" in exported.mlir_module()
-    assert mla_tiles(slots, 128).block_h == 64  # every head of a block reads the cache once per head block
+    assert mla_tiles(slots, 128).block_h == MLATiles().block_h  # the default tile at 128 heads
