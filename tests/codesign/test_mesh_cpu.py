@@ -25,7 +25,8 @@ SCRIPT = ROOT / "scripts" / "parallel" / "sharding_cpu.py"
 def run_script(tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "sharding_cpu.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+           # conftest's cheap-compile flags kept, the device count added
+           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()}
     proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--workdir", str(tmp_path), *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     assert out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
