@@ -11,6 +11,8 @@ import nets
 
 
 def _codesign(*args: str) -> subprocess.CompletedProcess:
+    """The console command in a new interpreter: one call per command family (the other calls go through the
+    in-process `codesign_main`, which sees the same exit status and streams)."""
     return subprocess.run([sys.executable, "-m", "codesign", *args], capture_output=True, text=True, timeout=300)
 
 
@@ -170,7 +172,7 @@ def test_reproduce_cli_exits_1_only_on_a_counted_row(codesign_main, rows, code, 
         del hwcost.PAPERS["fake-paper"]
 
 
-def test_cost_cli_json_totals_and_config_path(tmp_path):
+def test_cost_cli_json_totals_and_config_path(tmp_path, codesign_main):
     path = tmp_path / "cfg.json"
     path.write_text(nets.zoo.get("codesign-100m").to_json())
     proc = _codesign("cost", str(path), "--target", "h200", "--batch", "8", "--context", "512", "--json")
@@ -180,7 +182,7 @@ def test_cost_cli_json_totals_and_config_path(tmp_path):
     total = sum(r["latency_s"] for r in report["ops"])
     assert total == pytest.approx(report["totals"]["latency_s"], rel=1e-5)
     assert sum(r["flops"] for r in report["ops"]) == pytest.approx(report["totals"]["flops"], rel=1e-5)
-    table = _codesign("cost", "step-3", "--target", "h20", "--batch", "16", "--context", "8192")
+    table = codesign_main("cost", "step-3", "--target", "h20", "--batch", "16", "--context", "8192")
     assert table.returncode == 0 and "moe_routed" in table.stdout and "attn_score" in table.stdout
 
 
@@ -191,7 +193,7 @@ def test_cost_cli_json_totals_and_config_path(tmp_path):
     (["cost", "step-3", "--batch", "0"], "batch=0: must be a positive integer"),
     (["cost", "missing.json"], "model='missing.json': no such JSON file"),
 ])
-def test_cost_cli_bad_input_is_one_line(args, message):
-    proc = _codesign(*args)
+def test_cost_cli_bad_input_is_one_line(codesign_main, args, message):
+    proc = codesign_main(*args)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and message in proc.stderr
