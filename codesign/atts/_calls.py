@@ -55,6 +55,12 @@ def row_buckets(S: int) -> tuple[int, ...]:
     return tuple(sorted({S >> k for k in range(4) if S % (1 << k) == 0 and (S >> k) >= 16} | {S}))
 
 
+def bucket_index(mask_S, sizes: tuple[int, ...]):
+    """Index into `sizes` of the smallest bucket that holds every slot in mask_S (int32 scalar)."""
+    n = mask_S.sum(dtype=jnp.int32)
+    return (jnp.asarray(sizes[:-1], jnp.int32) < n).sum(dtype=jnp.int32)
+
+
 def forward_some(gd, state, buf, cache, mask_S, pos_S, width: int, scratch: int, sizes: tuple[int, ...]):
     """The model on `width` bytes from pos_S for the slots in mask_S: (logits (S, width, V), cache).
 
@@ -80,9 +86,7 @@ def forward_some(gd, state, buf, cache, mask_S, pos_S, width: int, scratch: int,
 
     if len(sizes) == 1:
         return every((cache, state))
-    n = mask_S.sum(dtype=jnp.int32)
-    pick = (jnp.asarray(sizes[:-1], jnp.int32) < n).sum(dtype=jnp.int32)
-    return jax.lax.switch(pick, [functools.partial(some, C) for C in sizes[:-1]] + [every], (cache, state))
+    return jax.lax.switch(bucket_index(mask_S, sizes), [functools.partial(some, C) for C in sizes[:-1]] + [every], (cache, state))
 
 
 DRAFT_ROLE, TARGET_ROLE = 0, 1

@@ -59,8 +59,8 @@ import jax
 import jax.numpy as jnp
 
 from codesign.atts._calibrators import ACI
-from codesign.atts._calls import (DRAFT_ROLE, TARGET_ROLE, cache_rows, exchange, forward_some, gen_call, on_role,
-                                  role_mesh, row_buckets, row_forward, sample, score_call, set_cache_rows)
+from codesign.atts._calls import (DRAFT_ROLE, TARGET_ROLE, bucket_index, cache_rows, exchange, forward_some, gen_call,
+                                  on_role, role_mesh, row_buckets, row_forward, sample, score_call, set_cache_rows)
 from codesign.atts._ordinal import ordinal_levels
 from codesign.atts._state import ANSWER, DONE, DRAFT, END, NEWLINE, SCORE, TGEN, WAIT, PipelineConfig, _Out, _Slots
 
@@ -100,6 +100,11 @@ def _decide_sync(score_S, scoring_S, group_S, alpha, n_groups: int):
     n_group_S = jax.ops.segment_sum(scoring_S.astype(jnp.int32), group_S, n_groups)[group_S]
     budget_S = jnp.floor(alpha * n_group_S + 0.5).astype(jnp.int32)
     return scoring_S & (rank_S < budget_S)
+
+
+def _tally(counts, cfg: PipelineConfig, kind: str, mask_S, sizes):
+    """`counts` with one call of `kind` on mask_S's row bucket, if any slot is masked (only with count_rows)."""
+    return counts.tally(kind, mask_S.any(), bucket_index(mask_S, sizes)) if cfg.count_rows else counts
 
 
 def _admit_capacity(cfg: PipelineConfig, S: int) -> int:
@@ -197,6 +202,7 @@ def _draft(s: _Slots, t: _Tick, active, early: _Early | None) -> tuple[_Slots, _
     buf = _put(s.buf, s.frontier + 1, d_tok, generating)
     frontier = jnp.where(generating, s.frontier + 1, s.frontier)
     counts = s.counts.add(draft_calls=feeding.any().astype(jnp.int32), draft_tokens=generating.sum(dtype=jnp.int32))
+    counts = _tally(counts, cfg, "draft_decode", feeding, t.sizes)
     s = s._replace(buf=buf, frontier=frontier, fed_draft=jnp.where(feeding, feed_pos + 1, s.fed_draft),
                    draft_cache=dcache, counts=counts)
     chunk_end = generating & t.turn_ends(buf[jnp.arange(S), frontier], frontier - s.line_start + 1)
@@ -263,7 +269,7 @@ def _score(s: _Slots, t: _Tick, early: _Early | None) -> tuple[_Slots, jax.Array
         scoring = _scoring(cfg, s.phase, t.group_S, t.n_groups)
         (score_S, first_tok), tcache = score_call(cfg, t.target_gd, t.target_state, s.buf, tcache, scoring, s.length,
                                                   s.frontier, t.k_score, t.sizes)
-    counts = s.counts.add(score_calls=scoring.any().astype(jnp.int32))
+    counts = _tally(s.counts.add(score_calls=scoring.any().astype(jnp.int32)), cfg, "target_score", scoring, t.sizes)
     turn_idx = jnp.clip(s.turn, 0, cfg.max_turns - 1)
     level, cal_state = _decide(t, scoring, score_S, turn_idx, s.cal_state)
     rows = jnp.arange(S)
@@ -311,6 +317,7 @@ def _target_writes(s: _Slots, t: _Tick, early: _Early | None, first_end) -> _Slo
         gen = (phase == TGEN) & ~first_end
         tok, tcache = gen_call(cfg, t.target_gd, t.target_state, s.buf, tcache, gen, s.frontier, t.k_gen, t.sizes)
     counts = s.counts.add(target_gen_calls=gen.any().astype(jnp.int32), target_tokens=gen.sum(dtype=jnp.int32))
+    counts = _tally(counts, cfg, "target_decode", gen, t.sizes)
     buf = _put(s.buf, s.frontier + 1, tok, gen)
     frontier = jnp.where(gen, s.frontier + 1, s.frontier)
     last = buf[jnp.arange(buf.shape[0]), frontier]

@@ -21,9 +21,9 @@ from flax import nnx
 import nets
 from nets import InputError
 from codesign.atts._calibrators import ACI, ACIState, BankState, Mondrian, SlidingWindow, StaticBank
-from codesign.atts._calls import prefill, role_mesh
+from codesign.atts._calls import prefill, role_mesh, row_buckets
 from codesign.atts._engine import _run
-from codesign.atts._state import Counters, PipelineConfig, _Out, _Slots
+from codesign.atts._state import CALL_KINDS, Counters, PipelineConfig, _Out, _Slots
 from codesign.data import ArithProblem, ChainProblem, decode, encode, parse_answer
 
 _COMPILED: dict = {}
@@ -38,7 +38,8 @@ class RunResult:
     NLL of the draft chunk (NaN: not scored) and decision level (-1: not scored); counts: tick and
     token counters (`Counters`, by name); wall_s: seconds of the device run (compiled, prompts prefilled).
     latency_ticks: (Q,) ticks from a question's first admitted sample to its last finished one
-    (-1: cut by max_ticks).
+    (-1: cut by max_ticks). calls_by_rows: with `PipelineConfig.count_rows`, the model calls of the
+    loop by kind (`CALL_KINDS`) and by the rows of the bucket they ran on, {kind: {rows: calls}}; else None.
     """
 
     config: PipelineConfig
@@ -53,6 +54,7 @@ class RunResult:
     compile_s: float
     cal_state: Any = None
     latency_ticks: np.ndarray | None = None
+    calls_by_rows: dict[str, dict[int, int]] | None = None
 
     @property
     def accuracy(self) -> float:
@@ -190,11 +192,15 @@ def run_pipeline(draft: nets.TransformerLM, target: nets.TransformerLM, problems
     voted = [majority_vote(row) for row in answers]
     correct = np.asarray([v is not None and v == p.answer for v, p in zip(voted, problems)])
     counts = out.counts.as_dict()
+    by_rows = None
+    if cfg.count_rows:
+        sizes, table = row_buckets(S) if cfg.buckets else (S,), np.asarray(out.counts.calls_by_rows)
+        by_rows = {kind: {rows: int(table[i, j]) for j, rows in enumerate(sizes)} for i, kind in enumerate(CALL_KINDS)}
     done, admitted = np.asarray(res.done).reshape(Q, m), np.asarray(res.admit).reshape(Q, m)
     latency = np.where((done >= 0).all(1), done.max(1) - admitted.min(1), -1)
     return RunResult(cfg, answers, voted, correct, texts, np.asarray(res.scores).reshape(Q, m, T),
                      np.asarray(res.levels).reshape(Q, m, T), counts, wall_s, compile_s,
-                     out.cal_state if cfg.mode == "atts" else None, latency)
+                     out.cal_state if cfg.mode == "atts" else None, latency, by_rows)
 
 
 def run_batched(draft, target, problems, cfg: PipelineConfig, *, key: jax.Array, calibrator=None, cal_state=None,
@@ -218,8 +224,11 @@ def run_batched(draft, target, problems, cfg: PipelineConfig, *, key: jax.Array,
         parts.append((r, n_real))
     first = parts[0][0]
     counts = {k: sum(r.counts[k] for r, _ in parts) for k in first.counts}
+    by_rows = None if first.calls_by_rows is None else {
+        kind: {rows: sum(r.calls_by_rows[kind][rows] for r, _ in parts) for rows in table}
+        for kind, table in first.calls_by_rows.items()}
     return RunResult(cfg, [a for r, n in parts for a in r.answers[:n]], [v for r, n in parts for v in r.voted[:n]],
                      np.concatenate([r.correct[:n] for r, n in parts]), [t for r, n in parts for t in r.texts[:n]],
                      np.concatenate([r.scores[:n] for r, n in parts]), np.concatenate([r.levels[:n] for r, n in parts]),
                      counts, sum(r.wall_s for r, _ in parts), first.compile_s, cal_state,
-                     np.concatenate([r.latency_ticks[:n] for r, n in parts]))
+                     np.concatenate([r.latency_ticks[:n] for r, n in parts]), by_rows)

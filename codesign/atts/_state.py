@@ -60,6 +60,9 @@ class PipelineConfig:
     buckets: run each model call on the smallest bucket of rows (`row_buckets`) that holds the slots it
       serves (True, the serving engine's cost), or always on all S rows (False, the reference: same
       texts and decisions).
+    count_rows: tally every model call of the loop by its kind and the row bucket it ran on
+      (`Counters.calls_by_rows`; a few integer additions per tick, same texts and decisions); off, the
+      tally stays zero.
     """
 
     mode: str = "atts"
@@ -77,6 +80,7 @@ class PipelineConfig:
     overlap: bool = False
     devices: int = 1
     buckets: bool = True
+    count_rows: bool = False
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -101,7 +105,7 @@ class PipelineConfig:
         if self.slots is not None and (not isinstance(self.slots, int) or isinstance(self.slots, bool)
                                        or self.slots < self.m or self.slots % self.m):
             raise InputError("slots", self.slots, f"must be None or a positive multiple of m={self.m}")
-        for name in ("overlap", "buckets"):
+        for name in ("overlap", "buckets", "count_rows"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(name, getattr(self, name), "must be True or False")
         if self.devices not in (1, 2) or isinstance(self.devices, bool):
@@ -119,11 +123,16 @@ class PipelineConfig:
 
 
 
+# the model calls of the loop that `Counters.calls_by_rows` tallies (rows of its first axis), and the most row
+# buckets a call may pick from (`row_buckets`: S, S/2, S/4, S/8; its columns, ascending as the buckets are)
+CALL_KINDS = ("draft_decode", "target_score", "target_decode")
+MAX_BUCKETS = 4
 _COUNTER_NAMES = ("ticks", "draft_calls", "score_calls", "target_gen_calls", "draft_tokens", "target_tokens",
                   "active_slot_ticks", "waiting_slot_ticks", "idle_slot_ticks", "prefill_calls")
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=list(_COUNTER_NAMES), meta_fields=[])
+@functools.partial(jax.tree_util.register_dataclass, data_fields=[*_COUNTER_NAMES, "calls_by_rows"],
+                                   meta_fields=[])
 @dataclass(frozen=True)
 class Counters:
     """What a run did, counted on the device (int32 scalars), each by its name.
@@ -132,7 +141,8 @@ class Counters:
     made (a call skipped because no slot needed it is not counted). draft_tokens / target_tokens:
     bytes each model wrote (discarded draft chunks included). active_slot_ticks: slot-ticks of
     samples not finished; waiting_slot_ticks: those held at a sync barrier; idle_slot_ticks: those of
-    free slots.
+    free slots. calls_by_rows: int32 (len(CALL_KINDS), MAX_BUCKETS), the calls of each kind by the index of
+    the row bucket they ran on (`row_buckets(S)`, ascending; filled only with `PipelineConfig.count_rows`).
     """
 
     ticks: jax.Array
@@ -145,17 +155,26 @@ class Counters:
     waiting_slot_ticks: jax.Array
     idle_slot_ticks: jax.Array
     prefill_calls: jax.Array
+    calls_by_rows: jax.Array
 
     @classmethod
     def zeros(cls) -> "Counters":
-        return cls(**{name: jnp.zeros((), jnp.int32) for name in _COUNTER_NAMES})
+        return cls(**{name: jnp.zeros((), jnp.int32) for name in _COUNTER_NAMES},
+                   calls_by_rows=jnp.zeros((len(CALL_KINDS), MAX_BUCKETS), jnp.int32))
 
     def add(self, **increments) -> "Counters":
         """These counters with `increments` (name=int32 scalar) added."""
         return dataclasses.replace(self, **{name: (getattr(self, name) + n).astype(jnp.int32)
                                             for name, n in increments.items()})
 
+    def tally(self, kind: str, called, bucket) -> "Counters":
+        """One call of `kind` (one of CALL_KINDS) on the bucket index `bucket`, if `called` (bool scalar)."""
+        row = CALL_KINDS.index(kind)
+        return dataclasses.replace(self, calls_by_rows=self.calls_by_rows.at[row, bucket].add(
+            called.astype(jnp.int32)))
+
     def as_dict(self) -> dict[str, int]:
+        """The scalar counters by name (`calls_by_rows` apart: `RunResult.calls_by_rows`)."""
         return {name: int(getattr(self, name)) for name in _COUNTER_NAMES}
 
 
