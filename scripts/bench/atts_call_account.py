@@ -1,0 +1,189 @@
+"""Where each ATTS mode's time goes: every model call the compiled pipeline makes, counted on a CPU, priced at
+the per-call times measured on a GPU, and compared with the wall times measured there.
+
+    PYTHONPATH=. python scripts/bench/atts_call_account.py --out /tmp/call-account                    # tiny, ~2 min
+    PYTHONPATH=. python scripts/bench/atts_call_account.py --geometries gpu,tiny --out results/atts/call_account   # ~12 min
+
+1. A tiny draft/target pair (`target_config("tiny")`, `draft_config("tiny")`) trains for a few seconds on the chain
+   task (2-12 instructions, 1-6 digit values: the GPU evaluation's task, so the samples have its chain lengths).
+2. At each geometry (`--geometries`): "gpu", the GPU evaluation's batch (64 questions x m 16 = 1024 rows, the
+   held-out test problems at the GPU run's level, max_turns 16, max_chunk 16, its buffer), and "tiny", the
+   GPU script's `--tiny` settings (8 questions x m 4, max_turns 8, max_chunk 12, the tiny chain task), a
+   calibration bank is collected, then target-only, draft-only, ATTS (Mondrian, per-turn banks) and sync at each
+   alpha run with `PipelineConfig.count_rows`: every draft decode, target scoring and target decode call of the
+   loop, by the row bucket it ran on (`row_buckets`). The prompts' prefill runs before the timed loop and is
+   not counted.
+3. Prediction per question = sum over kinds and buckets of calls x (the GPU's per-call time at the full rows)
+   x (bucket rows / full rows), divided by the questions: a call's time is ASSUMED proportional to its rows
+   (the GPU measured only the full 1024-row calls). Compared with the GPU's measured wall time per question
+   (`--measured`, an `atts_gpu_pair.py` report: its `call_ratio` and `evaluation` phases).
+
+The counts come from the tiny pair, not from the GPU's pair: the chain lengths are the task's, but how long
+a sample's lines are and which chunks are taken over follow the tiny models (the report compares the turns
+per sample with the GPU run's). Writes call_account.json and call_account.txt under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import nets
+from codesign.atts import (CALL_KINDS, ChainTask, PipelineConfig, TrainSpec, collect_bank, draft_config,
+                           make_calibrator, pipeline_buf_len, row_buckets, run_batched, target_config, train_model)
+
+RUNS = ("target_only", "draft_only", "atts@0.25", "sync@0.25", "atts@0.1", "sync@0.1")
+# the GPU report's run names (bench's accuracy part) for each of ours
+GPU_NAMES = {"target_only": "target_only", "draft_only": "draft_only", "atts@0.25": "atts_mondrian",
+             "sync@0.25": "sync", "atts@0.1": "atts_mondrian@0.1", "sync@0.1": "sync@0.1"}
+PER_CALL = {"draft_decode": "draft_decode_ms", "target_score": "target_score_ms", "target_decode": "target_decode_ms"}
+
+
+def geometry(name: str, measured: dict) -> dict:
+    """The batch, turn settings and problems of a geometry."""
+    if name == "gpu":
+        args = measured["args"]
+        task = ChainTask(**{k: v for k, v in measured["phases"]["evaluation"]["bench"]["task"].items()
+                            if k in ("min_steps", "max_steps", "min_digits", "max_digits", "level")})
+        return dict(task=task, m=args["m"], questions=args["batch_questions"], batches=1, max_turns=args["max_turns"],
+                    max_chunk=args["max_chunk"], buf_len=args["buf_len"], seed=args["seed"])
+    task = ChainTask(2, 6, 1, 3)   # atts_gpu_pair.py --tiny --task chain
+    return dict(task=task, m=4, questions=8, batches=2, max_turns=8, max_chunk=12,
+                buf_len=pipeline_buf_len(task, 12), seed=0)
+
+
+def count_calls(draft, target, geo: dict, log) -> dict:
+    """Every run's call counts at one geometry (and its texts' turns per sample)."""
+    task, m, qb = geo["task"], geo["m"], geo["questions"]
+    turns = dict(max_turns=geo["max_turns"], max_chunk=geo["max_chunk"], buf_len=geo["buf_len"])
+    n = qb * geo["batches"]
+    problems = task.dataset(n, geo["seed"] + 13, "test").problems          # the GPU run's held-out problems
+    cal_problems = task.dataset(n, geo["seed"] + 7, "valid").problems
+    key = jax.random.key(geo["seed"])
+    start = time.perf_counter()
+    bank = collect_bank(draft, target, cal_problems, m=m, key=jax.random.fold_in(key, 1), batch_questions=qb, **turns)
+    log(f"  calibration bank: {np.isfinite(bank).sum()} scores ({time.perf_counter() - start:.0f} s)")
+    out = {}
+    for run in RUNS:
+        mode, _, alpha = run.partition("@")
+        alpha = float(alpha or 0.25)
+        cfg = PipelineConfig(mode="atts" if mode == "atts" else mode, m=m, alpha=alpha, count_rows=True, **turns)
+        kw = {}
+        if mode == "atts":
+            cal, state = make_calibrator("mondrian", bank, alpha=alpha, max_turns=geo["max_turns"])
+            kw = dict(calibrator=cal, cal_state=state)
+        start = time.perf_counter()
+        r = run_batched(draft, target, problems, cfg, key=jax.random.fold_in(key, 2), batch_questions=qb, **kw)
+        scored = (r.levels >= 0).sum()
+        lines = np.asarray([[t.count("\n") + (not t.endswith("\n") and bool(t)) for t in row] for row in r.texts])
+        out[run] = {"calls_by_rows": {k: {str(rows): c for rows, c in t.items()} for k, t in r.calls_by_rows.items()},
+                    "counts": r.counts, "accuracy": r.accuracy, "scored_chunks": int(scored),
+                    "takeover_rate": float((r.levels > 0).sum() / max(scored, 1)),
+                    "lines_per_sample_mean": float(lines.mean()), "questions": n,
+                    "n_steps_mean": float(np.mean([p.n_steps for p in problems])) if hasattr(problems[0], "n_steps")
+                    else None}
+        log(f"  {run}: {r.counts['ticks']} ticks, calls {r.calls_by_rows} ({time.perf_counter() - start:.0f} s)")
+    return out
+
+
+def predict(runs: dict, per_call: dict, full_rows: int) -> dict:
+    """Predicted ms per question of each run: calls x per-call time at full rows x rows / full rows."""
+    pred = {}
+    for run, rec in runs.items():
+        q = rec["questions"]
+        parts = {}
+        for kind in CALL_KINDS:
+            for rows, calls in rec["calls_by_rows"][kind].items():
+                parts[f"{kind}@{rows}"] = calls * per_call[kind] * int(rows) / full_rows / q
+        flat = {kind: sum(rec["calls_by_rows"][kind].values()) * per_call[kind] / q for kind in CALL_KINDS}
+        pred[run] = {"ms_per_question": sum(parts.values()), "parts_ms_per_question": parts,
+                     "ms_per_question_all_calls_full_rows": sum(flat.values())}
+    return pred
+
+
+def table(report: dict) -> str:
+    lines = []
+    per_call = report["per_call_ms_measured"]
+    lines.append(f"per-call times measured on the GPU at {report['full_rows']} rows (ms): "
+                 + ", ".join(f"{k} {v:.2f}" for k, v in per_call.items()))
+    for geo, body in report["geometries"].items():
+        lines.append(f"\n## geometry {geo}: {body['rows']} rows, buckets {body['buckets']}")
+        head = "| run | ticks | " + " | ".join(f"{k} calls by rows" for k in CALL_KINDS) + " | per question: draft, score, target decode calls |"
+        lines += [head, "|" + " --- |" * (len(CALL_KINDS) + 3)]
+        for run, rec in body["runs"].items():
+            q = rec["questions"]
+            cells = [", ".join(f"{r}: {c}" for r, c in rec["calls_by_rows"][k].items() if c) or "0" for k in CALL_KINDS]
+            per_q = ", ".join(f"{sum(rec['calls_by_rows'][k].values()) / q:.2f}" for k in CALL_KINDS)
+            lines.append(f"| {run} | {rec['counts']['ticks']} | " + " | ".join(cells) + f" | {per_q} |")
+        if "prediction" in body:
+            lines += ["", "| run | measured on the GPU (ms/question) | predicted, rows-scaled | predicted, every call at full rows | "
+                      "largest parts of the prediction (ms/question) |", "| --- | --- | --- | --- | --- |"]
+            for run, p in body["prediction"].items():
+                top = sorted(p["parts_ms_per_question"].items(), key=lambda kv: -kv[1])[:3]
+                meas = body["measured_ms_per_question"].get(run)
+                lines.append(f"| {run} | {meas:.1f} | {p['ms_per_question']:.1f} | "
+                             f"{p['ms_per_question_all_calls_full_rows']:.1f} | "
+                             + ", ".join(f"{k} {v:.1f}" for k, v in top if v > 0) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--measured", default="results/atts/gpu_pair_chain_state_h100/call_b/atts_gpu_pair.json",
+                        help="the GPU's atts_gpu_pair.py report: per-call times and wall times per question")
+    parser.add_argument("--geometries", default="tiny",
+                        help="comma-separated: tiny (~1 min on 2 CPU cores), gpu (1024 rows: ~10 min, and the prediction)")
+    parser.add_argument("--train-s", type=float, default=20.0, help="seconds to train the tiny target (draft: a third)")
+    args = parser.parse_args()
+    geos = args.geometries.split(",")
+    if not set(geos) <= {"gpu", "tiny"}:
+        parser.error(f"--geometries {args.geometries}: each must be gpu or tiny")
+    t0 = time.perf_counter()
+    log = lambda msg: print(f"[{time.perf_counter() - t0:5.0f} s] {msg}", flush=True)
+    measured = json.loads(Path(args.measured).read_text())
+    ratio = measured["phases"]["call_ratio"]
+    per_call = {k: float(ratio[v]) for k, v in PER_CALL.items()}
+    full_rows = int(ratio["rows"])
+    gpu_wall = {run: 1e3 * measured["phases"]["evaluation"]["bench"]["accuracy"][name]["wall_s_per_question"]
+                for run, name in GPU_NAMES.items()}
+    train_task = ChainTask()   # 2-12 instructions, widths 1-6: every geometry's problems are in its range
+    spec = TrainSpec(steps=10**6, batch=32, lr=3e-3, warmup_steps=50, eval_every=10**6, eval_n=64,
+                     time_budget_s=args.train_s, train_n=4000)
+    target, _ = train_model(target_config("tiny"), train_task, spec, log=None)
+    draft, _ = train_model(draft_config("tiny"), train_task,
+                           TrainSpec(**{**spec.__dict__, "time_budget_s": args.train_s / 3, "seed": 1}), log=None)
+    log(f"tiny pair trained: target {nets.param_count(target)} params, draft {nets.param_count(draft)}")
+    report = {"per_call_ms_measured": per_call, "full_rows": full_rows, "measured_file": args.measured,
+              "assumption": "a call's time is proportional to its rows (the GPU measured full-row calls only)",
+              "geometries": {}}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in geos:
+        geo = geometry(name, measured)
+        rows = geo["questions"] * geo["m"]
+        log(f"geometry {name}: {geo['questions']} questions x m {geo['m']} = {rows} rows")
+        runs = count_calls(draft, target, geo, log)
+        body = {"rows": rows, "buckets": list(row_buckets(rows)), "runs": runs,
+                "settings": {k: (v if k != "task" else v.__dict__) for k, v in geo.items()}}
+        if name == "gpu":
+            body["prediction"] = predict(runs, per_call, full_rows)
+            body["measured_ms_per_question"] = gpu_wall
+            body["gpu_turns"] = {run: measured["phases"]["evaluation"]["bench"]["accuracy"][n].get("rejection", {})
+                                 .get("n_by_turn") for run, n in GPU_NAMES.items()}
+        report["geometries"][name] = body
+        nets.atomic_write(out / "call_account.json", json.dumps(report, indent=1, default=str))
+    text = table(report)
+    nets.atomic_write(out / "call_account.txt", text)
+    print(text)
+    log("done")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
