@@ -19,8 +19,8 @@ the per-call times measured on a GPU, and compared with the wall times measured 
    (`--measured`, an `atts_gpu_pair.py` report: its `call_ratio` and `evaluation` phases).
 
 The counts come from the tiny pair, not from the GPU's pair: the chain lengths are the task's, but how long
-a sample's lines are and which chunks are taken over follow the tiny models (the report compares the turns
-per sample with the GPU run's). Writes call_account.json and call_account.txt under --out.
+a sample's lines are and which chunks are taken over follow the tiny models (the report gives the bytes written and
+chunks scored per sample beside the GPU run's). Writes call_account.json and call_account.txt under --out.
 """
 
 from __future__ import annotations
@@ -80,11 +80,11 @@ def count_calls(draft, target, geo: dict, log) -> dict:
         start = time.perf_counter()
         r = run_batched(draft, target, problems, cfg, key=jax.random.fold_in(key, 2), batch_questions=qb, **kw)
         scored = (r.levels >= 0).sum()
-        lines = np.asarray([[t.count("\n") + (not t.endswith("\n") and bool(t)) for t in row] for row in r.texts])
         out[run] = {"calls_by_rows": {k: {str(rows): c for rows, c in t.items()} for k, t in r.calls_by_rows.items()},
                     "counts": r.counts, "accuracy": r.accuracy, "scored_chunks": int(scored),
                     "takeover_rate": float((r.levels > 0).sum() / max(scored, 1)),
-                    "lines_per_sample_mean": float(lines.mean()), "questions": n,
+                    "bytes_per_sample": (r.counts["draft_tokens"] + r.counts["target_tokens"]) / (n * m),
+                    "scored_chunks_per_sample": float(scored) / (n * m), "questions": n,
                     "n_steps_mean": float(np.mean([p.n_steps for p in problems])) if hasattr(problems[0], "n_steps")
                     else None}
         log(f"  {run}: {r.counts['ticks']} ticks, calls {r.calls_by_rows} ({time.perf_counter() - start:.0f} s)")
@@ -106,6 +106,27 @@ def predict(runs: dict, per_call: dict, full_rows: int) -> dict:
     return pred
 
 
+def floor_fit(runs: dict, per_call: dict, full_rows: int, measured: dict) -> dict:
+    """A call's time as t_full x (c + (1 - c) x rows / full_rows): the floor share c that best fits the measured
+    wall times (least squares of the log ratio, c on a 0.01 grid), on all runs and leaving each run out (its
+    prediction then uses the c fitted on the others): a FIT to the GPU's times, not a measurement."""
+    grid = np.linspace(0.0, 1.0, 101)
+
+    def pred(run, c):
+        rec = runs[run]
+        return sum(calls * per_call[kind] * (c + (1 - c) * int(rows) / full_rows)
+                   for kind in CALL_KINDS for rows, calls in rec["calls_by_rows"][kind].items()) / rec["questions"]
+
+    def best(names):
+        err = [sum(np.log(pred(r, c) / measured[r]) ** 2 for r in names) for c in grid]
+        return float(grid[int(np.argmin(err))])
+
+    names = [r for r in runs if r in measured]
+    c_all = best(names)
+    loo = {r: (lambda c: {"c": c, "ms_per_question": pred(r, c)})(best([o for o in names if o != r])) for r in names}
+    return {"c_all": c_all, "ms_per_question_all": {r: pred(r, c_all) for r in names}, "leave_one_out": loo}
+
+
 def table(report: dict) -> str:
     lines = []
     per_call = report["per_call_ms_measured"]
@@ -113,23 +134,65 @@ def table(report: dict) -> str:
                  + ", ".join(f"{k} {v:.2f}" for k, v in per_call.items()))
     for geo, body in report["geometries"].items():
         lines.append(f"\n## geometry {geo}: {body['rows']} rows, buckets {body['buckets']}")
-        head = "| run | ticks | " + " | ".join(f"{k} calls by rows" for k in CALL_KINDS) + " | per question: draft, score, target decode calls |"
-        lines += [head, "|" + " --- |" * (len(CALL_KINDS) + 3)]
+        head = ("| run | ticks | " + " | ".join(f"{k} calls by rows" for k in CALL_KINDS)
+                + " | per question: draft, score, target decode calls | per sample: bytes, chunks scored (GPU run) |")
+        lines += [head, "|" + " --- |" * (len(CALL_KINDS) + 4)]
         for run, rec in body["runs"].items():
             q = rec["questions"]
             cells = [", ".join(f"{r}: {c}" for r, c in rec["calls_by_rows"][k].items() if c) or "0" for k in CALL_KINDS]
             per_q = ", ".join(f"{sum(rec['calls_by_rows'][k].values()) / q:.2f}" for k in CALL_KINDS)
-            lines.append(f"| {run} | {rec['counts']['ticks']} | " + " | ".join(cells) + f" | {per_q} |")
+            gpu = body.get("gpu_per_sample", {}).get(run)
+            ours = f"{rec['bytes_per_sample']:.1f}, {rec['scored_chunks_per_sample']:.2f}"
+            ours += f" ({gpu['bytes']:.1f}, {gpu['scored_chunks']:.2f})" if gpu else ""
+            lines.append(f"| {run} | {rec['counts']['ticks']} | " + " | ".join(cells) + f" | {per_q} | {ours} |")
         if "prediction" in body:
-            lines += ["", "| run | measured on the GPU (ms/question) | predicted, rows-scaled | predicted, every call at full rows | "
-                      "largest parts of the prediction (ms/question) |", "| --- | --- | --- | --- | --- |"]
+            fit = body["floor_fit"]
+            lines += ["", "| run | measured on the GPU (ms/question) | predicted, rows-scaled | predicted, every call at "
+                      f"full rows | fitted floor, leave-one-out (c) | largest parts of the rows-scaled prediction "
+                      f"(ms/question) |", "| --- | --- | --- | --- | --- | --- |"]
             for run, p in body["prediction"].items():
                 top = sorted(p["parts_ms_per_question"].items(), key=lambda kv: -kv[1])[:3]
-                meas = body["measured_ms_per_question"].get(run)
+                meas, loo = body["measured_ms_per_question"].get(run), fit["leave_one_out"][run]
                 lines.append(f"| {run} | {meas:.1f} | {p['ms_per_question']:.1f} | "
-                             f"{p['ms_per_question_all_calls_full_rows']:.1f} | "
-                             + ", ".join(f"{k} {v:.1f}" for k, v in top if v > 0) + " |")
+                             f"{p['ms_per_question_all_calls_full_rows']:.1f} | {loo['ms_per_question']:.1f} "
+                             f"({loo['c']:.2f}) | " + ", ".join(f"{k} {v:.1f}" for k, v in top if v > 0) + " |")
+            lines.append(f"\nfloor share fitted on all six runs: c = {fit['c_all']:.2f}")
     return "\n".join(lines) + "\n"
+
+
+def finish(report: dict, out: Path, measured: dict, per_call: dict, full_rows: int, gpu_wall: dict) -> None:
+    """The prediction, the fit and the GPU's per-sample figures of the gpu geometry; the files written."""
+    body = report["geometries"].get("gpu")
+    if body is not None:
+        runs = body["runs"]
+        body["prediction"] = predict(runs, per_call, full_rows)
+        body["measured_ms_per_question"] = gpu_wall
+        body["floor_fit"] = floor_fit(runs, per_call, full_rows, gpu_wall)
+        acc = measured["phases"]["evaluation"]["bench"]["accuracy"]
+        body["gpu_per_sample"] = {}
+        for run, name in GPU_NAMES.items():   # bytes written (tokens/s x wall) and chunks scored, per sample
+            rec = acc[name]
+            samples = rec["questions"] * rec["m"]
+            body["gpu_per_sample"][run] = {"bytes": rec["tokens_per_s"] * rec["wall_s"] / samples,
+                                           "scored_chunks": sum(rec.get("rejection", {}).get("n_by_turn", [0])) / samples}
+    nets.atomic_write(out / "call_account.json", json.dumps(report, indent=1, default=str))
+    text = table(report)
+    nets.atomic_write(out / "call_account.txt", text)
+    print(text)
+
+
+def recount(path: Path, out: Path, measured, per_call, full_rows, gpu_wall) -> int:
+    report = json.loads(path.read_text())
+    for body in report["geometries"].values():
+        m = body["settings"]["m"]
+        for rec in body["runs"].values():   # per-sample figures from the counters (files of an earlier version)
+            n = rec["questions"] * m
+            rec["bytes_per_sample"] = (rec["counts"]["draft_tokens"] + rec["counts"]["target_tokens"]) / n
+            rec["scored_chunks_per_sample"] = rec["scored_chunks"] / n
+            rec.pop("lines_per_sample_mean", None)
+    report.update(per_call_ms_measured=per_call, full_rows=full_rows)
+    finish(report, out, measured, per_call, full_rows, gpu_wall)
+    return 0
 
 
 def main() -> int:
@@ -139,6 +202,8 @@ def main() -> int:
                         help="the GPU's atts_gpu_pair.py report: per-call times and wall times per question")
     parser.add_argument("--geometries", default="tiny",
                         help="comma-separated: tiny (~1 min on 2 CPU cores), gpu (1024 rows: ~10 min, and the prediction)")
+    parser.add_argument("--counts", default=None,
+                        help="an earlier call_account.json: reuse its counts (no training, no runs), recompute the rest")
     parser.add_argument("--train-s", type=float, default=20.0, help="seconds to train the tiny target (draft: a third)")
     args = parser.parse_args()
     geos = args.geometries.split(",")
@@ -152,6 +217,8 @@ def main() -> int:
     full_rows = int(ratio["rows"])
     gpu_wall = {run: 1e3 * measured["phases"]["evaluation"]["bench"]["accuracy"][name]["wall_s_per_question"]
                 for run, name in GPU_NAMES.items()}
+    if args.counts:
+        return recount(Path(args.counts), Path(args.out), measured, per_call, full_rows, gpu_wall)
     train_task = ChainTask()   # 2-12 instructions, widths 1-6: every geometry's problems are in its range
     spec = TrainSpec(steps=10**6, batch=32, lr=3e-3, warmup_steps=50, eval_every=10**6, eval_n=64,
                      time_budget_s=args.train_s, train_n=4000)
@@ -171,16 +238,9 @@ def main() -> int:
         runs = count_calls(draft, target, geo, log)
         body = {"rows": rows, "buckets": list(row_buckets(rows)), "runs": runs,
                 "settings": {k: (v if k != "task" else v.__dict__) for k, v in geo.items()}}
-        if name == "gpu":
-            body["prediction"] = predict(runs, per_call, full_rows)
-            body["measured_ms_per_question"] = gpu_wall
-            body["gpu_turns"] = {run: measured["phases"]["evaluation"]["bench"]["accuracy"][n].get("rejection", {})
-                                 .get("n_by_turn") for run, n in GPU_NAMES.items()}
         report["geometries"][name] = body
         nets.atomic_write(out / "call_account.json", json.dumps(report, indent=1, default=str))
-    text = table(report)
-    nets.atomic_write(out / "call_account.txt", text)
-    print(text)
+    finish(report, out, measured, per_call, full_rows, gpu_wall)
     log("done")
     return 0
 
