@@ -148,8 +148,8 @@ def table(report: dict) -> str:
         if "prediction" in body:
             fit = body["floor_fit"]
             lines += ["", "| run | measured on the GPU (ms/question) | predicted, rows-scaled | predicted, every call at "
-                      f"full rows | fitted floor, leave-one-out (c) | largest parts of the rows-scaled prediction "
-                      f"(ms/question) |", "| --- | --- | --- | --- | --- | --- |"]
+                      "full rows | fitted floor, leave-one-out (c) | largest parts of the rows-scaled prediction "
+                      "(ms/question) |", "| --- | --- | --- | --- | --- | --- |"]
             for run, p in body["prediction"].items():
                 top = sorted(p["parts_ms_per_question"].items(), key=lambda kv: -kv[1])[:3]
                 meas, loo = body["measured_ms_per_question"].get(run), fit["leave_one_out"][run]
