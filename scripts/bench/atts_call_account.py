@@ -57,8 +57,9 @@ def geometry(name: str, measured: dict) -> dict:
                 buf_len=pipeline_buf_len(task, 12), seed=0)
 
 
-def count_calls(draft, target, geo: dict, log) -> dict:
-    """Every run's call counts at one geometry (and its texts' turns per sample)."""
+def count_calls(draft, target, geo: dict, log, save=lambda runs: None) -> dict:
+    """Every run's call counts at one geometry (and its bytes and scored chunks per sample); `save(runs)` after
+    each run."""
     task, m, qb = geo["task"], geo["m"], geo["questions"]
     turns = dict(max_turns=geo["max_turns"], max_chunk=geo["max_chunk"], buf_len=geo["buf_len"])
     n = qb * geo["batches"]
@@ -88,6 +89,7 @@ def count_calls(draft, target, geo: dict, log) -> dict:
                     "n_steps_mean": float(np.mean([p.n_steps for p in problems])) if hasattr(problems[0], "n_steps")
                     else None}
         log(f"  {run}: {r.counts['ticks']} ticks, calls {r.calls_by_rows} ({time.perf_counter() - start:.0f} s)")
+        save(out)
     return out
 
 
@@ -235,11 +237,14 @@ def main() -> int:
         geo = geometry(name, measured)
         rows = geo["questions"] * geo["m"]
         log(f"geometry {name}: {geo['questions']} questions x m {geo['m']} = {rows} rows")
-        runs = count_calls(draft, target, geo, log)
-        body = {"rows": rows, "buckets": list(row_buckets(rows)), "runs": runs,
+        body = {"rows": rows, "buckets": list(row_buckets(rows)), "runs": {},
                 "settings": {k: (v if k != "task" else v.__dict__) for k, v in geo.items()}}
         report["geometries"][name] = body
-        nets.atomic_write(out / "call_account.json", json.dumps(report, indent=1, default=str))
+
+        def save(runs):   # what finished survives an interruption
+            body["runs"] = runs
+            nets.atomic_write(out / "call_account.json", json.dumps(report, indent=1, default=str))
+        count_calls(draft, target, geo, log, save)
     finish(report, out, measured, per_call, full_rows, gpu_wall)
     log("done")
     return 0
