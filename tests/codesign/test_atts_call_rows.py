@@ -3,9 +3,7 @@
 import jax
 import jax.numpy as jnp
 import pytest
-from flax import nnx
 
-import nets
 from codesign.atts import CALL_KINDS, PipelineConfig, StaticBank, run_pipeline
 from codesign.data import make_problem
 
@@ -13,16 +11,9 @@ BANK = 64
 SETTINGS = dict(m=16, max_turns=3, max_chunk=5, buf_len=64, draft_temperature=0.0, target_temperature=0.0)
 
 
-def _tiny(name, seed):
-    cfg = nets.ModelConfig(name=name, d_model=16, n_layers=1, max_seq_len=128,
-                           attention=nets.AttentionConfig(n_heads=2, n_kv_heads=2, head_dim=8),
-                           ffn=nets.FFNConfig(d_ff=32))
-    return nets.TransformerLM(cfg, rngs=nnx.Rngs(params=seed))
-
-
 @pytest.fixture(scope="module")
-def models():
-    return _tiny("draft", 1), _tiny("target", 2)
+def models(tiny_atts_pair):
+    return tiny_atts_pair
 
 
 def _atts(models, **kw):

@@ -18,16 +18,9 @@ from codesign.atts import StaticBank, PipelineConfig, majority_vote, make_calibr
 from codesign.data import decode, encode, format_problem, make_problem
 
 
-def _tiny(name, seed):
-    cfg = nets.ModelConfig(name=name, d_model=16, n_layers=1, max_seq_len=128,
-                           attention=nets.AttentionConfig(n_heads=2, n_kv_heads=2, head_dim=8),
-                           ffn=nets.FFNConfig(d_ff=32))
-    return nets.TransformerLM(cfg, rngs=nnx.Rngs(params=seed))
-
-
 @pytest.fixture(scope="module")
-def models():
-    return _tiny("draft", 1), _tiny("target", 2)
+def models(tiny_atts_pair):
+    return tiny_atts_pair
 
 
 PROBLEMS = [make_problem(i, 3) for i in range(2)]
