@@ -33,6 +33,8 @@ def train(
                                            "dots (the weight matmuls' outputs) or full (only the layer's input)."),
     attention: str = typer.Option("auto", help="Attention kernel: auto (cuDNN on a GPU where it applies, else the "
                                                "einsum reference; CODESIGN_ATTENTION overrides), einsum, xla or cudnn."),
+    corpus: str = typer.Option("stdlib", help="Embedded byte corpus: stdlib (the Python standard library) or "
+                                              "stdlib+deps (it plus the Python sources of the installed dependencies)."),
     quiet: bool = quiet_option(),
     as_json: bool = json_option(),
 ) -> None:
@@ -47,7 +49,7 @@ def train(
     tc = TrainConfig(model=model, steps=steps, batch=batch, seq_len=seq_len, lr=lr, seed=seed, dtype=dtype,
                      warmup_steps=min(20, steps // 10), log_every=log_every,
                      eval_every=eval_every, ckpt_every=ckpt_every, on_nonfinite=on_nonfinite, mesh=mesh,
-                     remat=remat, attention=attention)
+                     remat=remat, attention=attention, corpus=corpus)
     _run(tc, out_dir(out, "train"), resume=not no_resume, quiet=quiet, as_json=as_json)
 
 

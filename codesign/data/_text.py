@@ -1,4 +1,4 @@
-"""Byte-level text corpus built from the Python standard library, and its batches.
+"""Byte-level text corpora built from installed Python sources, and their batches.
 
 Why this corpus: nothing can be downloaded, yet every machine that runs this package
 has a Python installation, and its standard library is a few megabytes of real,
@@ -28,6 +28,21 @@ Different Python versions ship different standard libraries, so the corpus can
 differ between machines; `ByteCorpus` records a SHA-256 of each split so that a run
 names exactly what it was trained and validated on.
 
+Named corpora (`CORPORA`; `load_byte_corpus(corpus=...)`):
+- ``"stdlib"`` (the default): the standard library as above, capped at 8 MB of training
+  and 0.5 MB of validation text.
+- ``"stdlib+deps"``: the standard library followed by every ``*.py`` file of the
+  installed packages named in `DEP_PACKAGES` (the project's own dependencies that
+  ship Python sources), in that order, capped at 64 MB / 4 MB. A package file's
+  relative path is ``"<package>/<path inside the package>"`` (dots of the import name
+  become slashes, e.g. ``"orbax/checkpoint/..."``), so its split is again a function
+  of its name; the same `STDLIB_EXCLUDED_DIRS` apply inside each package (their
+  ``tests`` folders are dropped). Packages are found with ``importlib`` (nothing is
+  downloaded); one that is not installed is skipped and listed in
+  ``ByteCorpus.missing_packages``, and ``ByteCorpus.packages`` records the version of
+  each one that went in. Since the standard-library files come first and all of them
+  fit the larger cap, every training file of ``"stdlib"`` is a training file here too.
+
 Batches are windows of ``seq_len + 1`` consecutive bytes: inputs are the first
 ``seq_len``, targets the last ``seq_len`` (next-byte prediction).
 `sample_batch` draws random windows from a JAX PRNG key (pure, jit-able: the
@@ -41,6 +56,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import importlib.metadata
+import importlib.util
 import sysconfig
 import zlib
 from pathlib import Path
@@ -49,8 +66,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import nets
+
 __all__ = ["ByteCorpus", "load_byte_corpus", "sample_batch", "eval_batches", "split_of",
-           "STDLIB_EXCLUDED_DIRS", "VALID_PERCENT", "FILE_SEPARATOR"]
+           "STDLIB_EXCLUDED_DIRS", "VALID_PERCENT", "FILE_SEPARATOR", "CORPORA", "DEP_PACKAGES"]
 
 STDLIB_EXCLUDED_DIRS: frozenset[str] = frozenset({
     "site-packages", "dist-packages", "test", "tests", "idle_test", "idlelib", "turtledemo", "lib2to3",
@@ -59,6 +78,15 @@ VALID_PERCENT = 5
 FILE_SEPARATOR = b"\x1c"
 DEFAULT_MAX_TRAIN_BYTES = 8_000_000
 DEFAULT_MAX_VALID_BYTES = 500_000
+# import names of the dependencies (pyproject.toml) whose Python sources join the standard library in
+# "stdlib+deps", in corpus order; jaxlib (compiled code and generated MLIR bindings) is not among them
+DEP_PACKAGES: tuple[str, ...] = ("numpy", "jax", "flax", "optax", "equinox", "jaxtyping", "ml_dtypes",
+                                 "orbax.checkpoint", "matplotlib", "typer", "tqdm", "safetensors")
+_DISTRIBUTIONS = {"orbax.checkpoint": "orbax-checkpoint"}  # where the distribution name is not the import name
+# corpus name -> (default training cap, default validation cap), bytes
+_CORPUS_CAPS: dict[str, tuple[int, int]] = {"stdlib": (DEFAULT_MAX_TRAIN_BYTES, DEFAULT_MAX_VALID_BYTES),
+                                            "stdlib+deps": (64_000_000, 4_000_000)}
+CORPORA: tuple[str, ...] = tuple(_CORPUS_CAPS)
 _MIN_SPLIT_BYTES = 1024  # below this a split cannot hold even one batch of sensible windows
 
 
@@ -78,7 +106,11 @@ class ByteCorpus:
         valid_files: relative POSIX paths of the validation files, in corpus order.
         train_sha256: hex SHA-256 of ``train``'s bytes (provenance of a run).
         valid_sha256: hex SHA-256 of ``valid``'s bytes.
-        source: the directory the files were read from.
+        source: the directory the standard-library files were read from.
+        corpus: the corpus name (one of `CORPORA`).
+        packages: ``(import name, version)`` of each `DEP_PACKAGES` entry that went in
+            (empty for ``"stdlib"``).
+        missing_packages: the `DEP_PACKAGES` entries that were not installed (skipped).
     """
 
     train: np.ndarray
@@ -88,6 +120,9 @@ class ByteCorpus:
     train_sha256: str
     valid_sha256: str
     source: str
+    corpus: str = "stdlib"
+    packages: tuple[tuple[str, str], ...] = ()
+    missing_packages: tuple[str, ...] = ()
 
     @property
     def n_train_files(self) -> int:
@@ -112,22 +147,22 @@ def _is_excluded(relative: Path) -> bool:
     return any(d in STDLIB_EXCLUDED_DIRS or d.startswith("config-") for d in dirs)
 
 
-def _candidate_files(root: Path) -> list[str]:
+def _candidate_files(root: Path, prefix: str = "") -> list[tuple[str, Path]]:
+    """``(prefix + relative POSIX path, path)`` of the ``*.py`` files under `root` outside the exclusions, sorted."""
     files = []
     for path in root.rglob("*.py"):
         relative = path.relative_to(root)
         if path.is_file() and not _is_excluded(relative):
-            files.append(relative.as_posix())
+            files.append((prefix + relative.as_posix(), path))
     return sorted(files)
 
 
-def _take(root: Path, names: list[str], max_bytes: int) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Read `names` in order, skipping any that would push the total past `max_bytes`."""
+def _take(files: list[tuple[str, Path]], max_bytes: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Read `files` in order, skipping any that would push the total past `max_bytes`."""
     chunks: list[bytes] = []
     taken: list[str] = []
     used = 0
-    for name in names:
-        path = root / name
+    for name, path in files:
         cost = path.stat().st_size + (len(FILE_SEPARATOR) if chunks else 0)
         if used + cost > max_bytes:
             continue
@@ -145,14 +180,39 @@ def _take(root: Path, names: list[str], max_bytes: int) -> tuple[np.ndarray, tup
     return array, tuple(taken)
 
 
+def _package_root(name: str) -> Path | None:
+    """The directory of the installed package `name` (an import name), or None when it is not installed."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # a dotted name whose parent is missing
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]).resolve() if locations and Path(locations[0]).is_dir() else None
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(_DISTRIBUTIONS.get(name, name))
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 @functools.lru_cache(maxsize=8)
-def _load(root: str, max_train_bytes: int, max_valid_bytes: int) -> ByteCorpus:
+def _load(corpus: str, root: str, max_train_bytes: int, max_valid_bytes: int) -> ByteCorpus:
     base = Path(root)
     if not base.is_dir():
         raise _error("root", root, "must be an existing directory holding .py files")
-    names = _candidate_files(base)
-    train, train_files = _take(base, [n for n in names if split_of(n) == "train"], max_train_bytes)
-    valid, valid_files = _take(base, [n for n in names if split_of(n) == "valid"], max_valid_bytes)
+    files = _candidate_files(base)
+    packages, missing = [], []
+    for name in DEP_PACKAGES if corpus == "stdlib+deps" else ():
+        package_root = _package_root(name)
+        if package_root is None:
+            missing.append(name)
+            continue
+        files += _candidate_files(package_root, prefix=name.replace(".", "/") + "/")
+        packages.append((name, _version(name)))
+    train, train_files = _take([f for f in files if split_of(f[0]) == "train"], max_train_bytes)
+    valid, valid_files = _take([f for f in files if split_of(f[0]) == "valid"], max_valid_bytes)
     for split, array in (("train", train), ("valid", valid)):
         if array.size < _MIN_SPLIT_BYTES:
             raise ValueError(
@@ -161,27 +221,37 @@ def _load(root: str, max_train_bytes: int, max_valid_bytes: int) -> ByteCorpus:
                 "or the byte caps are too small")
     return ByteCorpus(train=train, valid=valid, train_files=train_files, valid_files=valid_files,
                       train_sha256=hashlib.sha256(train.tobytes()).hexdigest(),
-                      valid_sha256=hashlib.sha256(valid.tobytes()).hexdigest(), source=str(base))
+                      valid_sha256=hashlib.sha256(valid.tobytes()).hexdigest(), source=str(base),
+                      corpus=corpus, packages=tuple(packages), missing_packages=tuple(missing))
 
 
-def load_byte_corpus(max_train_bytes: int = DEFAULT_MAX_TRAIN_BYTES, max_valid_bytes: int = DEFAULT_MAX_VALID_BYTES,
+def load_byte_corpus(corpus: str = "stdlib", max_train_bytes: int | None = None, max_valid_bytes: int | None = None,
                      *, root: str | Path | None = None) -> ByteCorpus:
-    """Load (once per process; later calls hit a cache) the standard-library byte corpus.
+    """Load (once per process; later calls hit a cache) a named byte corpus.
 
     Args:
-        max_train_bytes: cap on the training split, bytes (separators included).
-        max_valid_bytes: cap on the validation split, bytes.
+        corpus: ``"stdlib"`` (the standard library) or ``"stdlib+deps"`` (it, then the
+            Python sources of the installed `DEP_PACKAGES`); see `CORPORA`.
+        max_train_bytes: cap on the training split, bytes (separators included); None:
+            the corpus's default (8 MB for ``"stdlib"``, 64 MB for ``"stdlib+deps"``).
+        max_valid_bytes: cap on the validation split, bytes; None: the corpus's default
+            (0.5 MB, 4 MB).
         root: directory to read instead of the standard library (tests use a
             temporary tree); the same exclusions and split rule apply.
 
     Returns:
         A `ByteCorpus` whose arrays are read-only (the cached object is shared).
     """
+    if not isinstance(corpus, str) or corpus not in _CORPUS_CAPS:
+        nets.fail("corpus", corpus, f"must be one of {', '.join(CORPORA)}")
+    default_train, default_valid = _CORPUS_CAPS[corpus]
+    max_train_bytes = default_train if max_train_bytes is None else max_train_bytes
+    max_valid_bytes = default_valid if max_valid_bytes is None else max_valid_bytes
     for field, value in (("max_train_bytes", max_train_bytes), ("max_valid_bytes", max_valid_bytes)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < _MIN_SPLIT_BYTES:
             raise _error(field, value, f"must be an integer number of bytes >= {_MIN_SPLIT_BYTES}")
     base = Path(sysconfig.get_paths()["stdlib"] if root is None else root).resolve()
-    return _load(str(base), int(max_train_bytes), int(max_valid_bytes))
+    return _load(corpus, str(base), int(max_train_bytes), int(max_valid_bytes))
 
 
 def _check_window(n_bytes: int, batch: int, seq_len: int) -> None:

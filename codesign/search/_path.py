@@ -220,7 +220,7 @@ def _record(sc, cfg, space, hardened, target, trainer, lam, tc, val_loss, corpus
                       "recover_from": sc.recover_from},
         "cost": design_cost(cfg, space, hardened, target, trainer.scenario, jc.metric),
         "validation": {"loss": val_loss, "batch": tc.batch, "seq_len": tc.seq_len, "batches": tc.eval_batches,
-                       "corpus_sha256": corpus_sha256},
+                       "corpus": tc.corpus, "corpus_sha256": corpus_sha256},
         "checkpoint": {"path": "recovery/checkpoints", "step": tc.steps},
         "train": dataclasses.asdict(tc),
         "provenance": provenance(tc.seed),

@@ -50,7 +50,7 @@ from codesign._phase import phase
 from codesign.parallel import make_mesh, mesh_rules, parse_mesh
 from codesign.training._checkpoint import Checkpointer
 from codesign.training._metrics import MetricsWriter, read_metrics
-from codesign.data import eval_batches, load_byte_corpus, sample_batch, window_starts
+from codesign.data import CORPORA, eval_batches, load_byte_corpus, sample_batch, window_starts
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "auto": None}
 ON_NONFINITE = ("stop", "skip")
@@ -112,6 +112,7 @@ class TrainConfig:
     mesh: str = ""               # device mesh, e.g. "data=2,fsdp=4" (codesign.parallel; "": data over all devices)
     remat: str = "none"          # what the backward pass keeps of each layer: none (all), dots, full (nets.REMAT_POLICIES)
     attention: str = "auto"      # attention kernel (nets.ATTENTION_IMPLEMENTATIONS); auto: CODESIGN_ATTENTION or fastest
+    corpus: str = "stdlib"       # the embedded byte corpus (codesign.data.CORPORA): stdlib or stdlib+deps
 
     def __post_init__(self) -> None:
         cfg = resolve_model(self.model)  # an unknown model is the first error a user should see
@@ -126,13 +127,9 @@ class TrainConfig:
         for name in ("weight_decay", "aux_weight"):
             value = getattr(self, name)
             _check(isinstance(value, (int, float)) and 0 <= value < float("inf"), name, value, "must be >= 0")
-        _check(self.dtype in DTYPES, "dtype", self.dtype, f"must be one of {', '.join(DTYPES)}")
-        _check(self.remat in nets.REMAT_POLICIES, "remat", self.remat,
-               f"must be one of {', '.join(nets.REMAT_POLICIES)}")
-        _check(self.attention in nets.ATTENTION_IMPLEMENTATIONS, "attention", self.attention,
-               f"must be one of {', '.join(nets.ATTENTION_IMPLEMENTATIONS)}")
-        _check(self.on_nonfinite in ON_NONFINITE, "on_nonfinite", self.on_nonfinite,
-               f"must be one of {', '.join(ON_NONFINITE)}")
+        for name, allowed in (("dtype", DTYPES), ("remat", nets.REMAT_POLICIES), ("on_nonfinite", ON_NONFINITE),
+                              ("attention", nets.ATTENTION_IMPLEMENTATIONS), ("corpus", CORPORA)):
+            _check(getattr(self, name) in allowed, name, getattr(self, name), f"must be one of {', '.join(allowed)}")
         from codesign._limits import check_train_limits  # sizes bounded before anything is allocated
 
         check_train_limits(self, cfg)
@@ -244,8 +241,7 @@ class Trainer:
         """(training data, validation batches), both on the device: the embedded byte corpus and
         `tc.eval_batches` fixed validation batches of it. With several processes the training split
         stays on the host (None is returned for it): `step_data` builds each step's batch from it."""
-        corpus = load_byte_corpus()
-        self.corpus = corpus
+        self.corpus = corpus = load_byte_corpus(self.tc.corpus)
         valid_x, valid_y = eval_batches(corpus.valid, self.tc.batch, self.tc.seq_len, self.tc.eval_batches)
         valid = jax.device_put((np.asarray(valid_x), np.asarray(valid_y)), self.batch_sharded_eval())
         if self.per_process_batches:
@@ -458,9 +454,10 @@ def train(tc: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress
     tps = float(np.median([r["tokens_per_s"] for r in history[1:]] or [r["tokens_per_s"] for r in history] or [0.0]))
     summary = {"model": trainer.cfg.name, "steps": tc.steps, "first_val_loss": _first_val(out, first_val),
                "final_val_loss": final_val, "tokens_per_s_median": tps, "devices": jax.device_count(),
-               "processes": jax.process_count(),
-               "backend": jax.default_backend(), "params_total": nets.count_params(trainer.cfg).total,
-               "corpus_train_sha256": trainer.corpus.train_sha256, "skipped_steps": logged_skipped}
+               "processes": jax.process_count(), "backend": jax.default_backend(),
+               "params_total": nets.count_params(trainer.cfg).total, "skipped_steps": logged_skipped,
+               "corpus": trainer.corpus.corpus, "corpus_train_sha256": trainer.corpus.train_sha256,
+               "corpus_packages": dict(trainer.corpus.packages)}
     if primary:
         with phase("file"):
             nets.atomic_write_json(out / "summary.json", summary)
