@@ -1,6 +1,10 @@
 """Embedded data: the byte corpus (split by file, caps, batches) and the arithmetic task."""
 
+import dataclasses
 import hashlib
+import importlib.metadata
+import importlib.util
+import json
 import re
 import zlib
 
@@ -10,6 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import nets
+from codesign import TrainConfig, Trainer
 from codesign import data
 from codesign.data import (END, FILE_SEPARATOR, PAD, ArithProblem, arith_dataset, check_step, decode, encode,
                            eval_batches, format_example, format_problem, format_solution, is_correct,
@@ -54,7 +60,7 @@ def tree(tmp_path_factory):
 
 def test_split_is_by_file_disjoint_and_follows_the_path_hash(tree):
     root, names, excluded = tree
-    corpus = load_byte_corpus(10**7, 10**7, root=root)
+    corpus = load_byte_corpus("stdlib", 10**7, 10**7, root=root)
     assert set(corpus.train_files).isdisjoint(corpus.valid_files)
     assert sorted(corpus.train_files + corpus.valid_files) == names  # nothing lost, nothing excluded kept
     assert all(split_of(f) == "train" for f in corpus.train_files)
@@ -67,8 +73,8 @@ def test_split_is_by_file_disjoint_and_follows_the_path_hash(tree):
 def test_split_of_a_file_does_not_depend_on_the_other_files(tree, tmp_path):
     root, names, _ = tree
     _write_tree(tmp_path, names[::2] + ["extra/zzz_new.py", "aaa_new.py"])
-    full = load_byte_corpus(10**7, 10**7, root=root)
-    partial = load_byte_corpus(10**7, 10**7, root=tmp_path)
+    full = load_byte_corpus("stdlib", 10**7, 10**7, root=root)
+    partial = load_byte_corpus("stdlib", 10**7, 10**7, root=tmp_path)
     for split in ("train_files", "valid_files"):
         kept = set(names[::2]) & set(getattr(full, split))
         assert kept <= set(getattr(partial, split))
@@ -76,7 +82,7 @@ def test_split_of_a_file_does_not_depend_on_the_other_files(tree, tmp_path):
 
 def test_corpus_bytes_are_the_files_joined_and_fingerprinted(tree):
     root, _, _ = tree
-    corpus = load_byte_corpus(10**7, 10**7, root=root)
+    corpus = load_byte_corpus("stdlib", 10**7, 10**7, root=root)
     expected = FILE_SEPARATOR.join((root / f).read_bytes() for f in corpus.train_files)
     assert corpus.train.tobytes() == expected
     assert corpus.train.dtype == np.uint8 and corpus.valid.dtype == np.uint8
@@ -89,8 +95,8 @@ def test_corpus_bytes_are_the_files_joined_and_fingerprinted(tree):
 
 def test_caps_are_respected_and_files_are_taken_in_sorted_order(tree):
     root, _, _ = tree
-    full = load_byte_corpus(10**7, 10**7, root=root)
-    capped = load_byte_corpus(10_000, 4_000, root=root)
+    full = load_byte_corpus("stdlib", 10**7, 10**7, root=root)
+    capped = load_byte_corpus("stdlib", 10_000, 4_000, root=root)
     assert 0 < capped.train.size <= 10_000 and 0 < capped.valid.size <= 4_000
     assert capped.train.size < full.train.size and capped.valid.size < full.valid.size
     assert list(capped.train_files) == list(full.train_files[: capped.n_train_files])  # equal-size files: a prefix
@@ -114,6 +120,70 @@ def test_bad_corpus_arguments_raise_naming_the_field(tmp_path):
         load_byte_corpus(root=tmp_path / "missing")
     with pytest.raises(ValueError, match="bytes of train"):
         load_byte_corpus(root=tmp_path)  # empty directory
+
+
+@pytest.fixture(scope="module")
+def enlarged():
+    return load_byte_corpus("stdlib+deps")
+
+
+def test_enlarged_corpus_is_the_stdlib_plus_the_installed_dependencies(enlarged):
+    stdlib = load_byte_corpus()
+    assert load_byte_corpus("stdlib+deps") is enlarged and enlarged.corpus == "stdlib+deps"
+    assert stdlib.corpus == "stdlib" and stdlib.packages == () and stdlib.missing_packages == ()
+    assert set(stdlib.train_files) <= set(enlarged.train_files)  # every stdlib training file is still there
+    assert set(stdlib.valid_files) <= set(enlarged.valid_files)
+    names = dict(enlarged.packages)
+    assert set(names) | set(enlarged.missing_packages) == set(data.DEP_PACKAGES)
+    assert names["jax"] == jax.__version__ and names["numpy"] == np.__version__
+    for name, version in enlarged.packages:
+        assert version == importlib.metadata.version({"orbax.checkpoint": "orbax-checkpoint"}.get(name, name))
+    jax_files = [f for f in enlarged.train_files if f.startswith("jax/")]
+    assert "jax/__init__.py" in jax_files and len(jax_files) > 100
+    jax_init = (importlib.util.find_spec("jax").submodule_search_locations[0] + "/__init__.py")
+    assert open(jax_init, "rb").read() in enlarged.train.tobytes()
+    assert enlarged.train.size > 4 * stdlib.train.size and enlarged.train.size <= 64_000_000
+    assert stdlib.valid.size < enlarged.valid.size <= 4_000_000
+    assert enlarged.train_sha256 == hashlib.sha256(enlarged.train.tobytes()).hexdigest()
+    every = enlarged.train_files + enlarged.valid_files
+    assert not [f for f in every if set(f.split("/")[:-1]) & data.STDLIB_EXCLUDED_DIRS]  # no tests folders
+    assert set(enlarged.train_files).isdisjoint(enlarged.valid_files)
+
+
+def test_enlarged_split_of_a_file_is_a_function_of_its_prefixed_name(enlarged):
+    assert all(split_of(f) == "train" for f in enlarged.train_files)
+    assert all(split_of(f) == "valid" for f in enlarged.valid_files)
+    valid_deps = [f for f in enlarged.valid_files if f.split("/")[0] in {p.split(".")[0] for p in data.DEP_PACKAGES}]
+    assert valid_deps  # the dependencies reach the validation split too, by the same rule
+    # the package name is part of the name that is hashed: jax/x.py and x.py can fall on different sides
+    assert any(split_of(f) != split_of(f.split("/", 1)[1]) for f in valid_deps)
+
+
+def test_a_missing_dependency_is_skipped_and_recorded(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tqdm" else real(name, *a))
+    corpus = load_byte_corpus("stdlib+deps", 9_000_000, 600_000)  # other caps: not the cached corpus
+    assert corpus.missing_packages == ("tqdm",) and "tqdm" not in dict(corpus.packages)
+    assert not [f for f in corpus.train_files + corpus.valid_files if f.startswith("tqdm/")]
+    assert corpus.train.size <= 9_000_000 and corpus.valid.size <= 600_000
+
+
+def test_unknown_corpus_name_names_the_field_and_the_choices(tiny_json):
+    for bad in ("web", 3):
+        with pytest.raises(nets.InputError, match=r"^corpus=.*must be one of stdlib, stdlib\+deps"):
+            load_byte_corpus(bad)
+    with pytest.raises(nets.InputError, match=r"^corpus='pile': must be one of stdlib, stdlib\+deps"):
+        TrainConfig(model=tiny_json, corpus="pile")
+
+
+def test_train_config_round_trips_its_corpus_and_the_trainer_reads_it(tiny_json, enlarged):
+    tc = TrainConfig(model=tiny_json, steps=2, batch=4, seq_len=16, warmup_steps=0, eval_batches=1,
+                     corpus="stdlib+deps")
+    assert TrainConfig(**json.loads(json.dumps(dataclasses.asdict(tc)))) == tc
+    old = {k: v for k, v in dataclasses.asdict(tc).items() if k != "corpus"}  # a file written before the field
+    assert TrainConfig(**old).corpus == "stdlib"
+    trainer = Trainer(tc)
+    assert trainer.corpus is enlarged and trainer.train_data.shape == enlarged.train.shape
 
 
 # ---------------------------------------------------------------- batches

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from codesign import Checkpointer, read_metrics, TrainConfig, Trainer, train
+from codesign.data import load_byte_corpus
 
 
 def _tc(tiny_json, **kw):
@@ -65,6 +66,9 @@ def test_resume_after_kill_is_bitwise_equal(tiny_json, tmp_path):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     steps = [r["step"] for r in read_metrics(killed / "metrics.jsonl")]
     assert steps == sorted(set(steps)), "no step is logged twice after resume"
+    summary = json.loads((straight / "summary.json").read_text())  # what the run was trained on
+    assert summary["corpus"] == "stdlib" and summary["corpus_packages"] == {}
+    assert summary["corpus_train_sha256"] == load_byte_corpus().train_sha256
 
 
 def test_four_host_devices_give_the_same_loss_curve(tiny_json, tmp_path):
