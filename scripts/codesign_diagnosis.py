@@ -48,17 +48,22 @@ from nets import atomic_write_json
 TINY4 = dict(name="tiny4-mfa-moe", d_model=64, n_layers=4, max_seq_len=64,
              attention={"n_heads": 2, "head_dim": 32, "q_rank": 32},
              ffn={"d_ff": 128, "n_experts": 4, "top_k": 2, "d_expert": 32})
+# the GPU-scale decoder: 12 layers, d_model 768, MFA + MoE (4 routed experts, top 2, one shared), 115M parameters
+SCALE115M = dict(name="scale115m-mfa-moe", d_model=768, n_layers=12, max_seq_len=256,
+                 attention={"n_heads": 12, "head_dim": 64, "q_rank": 256},
+                 ffn={"d_ff": 2048, "n_experts": 4, "top_k": 2, "d_expert": 768})
+PRESETS = {"tiny4": TINY4, "scale115m": SCALE115M}
 WEIGHT_FORMATS = ("fp4_e2m1@channel", "mxfp4", "posit(4,1)@channel", "posit(8,0)@channel", "fp8_e4m3@channel")
 KV_FORMATS = ("fp4_e2m1@tensor", "mxfp4", "posit(4,1)@tensor", "posit(8,0)@tensor", "fp8_e4m3")
 JOINT_FORMATS = ("posit(16,1)", "posit(8,0)", "posit(4,1)")
 
 
 def model_spec(name: str, work: Path) -> str:
-    """A zoo name / JSON path as is; "tiny4" written as a ModelConfig JSON into `work`."""
-    if name != "tiny4":
+    """A zoo name / JSON path as is; a preset ("tiny4", "scale115m") written as a ModelConfig JSON into `work`."""
+    if name not in PRESETS:
         return name
-    path = work / "tiny4.json"
-    path.write_text(nets.zoo.default_config().replace(**TINY4).to_json())
+    path = work / f"{name}.json"
+    path.write_text(nets.zoo.default_config().replace(**PRESETS[name]).to_json())
     return str(path)
 
 

@@ -78,6 +78,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import codesign_diagnosis as diag  # noqa: E402  (the tiny4 config and its step loop)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codesign_protocol_report import front_at, paired, plot, summarise, table  # noqa: E402,F401
+from codesign_protocol_state import Deadline, OutOfTime, PretrainCache, RetrainCache  # noqa: E402
 
 FORMATS = ("bf16", "fp8_e4m3@channel", "posit(8,0)@channel", "fp4_e2m1@channel", "mxfp4", "posit(4,1)@channel")
 UNIFORM = (("BF16", "bf16"), ("FP8", "fp8_e4m3@channel"), ("Posit(8,0)", "posit(8,0)@channel"),
@@ -93,28 +94,43 @@ class Bench:
 
     def __init__(self, a, model: str, log):
         self.a, self.log = a, log
-        self.tc = TrainConfig(model=model, steps=a.retrain_steps, batch=a.batch, seq_len=a.seq_len,
-                              lr=a.finetune_lr, warmup_steps=min(10, a.retrain_steps // 10),
-                              eval_batches=a.eval_batches, seed=0)
+        self.tc = self.train_config(model, a.retrain_steps, a.finetune_lr)
         self.cfg = self.tc.model_config()
         self.n = self.cfg.n_layers
         self.formats = tuple(a.formats)
         self.space = DesignSpace(formats=self.formats, kv_formats=(), act_formats=(), search_ffn_width=False)
         self.widths = [int(w) for w in full_widths(self.cfg)]
-        self.target = make_target("xrnpe")
+        self.target = make_target(a.target)
         self.scenario = self.joint_config(0.0).scenario()
-        ptc = TrainConfig(model=model, steps=a.pretrain_steps, batch=a.batch, seq_len=a.seq_len, lr=a.lr,
-                          warmup_steps=min(10, a.pretrain_steps // 10), eval_batches=a.eval_batches, seed=0)
+        ptc = self.train_config(model, a.pretrain_steps, a.lr, pretraining=True)
         pre = Trainer(ptc)
-        diag.train_steps(pre, a.pretrain_steps)
-        self.init = jax.device_get(pre.params)
-        self.pretrain_loss = pre.evaluate()
+        cache = PretrainCache(Path(a.state or a.out), {
+            "model": self.cfg.to_json(), "corpus": a.corpus, "steps": a.pretrain_steps, "batch": a.batch,
+            "seq_len": a.seq_len, "lr": a.lr, "warmup": ptc.warmup_steps, "eval_batches": a.eval_batches,
+            "backend": jax.default_backend()})
+        stored = cache.load(jax.device_get(pre.params))
+        t = time.perf_counter()
+        if stored is None:
+            diag.train_steps(pre, a.pretrain_steps)
+            self.init = jax.device_get(pre.params)
+            self.pretrain_loss = pre.evaluate()
+            cache.save(self.init, self.pretrain_loss)
+        else:
+            self.init, self.pretrain_loss = stored
+            pre.params = jax.device_put(self.init, pre.rules.tree_shardings(self.init))
         self.pre = pre
         self.dt = DesignTrainer(self.tc, self.space, self.init)  # ONE compilation for every retrain and PTQ eval
-        log(f"pretrained {a.pretrain_steps} steps: val loss {self.pretrain_loss:.4f}")
+        log(f"pretrained {a.pretrain_steps} steps ({'loaded from ' + str(cache.path) if stored else 'trained'} in "
+            f"{time.perf_counter() - t:.0f}s): val loss {self.pretrain_loss:.4f}")
+
+    def train_config(self, model: str, steps: int, lr: float, pretraining: bool = False) -> TrainConfig:
+        a = self.a
+        warmup = min(a.warmup, steps - 1) if pretraining and a.warmup is not None else min(10, steps // 10)
+        return TrainConfig(model=model, steps=steps, batch=a.batch, seq_len=a.seq_len, lr=lr, warmup_steps=warmup,
+                           eval_batches=a.eval_batches, seed=0, corpus=a.corpus)
 
     def joint_config(self, lam: float) -> JointConfig:
-        return JointConfig(lam=float(lam), metric="energy", target="xrnpe", knob_lr=self.a.knob_lr,
+        return JointConfig(lam=float(lam), metric=self.a.metric, target=self.a.target, knob_lr=self.a.knob_lr,
                            scenario_batch=1, scenario_context=256)
 
     def design(self, formats: list[str]) -> dict[str, Any]:
@@ -122,7 +138,7 @@ class Bench:
 
     def cost(self, formats: list[str]) -> float:
         return design_cost(self.cfg, self.space, self.design(formats), self.target, self.scenario,
-                           "energy")["energy_j"]
+                           self.a.metric)["metric_value"]
 
     def ptq(self, formats: list[str], params: Any = None) -> float:
         return self.dt.loss_of(self.design(formats), params)
@@ -137,8 +153,7 @@ def gradient_path(b: Bench, seed: int = 0) -> list[dict[str, Any]]:
     """The path on seed `seed`'s batches (steps from seed * SEED_STRIDE on); one PathTrainer, compiled once."""
     a = b.a
     if not hasattr(b, "path"):  # built once, before the clock starts (as random / TPE's evaluator is)
-        tc = TrainConfig(model=b.tc.model, steps=a.path_steps, batch=a.batch, seq_len=a.seq_len, lr=a.finetune_lr,
-                         warmup_steps=min(10, a.path_steps // 10), eval_batches=a.eval_batches, seed=0)
+        tc = b.train_config(b.tc.model, a.path_steps, a.finetune_lr)
         b.path = PathTrainer(tc, b.joint_config(0.0), b.space, init_net_params=b.init)
         b.path_start = jax.device_get((b.path.params, b.path.opt_state))
     trainer = b.path
@@ -270,21 +285,13 @@ def run(a, log) -> dict[str, Any]:
         model = diag.model_spec(a.model, work)
     b = Bench(a, model, log)
     # every retraining is saved as it finishes: a rerun with the same settings continues where it stopped
-    cache_path = Path(a.out) / ("protocol_retrain_cache" + ("_quick" if a.quick else "") + ".json")
-    key0 = repr({k: getattr(a, k) for k in ("model", "quick", "seeds", "pretrain_steps", "retrain_steps", "batch",
-                                             "seq_len", "lr", "finetune_lr", "eval_batches")})
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    if cache.get("settings") != key0:
-        cache = {"settings": key0, "losses": {}}
-    retrained: dict[str, list[float]] = cache["losses"]  # design -> losses (a design chosen twice trains once)
+    cache_path = Path(a.state or a.out) / ("protocol_retrain_cache" + ("_quick" if a.quick else "") + ".json")
+    keys = ("model", "quick", "seeds", "pretrain_steps", "retrain_steps", "batch", "seq_len", "lr", "finetune_lr",
+            "eval_batches") + (("corpus", "warmup") if a.corpus != "stdlib" or a.warmup is not None else ())
+    retrained = RetrainCache(cache_path, repr({k: getattr(a, k) for k in keys}), a.deadline)
 
     def retrain_once(formats):
-        key = repr(list(formats))
-        if key not in retrained:
-            retrained[key] = b.retrain(formats)
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(cache_path, cache)
-        return retrained[key]
+        return retrained.get(formats, b.retrain)
     uniform = []
     labels = dict((f, lab) for lab, f in UNIFORM)
     for fmt in a.formats:
@@ -297,15 +304,23 @@ def run(a, log) -> dict[str, Any]:
     reference = (max(u["mean"] for u in uniform) + 0.05, math.log10(uniform[0]["cost"]))  # before any method
     # the search signals' own reference (post-quantisation losses of the uniform designs), also fixed in advance
     signal_reference = (max(b.ptq(u["formats"]) for u in uniform) + 0.05, math.log10(uniform[0]["cost"]))
-    timings, searched = {}, {}
-    for name, method in (("gradient path", gradient_path), ("random", random_search), ("tpe", tpe_search)):
+    # the searches, kept with the retrainings (a later call with the same settings reuses them)
+    skey = "search " + repr([a.target, a.metric, a.lams, a.path_steps, a.path_order, a.path_patience,
+                             a.path_min_steps, a.path_signal, a.trials, a.fisher_batches, a.formats, a.knob_lr])
+    if skey not in retrained.cache:
+        a.deadline.check(a.search_need_s, "the searches")
+        timings, searched = {}, {}
+        for name, method in (("gradient path", gradient_path), ("random", random_search), ("tpe", tpe_search)):
+            t = time.perf_counter()
+            searched[name] = method(b)
+            timings[name] = time.perf_counter() - t
+            log(f"{name}: {len(searched[name])} candidates in {timings[name]:.1f}s")
         t = time.perf_counter()
-        searched[name] = method(b)
-        timings[name] = time.perf_counter() - t
-        log(f"{name}: {len(searched[name])} candidates in {timings[name]:.1f}s")
-    t = time.perf_counter()
-    sens = fisher_sensitivity(b)
-    timings["hawq"] = time.perf_counter() - t
+        sens = fisher_sensitivity(b)
+        timings["hawq"] = time.perf_counter() - t
+        retrained.keep(skey, {"timings": timings, "searched": searched, "sens": sens.tolist()})
+    timings, searched = retrained.cache[skey]["timings"], retrained.cache[skey]["searched"]
+    sens = np.asarray(retrained.cache[skey]["sens"])
     rows = []
     for (label, fmt), (_, budget) in zip(budget_formats, budgets.items()):
         designs = {name: pick(rows_, budget) for name, rows_ in searched.items()}
@@ -367,7 +382,7 @@ def run(a, log) -> dict[str, Any]:
                             "reuse the evaluation compiled before the search, the path compiles its joint step "
                             "(measured with and without that compile)"}
     wins = sum(bool(r["verdict"] and r["verdict"]["beats_all"]) for r in rows)
-    return {"protocol": "see the script's docstring", "reduced": bool(a.quick or a.reduced), "config": vars(a),
+    return {"protocol": "see the script's docstring", "reduced": bool(a.quick or a.reduced), "config": {k: v for k, v in vars(a).items() if k != "deadline"},
             "formats": list(a.formats), "pretrain_val_loss": b.pretrain_loss, "uniform": uniform, "budgets": rows,
             "tuning_budget": {"gradient path": f"{len(a.lams)} lambdas ({a.path_order}) x "
                               + (f"{a.path_steps} joint steps" if not a.path_patience else
@@ -383,7 +398,15 @@ def run(a, log) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny4")
+    p.add_argument("--model", default="tiny4", help="tiny4, scale115m (12 layers, 115M), a zoo name or a JSON path")
+    p.add_argument("--target", default="xrnpe", help="the hwcost target the cost is priced on (codesign.make_target)")
+    p.add_argument("--metric", choices=("energy", "latency"), default="energy")
+    p.add_argument("--corpus", default="stdlib", help="the training corpus (codesign.data.load_byte_corpus)")
+    p.add_argument("--warmup", type=int, default=None, help="the pretraining's warm-up steps (default, and every other run: min(10, steps/10))")
+    p.add_argument("--state", default=None, help="folder of the pretrained weights and retrain cache (default --out)")
+    p.add_argument("--search-need-s", type=float, default=0.0, help="with --deadline-s: seconds the searches need")
+    p.add_argument("--deadline-s", type=float, default=0.0,
+                   help="stop (saving what finished) before work that would not end within this many seconds")
     p.add_argument("--budget-formats", nargs="+", default=[f for _, f in BUDGET_FORMATS],
                    help="the budgets: costs of these uniform designs (the protocol's: posit(8,0), mxfp4, posit(4,1))")
     p.add_argument("--formats", nargs="+", default=list(FORMATS),
@@ -435,7 +458,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         nets.fail("seeds", a.seeds, "must be at least 2 (a seed spread needs two)")
     t0 = time.perf_counter()
     log = lambda msg: print(f"[{time.perf_counter() - t0:7.1f}s] protocol: {msg}", flush=True)  # noqa: E731
-    rec = run(a, log)
+    a.deadline = Deadline(a.deadline_s)
+    try:
+        rec = run(a, log)
+    except OutOfTime as e:
+        log(f"stopped at the deadline: {e}; what finished is in {a.state or a.out}; rerun the same command")
+        return {"stopped": str(e)}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / ("protocol_quick" if a.quick else a.stem)

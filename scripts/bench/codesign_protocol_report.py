@@ -49,10 +49,16 @@ def summarise(arm: str, formats: list[str], cost: float, losses: list[float], **
 
 
 
+def metric_label(rec: dict[str, Any]) -> str:
+    """What the cost axis is: the target's energy in uJ or latency in us (costs are stored in J or s)."""
+    c = rec["config"]
+    return f"{c.get('target', 'xrnpe')} {c.get('metric', 'energy')} [{'us' if c.get('metric') == 'latency' else 'uJ'}]"
+
+
 def table(rec: dict[str, Any]) -> str:
     lines = [f"Fair protocol ({'REDUCED / quick' if rec['reduced'] else 'full'}): {rec['config']['seeds']} paired "
-             f"seeds, {rec['config']['retrain_steps']} retrain steps; loss mean +- seed std; energy in uJ", "",
-             "| budget | arm | formats | energy | loss | within budget |", "| --- | --- | --- | --- | --- | --- |"]
+             f"seeds, {rec['config']['retrain_steps']} retrain steps; loss mean +- seed std; {metric_label(rec)}", "",
+             f"| budget | arm | formats | {rec['config'].get('metric', 'energy')} | loss | within budget |", "| --- | --- | --- | --- | --- | --- |"]
     for u in rec["uniform"]:
         lines.append(f"| - | uniform {u['arm']} | {' '.join(u['formats'])} | {u['cost'] * 1e6:.2f} | "
                      f"{u['mean']:.4f} +- {u['std']:.4f} | - |")
@@ -112,7 +118,7 @@ def plot(rec: dict[str, Any], path: Path) -> None:
         for b in rec["budgets"]:
             ax.axvline(b["budget_cost"] * 1e6, c="0.8", lw=0.8, ls=":")
         ax.set_xscale("log")
-        ax.set_xlabel("XR-NPE energy per decode step [uJ] (log)")
+        ax.set_xlabel(f"{metric_label(rec)} per decode step (log)")
         ax.grid(alpha=0.3, which="both")
         ax.set_ylabel("loss minus uniform BF16 on the same seed [nats/byte]" if paired_view
                       else "validation loss after retraining [nats/byte]")
