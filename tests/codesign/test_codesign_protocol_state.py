@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -11,11 +10,7 @@ import pytest
 
 _ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(_ROOT / "scripts" / "bench"))
-_spec = importlib.util.spec_from_file_location("codesign_protocol_state", _ROOT / "scripts" / "bench" /
-                                               "codesign_protocol_state.py")
-state = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = state
-_spec.loader.exec_module(state)
+import codesign_protocol_state as state  # noqa: E402
 
 
 def test_pretrained_weights_round_trip_only_under_the_same_settings(tmp_path):
