@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The GPU-scale co-design protocol (scripts/bench/codesign_protocol.py at 115M parameters), as calls of at most
+# ten minutes on one warm GPU: each call runs this with the same STATE folder and continues where the last stopped.
+#   bash scripts/bench/codesign_scale.sh OUT_DIR DEADLINE_S [STATE]
+# Settings fixed before any result: model scale115m, corpus stdlib+deps, batch 16 x 256 bytes, pretraining 2000
+# steps at 1e-3 (100 warm-up), every retraining 120 steps at 3e-4, 5 paired seeds, 16 validation batches, the
+# protocol's default space, lambdas and trials, one search seed; first XR-NPE energy, then H100 latency (the
+# retrainings of designs both share are reused).
+set -u
+OUT=${1:?out dir}; DEADLINE=${2:?deadline seconds}; STATE=${3:-.codesign-state/scale}
+T0=$SECONDS
+COMMON=(--model scale115m --corpus stdlib+deps --batch 16 --seq-len 256 --pretrain-steps 2000 --warmup 100
+        --lr 1e-3 --retrain-steps 120 --finetune-lr 3e-4 --eval-batches 16 --search-seeds 1 --state "$STATE"
+        --search-need-s 120)
+mkdir -p "$OUT"
+for arm in "xrnpe energy" "h100-sxm latency"; do
+  set -- $arm
+  stem=scale_${1%%-*}
+  [ -f "$STATE/$stem.done" ] && continue
+  left=$((DEADLINE - SECONDS + T0))
+  [ "$left" -lt 60 ] && { echo "codesign_scale: $left s left, $stem not started"; break; }
+  PYTHONPATH=. python3 scripts/bench/codesign_protocol.py "${COMMON[@]}" --target "$1" --metric "$2" \
+      --out "$OUT" --stem "$stem" --deadline-s "$left" 2>&1 | tee -a "$OUT/scale_log.txt"
+  [ -f "$OUT/$stem.json" ] && cp "$OUT/$stem.json" "$STATE/" && touch "$STATE/$stem.done"
+done
+cp "$STATE"/protocol_retrain_cache.json "$OUT/" 2>/dev/null
+ls "$STATE"
