@@ -89,19 +89,37 @@ QUICK = dict(name="tiny2-mfa-moe", d_model=32, n_layers=2, max_seq_len=32,
              ffn={"d_ff": 64, "n_experts": 2, "top_k": 1, "d_expert": 32})
 
 
-class Bench:
-    """The shared pieces: model, space, target, scenario, pretrained weights, the PTQ evaluator."""
+class Pricing:
+    """The model, the space and the cost of a design on `--target`'s `--metric` (no training)."""
+
+    def __init__(self, a, cfg):
+        self.a, self.cfg = a, cfg
+        self.n = cfg.n_layers
+        self.formats = tuple(a.formats)
+        self.space = DesignSpace(formats=self.formats, kv_formats=(), act_formats=(), search_ffn_width=False)
+        self.widths = [int(w) for w in full_widths(cfg)]
+        self.target = make_target(a.target)
+        self.scenario = self.joint_config(0.0).scenario()
+
+    def joint_config(self, lam: float) -> JointConfig:
+        return JointConfig(lam=float(lam), metric=self.a.metric, target=self.a.target, knob_lr=self.a.knob_lr,
+                           scenario_batch=1, scenario_context=256)
+
+    def design(self, formats: list[str]) -> dict[str, Any]:
+        return {"formats": list(formats), "kv_formats": [], "act_formats": [], "ffn_widths": self.widths}
+
+    def cost(self, formats: list[str]) -> float:
+        return design_cost(self.cfg, self.space, self.design(formats), self.target, self.scenario,
+                           self.a.metric)["metric_value"]
+
+
+class Bench(Pricing):
+    """The shared pieces: pricing, pretrained weights, the PTQ evaluator and the retraining."""
 
     def __init__(self, a, model: str, log):
         self.a, self.log = a, log
         self.tc = self.train_config(model, a.retrain_steps, a.finetune_lr)
-        self.cfg = self.tc.model_config()
-        self.n = self.cfg.n_layers
-        self.formats = tuple(a.formats)
-        self.space = DesignSpace(formats=self.formats, kv_formats=(), act_formats=(), search_ffn_width=False)
-        self.widths = [int(w) for w in full_widths(self.cfg)]
-        self.target = make_target(a.target)
-        self.scenario = self.joint_config(0.0).scenario()
+        super().__init__(a, self.tc.model_config())
         ptc = self.train_config(model, a.pretrain_steps, a.lr, pretraining=True)
         pre = Trainer(ptc)
         cache = PretrainCache(Path(a.state or a.out), {
@@ -128,17 +146,6 @@ class Bench:
         warmup = min(a.warmup, steps - 1) if pretraining and a.warmup is not None else min(10, steps // 10)
         return TrainConfig(model=model, steps=steps, batch=a.batch, seq_len=a.seq_len, lr=lr, warmup_steps=warmup,
                            eval_batches=a.eval_batches, seed=0, corpus=a.corpus)
-
-    def joint_config(self, lam: float) -> JointConfig:
-        return JointConfig(lam=float(lam), metric=self.a.metric, target=self.a.target, knob_lr=self.a.knob_lr,
-                           scenario_batch=1, scenario_context=256)
-
-    def design(self, formats: list[str]) -> dict[str, Any]:
-        return {"formats": list(formats), "kv_formats": [], "act_formats": [], "ffn_widths": self.widths}
-
-    def cost(self, formats: list[str]) -> float:
-        return design_cost(self.cfg, self.space, self.design(formats), self.target, self.scenario,
-                           self.a.metric)["metric_value"]
 
     def ptq(self, formats: list[str], params: Any = None) -> float:
         return self.dt.loss_of(self.design(formats), params)
@@ -204,7 +211,11 @@ def random_search(b: Bench, seed: int = 0) -> list[dict[str, Any]]:
 
 
 def tpe_search(b: Bench, seed: int = 0) -> list[dict[str, Any]]:
-    import optuna
+    try:
+        import optuna
+    except ImportError:  # an optional extra (pip install -e .[bench]); the record says TPE did not run
+        b.log("optuna is not installed: TPE skipped")
+        return []
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["minimize", "minimize"],
@@ -388,7 +399,8 @@ def run(a, log) -> dict[str, Any]:
                               + (f"{a.path_steps} joint steps" if not a.path_patience else
                                  f"at most {a.path_steps} joint steps (stopped after {a.path_patience} steps "
                                  f"without a design change, {a.path_min_steps} at least)"),
-                              "random": f"{a.trials} PTQ evaluations", "tpe": f"{a.trials} PTQ evaluations",
+                              "random": f"{a.trials} PTQ evaluations", "tpe": f"{a.trials} PTQ evaluations" if searched["tpe"] else
+                              "not run (optuna not installed)",
                               "hawq": f"{a.fisher_batches} Fisher batches, greedy, no tuning",
                               "rule": "none"},
             "search_seconds": timings, "fisher_sensitivity": sens.tolist(), "hv_reference": list(reference),

@@ -98,7 +98,8 @@ class RetrainCache:
     def get(self, formats: list[str], train: Callable[[list[str]], list[float]]) -> list[float]:
         key = repr(list(formats))
         if key not in self.losses:
-            need = 1.2 * max(self.seconds) if self.seconds else 0.0
+            # the fastest retraining so far (the first in a process also compiles the step), with margin
+            need = 1.5 * min(self.seconds) if self.seconds else 0.0
             self.deadline.check(need, f"retraining {key}")
             t = time.perf_counter()
             self.losses[key] = train(formats)

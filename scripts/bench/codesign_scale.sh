@@ -21,7 +21,7 @@ for arm in "xrnpe energy" "h100-sxm latency"; do
   [ "$left" -lt 60 ] && { echo "codesign_scale: $left s left, $stem not started"; break; }
   PYTHONPATH=. python3 scripts/bench/codesign_protocol.py "${COMMON[@]}" --target "$1" --metric "$2" \
       --out "$OUT" --stem "$stem" --deadline-s "$left" 2>&1 | tee -a "$OUT/scale_log.txt"
-  [ -f "$OUT/$stem.json" ] && cp "$OUT/$stem.json" "$STATE/" && touch "$STATE/$stem.done"
+  [ -f "$OUT/$stem.json" ] && cp "$OUT/$stem.json" "$STATE/" && touch "$STATE/$stem.done" || break
 done
 cp "$STATE"/protocol_retrain_cache.json "$OUT/" 2>/dev/null
 ls "$STATE"
