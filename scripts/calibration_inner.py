@@ -1,15 +1,16 @@
 """Inner cross-validation of the calibration fit, on the training families only.
 
     PYTHONPATH=. python scripts/calibration_inner.py results/kernels_h100_20261207T16_suite.json \
-        --target h100-sxm --salts 0 1 2 3 [--steps 3000] [--json OUT.json]
+        --target h100-sxm --salts 0 1 2 3 [--steps 3000] [--keep-lone] [--json OUT.json]
 
 Model choices are made here, never on the held-out split: the items `hwcost.split_heldout`
 holds out (the rule, fixed before any fit) are dropped first; the same rule is applied again
 to the remaining training families with each salt (the salt prefixed to every family name,
 so another quarter of the families is held out each time), the profile is fitted on the rest
-and scored on those inner held-out families. Reported per kind and end to end (an inner
-held-out model's steps): the mean absolute percentage error over every inner held-out item
-of every salt, and the same per salt.
+and scored on those inner held-out families (`--keep-lone`: never a kind's only training
+family, which would leave the fit no kernel of that kind). Reported per kind and end to end
+(an inner held-out model's steps): the mean absolute percentage error over every inner
+held-out item of every salt, and the same per salt.
 """
 
 from __future__ import annotations
@@ -35,16 +36,37 @@ def families_of(parts: list[str], ids: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(by_id.get(i, i) for i in ids)
 
 
-def inner_splits(data: hwcost.KernelData, families: tuple[str, ...], salts) -> list[hwcost.KernelData]:
-    """The training items of `data`, once per salt, with the rule's split of the salted family names as held out."""
+def inner_splits(data: hwcost.KernelData, families: tuple[str, ...], salts,
+                 keep_lone: bool = False) -> list[hwcost.KernelData]:
+    """The training items of `data`, once per salt, with the rule's split of the salted family names as held out.
+
+    `keep_lone`: a kind with a single training family is never held out (the rule itself keeps
+    a family of each kind with two or more on the training side; with one left after the outer
+    split, an inner split could otherwise leave the kind no training item at all).
+    """
     keep = ~np.asarray(data.heldout)
     train = data.subset(keep)
     fams = tuple(f for f, k in zip(families, keep) if k)
     out = []
+    lone = _lone_kinds(train.kinds, fams) if keep_lone else set()
     for salt in salts:
         held = hwcost.split_heldout(train.ids, train.kinds, families=tuple(f"salt{salt}/{f}" for f in fams))
+        held = held & ~np.isin(np.asarray([_pool(k) for k in train.kinds]), sorted(lone))
         out.append(dataclasses.replace(train, heldout=held))
     return out
+
+
+def _pool(kind: str) -> str:
+    """The group `hwcost.split_heldout` splits a kind in (the whole-step kinds share one: a model's steps)."""
+    return "model" if kind in MODEL_KINDS else kind
+
+
+def _lone_kinds(kinds, families) -> set[str]:
+    """The kinds (`_pool`) with a single training family: an inner split must not take their only kernels."""
+    seen: dict[str, set[str]] = {}
+    for kind, family in zip(kinds, families):
+        seen.setdefault(_pool(kind), set()).add(family)
+    return {k for k, f in seen.items() if len(f) < 2}
 
 
 def score(splits: list[hwcost.KernelData], base: str, steps: int, log=print) -> dict:
@@ -92,12 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--salts", type=int, nargs="+", default=[0, 1, 2, 3])
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--json", default=None, help="write the result here too")
+    p.add_argument("--keep-lone", action="store_true", help="never hold out a kind's only training family")
     args = p.parse_args(argv)
     if args.target.lower() not in hwcost.PRESETS and args.target.lower() not in ("h100", "h200-sxm"):
         nets.fail("--target", args.target, f"must be a datasheet preset ({', '.join(hwcost.PRESETS)})")
     data = hwcost.load_data(args.data if len(args.data) > 1 else args.data[0])
-    result = score(inner_splits(data, families_of(args.data, data.ids), args.salts), args.target, args.steps)
-    result.update({"data": args.data, "target": args.target, "salts": args.salts, "steps": args.steps})
+    result = score(inner_splits(data, families_of(args.data, data.ids), args.salts, keep_lone=args.keep_lone),
+                   args.target, args.steps)
+    result.update({"data": args.data, "target": args.target, "salts": args.salts, "steps": args.steps,
+                   "keep_lone": args.keep_lone})
     print(table(result))
     if args.json:
         nets.atomic_write_json(args.json, result)

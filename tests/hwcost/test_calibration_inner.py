@@ -61,3 +61,24 @@ def test_families_of_a_data_file_are_the_rules_families():
     ids = tuple(i["id"] for i in items) + ("ceiling/copy",)
     families = _inner().families_of([str(DATA)], ids)
     assert families[:-1] == tuple(hwcost.item_family(i) for i in items) and families[-1] == "ceiling/copy"
+
+
+def test_keep_lone_never_holds_out_the_only_training_family_of_a_kind():
+    inner = _inner()
+    data, families = _data(n_families=12)
+    # one extra kind with a single family: the outer rule keeps it (one family cannot be split), so it is
+    # in training; without keep_lone some salt holds it out, with keep_lone none does
+    extra = [f"copy/f99/m{m}" for m in range(3)]
+    n = len(data.ids) + len(extra)
+    data = hwcost.KernelData(ids=data.ids + tuple(extra), kinds=data.kinds + ("elementwise",) * 3,
+                             measured_s=np.ones(n), heldout=np.concatenate([data.heldout, np.zeros(3, bool)]),
+                             kernels={"group": np.zeros(n)}, item_of_row=np.arange(n), device={}, source="test")
+    families = families + ("copy/f99",) * 3
+    salts = range(16)
+    lone_held = lambda splits: [bool(np.any(s.heldout[-3:])) for s in splits]  # noqa: E731
+    assert any(lone_held(inner.inner_splits(data, families, salts)))
+    kept = inner.inner_splits(data, families, salts, keep_lone=True)
+    assert not any(lone_held(kept))
+    plain = inner.inner_splits(data, families, salts)
+    for a, b in zip(plain, kept):  # the other kinds' splits are unchanged
+        assert np.array_equal(a.heldout[:-3], b.heldout[:-3])
