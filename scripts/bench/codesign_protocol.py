@@ -138,6 +138,11 @@ class Bench(Pricing):
             pre.params = jax.device_put(self.init, pre.rules.tree_shardings(self.init))
         self.pre = pre
         self.dt = DesignTrainer(self.tc, self.space, self.init)  # ONE compilation for every retrain and PTQ eval
+        c = pre.corpus
+        self.corpus = {"corpus": a.corpus, "train_sha256": c.train_sha256, "valid_sha256": c.valid_sha256,
+                       "train_bytes": int(c.train.size), "valid_bytes": int(c.valid.size),
+                       "packages": dict(getattr(c, "packages", ()) or ())}
+        log(f"corpus {a.corpus}: {c.train.size} train bytes, sha256 {c.train_sha256}")
         log(f"pretrained {a.pretrain_steps} steps ({'loaded from ' + str(cache.path) if stored else 'trained'} in "
             f"{time.perf_counter() - t:.0f}s): val loss {self.pretrain_loss:.4f}")
 
@@ -300,6 +305,7 @@ def run(a, log) -> dict[str, Any]:
     keys = ("model", "quick", "seeds", "pretrain_steps", "retrain_steps", "batch", "seq_len", "lr", "finetune_lr",
             "eval_batches") + (("corpus", "warmup") if a.corpus != "stdlib" or a.warmup is not None else ())
     retrained = RetrainCache(cache_path, repr({k: getattr(a, k) for k in keys}), a.deadline)
+    retrained.keep("corpus", b.corpus)  # what the retrained losses were measured on
 
     def retrain_once(formats):
         return retrained.get(formats, b.retrain)
@@ -394,7 +400,7 @@ def run(a, log) -> dict[str, Any]:
                             "(measured with and without that compile)"}
     wins = sum(bool(r["verdict"] and r["verdict"]["beats_all"]) for r in rows)
     return {"protocol": "see the script's docstring", "reduced": bool(a.quick or a.reduced), "config": {k: v for k, v in vars(a).items() if k != "deadline"},
-            "formats": list(a.formats), "pretrain_val_loss": b.pretrain_loss, "uniform": uniform, "budgets": rows,
+            "formats": list(a.formats), "pretrain_val_loss": b.pretrain_loss, "corpus": b.corpus, "uniform": uniform, "budgets": rows,
             "tuning_budget": {"gradient path": f"{len(a.lams)} lambdas ({a.path_order}) x "
                               + (f"{a.path_steps} joint steps" if not a.path_patience else
                                  f"at most {a.path_steps} joint steps (stopped after {a.path_patience} steps "

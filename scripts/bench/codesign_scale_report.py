@@ -102,7 +102,7 @@ def table(rec: dict[str, Any]) -> str:
     for u in rec["uniform"]:
         v = u["vs_bf16"]
         out.append(f"| {u['arm']} | {u['cost'] * scale:.2f} | {u['mean']:.4f} +- {u['std']:.4f} | "
-                   f"{-v['mean_diff']:+.4f} [{-v['ci95'][1]:+.4f}, {-v['ci95'][0]:+.4f}] |")
+                   f"{v['mean_diff']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] |")
     out += ["", f"| budget | method | design | {rec['metric']} | within | retrained loss |", "| --- | --- | --- | --- | --- | --- |"]
     for r in rec["budgets"]:
         out.append(f"| {r['budget']} ({r['budget_cost'] * scale:.2f}) | uniform front | - | - | - | "
