@@ -7,6 +7,11 @@
 # protocol's default space, lambdas and trials, one search seed; first XR-NPE energy, then H100 latency (the
 # retrainings of designs both share are reused).
 set -u
+# TPE needs optuna, which the lent GPU machines lack: install it from wheels carried in .whl/ (see docs/codesign.md)
+if ! python3 -c "import optuna" 2>/dev/null && ls .whl/optuna-*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
 OUT=${1:?out dir}; DEADLINE=${2:?deadline seconds}; STATE=${3:-.codesign-state/scale}
 T0=$SECONDS
 COMMON=(--model scale115m --corpus stdlib+deps --batch 16 --seq-len 256 --pretrain-steps 2000 --warmup 100
@@ -19,7 +24,7 @@ for arm in "xrnpe energy" "h100-sxm latency"; do
   [ -f "$STATE/$stem.done" ] && continue
   left=$((DEADLINE - SECONDS + T0))
   [ "$left" -lt 60 ] && { echo "codesign_scale: $left s left, $stem not started"; break; }
-  PYTHONPATH=. python3 scripts/bench/codesign_protocol.py "${COMMON[@]}" --target "$1" --metric "$2" \
+  PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} python3 scripts/bench/codesign_protocol.py "${COMMON[@]}" --target "$1" --metric "$2" \
       --out "$OUT" --stem "$stem" --deadline-s "$left" 2>&1 | tee -a "$OUT/scale_log.txt"
   [ -f "$OUT/$stem.json" ] && cp "$OUT/$stem.json" "$STATE/" && touch "$STATE/$stem.done" || break
 done
