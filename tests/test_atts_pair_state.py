@@ -21,7 +21,7 @@ _spec.loader.exec_module(pair_state)
 def _args(**changes):
     base = dict(task="chain", tiny=True, seed=0, m=4, max_turns=8, max_chunk=12, buf_len=96, dtype="auto",
                 batch_questions=8, max_calibration=64, chain_level="auto", chain_aim=0.6, chain_steps=None,
-                draft="base", n_accuracy=16)
+                draft="base", n_accuracy=16, draft_select="band")
     return SimpleNamespace(**{**base, **changes})
 
 
@@ -43,3 +43,9 @@ def test_a_state_made_with_other_settings_is_refused_naming_them(tmp_path):
     pair_state.PairState(tmp_path / "st", _args())
     with pytest.raises(nets.InputError, match=r"seed: 0 there, 1 now.*m: 4 there, 8 now|m: 4 there, 8 now.*seed"):
         pair_state.PairState(tmp_path / "st", _args(seed=1, m=8))
+
+
+def test_a_draft_kept_under_another_selection_rule_is_refused(tmp_path):
+    pair_state.PairState(tmp_path / "st", _args())
+    with pytest.raises(nets.InputError, match="draft_select: 'band' there, 'last' now"):
+        pair_state.PairState(tmp_path / "st", _args(draft_select="last"))

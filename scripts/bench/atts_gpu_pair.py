@@ -77,7 +77,9 @@ from gpu_speed import timed
 
 # shares of the budget at which each phase must end (counted from the start of the process)
 TARGET_END, DRAFT_END, CALIBRATION_END = 0.42, 0.50, 0.62
-STOP_AFTER_ENDS = (0.50, 0.62, 1.0)   # the same with --stop-after calibration: a third of the call calibrates
+# the same with --stop-after PHASE: that phase ends the call (a phase kept in --state is loaded, not rerun, so
+# "draft" on a state holding the target gives the draft the whole call, and "calibration" a third of it or more)
+STOP_AFTER_ENDS = {"target": (0.95, 1.0, 1.0), "draft": (0.50, 0.95, 1.0), "calibration": (0.50, 0.62, 1.0)}
 EVAL_RESERVE = 0.12               # share of a training phase kept for its closing evaluations (one more compile)
 MIN_SHARE = 0.04                  # the least share a training phase gets when an earlier one ran over
 H100_BF16_PEAK = 989e12           # dense bf16 FLOP/s (datasheet)
@@ -300,9 +302,12 @@ def parse_args():
     parser.add_argument("--state", default=None,
                         help="folder keeping the trained pair, level, draft choice, cost ratio and calibration bank: "
                              "phases found there are loaded, not rerun (a later call on the same machine)")
-    parser.add_argument("--stop-after", default=None, choices=("calibration",),
-                        help="end after the calibration (its budget shares stretched to the whole --budget-s); "
-                             "with --state, a later call evaluates")
+    parser.add_argument("--stop-after", default=None, choices=tuple(STOP_AFTER_ENDS),
+                        help="end after this phase (the shares stretched to the whole --budget-s); with --state, a "
+                             "later call goes on from there")
+    parser.add_argument("--draft-select", default="band", choices=("band", "last"),
+                        help="which draft checkpoint is kept: band (the latest with a step error of 10-30%%, stopping "
+                             "once it is under 20%%), or last (trained for its whole share, the best it gets)")
     parser.add_argument("--skip-headline", action="store_true",
                         help="with a --state that holds the calibration: skip the accuracy runs at --m (run "
                              "before), go on to the --ms sweep and the latency regime")
@@ -348,6 +353,13 @@ def parse_args():
     return args, task
 
 
+def stopped(run: Run, state, what: str) -> int:
+    run.report["complete"] = True
+    run.save()
+    run.log(f"stopped after the {what}; the phases are kept in {state.path}")
+    return 0
+
+
 def main() -> int:
     args, task = parse_args()
     size = "tiny" if args.tiny else "large"
@@ -363,7 +375,7 @@ def main() -> int:
         raise SystemExit(f"error: {err}") from None
     if args.skip_headline and not (state and state.has("calibration")):
         raise SystemExit(f"--skip-headline: --state {args.state} holds no calibration yet")
-    ends = STOP_AFTER_ENDS if args.stop_after else (TARGET_END, DRAFT_END, CALIBRATION_END)
+    ends = STOP_AFTER_ENDS[args.stop_after] if args.stop_after else (TARGET_END, DRAFT_END, CALIBRATION_END)
     target_end, draft_end, calibration_end = ends
     spec_t = TrainSpec(steps=10**6, batch=16 if args.tiny else 64, lr=3e-3 if args.tiny else 1e-3, warmup_steps=100,
                        eval_every=10**6 if args.tiny else 500, eval_n=64 if args.tiny else 256, seed=args.seed,
@@ -398,11 +410,13 @@ def main() -> int:
         eval_task = task.at_level(level["level"])
     else:
         eval_task = task
+    if args.stop_after == "target":
+        return stopped(run, state, "target")
     rows = args.batch_questions * args.m
     choice = phase("draft_choice", lambda: (None, {"chosen": choose_draft(run, target, args, rows)}))[1]
     draft_cfg = draft_config(size, choice["chosen"])
     spec_d = dataclasses.replace(spec_t, lr=3e-3, eval_every=10**6 if args.tiny else 100, seed=args.seed + 1)
-    in_band = lambda acc: 0.10 <= 1.0 - acc["step"] <= 0.30
+    in_band = (lambda acc: 0.10 <= 1.0 - acc["step"] <= 0.30) if args.draft_select == "band" else None
     draft, _ = phase("train_draft", lambda: train(run, "draft", draft_cfg, task, spec_d, draft_end, select=in_band),
                      model=True)
 
@@ -413,6 +427,8 @@ def main() -> int:
     ratio = phase("call_ratio", measure_ratio)[1]
     run.log(f"per-call ratio target/draft at {rows} rows: {ratio['decode_ratio']:.2f}x "
             f"({'meets' if ratio['meets_10x'] else 'BELOW'} the 10x the issue requires; the run continues)")
+    if args.stop_after == "draft":
+        return stopped(run, state, "draft and the cost ratio")
 
     turns = dict(max_turns=args.max_turns, turn_end_prob=1.0, max_chunk=args.max_chunk, buf_len=args.buf_len)
     k_cal = jax.random.split(jax.random.key(args.seed), 3)[0]   # bench's calibration key
@@ -429,10 +445,7 @@ def main() -> int:
     if state and not (out / "bank.npz").exists():
         state.bank_to(out / "bank.npz")
     if args.stop_after == "calibration":
-        run.report["complete"] = True
-        run.save()
-        run.log(f"stopped after the calibration; the phases are kept in {state.path}")
-        return 0
+        return stopped(run, state, "calibration")
 
     # a run starts only if one more fits: its compilation (the calibration's first chunk less a later one) and its
     # batches, each at most the calibration's or a target decode step per byte of the longest example

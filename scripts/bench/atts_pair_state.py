@@ -18,7 +18,8 @@ from codesign.atts import load_model, save_model
 
 # the options a kept phase depends on (the evaluation's own options, e.g. --alphas or --ms, are free)
 SETTINGS = ("task", "tiny", "seed", "m", "max_turns", "max_chunk", "buf_len", "dtype", "batch_questions",
-            "max_calibration", "chain_level", "chain_aim", "chain_steps", "draft", "n_accuracy")
+            "max_calibration", "chain_level", "chain_aim", "chain_steps", "draft", "n_accuracy",
+            "draft_select")
 
 
 class PairState:
