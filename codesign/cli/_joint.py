@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
-from codesign.cli._options import (json_option, mesh_option, on_nonfinite_option, out_dir, out_option, parse_formats,
-                                   parse_list, quiet_option, seed_option, target_option)
+from codesign.cli._options import (corpus_option, json_option, mesh_option, on_nonfinite_option, out_dir, out_option,
+                                   parse_formats, parse_list, quiet_option, seed_option, target_option)
 
 TARGETS_HELP = ("a hwcost target name or calibrated preset file (hwcost.target_names() lists them: GPU and TPU "
                 "presets, afd, duplex, cambricon, spatten, xrnpe)")
@@ -65,6 +65,7 @@ def sweep(
     seed: int = seed_option(),
     on_nonfinite: str = on_nonfinite_option(),
     mesh: str = mesh_option("the training mesh; data=* (the default) takes the devices the other axes leave"),
+    corpus: str = corpus_option(),
     out: Path = out_option("the sweep (default: a fresh runs/sweep-* folder, printed)"),
     quiet: bool = quiet_option(),
     as_json: bool = json_option(),
@@ -88,7 +89,8 @@ def sweep(
         kw.setdefault("act_formats", ())
     if budgets:
         kw.update(budgets=parse_list(budgets, "budgets", float), lams=())
-    sc = SweepConfig(**kw, target=target, search_ffn_width=widths, seed=seed, on_nonfinite=on_nonfinite, mesh=mesh)
+    sc = SweepConfig(**kw, target=target, search_ffn_width=widths, seed=seed, on_nonfinite=on_nonfinite, mesh=mesh,
+                     corpus=corpus)
     _sweep(sc, out_dir(out, "sweep"), quiet=quiet, as_json=as_json)
 
 

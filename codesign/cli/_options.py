@@ -55,6 +55,12 @@ def on_nonfinite_option() -> typer.models.OptionInfo:
                                                          "checkpoint kept) or 'skip' that update (counted in metrics).")
 
 
+def corpus_option() -> typer.models.OptionInfo:
+    return typer.Option("stdlib", "--corpus", help="Embedded byte corpus: stdlib (the Python standard library) or "
+                                                   "stdlib+deps (it plus the Python sources of the installed "
+                                                   "dependencies).")
+
+
 def mesh_option(what: str) -> typer.models.OptionInfo:
     """`--mesh`, default '' (one device); `what` finishes the help text."""
     return typer.Option("", "--mesh", help="Device mesh as AXIS=SIZE pairs, e.g. data=2,tensor=4 (axes: data, fsdp, "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from codesign.cli._options import (json_option, mesh_option, on_nonfinite_option, out_dir, out_option, quiet_option,
+from codesign.cli._options import (corpus_option, json_option, mesh_option, on_nonfinite_option, out_dir, out_option, quiet_option,
                                    seed_option)
 
 
@@ -33,8 +33,7 @@ def train(
                                            "dots (the weight matmuls' outputs) or full (only the layer's input)."),
     attention: str = typer.Option("auto", help="Attention kernel: auto (cuDNN on a GPU where it applies, else the "
                                                "einsum reference; CODESIGN_ATTENTION overrides), einsum, xla or cudnn."),
-    corpus: str = typer.Option("stdlib", help="Embedded byte corpus: stdlib (the Python standard library) or "
-                                              "stdlib+deps (it plus the Python sources of the installed dependencies)."),
+    corpus: str = corpus_option(),
     quiet: bool = quiet_option(),
     as_json: bool = json_option(),
 ) -> None:

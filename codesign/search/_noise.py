@@ -37,7 +37,14 @@ def spread_for(sc, path: Path = NOISE_FILE) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     stored = json.loads(path.read_text())
-    return stored if stored.get("settings") == settings_of(sc) else None
+    if not isinstance(stored.get("settings"), dict):
+        return None
+    # a field added to SweepConfig after the spread was measured counts at its default value (e.g. corpus)
+    defaults = {f.name: f.default for f in dataclasses.fields(sc) if f.default is not dataclasses.MISSING}
+    measured = {**json.loads(json.dumps({k: v for k, v in defaults.items()
+                                         if k not in stored["settings"] and k not in _NOT_SETTINGS})),
+                **stored["settings"]}
+    return stored if measured == settings_of(sc) else None
 
 
 def beyond_noise(a: dict[str, Any], b: dict[str, Any], spread: dict[str, Any]) -> bool:

@@ -103,6 +103,7 @@ class SweepConfig:
     loss_tolerance: float = 0.02
     on_nonfinite: str = "stop"   # TrainConfig.on_nonfinite of every phase (pretrain, joint, recovery)
     mesh: str = ""               # TrainConfig.mesh of every phase ("data=2,fsdp=4"; "": data over all devices)
+    corpus: str = "stdlib"       # TrainConfig.corpus of every phase (codesign.data.CORPORA)
     method: str = "path"         # "path": one continuation over the lambdas; "independent": one run per point
     recover_from: str = "start"  # path only: recovery from the weights the path started from, or from the path's
 
@@ -157,7 +158,7 @@ class SweepConfig:
         return TrainConfig(model=self.model, steps=steps, batch=self.batch, seq_len=self.seq_len, lr=self.lr,
                            warmup_steps=min(10, steps // 10), eval_every=steps, eval_batches=self.eval_batches,
                            ckpt_every=max(1, steps // 2), log_every=max(1, min(10, steps)), seed=self.seed,
-                           on_nonfinite=self.on_nonfinite, mesh=self.mesh)
+                           on_nonfinite=self.on_nonfinite, mesh=self.mesh, corpus=self.corpus)
 
     def joint_config(self, point: dict[str, float]) -> JointConfig:
         return JointConfig(lam=point.get("lam", 0.0), budget=point.get("budget"), metric=self.metric,

@@ -46,6 +46,7 @@ def test_fresh_run_dir_is_under_runs_and_never_reused(tmp_path):
     (["train", "--remat", "some"], "remat="),
     (["train", "--attention", "flash"], "attention="),
     (["train", "--corpus", "web"], "corpus="),
+    (["sweep", "--corpus", "web"], "corpus="),
 ])
 def test_bad_list_option_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, args, field):
     monkeypatch.chdir(tmp_path)

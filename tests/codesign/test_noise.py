@@ -58,6 +58,9 @@ def test_the_shipped_spread_is_for_codesign_runs_settings():
     assert spread is not None, "codesign/search/noise.json is missing or was measured for other settings"
     assert spread["runs"] >= 3 and spread["sd_loss"] > 0 and spread["sd_log10_cost"] >= 0
     assert len(spread["per_point"]) == len(SweepConfig().lams)
+    # a setting added after the measurement counts at its default; any other value is other settings
+    assert spread_for(SweepConfig(corpus="stdlib")) is not None
+    assert spread_for(SweepConfig(corpus="stdlib+deps")) is None
 
 
 def test_the_shipped_runs_fronts_are_a_trade_off_beyond_noise():
