@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import codesign_protocol as proto  # noqa: E402
-from codesign_protocol_report import front_at, paired, summarise  # noqa: E402
+from codesign_protocol_report import front_at, paired, plot, summarise  # noqa: E402
 
 
 def load(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[float]]]:
@@ -133,7 +133,8 @@ def table(rec: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cache", type=Path, help="the protocol's protocol_retrain_cache.json")
-    p.add_argument("--out", type=Path, default=None, help="write STEM.json and STEM.md here (default: print only)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write STEM.json, STEM.md and STEM.png (loss vs cost) here (default: print only)")
     a = p.parse_args(argv)
     rec = report(a.cache)
     text = table(rec)
@@ -142,6 +143,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         proto.atomic_write_json(a.out.with_suffix(".json"), rec)
         a.out.with_suffix(".md").write_text(text + "\n")
+        # the protocol's plot over what was retrained (designs the run did not reach are left out)
+        plot({"uniform": rec["uniform"], "config": {"target": rec["target"], "metric": rec["metric"]}, "reduced": False,
+              "budgets": [{"budget_cost": r["budget_cost"],
+                           "designs": {k: d for k, d in r["designs"].items() if d["losses"]}} for r in rec["budgets"]]},
+             a.out.with_suffix(".png"))
     return rec
 
 

@@ -46,3 +46,4 @@ def test_partial_state_gives_the_verdicts_its_retrainings_allow(tmp_path):
     if "random" in first["designs"]:
         assert first["designs"]["random"]["mean"] is None and "vs_random" not in first["verdict"]
     assert not rec["tpe_ran"] and "TPE did not run" in (tmp_path / "r.md").read_text()
+    assert (tmp_path / "r.png").stat().st_size > 10_000  # the plot of what was retrained
