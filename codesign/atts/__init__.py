@@ -30,8 +30,8 @@ from codesign.atts._calls import bucket_index, row_buckets, row_forward
 from codesign.atts._runner import RunResult, majority_vote, run_batched, run_pipeline
 from codesign.atts._state import CALL_KINDS, MODES, TAKEOVERS, Counters, PipelineConfig
 from codesign.atts._stats import paired_bootstrap, turn_rates
-from codesign.atts._models import (DRAFT_VARIANTS, ModelPair, TrainSpec, draft_config, load_model, load_pair, save_model,
-                                   step_accuracy, target_config, train_model, train_pair)
+from codesign.atts._models import (DRAFT_VARIANTS, ModelPair, TrainSpec, draft_config, in_draft_band, load_model, load_pair,
+                                   save_model, step_accuracy, target_config, train_model, train_pair)
 from codesign.atts._tasks import (TASKS, ArithTask, ChainTask, chain_level_for, pipeline_buf_len, task_for,
                                   task_from_dict)
 
@@ -47,7 +47,7 @@ __all__ = [
     "categorical_unrandomized_count_pmf", "kolmogorov_sf", "ks_discrete", "ks_monte_carlo_p",
     # models
     "ArithTask", "ChainTask", "TASKS", "task_from_dict", "chain_level_for", "pipeline_buf_len",
-    "TrainSpec", "ModelPair", "task_for", "DRAFT_VARIANTS", "draft_config", "target_config", "train_model", "train_pair",
+    "TrainSpec", "ModelPair", "task_for", "DRAFT_VARIANTS", "draft_config", "target_config", "train_model", "train_pair", "in_draft_band",
     "save_model", "load_model", "load_pair", "step_accuracy",
     # pipeline, banks and benchmark
     "MODES", "TAKEOVERS", "CALL_KINDS", "CALIBRATORS", "BENCH_PARTS", "PipelineConfig", "Counters", "RunResult", "run_pipeline",

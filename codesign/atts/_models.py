@@ -223,6 +223,11 @@ class _ArithTrainer(Trainer):
         return loss, {"loss": loss}
 
 
+def in_draft_band(acc: dict[str, float]) -> bool:
+    """The draft checkpoint rule of `train_pair` (as `train_model`'s `select`): a step error of 10-30%."""
+    return 0.10 <= 1.0 - acc["step"] <= 0.30
+
+
 def train_model(cfg: nets.ModelConfig, task: ArithTask | ChainTask, spec: TrainSpec, *,
                 select: Callable[[dict[str, float]], bool] | None = None,
                 stop_at_step_accuracy: float | None = None,
@@ -377,8 +382,7 @@ def train_pair(size: str = "full", *, out: str | Path | None = None, seed: int =
     target, target_hist = train_model(target_config(size), task, target_spec, stop_at_step_accuracy=0.997,
                                       log=log)
     target_s = time.perf_counter() - start
-    in_band = lambda acc: 0.10 <= 1.0 - acc["step"] <= 0.30
-    draft, draft_hist = train_model(draft_config(size), task, draft_spec, select=in_band, log=log)
+    draft, draft_hist = train_model(draft_config(size), task, draft_spec, select=in_draft_band, log=log)
     draft_s = time.perf_counter() - start - target_s
     test = task.dataset(test_n, seed + 7, "test")
     target_acc, draft_acc = step_accuracy(target, test), step_accuracy(draft, test)

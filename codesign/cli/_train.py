@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
-from codesign.cli._options import (corpus_option, json_option, mesh_option, on_nonfinite_option, out_dir, out_option, quiet_option,
-                                   seed_option)
+from codesign.cli._options import (corpus_option, json_option, mesh_option, on_nonfinite_option, out_dir, out_option,
+                                   quiet_option, seed_option)
 
 
 def train(

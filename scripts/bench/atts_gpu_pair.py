@@ -68,7 +68,7 @@ from flax import nnx
 import nets
 from nets import atomic_write, atomic_write_json
 from codesign.atts import (DRAFT_VARIANTS, TASKS, TrainSpec, bank_settings, bench, chain_level_for, collect_bank,
-                           draft_config, joint_min_bank, pipeline_buf_len, row_forward, save_bank,
+                           draft_config, in_draft_band, joint_min_bank, pipeline_buf_len, row_forward, save_bank,
                            step_accuracy, target_config, task_for, train_model)
 from codesign.training import compute_dtype, training_flops_per_token
 from atts_pair_report import RunStore, summary, under_calibrated  # scripts/bench is on sys.path as a script
@@ -416,8 +416,8 @@ def main() -> int:
     choice = phase("draft_choice", lambda: (None, {"chosen": choose_draft(run, target, args, rows)}))[1]
     draft_cfg = draft_config(size, choice["chosen"])
     spec_d = dataclasses.replace(spec_t, lr=3e-3, eval_every=10**6 if args.tiny else 100, seed=args.seed + 1)
-    in_band = (lambda acc: 0.10 <= 1.0 - acc["step"] <= 0.30) if args.draft_select == "band" else None
-    draft, _ = phase("train_draft", lambda: train(run, "draft", draft_cfg, task, spec_d, draft_end, select=in_band),
+    select = in_draft_band if args.draft_select == "band" else None
+    draft, _ = phase("train_draft", lambda: train(run, "draft", draft_cfg, task, spec_d, draft_end, select=select),
                      model=True)
 
     def measure_ratio():

@@ -126,7 +126,7 @@ class Bench(Pricing):
             "model": self.cfg.to_json(), "corpus": a.corpus, "steps": a.pretrain_steps, "batch": a.batch,
             "seq_len": a.seq_len, "lr": a.lr, "warmup": ptc.warmup_steps, "eval_batches": a.eval_batches,
             "backend": jax.default_backend()})
-        stored = cache.load(jax.device_get(pre.params))
+        stored = cache.load(pre.params)  # shapes and tree only: no copy of the fresh weights to the host
         t = time.perf_counter()
         if stored is None:
             diag.train_steps(pre, a.pretrain_steps)
@@ -141,7 +141,7 @@ class Bench(Pricing):
         c = pre.corpus
         self.corpus = {"corpus": a.corpus, "train_sha256": c.train_sha256, "valid_sha256": c.valid_sha256,
                        "train_bytes": int(c.train.size), "valid_bytes": int(c.valid.size),
-                       "packages": dict(getattr(c, "packages", ()) or ())}
+                       "packages": dict(c.packages)}
         log(f"corpus {a.corpus}: {c.train.size} train bytes, sha256 {c.train_sha256}")
         log(f"pretrained {a.pretrain_steps} steps ({'loaded from ' + str(cache.path) if stored else 'trained'} in "
             f"{time.perf_counter() - t:.0f}s): val loss {self.pretrain_loss:.4f}")
@@ -304,6 +304,7 @@ def run(a, log) -> dict[str, Any]:
     cache_path = Path(a.state or a.out) / ("protocol_retrain_cache" + ("_quick" if a.quick else "") + ".json")
     keys = ("model", "quick", "seeds", "pretrain_steps", "retrain_steps", "batch", "seq_len", "lr", "finetune_lr",
             "eval_batches") + (("corpus", "warmup") if a.corpus != "stdlib" or a.warmup is not None else ())
+    # (corpus and warm-up enter the key only when not at their defaults, so caches made before they existed still match)
     retrained = RetrainCache(cache_path, repr({k: getattr(a, k) for k in keys}), a.deadline)
     retrained.keep("corpus", b.corpus)  # what the retrained losses were measured on
 
@@ -399,14 +400,15 @@ def run(a, log) -> dict[str, Any]:
                             "reuse the evaluation compiled before the search, the path compiles its joint step "
                             "(measured with and without that compile)"}
     wins = sum(bool(r["verdict"] and r["verdict"]["beats_all"]) for r in rows)
-    return {"protocol": "see the script's docstring", "reduced": bool(a.quick or a.reduced), "config": {k: v for k, v in vars(a).items() if k != "deadline"},
-            "formats": list(a.formats), "pretrain_val_loss": b.pretrain_loss, "corpus": b.corpus, "uniform": uniform, "budgets": rows,
+    return {"protocol": "see the script's docstring", "reduced": bool(a.quick or a.reduced),
+            "config": {k: v for k, v in vars(a).items() if k != "deadline"}, "formats": list(a.formats),
+            "pretrain_val_loss": b.pretrain_loss, "corpus": b.corpus, "uniform": uniform, "budgets": rows,
             "tuning_budget": {"gradient path": f"{len(a.lams)} lambdas ({a.path_order}) x "
                               + (f"{a.path_steps} joint steps" if not a.path_patience else
                                  f"at most {a.path_steps} joint steps (stopped after {a.path_patience} steps "
                                  f"without a design change, {a.path_min_steps} at least)"),
-                              "random": f"{a.trials} PTQ evaluations", "tpe": f"{a.trials} PTQ evaluations" if searched["tpe"] else
-                              "not run (optuna not installed)",
+                              "random": f"{a.trials} PTQ evaluations",
+                              "tpe": f"{a.trials} PTQ evaluations" if searched["tpe"] else "not run (optuna not installed)",
                               "hawq": f"{a.fisher_batches} Fisher batches, greedy, no tuning",
                               "rule": "none"},
             "search_seconds": timings, "fisher_sensitivity": sens.tolist(), "hv_reference": list(reference),
@@ -420,7 +422,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--target", default="xrnpe", help="the hwcost target the cost is priced on (codesign.make_target)")
     p.add_argument("--metric", choices=("energy", "latency"), default="energy")
     p.add_argument("--corpus", default="stdlib", help="the training corpus (codesign.data.load_byte_corpus)")
-    p.add_argument("--warmup", type=int, default=None, help="the pretraining's warm-up steps (default, and every other run: min(10, steps/10))")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="the pretraining's warm-up steps (default, and every other run: min(10, steps/10))")
     p.add_argument("--state", default=None, help="folder of the pretrained weights and retrain cache (default --out)")
     p.add_argument("--search-need-s", type=float, default=0.0, help="with --deadline-s: seconds the searches need")
     p.add_argument("--deadline-s", type=float, default=0.0,

@@ -22,9 +22,11 @@ from typing import Any
 
 import numpy as np
 
+import nets
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import codesign_protocol as proto  # noqa: E402
-from codesign_protocol_report import front_at, paired, plot, summarise  # noqa: E402
+from codesign_protocol_report import front_at, metric_label, paired, plot, summarise  # noqa: E402
 
 
 def load(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[float]]]:
@@ -45,7 +47,7 @@ def report(path: Path) -> dict[str, Any]:
     a = argparse.Namespace(target=search["target"], metric=search["metric"], formats=search["formats"],
                            knob_lr=search["knob_lr"])
     with tempfile.TemporaryDirectory() as work:
-        cfg = proto.nets.load_config(proto.diag.model_spec(settings["model"], Path(work)))
+        cfg = nets.load_config(proto.diag.model_spec(settings["model"], Path(work)))
     b = proto.Pricing(a, cfg)
     got = lambda formats: losses.get(repr(list(formats)))  # noqa: E731
     labels = dict((f, lab) for lab, f in proto.UNIFORM)
@@ -95,15 +97,18 @@ def short(formats: list[str]) -> str:
 
 
 def table(rec: dict[str, Any]) -> str:
-    unit, scale = ("uJ", 1e6) if rec["metric"] == "energy" else ("us", 1e6)
-    out = [f"settings: {rec['settings']}", f"target {rec['target']} {rec['metric']} [{unit}]; "
+    scale = 1e6  # costs are stored in J or s; shown in uJ or us
+    label = metric_label({"config": {"target": rec["target"], "metric": rec["metric"]}})
+    out = [f"settings: {rec['settings']}", f"target {label}; "
            "formats per layer: B bf16, F8 fp8_e4m3, P8 posit(8,0), F4 fp4_e2m1, MX mxfp4, P4 posit(4,1)", "",
-           f"| uniform | {rec['metric']} | loss (mean +- seed std) | minus BF16, paired [95% CI] |", "| --- | --- | --- | --- |"]
+           f"| uniform | {rec['metric']} | loss (mean +- seed std) | minus BF16, paired [95% CI] |",
+           "| --- | --- | --- | --- |"]
     for u in rec["uniform"]:
         v = u["vs_bf16"]
         out.append(f"| {u['arm']} | {u['cost'] * scale:.2f} | {u['mean']:.4f} +- {u['std']:.4f} | "
                    f"{v['mean_diff']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] |")
-    out += ["", f"| budget | method | design | {rec['metric']} | within | retrained loss |", "| --- | --- | --- | --- | --- | --- |"]
+    out += ["", f"| budget | method | design | {rec['metric']} | within | retrained loss |",
+            "| --- | --- | --- | --- | --- | --- |"]
     for r in rec["budgets"]:
         out.append(f"| {r['budget']} ({r['budget_cost'] * scale:.2f}) | uniform front | - | - | - | "
                    + (f"{r['uniform_front_mean']:.4f} |" if "uniform_front_mean" in r else "- |"))
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(text)
     if a.out is not None:
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        proto.atomic_write_json(a.out.with_suffix(".json"), rec)
+        nets.atomic_write_json(a.out.with_suffix(".json"), rec)
         a.out.with_suffix(".md").write_text(text + "\n")
         # the protocol's plot over what was retrained (designs the run did not reach are left out)
         plot({"uniform": rec["uniform"], "config": {"target": rec["target"], "metric": rec["metric"]}, "reduced": False,
