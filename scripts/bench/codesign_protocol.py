@@ -326,17 +326,28 @@ def run(a, log) -> dict[str, Any]:
     skey = "search " + repr([a.target, a.metric, a.lams, a.path_steps, a.path_order, a.path_patience,
                              a.path_min_steps, a.path_signal, a.trials, a.fisher_batches, a.formats, a.knob_lr])
     if skey not in retrained.cache:
-        a.deadline.check(a.search_need_s, "the searches")
-        timings, searched = {}, {}
+        # each search is kept as it finishes (under "partial ...", so a report reads only whole records), and the
+        # Fisher sensitivities, which no target or metric enters, once for every arm of this state
+        part = retrained.cache.get("partial " + skey, {"timings": {}, "searched": {}})
         for name, method in (("gradient path", gradient_path), ("random", random_search), ("tpe", tpe_search)):
+            if name in part["searched"]:
+                continue
+            a.deadline.check(a.search_need_s, f"the search: {name}")
             t = time.perf_counter()
-            searched[name] = method(b)
-            timings[name] = time.perf_counter() - t
-            log(f"{name}: {len(searched[name])} candidates in {timings[name]:.1f}s")
-        t = time.perf_counter()
-        sens = fisher_sensitivity(b)
-        timings["hawq"] = time.perf_counter() - t
-        retrained.keep(skey, {"timings": timings, "searched": searched, "sens": sens.tolist()})
+            part["searched"][name] = method(b)
+            part["timings"][name] = time.perf_counter() - t
+            log(f"{name}: {len(part['searched'][name])} candidates in {part['timings'][name]:.1f}s")
+            retrained.keep("partial " + skey, part)
+        fkey = "fisher " + repr([a.fisher_batches, a.formats])
+        if fkey not in retrained.cache:
+            a.deadline.check(a.search_need_s, "the Fisher sensitivities")
+            t = time.perf_counter()
+            sens = fisher_sensitivity(b)
+            retrained.keep(fkey, {"sens": sens.tolist(), "seconds": time.perf_counter() - t})
+        else:
+            log(f"Fisher sensitivities: reused from {cache_path} (computed in {retrained.cache[fkey]['seconds']:.1f}s)")
+        part["timings"]["hawq"] = retrained.cache[fkey]["seconds"]
+        retrained.keep(skey, {**part, "sens": retrained.cache[fkey]["sens"]})
     timings, searched = retrained.cache[skey]["timings"], retrained.cache[skey]["searched"]
     sens = np.asarray(retrained.cache[skey]["sens"])
     rows = []
