@@ -250,14 +250,19 @@ def fisher_sensitivity(b: Bench) -> np.ndarray:
     for i in range(batches):
         g = grad(b.init, xs[i], ys[i])
         fisher = jax.tree.map(lambda f, gi: f + gi * gi / batches, fisher, g)
+    # one compiled function of the design's one-hot arrays (`DesignSpace.apply` with hard knobs equals `apply_hard`)
+    # instead of 12 x 6 eager `apply_hard` calls (99 s on the H100 at 115M parameters)
+    @jax.jit
+    def weighted_error(fisher, params, state):
+        q = b.space.apply(b.cfg, params, state["knobs"], 1.0, widths=state["widths"])
+        return sum(jnp.sum(f * (w - wq) ** 2) for f, w, wq in
+                   zip(jax.tree.leaves(fisher), jax.tree.leaves(params), jax.tree.leaves(q)))
     out = np.zeros((b.n, len(b.formats)))
     for layer in range(b.n):
         for j, fmt in enumerate(b.formats):
             names = ["bf16"] * b.n
             names[layer] = fmt
-            q = b.space.apply_hard(b.cfg, b.init, b.design(names))
-            out[layer, j] = float(sum(jnp.sum(f * (w - wq) ** 2) for f, w, wq in
-                                      zip(jax.tree.leaves(fisher), jax.tree.leaves(b.init), jax.tree.leaves(q))))
+            out[layer, j] = float(weighted_error(fisher, b.init, b.dt.design_state(b.design(names))))
     return out
 
 
