@@ -114,7 +114,7 @@ class Pricing:
 
     def cost(self, formats: list[str]) -> float:
         """`design_cost(...)["metric_value"]`, through one compiled function of the design's bits and memoised: the
-        HAWQ greedy prices ~70 designs a step, which took 145-195 s a budget eagerly on the H100 machine at 12 layers."""
+        HAWQ greedy prices ~70 designs a step, which took 60-195 s a budget eagerly on the H100 machine at 12 layers."""
         key = tuple(formats)
         if key not in self._costs:
             knobs = self.space.hard_workload_knobs(self.cfg, self.design(formats), self.scenario)
