@@ -2,6 +2,7 @@
 # The GPU-scale co-design protocol (scripts/bench/codesign_protocol.py at 115M parameters), as calls of at most
 # ten minutes on one warm GPU: each call runs this with the same STATE folder and continues where the last stopped.
 #   bash scripts/bench/codesign_scale.sh OUT_DIR DEADLINE_S [STATE]
+#   ARMS="h100-sxm latency" bash scripts/bench/codesign_scale.sh ...   # one arm only (its own uniform arms included)
 # Settings fixed before any result: model scale115m, corpus stdlib+deps, batch 16 x 256 bytes, pretraining 2000
 # steps at 1e-3 (100 warm-up), every retraining 120 steps at 3e-4, 5 paired seeds, 16 validation batches, the
 # protocol's default space, lambdas and trials, one search seed; first XR-NPE energy, then H100 latency (the
@@ -23,7 +24,8 @@ COMMON=(--model scale115m --corpus stdlib+deps --batch 16 --seq-len 256 --pretra
         --lr 1e-3 --retrain-steps 120 --finetune-lr 3e-4 --eval-batches 16 --search-seeds 1 --state "$STATE"
         --search-need-s 120)
 mkdir -p "$OUT"
-for arm in "xrnpe energy" "h100-sxm latency"; do
+IFS=';' read -ra ARM_LIST <<< "${ARMS:-xrnpe energy;h100-sxm latency}"
+for arm in "${ARM_LIST[@]}"; do
   set -- $arm
   stem=scale_${1%%-*}
   [ -f "$STATE/$stem.done" ] && continue
