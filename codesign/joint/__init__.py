@@ -12,13 +12,13 @@ from codesign.joint._deploy import (SCHEMA_VERSION, Check, HardenedTrainer, desi
                                     verify_deployment, write_deployment)
 from codesign.joint._retrain import SEED_STRIDE, DesignTrainer
 from codesign.joint._prune_space import HardenedPruningTrainer, PruningJointTrainer, PruningSpace, pruned_params
-from codesign.joint._space import WIDTH_MULTIPLE, DesignSpace, check_hardened, full_widths, soft_width_gate
+from codesign.joint._space import WIDTH_MULTIPLE, DesignSpace, check_hardened, design_knobs, full_widths, soft_width_gate
 from codesign.joint._targets import make_target
 from codesign.joint._trainer import METRICS, JointConfig, JointTrainer, check_budget, cost_metric
 
 __all__ = [
     "JointConfig", "JointTrainer", "METRICS", "cost_metric", "check_budget",
-    "DesignSpace", "WIDTH_MULTIPLE", "soft_width_gate", "check_hardened", "full_widths", "make_target",
+    "DesignSpace", "WIDTH_MULTIPLE", "soft_width_gate", "check_hardened", "design_knobs", "full_widths", "make_target",
     "PruningSpace", "PruningJointTrainer", "HardenedPruningTrainer", "pruned_params",
     "DesignTrainer", "SEED_STRIDE",
     "SCHEMA_VERSION", "Check", "HardenedTrainer", "design_cost", "harden_and_recover", "write_deployment",

@@ -25,10 +25,9 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 
-from codesign.joint._space import DesignSpace, check_hardened, full_widths
+from codesign.joint._space import DesignSpace, design_knobs, full_widths
 from codesign.training._trainer import TrainConfig, Trainer, make_optimizer
 
 SEED_STRIDE = 1_000_000  # seed s trains on the batches of steps s * SEED_STRIDE, s * SEED_STRIDE + 1, ...
@@ -51,9 +50,7 @@ class DesignTrainer(Trainer):
                         "kv_formats": [self.space.kv_formats[0]] * n if self.space.kv_formats else [],
                         "act_formats": [self.space.act_formats[0]] * n if self.space.act_formats else [],
                         "ffn_widths": full}
-        check_hardened(self.space, hardened)
-        widths = hardened["ffn_widths"] if self.space.search_ffn_width else full
-        return {"knobs": self.space.hard_knobs(hardened), "widths": jnp.asarray(widths, jnp.float32)}
+        return design_knobs(self.space, self.cfg, hardened)
 
     def init_trainable(self, net_params: Any) -> Any:
         return {"net": net_params, "design": self.design_state()}

@@ -280,6 +280,14 @@ def full_widths(cfg: nets.ModelConfig) -> list[int]:
     return [cfg.ffn.d_expert if kind == "moe" else cfg.ffn.d_ff for kind in cfg.layer_kinds]
 
 
+def design_knobs(space: DesignSpace, cfg: nets.ModelConfig, hardened: dict[str, Any]) -> dict[str, jax.Array]:
+    """The arrays that select exactly the hardened design: one-hot format logits (`hard_knobs`) and the
+    kept FFN hidden units per layer ("widths", read by `DesignSpace.apply(..., widths=)` as a 0/1 mask)."""
+    check_hardened(space, hardened)
+    widths = hardened["ffn_widths"] if space.search_ffn_width else full_widths(cfg)
+    return {"knobs": space.hard_knobs(hardened), "widths": jnp.asarray(widths, jnp.float32)}
+
+
 def check_hardened(space: DesignSpace, hardened: dict[str, Any]) -> None:
     """ValueError naming the first entry of a hardened design that this space cannot hold."""
     for key in ("formats", "kv_formats", "act_formats", "ffn_widths"):

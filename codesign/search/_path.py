@@ -46,21 +46,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-import nets
 from codesign._phase import phase
 from codesign.joint._deploy import KIND, SCHEMA_VERSION, design_cost, provenance, recovery_config, write_deployment
 from codesign.joint._prune_space import HardenedPruningTrainer, PruningJointTrainer, PruningSpace
-from codesign.joint._space import DesignSpace, full_widths
+from codesign.joint._space import DesignSpace, design_knobs
 from codesign.search._baselines import PathTrainer
 from codesign.joint import _targets
 from codesign.training._checkpoint import Checkpointer
 from codesign.training._trainer import NonFiniteError, Trainer, TrainConfig, init_guard, train
-
-def design_knobs(space: DesignSpace, cfg: nets.ModelConfig, hardened: dict[str, Any]) -> dict[str, jax.Array]:
-    """The arrays that select exactly the hardened design: one-hot format logits (`hard_knobs`) and the
-    kept FFN hidden units per layer ("widths", read by `DesignSpace.apply(..., widths=)` as a 0/1 mask)."""
-    widths = hardened["ffn_widths"] if space.search_ffn_width else full_widths(cfg)
-    return {"knobs": space.hard_knobs(hardened), "widths": jnp.asarray(widths, jnp.float32)}
 
 
 class RecoveryTrainer(Trainer):
