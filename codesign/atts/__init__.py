@@ -47,7 +47,8 @@ __all__ = [
     "categorical_unrandomized_count_pmf", "kolmogorov_sf", "ks_discrete", "ks_monte_carlo_p",
     # models
     "ArithTask", "ChainTask", "TASKS", "task_from_dict", "chain_level_for", "pipeline_buf_len",
-    "TrainSpec", "ModelPair", "task_for", "DRAFT_VARIANTS", "draft_config", "target_config", "train_model", "train_pair", "in_draft_band",
+    "TrainSpec", "ModelPair", "task_for", "DRAFT_VARIANTS", "draft_config", "target_config", "train_model", "train_pair",
+    "in_draft_band",
     "save_model", "load_model", "load_pair", "step_accuracy",
     # pipeline, banks and benchmark
     "MODES", "TAKEOVERS", "CALL_KINDS", "CALIBRATORS", "BENCH_PARTS", "PipelineConfig", "Counters", "RunResult", "run_pipeline",

@@ -54,3 +54,22 @@ def test_quick_protocol_end_to_end(tmp_path):
         hawq = r["designs"]["hawq"]
         assert hawq["within_budget"] and len(hawq["losses"]) == 2 and np.isfinite(hawq["losses"]).all()
     assert all(np.isfinite(u["losses"]).all() for u in rec["uniform"])
+
+
+@pytest.mark.parametrize("target,metric", [("xrnpe", "energy"), ("h100-sxm", "latency")])
+def test_pricing_cost_equals_design_cost(target, metric):
+    """`Pricing.cost` (one compiled function of the bits, memoised) prices a design as `codesign.design_cost` does."""
+    import argparse
+
+    import nets
+    from codesign import design_cost
+
+    cfg = nets.zoo.default_config().replace(**proto.QUICK)
+    a = argparse.Namespace(formats=list(proto.FORMATS), target=target, metric=metric, knob_lr=0.1)
+    b = proto.Pricing(a, cfg)
+    designs = [[f] * b.n for f in proto.FORMATS] + [["bf16", "mxfp4"], ["posit(4,1)@channel", "fp8_e4m3@channel"]]
+    for formats in designs:
+        want = design_cost(cfg, b.space, b.design(formats), b.target, b.scenario, metric)["metric_value"]
+        assert b.cost(formats) == pytest.approx(want, rel=1e-6)
+        assert b.cost(formats) == b.cost(list(formats))  # memoised: the same number again
+    assert b.cost(["fp4_e2m1@channel"] * b.n) < b.cost(["bf16"] * b.n)
