@@ -13,7 +13,8 @@ Parameters (names and shapes match `nets._params.attention_params`):
   biases    on every projection iff cfg.use_bias; on wq, wk, wv also iff attention.qkv_bias (Qwen2).
   qk_norm   q_head_norm, k_head_norm over one head (qk_head_dim), before RoPE (Qwen3).
 
-KV cache: a plain dict of arrays (a pytree, so layers can be scanned over it).
+KV cache: a plain dict of arrays (a pytree, so layers can be scanned over it), or a `CacheSlot`
+(the layer's place in the model's stacked cache, written in place; `nets._cache_slot`).
 MHA/GQA/MFA cache "k" and "v", each (batch, slots, n_kv_heads, head_dim). MLA caches
 only "latent" (batch, slots, kv_rank), already normalised, and "k_rope" (batch,
 slots, rope_dim), already rotated, and attends in the ABSORBED form (DeepSeek-V2
@@ -39,12 +40,13 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import Array
 
+from nets._cache_slot import CacheSlot, write_cache
 from nets._config import ModelConfig
 from nets._layers import apply_rope, make_norm
 from nets._decode import grouped_decode, latent_decode
 from nets._sdpa import fused_attention
 
-Cache = dict[str, Array]
+Cache = dict[str, Array] | CacheSlot  # a layer's own arrays, or its place in a segment's stack (nets._cache_slot)
 
 
 SLOT_MULTIPLE_SMALL, SLOT_MULTIPLE, LONG_CACHE = 16, 128, 1024
@@ -163,12 +165,6 @@ class Attention(nnx.Module):
             visible_LxT = visible_LxT & (k_slot_T[None, :] <= q_slot_L[:, None])
         return visible_LxT
 
-    @staticmethod
-    def _write(cache_BxTx: Array, new_BxLx: Array, cache_index) -> Array:
-        start = (jnp.zeros((), jnp.int32), jnp.asarray(cache_index, jnp.int32)) + (jnp.zeros((), jnp.int32),) * (
-            cache_BxTx.ndim - 2)
-        return jax.lax.dynamic_update_slice(cache_BxTx, new_BxLx.astype(cache_BxTx.dtype), start)
-
     def _softmax(self, scores: Array, visible_LxT: Array) -> Array:
         scores = jnp.where(visible_LxT, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
         return jax.nn.softmax(scores, axis=-1).astype(self.dtype)
@@ -207,8 +203,7 @@ class Attention(nnx.Module):
         v_BxLxNxK = kv_quant(v_BxLxNxK)
         new_cache = None
         if cache is not None:
-            new_cache = {"k": self._write(cache["k"], k_BxLxNxK, cache_index),
-                         "v": self._write(cache["v"], v_BxLxNxK, cache_index)}
+            new_cache = write_cache(cache, {"k": k_BxLxNxK, "v": v_BxLxNxK}, cache_index)
             if L == 1:  # a decode step: a kernel that reads the cache as stored (nets._decode), if one applies
                 out_BxHxK = grouped_decode(q_BxLxHxK[:, 0], new_cache["k"], new_cache["v"], cache_index + 1,
                                            scale=1.0 / math.sqrt(a.qk_head_dim), kind=a.kind,
@@ -251,8 +246,7 @@ class Attention(nnx.Module):
             out_BxLxHxK = jnp.einsum("bhlt,bthk->blhk", p_BxHxLxT, v_BxLxHxK)
             return self.wo(out_BxLxHxK.reshape(B, L, H * K)), None
 
-        new_cache = {"latent": self._write(cache["latent"], latent_BxLxR, cache_index),
-                     "k_rope": self._write(cache["k_rope"], k_rope_BxLxP, cache_index)}
+        new_cache = write_cache(cache, {"latent": latent_BxLxR, "k_rope": k_rope_BxLxP}, cache_index)
         latent_BxTxR = new_cache["latent"].astype(self.dtype)
         k_rope_BxTxP = new_cache["k_rope"].astype(self.dtype)
         T = latent_BxTxR.shape[1]

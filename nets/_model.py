@@ -17,6 +17,9 @@ probabilities for the KV cache and activations of every layer) is cut per segmen
 Cache layout (`init_cache`): a tuple with one dict per segment; each array has shape
 (repeats, unit_length, batch, slots, ...), slots = `nets.cache_slots(max_len)`, and holds
 the per-layer cache of `nets._attention` for the layer `start + repeat*unit_length + position`.
+A call with a cache carries each segment's stack through its scan; every layer writes its new
+tokens into the stack in place (`nets._cache_slot.CacheSlot`), so a donated decode step copies
+no cache.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from flax import nnx
 from jax import Array
 
 from nets._attention import Attention, cache_shapes
+from nets._cache_slot import CacheSlot
 from nets._config import ModelConfig
 from nets._layer_quant import LayerQuant
 from nets._layers import MLP, embed_lookup, make_norm
@@ -110,17 +114,17 @@ class _Unit(nnx.Module):
         self.blocks = nnx.List([Block(cfg, k, rngs=rngs, dtype=dtype, param_dtype=param_dtype, kernels=kernels)
                                 for k in kinds])
 
-    def __call__(self, x_BxLxD, *, positions_BxL, cache, cache_index, quant=None):
-        new_caches, balance = [], jnp.zeros((), jnp.float32)
+    def __call__(self, x_BxLxD, *, positions_BxL, cache, cache_index, quant=None, repeat=None):
+        """(x, cache, balance). With `cache` (the segment's whole stack, this unit being number `repeat`),
+        each layer writes its new tokens into the stack in place (`nets._cache_slot`) and the stack is returned."""
+        balance = jnp.zeros((), jnp.float32)
         for j, block in enumerate(self.blocks):
-            layer_cache = None if cache is None else {k: v[j] for k, v in cache.items()}
-            x_BxLxD, layer_cache, layer_balance = block(x_BxLxD, positions_BxL=positions_BxL, cache=layer_cache,
-                                                        cache_index=cache_index,
-                                                        quant=None if quant is None else quant.at(j))
-            new_caches.append(layer_cache)
+            slot = None if cache is None else CacheSlot(cache, repeat, j)
+            x_BxLxD, slot, layer_balance = block(x_BxLxD, positions_BxL=positions_BxL, cache=slot,
+                                                 cache_index=cache_index, quant=None if quant is None else quant.at(j))
+            cache = None if slot is None else slot.stack
             balance = balance + layer_balance
-        new_cache = None if cache is None else {k: jnp.stack([c[k] for c in new_caches]) for k in cache}
-        return x_BxLxD, new_cache, balance
+        return x_BxLxD, cache, balance
 
 
 def _stacked_unit(cfg: ModelConfig, kinds: tuple[str, ...], repeats: int, *, rngs: nnx.Rngs, dtype, param_dtype,
@@ -143,8 +147,16 @@ REMAT_POLICIES = {
 }
 
 
-def _unit_call(x_BxLxD, unit: _Unit, cache, positions_BxL, cache_index, quant):
-    return unit(x_BxLxD, positions_BxL=positions_BxL, cache=cache, cache_index=cache_index, quant=quant)
+def _unit_call(x_BxLxD, unit: _Unit, positions_BxL, quant):
+    x_BxLxD, _, balance = unit(x_BxLxD, positions_BxL=positions_BxL, cache=None, cache_index=None, quant=quant)
+    return x_BxLxD, balance
+
+
+def _cached_unit_call(carry, unit: _Unit, repeat, positions_BxL, cache_index, quant):
+    x_BxLxD, cache = carry
+    x_BxLxD, cache, balance = unit(x_BxLxD, positions_BxL=positions_BxL, cache=cache, cache_index=cache_index,
+                                   quant=quant, repeat=repeat)
+    return (x_BxLxD, cache), balance
 
 
 @functools.cache
@@ -153,7 +165,14 @@ def _segment_runner(remat: str):
     body = _unit_call
     if remat != "none":
         body = nnx.remat(_unit_call, policy=REMAT_POLICIES[remat], prevent_cse=False)  # inside scan: no CSE risk
-    return nnx.scan(body, in_axes=(nnx.Carry, 0, 0, None, None, 0), out_axes=(nnx.Carry, 0, 0))
+    return nnx.scan(body, in_axes=(nnx.Carry, 0, None, 0), out_axes=(nnx.Carry, 0))
+
+
+@functools.cache
+def _cached_segment_runner():
+    """The scan of a call with a cache: the segment's stacked cache rides in the carry, so each unit writes its
+    new tokens into it in place (`nets._cache_slot`) instead of the scan slicing it in and stacking it out."""
+    return nnx.scan(_cached_unit_call, in_axes=(nnx.Carry, 0, 0, None, None, 0), out_axes=(nnx.Carry, 0))
 
 
 class TransformerLM(nnx.Module):
@@ -229,10 +248,13 @@ class TransformerLM(nnx.Module):
             kinds, repeats = self.segments_plan[i]
             seg_quant = None if quant is None else quant.segment(first, repeats, len(kinds))
             first += repeats * len(kinds)
-            x_BxLxD, seg_cache, seg_balance = _segment_runner(self.remat)(
-                x_BxLxD, segment, None if cache is None else cache[i], positions_BxL,
-                None if cache is None else start, seg_quant)
-            new_cache.append(seg_cache)
+            if cache is None:
+                x_BxLxD, seg_balance = _segment_runner(self.remat)(x_BxLxD, segment, positions_BxL, seg_quant)
+            else:
+                (x_BxLxD, seg_cache), seg_balance = _cached_segment_runner()(
+                    (x_BxLxD, cache[i]), segment, jnp.arange(repeats, dtype=jnp.int32), positions_BxL, start,
+                    seg_quant)
+                new_cache.append(seg_cache)
             balance = balance + seg_balance.sum()
         x_BxLxD = self.final_norm(x_BxLxD)
         logits_BxLxV = self.embed.attend(x_BxLxD) if cfg.tie_embeddings else self.lm_head(x_BxLxD)

@@ -57,6 +57,10 @@ cache as scanned input and output; the compiled step (XLA's optimised HLO of a 4
 step, inspected on the CPU backend, jax 0.10.2) slices each layer's cache out of the input stack
 (one copy), writes the updated layer into the output stack (one copy) and copies the whole
 output stack once after the loop (one copy). The zero-fill of the output stack is left out.
+That is the program the stored H100 and H200 suites measured. Since 2026-12-08, `nets` carries the
+stacked cache through the scan and writes each layer's new tokens in place (`nets._cache_slot`): the
+donated decode step's HLO has no whole-cache copy left. Suites measured on that code need their own
+software profile (results/gpu_speed/decode_step_cpu/README.md).
 """
 
 
