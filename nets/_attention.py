@@ -154,16 +154,22 @@ class Attention(nnx.Module):
         return q_BxLxHxK
 
     def _mask(self, n_queries: int, n_keys: int, cache_index) -> Array:
-        """Visible (query, key) pairs, shape (L, T): written slots, and not after the query if causal."""
-        q_slot_L = jnp.arange(n_queries) + (0 if cache_index is None else cache_index)
-        k_slot_T = jnp.arange(n_keys)
+        """Visible (query, key) pairs, (1 or batch, L, T): written slots, and not after the query if causal.
+
+        `cache_index` None (no cache), a scalar, or one position per sequence (batch,): then each row has its mask.
+        """
+        start_Bx1x1 = jnp.zeros((1, 1, 1), jnp.int32) if cache_index is None else (
+            jnp.asarray(cache_index, jnp.int32).reshape(-1, 1, 1))
+        q_slot_BxLx1 = start_Bx1x1 + jnp.arange(n_queries)[None, :, None]
+        k_slot_1x1xT = jnp.arange(n_keys)[None, None, :]
         if cache_index is None:
-            visible_LxT = jnp.ones((n_queries, n_keys), bool)
+            visible = jnp.ones((1, n_queries, n_keys), bool)
         else:
-            visible_LxT = jnp.broadcast_to(k_slot_T[None, :] < cache_index + n_queries, (n_queries, n_keys))
+            visible = jnp.broadcast_to(k_slot_1x1xT < start_Bx1x1 + n_queries,
+                                       (start_Bx1x1.shape[0], n_queries, n_keys))
         if self.cfg.causal:
-            visible_LxT = visible_LxT & (k_slot_T[None, :] <= q_slot_L[:, None])
-        return visible_LxT
+            visible = visible & (k_slot_1x1xT <= q_slot_BxLx1)
+        return visible
 
     def _softmax(self, scores: Array, visible_LxT: Array) -> Array:
         scores = jnp.where(visible_LxT, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
@@ -175,8 +181,8 @@ class Attention(nnx.Module):
         """Attend `x` (batch, length, d_model) to itself, or to the cache plus itself.
 
         With `cache`, the new keys/values (or MLA latents) are written at slot
-        `cache_index` (a scalar, may be traced) and the query attends to the whole
-        cache, unwritten slots masked. Returns (y (batch, length, d_model), new cache or None).
+        `cache_index` (a scalar, or one slot per sequence of shape (batch,); may be traced)
+        and the query attends to the whole cache, unwritten slots masked. Returns (y (batch, length, d_model), new cache or None).
         `kv_quant` (a function of one array, e.g. `LayerQuant.kv`) is applied to the new keys
         and values (MLA: latent and RoPE key) before they are cached or attended.
         """
@@ -221,7 +227,7 @@ class Attention(nnx.Module):
         T = k_BxLxNxK.shape[1]
         q_BxLxNxGxK = q_BxLxHxK.reshape(B, L, a.n_kv_heads, a.group_size, a.head_dim)
         scores_BxNxGxLxT = jnp.einsum("blngk,btnk->bnglt", q_BxLxNxGxK, k_BxLxNxK) / math.sqrt(a.qk_head_dim)
-        p_BxNxGxLxT = self._softmax(scores_BxNxGxLxT, self._mask(L, T, cache_index))
+        p_BxNxGxLxT = self._softmax(scores_BxNxGxLxT, self._mask(L, T, cache_index)[:, None, None])
         out_BxLxNxGxK = jnp.einsum("bnglt,btnk->blngk", p_BxNxGxLxT, v_BxLxNxK)
         return self.wo(out_BxLxNxGxK.reshape(B, L, a.n_heads * a.head_dim)), new_cache
 
@@ -242,7 +248,7 @@ class Attention(nnx.Module):
             k_nope_BxLxHxK, v_BxLxHxK = kv_BxLxHx2K[..., :K], kv_BxLxHx2K[..., K:]
             scores_BxHxLxT = (jnp.einsum("blhk,bthk->bhlt", q_nope_BxLxHxK, k_nope_BxLxHxK)
                               + jnp.einsum("blhp,btp->bhlt", q_rope_BxLxHxP, k_rope_BxLxP)) * scale
-            p_BxHxLxT = self._softmax(scores_BxHxLxT, self._mask(L, L, None))
+            p_BxHxLxT = self._softmax(scores_BxHxLxT, self._mask(L, L, None)[:, None])
             out_BxLxHxK = jnp.einsum("bhlt,bthk->blhk", p_BxHxLxT, v_BxLxHxK)
             return self.wo(out_BxLxHxK.reshape(B, L, H * K)), None
 
@@ -269,7 +275,7 @@ class Attention(nnx.Module):
                           + jnp.einsum("blhp,btp->bhlt", q_rope_BxLxHxP, k_rope_BxTxP))
         if b_Hx2xK is not None:
             scores_BxHxLxT = scores_BxHxLxT + jnp.einsum("blhk,hk->bhl", q_nope_BxLxHxK, b_Hx2xK[:, 0])[..., None]
-        p_BxHxLxT = self._softmax(scores_BxHxLxT * scale, self._mask(L, T, cache_index))
+        p_BxHxLxT = self._softmax(scores_BxHxLxT * scale, self._mask(L, T, cache_index)[:, None])
         # sum_t p_t (c_t Wv + bv) = (sum_t p_t c_t) Wv + bv, since the weights sum to one.
         ctx_BxLxHxR = jnp.einsum("bhlt,btr->blhr", p_BxHxLxT, latent_BxTxR)
         out_BxLxHxK = jnp.einsum("blhr,rhk->blhk", ctx_BxLxHxR, wv_RxHxK)

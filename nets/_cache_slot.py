@@ -49,26 +49,50 @@ class CacheSlot:
         return self.stack.keys()
 
     def write(self, new: dict[str, Array], cache_index) -> "CacheSlot":
-        """The slot with `new[name]` (batch, length, ...) written at slots cache_index.. of this layer."""
+        """The slot with `new[name]` (batch, length, ...) written at slots cache_index.. of this layer
+        (`cache_index` a scalar, or one first slot per sequence (batch,); `write_cache`)."""
         stack = dict(self.stack)
         for name, value in new.items():
             array = stack[name]
-            stack[name] = jax.lax.dynamic_update_slice(array, value.astype(array.dtype)[None, None],
-                                                       self._start(array, cache_index))
+            if jnp.ndim(cache_index) == 0:
+                stack[name] = jax.lax.dynamic_update_slice(array, value.astype(array.dtype)[None, None],
+                                                           self._start(array, cache_index))
+            else:
+                rows_Bx1, slots_BxL = _row_slots(value, cache_index)
+                stack[name] = array.at[jnp.asarray(self.repeat, jnp.int32), self.position, rows_Bx1, slots_BxL].set(
+                    value.astype(array.dtype), mode="drop")
         return dataclasses.replace(self, stack=stack)
 
 
 jax.tree_util.register_dataclass(CacheSlot, data_fields=["stack", "repeat"], meta_fields=["position"])
 
 
+def _row_slots(value_BxLx: Array, cache_index_B) -> tuple[Array, Array]:
+    """Index arrays (rows (B, 1), slots (B, L)) of sequence b's tokens at slots cache_index[b] + 0 .. L-1."""
+    B, L = value_BxLx.shape[:2]
+    start_B = jnp.asarray(cache_index_B, jnp.int32)
+    if start_B.shape != (B,):
+        raise ValueError(f"cache_index shape={start_B.shape}: must be a scalar or (batch={B},)")
+    return jnp.arange(B)[:, None], start_B[:, None] + jnp.arange(L)[None, :]
+
+
 def write_cache(cache, new: dict[str, Array], cache_index):
-    """`cache` (a layer's dict of (batch, slots, ...) arrays, or a `CacheSlot`) with `new` written at cache_index."""
+    """`cache` (a layer's dict of (batch, slots, ...) arrays, or a `CacheSlot`) with `new` written at cache_index.
+
+    `cache_index` a scalar: every sequence's tokens go to slots cache_index.. (a `dynamic_update_slice`, whose
+    start XLA clamps into the cache); one slot per sequence (batch,): sequence b's go to cache_index[b]..
+    (a scatter; tokens past the last slot are dropped), so sequences at different positions share one call.
+    """
     if isinstance(cache, CacheSlot):
         return cache.write(new, cache_index)
     out = dict(cache)
     for name, value in new.items():
         array = cache[name]
-        start = (jnp.zeros((), jnp.int32), jnp.asarray(cache_index, jnp.int32)) + (jnp.zeros((), jnp.int32),) * (
-            array.ndim - 2)
-        out[name] = jax.lax.dynamic_update_slice(array, value.astype(array.dtype), start)
+        if jnp.ndim(cache_index) == 0:
+            start = (jnp.zeros((), jnp.int32), jnp.asarray(cache_index, jnp.int32)) + (
+                jnp.zeros((), jnp.int32),) * (array.ndim - 2)
+            out[name] = jax.lax.dynamic_update_slice(array, value.astype(array.dtype), start)
+        else:
+            rows_Bx1, slots_BxL = _row_slots(value, cache_index)
+            out[name] = array.at[rows_Bx1, slots_BxL].set(value.astype(array.dtype), mode="drop")
     return out

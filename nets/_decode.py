@@ -123,8 +123,11 @@ def decode_implementation(kind: str, dtype, head_dim: int, implementation: str |
     return name
 
 
-def _visible_T(n_slots: int, kv_len) -> Array:
-    return jnp.arange(n_slots) < kv_len
+def _visible_T(n_slots: int, kv_len, ndim: int) -> Array:
+    """Slots [0, kv_len) as a mask for scores of `ndim` axes, slots last: (T,), or (B, 1.., T) per row."""
+    kv_len = jnp.asarray(kv_len)
+    visible = jnp.arange(n_slots) < kv_len[..., None]
+    return visible if kv_len.ndim == 0 else visible.reshape(visible.shape[:1] + (1,) * (ndim - 2) + (n_slots,))
 
 
 def _masked_softmax(scores, visible, dtype) -> Array:
@@ -136,7 +139,7 @@ def grouped_decode(q_BxHxK: Array, k_BxTxNxK: Array, v_BxTxNxK: Array, kv_len, *
                    kind: str, implementation: str | None = None) -> Array | None:
     """softmax(q k^T * scale) v over the visible slots, (B, H, K); None where the einsum reference runs.
 
-    `kv_len` (scalar, may be traced): slots [0, kv_len) are visible.
+    `kv_len` (scalar or (B,), may be traced): slots [0, kv_len) are visible.
     """
     B, H, K = q_BxHxK.shape
     T, N = k_BxTxNxK.shape[1], k_BxTxNxK.shape[2]
@@ -163,10 +166,10 @@ def grouped_decode(q_BxHxK: Array, k_BxTxNxK: Array, v_BxTxNxK: Array, kv_len, *
     q_BxNxGxK = q_BxHxK.reshape(B, N, H // N, K)
     if N == 1:  # MFA: the cache is a plain (tokens, head_dim) operand per sequence
         scores_BxGxT = jnp.einsum("bgk,btk->bgt", q_BxNxGxK[:, 0], k_BxTxNxK[:, :, 0]) * scale
-        p_BxGxT = _masked_softmax(scores_BxGxT, _visible_T(T, kv_len), q_BxHxK.dtype)
+        p_BxGxT = _masked_softmax(scores_BxGxT, _visible_T(T, kv_len, 3), q_BxHxK.dtype)
         return jnp.einsum("bgt,btk->bgk", p_BxGxT, v_BxTxNxK[:, :, 0])
     scores_BxNxGxT = jnp.einsum("bngk,btnk->bngt", q_BxNxGxK, k_BxTxNxK) * scale
-    p_BxNxGxT = _masked_softmax(scores_BxNxGxT, _visible_T(T, kv_len), q_BxHxK.dtype)
+    p_BxNxGxT = _masked_softmax(scores_BxNxGxT, _visible_T(T, kv_len, 4), q_BxHxK.dtype)
     return jnp.einsum("bngt,btnk->bngk", p_BxNxGxT, v_BxTxNxK).reshape(B, H, K)
 
 
@@ -192,6 +195,6 @@ def latent_decode(q_latent_BxHxR: Array, q_rope_BxHxP: Array, latent_BxTxR: Arra
                                  preferred_element_type=jnp.float32))
     if score_bias_BxH is not None:
         scores_BxHxT = scores_BxHxT + score_bias_BxH[..., None].astype(jnp.float32)
-    p_BxHxT = _masked_softmax(scores_BxHxT * scale, _visible_T(latent_BxTxR.shape[1], kv_len), dtype)
+    p_BxHxT = _masked_softmax(scores_BxHxT * scale, _visible_T(latent_BxTxR.shape[1], kv_len, 3), dtype)
     return jnp.einsum("bht,btr->bhr", p_BxHxT, latent_BxTxR)
 

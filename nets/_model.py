@@ -219,7 +219,8 @@ class TransformerLM(nnx.Module):
         """Logits (batch, length, vocab) and aux {"load_balance_loss": summed over MoE layers, "cache"}.
 
         With `cache` (from `init_cache`) the tokens are positions cache_index ..
-        cache_index+length-1 and the returned aux["cache"] has them written in.
+        cache_index+length-1 and the returned aux["cache"] has them written in; `cache_index` is a
+        scalar, or one position per sequence (batch,), so sequences at different positions share a call.
         `quant` (`nets.LayerQuant`) fake-quantises KV and activations per layer.
         """
         cfg = self.cfg
@@ -238,7 +239,10 @@ class TransformerLM(nnx.Module):
         if cache is None and cfg.positions == "learned" and L > cfg.max_seq_len:
             raise ValueError(f"tokens length={L}: must be at most max_seq_len={cfg.max_seq_len} (learned positions)")
         start = jnp.zeros((), jnp.int32) if cache is None else jnp.asarray(cache_index, jnp.int32)
-        positions_BxL = jnp.broadcast_to(start + jnp.arange(L, dtype=jnp.int32), (B, L))
+        if start.ndim and start.shape != (B,):
+            raise ValueError(f"cache_index shape={start.shape}: must be a scalar or one position per sequence "
+                             f"(batch={B},)")
+        positions_BxL = jnp.broadcast_to(start[..., None] + jnp.arange(L, dtype=jnp.int32), (B, L))
         x_BxLxD = embed_lookup(self.embed, tokens_BxL)
         if cfg.positions == "learned":
             x_BxLxD = x_BxLxD + embed_lookup(self.pos_embed, positions_BxL)

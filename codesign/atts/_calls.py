@@ -1,6 +1,6 @@
 """The model calls of the ATTS engine: each model on a pool of slots, every slot at its own position.
 
-Rows run vmapped (`row_forward`), so the slots of a pool never move in lockstep. A call serves the
+Each row has its own cache position (`row_forward`), so the slots of a pool never move in lockstep. A call serves the
 slots in a mask on the smallest bucket of rows that holds them (`row_buckets`: S, S/2, S/4, S/8),
 as a serving engine with padded batch buckets does, so its cost follows the slots it serves. With
 two devices (`PipelineConfig.devices`) the draft's calls run on device 0 and the target's on
@@ -20,16 +20,11 @@ from codesign.atts._state import PipelineConfig
 
 
 def row_forward(graphdef, state, tokens_SxW, cache, start_S):
-    """Run the model on W tokens per slot, each slot at its own cache position (rows vmapped;
-    `nnx.vmap` broadcasts the weights, which plain `jax.vmap` cannot lift into nnx's scan)."""
-
-    def one(model, tokens_W, cache_row, start):
-        cache_1 = jax.tree.map(lambda c: c[:, :, None], cache_row)
-        logits, aux = model(tokens_W[None], cache=cache_1, cache_index=start)
-        return logits[0], jax.tree.map(lambda c: c[:, :, 0], aux["cache"])
-
-    model = nnx.merge(graphdef, state)
-    return nnx.vmap(one, in_axes=(None, 0, 2, 0), out_axes=(0, 2))(model, tokens_SxW, cache, start_S)
+    """Run the model on W tokens per slot, each slot at its own cache position: one call with one
+    `cache_index` per row, which writes each row's tokens into the cache in place (vmapping rows
+    instead made XLA transpose the whole cache in and out of every call)."""
+    logits, aux = nnx.merge(graphdef, state)(tokens_SxW, cache=cache, cache_index=start_S)
+    return logits, aux["cache"]
 
 
 def sample(logits_SxV, key, temperature: float):

@@ -76,3 +76,27 @@ def test_cache_slot_reads_its_layer_after_the_write():
     assert layer.sum() == 4.0
     full = np.asarray(slot.stack["k"])
     assert full.sum() == 4.0 and full[1, 2].sum() == 4.0
+
+
+@pytest.mark.parametrize("cfg", [scaled_down("glam-64e"), small_cfg("mla", n_layers=2)], ids=["two-layer-units", "mla"])
+def test_the_model_takes_one_position_per_sequence(cfg):
+    """cache_index of shape (batch,): each sequence's logits and cache are those of a call of its own."""
+    model = TransformerLM(cfg, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    step = jax.jit(_step(graphdef))
+    toks = tokens(batch=3, length=12)
+    cache = init_cache(model, 3, 16)
+    rows = [jax.tree.map(lambda c: c[:, :, b:b + 1], cache) for b in range(3)]
+    starts = np.array([0, 3, 5])
+    for width in (3, 1, 2):
+        window = jnp.stack([toks[b, s:s + width] for b, s in enumerate(starts)])
+        logits, cache = step(state, window, cache, jnp.asarray(starts, jnp.int32))
+        for b in range(3):
+            ref, rows[b] = step(state, window[b:b + 1], rows[b], jnp.int32(starts[b]))
+            np.testing.assert_allclose(np.asarray(logits[b:b + 1]), np.asarray(ref), atol=1e-5, rtol=1e-5)
+        starts = starts + width
+    joined = jax.tree.map(lambda *r: jnp.concatenate(r, axis=2), *rows)
+    for got, ref in zip(jax.tree.leaves(cache), jax.tree.leaves(joined)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="cache_index shape"):
+        model(toks[:, :1], cache=cache, cache_index=jnp.zeros((2,), jnp.int32))

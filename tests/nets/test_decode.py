@@ -198,3 +198,47 @@ def test_mla_kernel_lowers_to_triton_at_deepseek_widths(slots):
         jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(*args)
     assert "xla.gpu.triton" in exported.mlir_module()
     assert mla_tiles(slots, 128).block_h == MLATiles().block_h  # the default tile at 128 heads
+
+
+def _per_row_calls(kind: str, implementation: str):
+    """Three sequences at different positions in one call per step (cache_index of shape (batch,)), and the same
+    calls one sequence at a time (scalar cache_index): outputs of a window of 3 tokens, then of one-token steps."""
+    cfg = ModelConfig(d_model=32, n_layers=1, vocab_size=64, max_seq_len=32, use_bias=kind == "mla").replace(
+        attention=KINDS[kind])
+    attn = Attention(cfg, rngs=nnx.Rngs(0), decode_implementation=implementation)
+    graph, state = nnx.split(attn)
+    step = jax.jit(lambda st, xt, pt, c, i: nnx.merge(graph, st)(xt, positions_BxL=pt, cache=c, cache_index=i))
+    x = jax.random.normal(jax.random.key(2), (3, 12, 32))
+    cache = {n: jax.random.normal(jax.random.key(3), v.shape, v.dtype)   # stale values past each row's position
+             for n, v in init_layer_cache(cfg, 3, 16).items()}
+    rows = [{n: v[b:b + 1] for n, v in cache.items()} for b in range(3)]
+    starts = np.array([4, 0, 7])
+    batched, single = [], []
+    for width in (3, 1, 1):
+        idx = jnp.asarray(starts, jnp.int32)
+        pos = idx[:, None] + jnp.arange(width)
+        xs = jnp.stack([x[b, s:s + width] for b, s in enumerate(starts)])
+        y, cache = step(state, xs, pos, cache, idx)
+        batched.append(y)
+        ys = []
+        for b in range(3):
+            yb, rows[b] = step(state, xs[b:b + 1], pos[b:b + 1], rows[b], jnp.int32(starts[b]))
+            ys.append(yb)
+        single.append(jnp.concatenate(ys))
+        starts = starts + width
+    return batched, single, cache, rows
+
+
+@pytest.mark.parametrize("kind,implementation", [("mha", "einsum"), ("mla", "einsum")] + [
+    pytest.param(k, p, marks=() if (k, p) in DEFAULT_SUITE else pytest.mark.slow)
+    for k in KINDS if k != "mla16" for p in PATHS[k]] + [  # the Pallas kernels' per-row lengths, interpret mode
+    pytest.param(k, "pallas", marks=pytest.mark.slow) for k in ("gqa", "mla16")])
+def test_sequences_at_different_positions_share_a_call(kind, implementation):
+    """A (batch,) cache_index gives each sequence what a call of its own gives: outputs and cache."""
+    with jax.default_matmul_precision("highest"):
+        batched, single, cache, rows = _per_row_calls(kind, implementation)
+    for y, ref in zip(batched, single):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(ref), atol=TOL, rtol=TOL)
+    for name in cache:  # the projections of a batch of 3 and of 1 round differently (matmul blocking): not bit-equal
+        np.testing.assert_allclose(np.asarray(cache[name]), np.concatenate([np.asarray(r[name]) for r in rows]),
+                                   atol=TOL, rtol=TOL)
