@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import jax
@@ -24,19 +22,7 @@ from flax import nnx
 
 import nets
 from codesign.atts import draft_config, target_config, row_forward
-
-
-def timed_carrying_cache(fn, state, tokens, cache, start, reps: int) -> float:
-    """Median seconds of `fn` whose donated cache is handed on to the next call, as the pipeline's loop carries it
-    (compile and two warm-up calls excluded)."""
-    for _ in range(2):
-        _, cache = jax.block_until_ready(fn(state, tokens, cache, start))
-    samples = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        _, cache = jax.block_until_ready(fn(state, tokens, cache, start))
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+from gpu_speed import timed_carrying_cache  # scripts/bench is on sys.path when run as a script
 
 
 def main() -> int:

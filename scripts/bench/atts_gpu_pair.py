@@ -73,7 +73,7 @@ from codesign.atts import (DRAFT_VARIANTS, TASKS, TrainSpec, bank_settings, benc
 from codesign.training import compute_dtype, training_flops_per_token
 from atts_pair_report import RunStore, summary, under_calibrated  # scripts/bench is on sys.path as a script
 from atts_pair_state import PairState
-from gpu_speed import timed
+from gpu_speed import timed_carrying_cache  # scripts/bench is on sys.path as a script
 
 # shares of the budget at which each phase must end (counted from the start of the process)
 TARGET_END, DRAFT_END, CALIBRATION_END = 0.42, 0.50, 0.62
@@ -198,12 +198,13 @@ def sweep(run: Run, draft, target, task, args, common: dict, batch_s: float, com
 
 def call_ms(model, rows: int, buf_len: int, widths: tuple[int, ...], reps: int) -> list[float]:
     """Per-call time (ms) of `model` at `rows` rows, every row at its own position (the pipeline's `row_forward`),
-    on `width` new bytes for each of `widths` (1: a decode step)."""
+    on `width` new bytes for each of `widths` (1: a decode step); the cache donated and carried from call to call,
+    as the pipeline's loop carries it."""
     gd, state = nnx.split(model)
-    fn = jax.jit(lambda st, tok, cache, start: row_forward(gd, st, tok, cache, start))
-    cache = nets.init_cache(model, rows, buf_len)
+    fn = jax.jit(lambda st, tok, cache, start: row_forward(gd, st, tok, cache, start), donate_argnums=2)
     start = jnp.full(rows, buf_len // 2, jnp.int32)
-    return [timed(fn, state, jnp.ones((rows, w), jnp.int32), cache, start, blocks=reps, inner=1) * 1e3 for w in widths]
+    return [timed_carrying_cache(fn, state, jnp.ones((rows, w), jnp.int32), nets.init_cache(model, rows, buf_len),
+                                 start, reps) * 1e3 for w in widths]
 
 
 def choose_draft(run: Run, target, args, rows: int) -> str:

@@ -50,6 +50,19 @@ def timed(fn, *args, blocks=5, inner=10) -> float:
     return statistics.median(samples)
 
 
+def timed_carrying_cache(fn, state, tokens, cache, start, reps: int) -> float:
+    """Median seconds of `fn` whose donated cache is handed on to the next call, as the pipeline's loop carries it
+    (compile and two warm-up calls excluded)."""
+    for _ in range(2):
+        _, cache = jax.block_until_ready(fn(state, tokens, cache, start))
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        _, cache = jax.block_until_ready(fn(state, tokens, cache, start))
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
 def rel_err(x, ref) -> float:
     x, ref = (np.asarray(jnp.asarray(a, jnp.float32), np.float64) for a in (x, ref))
     return float(np.linalg.norm(x - ref) / max(np.linalg.norm(ref), 1e-30))
