@@ -42,12 +42,6 @@ class CacheSlot:
         start = self._start(array, 0)
         return jax.lax.dynamic_slice(array, start, (1, 1) + array.shape[2:])[0, 0]
 
-    def __iter__(self):
-        return iter(self.stack)
-
-    def keys(self):
-        return self.stack.keys()
-
     def write(self, new: dict[str, Array], cache_index) -> "CacheSlot":
         """The slot with `new[name]` (batch, length, ...) written at slots cache_index.. of this layer
         (`cache_index` a scalar, or one first slot per sequence (batch,); `write_cache`)."""
