@@ -59,10 +59,12 @@ def bucket_index(mask_S, sizes: tuple[int, ...]):
 def forward_some(gd, state, buf, cache, mask_S, pos_S, width: int, scratch: int, sizes: tuple[int, ...]):
     """The model on `width` bytes from pos_S for the slots in mask_S: (logits (S, width, V), cache).
 
-    The call runs on the smallest of `sizes` (`row_buckets(S)`, or `(S,)`) rows that holds every masked slot (rows
-    gathered, cache rows gathered and scattered back), so its cost follows the slots it serves, as
-    in a serving engine; unmasked slots get zero logits and keep their cache. With all S rows the
-    unmasked slots compute on scratch positions instead (no gather).
+    The call runs on the smallest of `sizes` (`row_buckets(S)`, or `(S,)`) rows that holds every masked slot, so
+    its cost follows the slots it serves, as in a serving engine; unmasked slots get zero logits and keep their
+    cache. With all S rows the unmasked slots compute on scratch positions instead (no gather). A bucket of C
+    rows gathers its rows' caches, runs on them and hands back only the tokens it wrote, which are written into
+    the cache after the branch: XLA copies a buffer that several branches of a conditional write in place (once
+    per branch), so only the all-rows branch writes the cache itself.
     """
     S = buf.shape[0]
 
@@ -71,17 +73,35 @@ def forward_some(gd, state, buf, cache, mask_S, pos_S, width: int, scratch: int,
         pos = jnp.where(mask_S, pos_S, scratch)
         return row_forward(gd, state, window(buf, pos, width), cache, pos)
 
-    def some(C, args):
-        cache, state = args
+    if len(sizes) == 1:
+        return every((cache, state))
+
+    def some(C, cache, state):   # reads the cache only
         idx = jnp.nonzero(mask_S, size=C, fill_value=S)[0]
         at = jnp.minimum(idx, S - 1)
         logits_C, rows = row_forward(gd, state, window(buf[at], pos_S[at], width), cache_rows(cache, idx), pos_S[at])
         logits = jnp.zeros((S,) + logits_C.shape[1:], logits_C.dtype).at[idx].set(logits_C, mode="drop")
-        return logits, set_cache_rows(cache, idx, rows)
+        slots_CxW = pos_S[at][:, None] + jnp.arange(width)
+        written = jax.tree.map(lambda r: r[:, :, jnp.arange(C)[:, None], slots_CxW], rows)
+        pad = lambda x: jnp.zeros(x.shape[:2] + (S,) + x.shape[3:], x.dtype).at[:, :, :C].set(x)  # noqa: E731
+        return logits, jnp.full((S,), S, jnp.int32).at[:C].set(idx), jax.tree.map(pad, written)
 
-    if len(sizes) == 1:
-        return every((cache, state))
-    return jax.lax.switch(bucket_index(mask_S, sizes), [functools.partial(some, C) for C in sizes[:-1]] + [every], (cache, state))
+    def bucket(args):
+        cache, state = args
+        logits, idx_S, written = jax.lax.switch(jnp.minimum(choice, len(sizes) - 2),
+                                                [functools.partial(some, C) for C in sizes[:-1]], cache, state)
+        return logits, cache, idx_S, written
+
+    def all_rows(args):
+        logits, cache = every(args)
+        return logits, cache, jnp.full((S,), S, jnp.int32), jax.tree.map(
+            lambda c: jnp.zeros(c.shape[:2] + (S, width) + c.shape[4:], c.dtype), cache)
+
+    choice = bucket_index(mask_S, sizes)
+    logits, cache, idx_S, written = jax.lax.cond(choice == len(sizes) - 1, all_rows, bucket, (cache, state))
+    slots_SxW = pos_S[jnp.minimum(idx_S, S - 1)][:, None] + jnp.arange(width)
+    cache = jax.tree.map(lambda c, w: c.at[:, :, idx_S[:, None], slots_SxW].set(w, mode="drop"), cache, written)
+    return logits, cache
 
 
 DRAFT_ROLE, TARGET_ROLE = 0, 1

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 import nets
-from codesign.atts import draft_config, target_config, row_forward
+from codesign.atts import draft_config, forward_some, row_buckets, target_config, row_forward
 from gpu_speed import timed_carrying_cache  # scripts/bench is on sys.path when run as a script
 
 
@@ -51,6 +51,20 @@ def main() -> int:
                 report["calls"].append({"model": name, "params": nets.param_count(model), "rows": rows,
                                         "width": width, "ms": t * 1e3, "us_per_row": t * 1e6 / rows})
                 print(f"{name:<6} rows {rows:>5} width {width:>3}: {t * 1e3:8.3f} ms", flush=True)
+    # the engine's call on a bucket of rows (`forward_some`): the target's decode step serving C of the largest row count
+    S = max(rows_list)
+    target = nets.TransformerLM(target_config(args.size), rngs=nnx.Rngs(params=0))
+    gd, state = nnx.split(target)
+    buf, pos = jnp.ones((S, args.buf_len), jnp.int32), jnp.full(S, 40, jnp.int32)
+    fn = jax.jit(lambda st, c, mask: forward_some(gd, st, buf, c, mask, pos, 1, args.buf_len - 2, row_buckets(S)),
+                 donate_argnums=1)
+    report["buckets"] = []
+    for served in row_buckets(S):
+        mask = jnp.arange(S) < served
+        t = timed_carrying_cache(lambda st, tok, c, start: fn(st, c, mask), state, None,
+                                 nets.init_cache(target, S, args.buf_len), None, args.reps)
+        report["buckets"].append({"rows": S, "served": served, "ms": t * 1e3})
+        print(f"target decode, {served} of {S} rows served (forward_some): {t * 1e3:8.3f} ms", flush=True)
     lines = [f"ATTS model calls on {report['device']} ({report['backend']}), buf_len {args.buf_len}, "
              f"median of {args.reps}", "", f"{'model':<7} {'rows':>5} " + " ".join(f"{'w=' + str(w):>9}" for w in widths)
              + "   (ms per call)"]
@@ -58,6 +72,8 @@ def main() -> int:
         for rows in rows_list:
             cells = [c["ms"] for c in report["calls"] if c["model"] == name and c["rows"] == rows]
             lines.append(f"{name:<7} {rows:>5} " + " ".join(f"{ms:>9.3f}" for ms in cells))
+    lines += ["", f"target decode on a bucket of the {S} rows (forward_some): "
+              + ", ".join(f"{b['served']} served {b['ms']:.3f} ms" for b in report["buckets"])]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "atts_calls.json").write_text(json.dumps(report, indent=2))
