@@ -182,7 +182,8 @@ class Attention(nnx.Module):
 
         With `cache`, the new keys/values (or MLA latents) are written at slot
         `cache_index` (a scalar, or one slot per sequence of shape (batch,); may be traced)
-        and the query attends to the whole cache, unwritten slots masked. Returns (y (batch, length, d_model), new cache or None).
+        and the query attends to the whole cache, unwritten slots masked.
+        Returns (y (batch, length, d_model), new cache or None).
         `kv_quant` (a function of one array, e.g. `LayerQuant.kv`) is applied to the new keys
         and values (MLA: latent and RoPE key) before they are cached or attended.
         """

@@ -27,7 +27,7 @@ from codesign.atts._ordinal import OrdinalThresholds, alpha_from_budget, ordinal
 from codesign.atts._bank import CALIBRATORS, bank_settings, collect_bank, load_bank, make_calibrator, save_bank
 from codesign.atts._bench import BENCH_PARTS, bench, format_bench
 from codesign.atts._calls import bucket_index, forward_some, row_buckets, row_forward
-from codesign.atts._runner import RunResult, majority_vote, run_batched, run_pipeline
+from codesign.atts._runner import RunResult, compiled_pipelines, majority_vote, run_batched, run_pipeline
 from codesign.atts._state import CALL_KINDS, MODES, TAKEOVERS, Counters, PipelineConfig
 from codesign.atts._stats import paired_bootstrap, turn_rates
 from codesign.atts._models import (DRAFT_VARIANTS, ModelPair, TrainSpec, draft_config, in_draft_band, load_model, load_pair,
@@ -52,6 +52,7 @@ __all__ = [
     "save_model", "load_model", "load_pair", "step_accuracy",
     # pipeline, banks and benchmark
     "MODES", "TAKEOVERS", "CALL_KINDS", "CALIBRATORS", "BENCH_PARTS", "PipelineConfig", "Counters", "RunResult", "run_pipeline",
-    "run_batched", "row_forward", "forward_some", "row_buckets", "bucket_index", "majority_vote", "make_calibrator", "collect_bank", "bank_settings",
+    "run_batched", "compiled_pipelines", "row_forward", "forward_some", "row_buckets", "bucket_index",
+    "majority_vote", "make_calibrator", "collect_bank", "bank_settings",
     "save_bank", "load_bank", "paired_bootstrap", "turn_rates", "bench", "format_bench",
 ]

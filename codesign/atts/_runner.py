@@ -29,6 +29,13 @@ from codesign.data import ArithProblem, ChainProblem, decode, encode, parse_answ
 _COMPILED: dict = {}
 
 
+def compiled_pipelines() -> tuple:
+    """The pipeline programs compiled in this process so far, oldest first (`jax.stages.Compiled`: their
+    `as_text()`, `memory_analysis()` and `cost_analysis()` show what a run executes). One per distinct
+    configuration, models and batch shape; `run_pipeline` reuses them."""
+    return tuple(_COMPILED.values())
+
+
 @dataclass
 class RunResult:
     """What a run produced and what it cost.

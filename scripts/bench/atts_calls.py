@@ -51,7 +51,7 @@ def main() -> int:
                 report["calls"].append({"model": name, "params": nets.param_count(model), "rows": rows,
                                         "width": width, "ms": t * 1e3, "us_per_row": t * 1e6 / rows})
                 print(f"{name:<6} rows {rows:>5} width {width:>3}: {t * 1e3:8.3f} ms", flush=True)
-    # the engine's call on a bucket of rows (`forward_some`): the target's decode step serving C of the largest row count
+    # the engine's call on a bucket of rows (`forward_some`): the target's decode step serving C of the most rows
     S = max(rows_list)
     target = nets.TransformerLM(target_config(args.size), rngs=nnx.Rngs(params=0))
     gd, state = nnx.split(target)

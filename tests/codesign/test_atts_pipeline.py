@@ -470,7 +470,7 @@ def test_the_pipeline_loop_moves_no_whole_cache():
     writes its rows' tokens in place (nets' CacheSlot, one cache position per row). Vmapping batch-1 calls over
     the rows, as the engine once did, transposed and copied the caches inside the loop (20 such ops here)."""
     import re
-    from codesign.atts import _runner
+    from codesign.atts import compiled_pipelines
 
     def decoder(name, seed, layers):
         cfg = nets.ModelConfig(name=name, d_model=16, n_layers=layers, max_seq_len=128,
@@ -481,10 +481,10 @@ def test_the_pipeline_loop_moves_no_whole_cache():
     draft, target = decoder("draft", 1, 2), decoder("target", 2, 3)
     cfg = PipelineConfig(mode="atts", alpha=0.25, m=4, max_turns=3, max_chunk=4, buf_len=96)
     cal = StaticBank(BANK)
-    _runner._COMPILED.clear()
+    known = {id(c) for c in compiled_pipelines()}
     run_pipeline(draft, target, PROBLEMS, cfg, key=jax.random.key(0), calibrator=cal,
                  cal_state=cal.init_state(jnp.full(BANK, 1.0)))
-    (compiled,) = _runner._COMPILED.values()
+    (compiled,) = [c for c in compiled_pipelines() if id(c) not in known]
     slots = cfg.m * len(PROBLEMS)
     shapes = {tuple(x.shape) for m in (draft, target) for x in jax.tree.leaves(nets.init_cache(m, slots, 96))}
     seen, moved, computation = 0, [], None
