@@ -52,9 +52,10 @@ COPY_KV, COPY_WEIGHTS = 1.0, 2.0
 SCAN_CACHE_COPIES = 3.0
 """Copies of each layer's KV cache that one whole-model decode step of `nets.TransformerLM` makes.
 
-A property of our program (fixed, never fitted): its layers run under a scan with the stacked
-cache as scanned input and output; the compiled step (XLA's optimised HLO of a 4-layer decode
-step, inspected on the CPU backend, jax 0.10.2) slices each layer's cache out of the input stack
+A property of our program, the fit's starting point (whole decode steps move it: `_fit._COPIES`): its
+layers run under a scan with the stacked cache as scanned input and output; the compiled step (XLA's
+optimised HLO of a 4-layer decode step, inspected on the CPU backend, jax 0.10.2) slices each layer's
+cache out of the input stack
 (one copy), writes the updated layer into the output stack (one copy) and copies the whole
 output stack once after the loop (one copy). The zero-fill of the output stack is left out.
 That is the program the stored H100 and H200 suites measured. Since 2026-12-08, `nets` carries the

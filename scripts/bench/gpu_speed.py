@@ -31,7 +31,7 @@ from flax import nnx
 
 import nets
 from nets import grouped as _grouped, moe as _moe
-from nets.grouped import grouped_matmul, triton_grouped_matmul
+from nets.grouped import triton_grouped_matmul
 
 BF16 = jnp.bfloat16
 
