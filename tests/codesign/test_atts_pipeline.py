@@ -466,9 +466,10 @@ def test_turn_zero_chunks_and_scores_are_the_calibration_programs(models):
 
 
 def test_the_pipeline_loop_moves_no_whole_cache():
-    """Inside the compiled pipeline's loop, no copy or transpose of a whole stacked KV cache: every model call
-    writes its rows' tokens in place (nets' CacheSlot, one cache position per row). Vmapping batch-1 calls over
-    the rows, as the engine once did, transposed and copied the caches inside the loop (20 such ops here)."""
+    """Inside the compiled pipeline's loop (32 slots: calls on buckets of 16 rows too), no copy or transpose of a
+    whole stacked KV cache: every model call writes its rows' tokens in place (nets' CacheSlot, one cache position
+    per row), and only one branch of the bucket conditional writes the cache. 7ab43f5 had 24 such ops here
+    (vmapped batch-1 calls, and every bucket branch writing the cache); with only the first fixed, 17."""
     import re
     from codesign.atts import compiled_pipelines
 
@@ -479,7 +480,7 @@ def test_the_pipeline_loop_moves_no_whole_cache():
         return nets.TransformerLM(cfg, rngs=nnx.Rngs(params=seed))
 
     draft, target = decoder("draft", 1, 2), decoder("target", 2, 3)
-    cfg = PipelineConfig(mode="atts", alpha=0.25, m=4, max_turns=3, max_chunk=4, buf_len=96)
+    cfg = PipelineConfig(mode="atts", alpha=0.25, m=16, max_turns=3, max_chunk=4, buf_len=96)  # 32 slots: buckets
     cal = StaticBank(BANK)
     known = {id(c) for c in compiled_pipelines()}
     run_pipeline(draft, target, PROBLEMS, cfg, key=jax.random.key(0), calibrator=cal,
