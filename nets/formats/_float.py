@@ -38,6 +38,18 @@ MX_BLOCK = 32
 _E8M0_MIN, _E8M0_MAX = -127, 127
 
 
+def _floor_log2(magnitude: jax.Array) -> jax.Array:
+    """floor(log2 m) of float32 m >= 0 from its exponent bits (int32): exact for normal m; -127 for zero and for
+    float32 subnormals (every caller clamps far above that). Cheaper than `jnp.frexp`, which handles subnormals."""
+    return (lax.shift_right_logical(lax.bitcast_convert_type(magnitude, jnp.int32), 23) & 0xFF) - 127
+
+
+def _pow2(k: jax.Array) -> jax.Array:
+    """2^k as float32 for integer k in [-126, 127] (a normal number), built from its exponent bits: multiplying
+    by it is exact wherever the product stays normal, which `jnp.ldexp` spends many more operations to ensure."""
+    return lax.bitcast_convert_type(lax.shift_left(k.astype(jnp.int32) + 127, 23), jnp.float32)
+
+
 def max_normal_exponent(dtype) -> int:
     """emax of a float dtype: floor(log2 of its largest finite value) (2 for E2M1, 8 for E4M3)."""
     return int(jnp.finfo(dtype).maxexp) - 1
@@ -67,9 +79,10 @@ def rne_quantize(x, dtype) -> jax.Array:
     x = jnp.asarray(x, jnp.float32)
     info = jnp.finfo(dtype)
     magnitude = jnp.minimum(jnp.abs(x), float(info.max))
-    _, exp = jnp.frexp(magnitude)                       # magnitude = m * 2^exp, m in [0.5, 1)
-    ulp_exp = jnp.maximum(exp - 1, int(info.minexp)) - int(info.nmant)
-    y = jnp.ldexp(jnp.round(jnp.ldexp(magnitude, -ulp_exp)), ulp_exp)
+    # the ulp's exponent lies in [minexp - nmant, maxexp - nmant], inside float32's normal range for every
+    # format of 8 bits or fewer: both scalings are exact multiplications by powers of two
+    ulp_exp = jnp.maximum(_floor_log2(magnitude), int(info.minexp)) - int(info.nmant)
+    y = jnp.round(magnitude * _pow2(-ulp_exp)) * _pow2(ulp_exp)
     return jnp.where(jnp.isnan(x), x, jnp.copysign(y, x))
 
 
@@ -89,10 +102,12 @@ def mx_quantize(x, elem_dtype, *, block: int = MX_BLOCK) -> jax.Array:
     padded = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, pad)])
     blocks = padded.reshape(*x.shape[:-1], -1, block)
     amax = jnp.max(jnp.abs(blocks), axis=-1, keepdims=True)
-    _, exp = jnp.frexp(amax)  # floor(log2 amax) = exp - 1 for amax > 0
-    shared_exp = jnp.clip(exp - 1 - max_normal_exponent(elem_dtype), _E8M0_MIN, _E8M0_MAX)
+    # floor(log2 amax) - emax: a float32 amax below 2^-126 reads as -127 here, clipped to -127 as its exact
+    # exponent would be; amax <= 2^128 keeps the shared exponent <= 127 - emax, so 2^-shared_exp is normal
+    shared_exp = jnp.clip(_floor_log2(amax) - max_normal_exponent(elem_dtype), _E8M0_MIN, _E8M0_MAX)
     shared_exp = jnp.where(amax > 0, shared_exp, 0)
-    elements = rne_quantize(jnp.ldexp(blocks, -shared_exp), elem_dtype)
-    dequant = jnp.ldexp(elements, shared_exp)
+    elements = rne_quantize(blocks * _pow2(-shared_exp), elem_dtype)
+    half = shared_exp // 2   # 2^shared_exp may be subnormal (-127): two normal factors, the first product exact
+    dequant = elements * _pow2(half) * _pow2(shared_exp - half)
     dequant = jnp.where(jnp.isfinite(amax), dequant, jnp.nan)
     return dequant.reshape(padded.shape)[..., :length]
