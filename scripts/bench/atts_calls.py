@@ -6,7 +6,8 @@ one-byte decode step and the target's scoring prefill of a chunk window, for the
 The pipeline (`codesign.atts.run_batched`) runs every call on all slots of its pool; this table
 says whether a call's time follows the rows it serves (compute-bound) or not (launch-bound), which
 decides what an idle slot costs. Writes <out>/atts_calls.json and <out>/atts_calls.txt.
-Weights are random (the time does not depend on them); the median of `--reps` timed calls after
+Weights are random (the time does not depend on them), computed as the pipeline computes them (bfloat16 on
+a GPU, float32 on the CPU); the median of `--reps` timed calls after
 warm-up is reported, each call's cache donated and handed to the next, as the pipeline's loop carries it.
 """
 
@@ -22,6 +23,7 @@ from flax import nnx
 
 import nets
 from codesign.atts import draft_config, forward_some, row_buckets, target_config, row_forward
+from codesign.training import compute_dtype
 from gpu_speed import timed_carrying_cache  # scripts/bench is on sys.path when run as a script
 
 
@@ -32,14 +34,17 @@ def main() -> int:
     parser.add_argument("--widths", default="1,17,65", help="tokens per row per call (1 = decode step)")
     parser.add_argument("--buf-len", type=int, default=320)
     parser.add_argument("--reps", type=int, default=50)
-    parser.add_argument("--size", default="full", choices=("full", "tiny"))
+    parser.add_argument("--size", default="full", choices=("full", "large", "tiny"),
+                        help="the pair's configs; large: the GPU pair of atts_gpu_pair.py (draft --draft-variant)")
+    parser.add_argument("--draft-variant", default="kv2", help="the large draft's variant (DRAFT_VARIANTS)")
     args = parser.parse_args()
     rows_list = [int(x) for x in args.rows.split(",")]
     widths = [int(x) for x in args.widths.split(",")]
     report = {"device": str(jax.devices()[0]), "backend": jax.default_backend(), "buf_len": args.buf_len,
               "cache": "donated, carried from call to call", "reps": args.reps, "calls": []}
-    for name, cfg in (("draft", draft_config(args.size)), ("target", target_config(args.size))):
-        model = nets.TransformerLM(cfg, rngs=nnx.Rngs(params=0))
+    draft_cfg = draft_config(args.size, args.draft_variant) if args.size == "large" else draft_config(args.size)
+    for name, cfg in (("draft", draft_cfg), ("target", target_config(args.size))):
+        model = nets.TransformerLM(cfg, rngs=nnx.Rngs(params=0), dtype=compute_dtype("auto"))
         gd, state = nnx.split(model)
         fn = jax.jit(lambda st, tok, cache, start, gd=gd: row_forward(gd, st, tok, cache, start), donate_argnums=2)
         for rows in rows_list:
@@ -53,7 +58,7 @@ def main() -> int:
                 print(f"{name:<6} rows {rows:>5} width {width:>3}: {t * 1e3:8.3f} ms", flush=True)
     # the engine's call on a bucket of rows (`forward_some`): the target's decode step serving C of the most rows
     S = max(rows_list)
-    target = nets.TransformerLM(target_config(args.size), rngs=nnx.Rngs(params=0))
+    target = nets.TransformerLM(target_config(args.size), rngs=nnx.Rngs(params=0), dtype=compute_dtype("auto"))
     gd, state = nnx.split(target)
     buf, pos = jnp.ones((S, args.buf_len), jnp.int32), jnp.full(S, 40, jnp.int32)
     fn = jax.jit(lambda st, c, mask: forward_some(gd, st, buf, c, mask, pos, 1, args.buf_len - 2, row_buckets(S)),
