@@ -51,8 +51,8 @@ def main() -> int:
             start = jnp.full(rows, 40, jnp.int32)
             for width in widths:
                 tokens = jnp.ones((rows, width), jnp.int32)
-                t = timed_carrying_cache(fn, state, tokens, nets.init_cache(model, rows, args.buf_len), start,
-                                         args.reps)
+                t = timed_carrying_cache(lambda c: fn(state, tokens, c, start),
+                                         nets.init_cache(model, rows, args.buf_len), args.reps)
                 report["calls"].append({"model": name, "params": nets.param_count(model), "rows": rows,
                                         "width": width, "ms": t * 1e3, "us_per_row": t * 1e6 / rows})
                 print(f"{name:<6} rows {rows:>5} width {width:>3}: {t * 1e3:8.3f} ms", flush=True)
@@ -66,8 +66,7 @@ def main() -> int:
     report["buckets"] = []
     for served in row_buckets(S):
         mask = jnp.arange(S) < served
-        t = timed_carrying_cache(lambda st, tok, c, start: fn(st, c, mask), state, None,
-                                 nets.init_cache(target, S, args.buf_len), None, args.reps)
+        t = timed_carrying_cache(lambda c: fn(state, c, mask), nets.init_cache(target, S, args.buf_len), args.reps)
         report["buckets"].append({"rows": S, "served": served, "ms": t * 1e3})
         print(f"target decode, {served} of {S} rows served (forward_some): {t * 1e3:8.3f} ms", flush=True)
     lines = [f"ATTS model calls on {report['device']} ({report['backend']}), buf_len {args.buf_len}, "

@@ -203,8 +203,8 @@ def call_ms(model, rows: int, buf_len: int, widths: tuple[int, ...], reps: int) 
     gd, state = nnx.split(model)
     fn = jax.jit(lambda st, tok, cache, start: row_forward(gd, st, tok, cache, start), donate_argnums=2)
     start = jnp.full(rows, buf_len // 2, jnp.int32)
-    return [timed_carrying_cache(fn, state, jnp.ones((rows, w), jnp.int32), nets.init_cache(model, rows, buf_len),
-                                 start, reps) * 1e3 for w in widths]
+    return [timed_carrying_cache(lambda c, w=w: fn(state, jnp.ones((rows, w), jnp.int32), c, start),
+                                 nets.init_cache(model, rows, buf_len), reps) * 1e3 for w in widths]
 
 
 def choose_draft(run: Run, target, args, rows: int) -> str:

@@ -50,15 +50,15 @@ def timed(fn, *args, blocks=5, inner=10) -> float:
     return statistics.median(samples)
 
 
-def timed_carrying_cache(fn, state, tokens, cache, start, reps: int) -> float:
-    """Median seconds of `fn` whose donated cache is handed on to the next call, as the pipeline's loop carries it
-    (compile and two warm-up calls excluded)."""
+def timed_carrying_cache(call, cache, reps: int) -> float:
+    """Median seconds of `call(cache) -> (out, cache)` (its cache donated), each call handed the last one's cache,
+    as the pipeline's loop carries it (compile and two warm-up calls excluded)."""
     for _ in range(2):
-        _, cache = jax.block_until_ready(fn(state, tokens, cache, start))
+        _, cache = jax.block_until_ready(call(cache))
     samples = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        _, cache = jax.block_until_ready(fn(state, tokens, cache, start))
+        _, cache = jax.block_until_ready(call(cache))
         samples.append(time.perf_counter() - t0)
     return statistics.median(samples)
 

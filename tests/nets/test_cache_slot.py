@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +10,7 @@ from flax import nnx
 
 import nets
 from nets import TransformerLM, init_cache, layer_segments
+from tests.hlo_ops import ops_of_shapes
 from tests.nets.test_model import scaled_down, small_cfg, tokens
 
 
@@ -53,17 +52,13 @@ def test_a_donated_decode_step_makes_no_copy_of_the_cache():
     stacked = {tuple(a.shape) for a in jax.tree.leaves(cache)}
     hlo = jax.jit(_step(graphdef), donate_argnums=(2,)).lower(
         state, tokens(length=1), cache, jnp.int32(3)).compile().as_text()
-    whole = []
-    for line in hlo.splitlines():
-        m = re.search(r"= f32\[([\d,]+)\]\S* (\S+)\(", line)
-        if m and tuple(int(d) for d in m.group(1).split(",")) in stacked:
-            whole.append((m.group(2), line.strip()))
+    whole = ops_of_shapes(hlo, stacked)
     assert whole, "the test should see the stacked cache in the compiled step"
-    moved = [line for op, line in whole if op == "copy" or "broadcast" in line.split("(")[0]]
+    moved = [op.line for op in whole if op.opcode == "copy" or "broadcast" in op.line.split("(")[0]]
     assert not moved, "\n".join(moved)
     # the same shapes, written one slot at a time: a slice of one layer stays allowed, a copy of the stack does not
-    assert all(op in ("fusion", "dynamic-update-slice", "parameter", "get-tuple-element", "bitcast", "tuple")
-               for op, _ in whole), whole
+    assert all(op.opcode in ("fusion", "dynamic-update-slice", "parameter", "get-tuple-element", "bitcast", "tuple")
+               for op in whole), whole
 
 
 def test_cache_slot_reads_its_layer_after_the_write():
